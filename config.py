@@ -1,0 +1,27 @@
+"""Debug switches, all read from the environment in one place.
+
+NNC_DEBUG=1     keep temporary build directories and print internal tracebacks for user errors
+NNC_VERIFY=0    skip IR verification between passes (on by default)
+NNC_DUMP_IR=dir write the IR after every pass into dir
+NNC_CC=gcc      the host C compiler
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def debug() -> bool:
+    return os.environ.get("NNC_DEBUG", "") not in ("", "0")
+
+
+def verify() -> bool:
+    return os.environ.get("NNC_VERIFY", "1") not in ("", "0")
+
+
+def dump_ir_dir() -> str | None:
+    return os.environ.get("NNC_DUMP_IR") or None
+
+
+def host_cc() -> str:
+    return os.environ.get("NNC_CC", "gcc")

@@ -1,0 +1,1 @@
+"""Graph and loop passes, registered by name (see nnc.passes.manager)."""
