@@ -64,7 +64,7 @@ def registered_passes() -> dict[str, PassInfo]:
 
 _BUILTIN = (
     "fold_constants", "eliminate_dead_code", "fold_batchnorm", "fuse_ops", "lower_to_loops",
-    "schedule", "plan_memory",
+    "default_schedule", "schedule", "plan_memory",
 )
 
 

@@ -45,6 +45,8 @@ class ComputeContext:
     inputs: Sequence[Buffer | None]
     outputs: Sequence[Buffer]
     epilogue: Callable[[Expr, tuple[Expr, ...]], Expr] | None = None
+    # where output 0 really goes when an epilogue is fused (its dtype may differ from outputs[0])
+    target: Buffer | None = None
 
     @property
     def attrs(self) -> Attrs:
@@ -57,6 +59,8 @@ class ComputeContext:
         out = self.outputs[k]
         if k == 0 and self.epilogue is not None:
             value = self.epilogue(value, tuple(indices))
+        if k == 0 and self.target is not None:
+            out = self.target
         self.b.store(out, tuple(indices), value)
 
 

@@ -1,0 +1,46 @@
+# nnc — the two commands a new user needs:
+#   make demo   set up, compile the bundled example model, run it, print outputs and latency
+#   make test   set up and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+NNC    := $(VENV)/bin/nnc
+DEMO_MODEL := benchmarks/models/kws.onnx
+DEMO_OUT   := demo_out
+
+.PHONY: install demo test test-fast bench conformance lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	@command -v gcc >/dev/null || (echo "installing gcc" && apt-get update -qq && apt-get install -y -qq gcc)
+	touch $@
+
+$(DEMO_MODEL): install benchmarks/models/mlperf_tiny.py
+	$(PY) -m benchmarks.models.mlperf_tiny benchmarks/models
+
+demo: install $(DEMO_MODEL)
+	$(NNC) compile $(DEMO_MODEL) --target host -o $(DEMO_OUT)
+	$(NNC) run $(DEMO_OUT)
+	$(NNC) bench $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+bench: install
+	$(PY) -m benchmarks.bench_host
+
+conformance: install
+	$(PY) -m pytest -q -s tests/test_conformance.py
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(DEMO_OUT) out build .pytest_cache

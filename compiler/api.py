@@ -1,0 +1,213 @@
+"""The Python API: `nnc.compile(model, target="host") -> CompiledModel`.
+
+    >>> import nnc, numpy as np
+    >>> m = nnc.compile("kws.onnx", target="host", output_dir="out")        # doctest: +SKIP
+    >>> y = m.run({"input": np.zeros((1, 1, 49, 10), np.float32)})          # doctest: +SKIP
+    >>> m.benchmark()["latency_ms"]["median"]                               # doctest: +SKIP
+
+A compiled model lives in a directory: the C project (model.h, model.c, weights, runtime, a
+Makefile), the built shared library and benchmark executable, and `nnc.json` describing the
+model. `CompiledModel.load(dir)` reopens one (that is what `nnc run`/`nnc bench` do).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from nnc.compiler.errors import NncError
+from nnc.compiler.onnx.importer import import_model
+from nnc.compiler.pipeline import default_pipeline
+from nnc.ir.graph import Graph
+from nnc.ir.loops import LoopModule
+from nnc.passes.manager import PassError, PassManager
+
+METADATA = "nnc.json"
+
+
+def _target(name: str) -> Any:
+    from nnc.backends.target import parse_target
+
+    try:
+        return parse_target(name)
+    except ValueError as e:
+        raise NncError(str(e)) from None
+
+
+class CompiledModel:
+    """A model compiled and built for a target, with `run` and `benchmark`."""
+
+    def __init__(self, source_dir: Path, info: dict[str, Any], keep: Any = None) -> None:
+        self.source_dir = Path(source_dir)
+        self.info = info
+        self.target = _target(info["target"])
+        self.compile_time_s: dict[str, float] = info.get("compile_time_s", {})
+        self._runner: Any = None
+        self._keep = keep  # a TemporaryDirectory that lives as long as this object
+
+    @staticmethod
+    def load(directory: str | os.PathLike[str]) -> CompiledModel:
+        d = Path(directory)
+        meta = d / METADATA
+        if not meta.exists():
+            raise NncError(f"{d}: not a compiled nnc model (no {METADATA}); run `nnc compile` first")
+        return CompiledModel(d, json.loads(meta.read_text()))
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return list(self.info["inputs"])
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return list(self.info["outputs"])
+
+    def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        feeds = {}
+        for d in self.inputs:
+            dt = np.dtype(d["dtype"])
+            if dt.kind == "f":
+                feeds[d["name"]] = rng.standard_normal(d["shape"]).astype(dt)
+            elif dt.kind == "b":
+                feeds[d["name"]] = rng.integers(0, 2, d["shape"]).astype(dt)
+            else:
+                feeds[d["name"]] = rng.integers(0, 10, d["shape"]).astype(dt)
+        return feeds
+
+    def _host(self) -> Any:
+        if self._runner is None:
+            from nnc.backends.c.run import HostModel
+
+            self._runner = HostModel(self.source_dir)
+        return self._runner
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; `inputs`/result keyed by the ONNX input/output names."""
+        self.check_inputs(inputs)
+        return dict(self._host().run(dict(inputs)))
+
+    def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
+        expected = {d["name"]: d for d in self.inputs}
+        missing = [n for n in expected if n not in inputs]
+        extra = [n for n in inputs if n not in expected]
+        if missing or extra:
+            raise NncError(
+                f"inputs do not match the model: missing {missing}, unexpected {extra}; the model's "
+                f"inputs are {list(expected)}")
+        for name, d in expected.items():
+            arr = np.asarray(inputs[name])
+            if tuple(arr.shape) != tuple(d["shape"]):
+                raise NncError(f"input '{name}' has shape {tuple(arr.shape)} but the model expects "
+                               f"{tuple(d['shape'])}")
+            if str(arr.dtype) != d["dtype"]:
+                raise NncError(f"input '{name}' has dtype {arr.dtype} but the model expects "
+                               f"{d['dtype']}")
+
+    def benchmark(self, warmup: int = 10, repeat: int = 100,
+                  inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+        if inputs is not None:
+            self.check_inputs(inputs)
+        result = dict(self._host().benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
+        result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
+        return result
+
+
+def _io_desc(graph: Graph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def d(v: Any) -> dict[str, Any]:
+        return {"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype}
+
+    return [d(v) for v in graph.inputs], [d(v) for v in graph.outputs]
+
+
+def compile(  # noqa: A001 - the public name users expect
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    target: str = "host",
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    output_dir: str | os.PathLike[str] | None = None,
+    pipeline: str | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
+    opt_level: str = "-O3",
+    prefix: str = "nnc",
+) -> CompiledModel:
+    """Compile an ONNX model (path or ModelProto) for `target` and build it.
+
+    With `output_dir` the project is written there (built in a temporary directory next to it and
+    renamed into place only on success); without, into a temporary directory that lives as long as
+    the returned object."""
+    tgt = _target(target)
+    times: dict[str, float] = {}
+    t0 = time.perf_counter()
+    graph = import_model(model, input_shapes)
+    times["import"] = time.perf_counter() - t0
+
+    pm = PassManager(pipeline or default_pipeline(tgt.kind), target=tgt, dump_dir=dump_ir)
+    t0 = time.perf_counter()
+    try:
+        module = pm.run(graph)
+    except PassError as e:
+        raise NncError(f"compilation failed: {e}") from e
+    times["passes"] = time.perf_counter() - t0
+    if not isinstance(module, LoopModule):
+        raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
+
+    from nnc.backends.c.build import build_project
+    from nnc.backends.c.emit import emit_c
+
+    t0 = time.perf_counter()
+    files = emit_c(module, prefix=prefix)
+    times["codegen"] = time.perf_counter() - t0
+
+    inputs, outputs = _io_desc(graph)
+    memory = pm.facts.get("memory", {})
+    info: dict[str, Any] = {
+        "target": tgt.name,
+        "prefix": prefix,
+        "inputs": inputs,
+        "outputs": outputs,
+        "macs": int(sum(k.macs for k in module.kernels)),
+        "num_kernels": len(module.kernels),
+        "weight_bytes": int(sum(np.asarray(a).nbytes for a in module.constants.values())),
+        "arena_bytes": int(module.arena_size),
+        "arena_floor_bytes": int(memory.get("floor_bytes", module.arena_size)),
+        "pipeline": pm.pipeline_text(),
+        "pass_times_s": {f"{i:02d}-{n}": round(t, 4) for i, (n, t) in enumerate(pm.timings)},
+        "layers": [{"name": k.op_name, "op": k.op_kind, "macs": k.macs} for k in module.kernels],
+    }
+
+    keep = None
+    if output_dir is None:
+        keep = tempfile.TemporaryDirectory(prefix="nnc-")
+        final = Path(keep.name) / "model"
+        staging = final
+        staging.mkdir()
+    else:
+        final = Path(output_dir)
+        if final.exists() and not (final / METADATA).exists() and any(final.iterdir()):
+            raise NncError(f"{final}: exists and is not an nnc output directory; refusing to "
+                           "overwrite it")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        t0 = time.perf_counter()
+        build_project(staging, files, tgt, opt_level=opt_level)
+        times["c_compiler"] = time.perf_counter() - t0
+        info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
+        (staging / METADATA).write_text(json.dumps(info, indent=1))
+        if staging != final:
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)
+    except BaseException:
+        if staging != final:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return CompiledModel(final, info, keep)

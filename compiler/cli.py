@@ -1,0 +1,160 @@
+"""The `nnc` command line: compile, run, bench, inspect.
+
+User errors (NncError: bad file, unsupported op, dynamic shape, wrong input...) print one line and
+exit with code 2; internal errors print one line too unless NNC_DEBUG=1 asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from nnc import config
+from nnc.compiler.errors import NncError
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    from nnc.compiler.api import compile as nnc_compile
+    from nnc.compiler.onnx.importer import parse_input_shapes
+
+    model = nnc_compile(
+        args.model,
+        target=args.target,
+        input_shapes=parse_input_shapes(args.input_shape or []),
+        output_dir=args.output,
+        pipeline=args.pipeline,
+        dump_ir=args.dump_ir,
+    )
+    t = model.compile_time_s
+    print(f"compiled {args.model} for {model.target.name} into {model.source_dir}")
+    print(f"  kernels {model.info['num_kernels']}, MACs {model.info['macs']:,}, "
+          f"weights {model.info['weight_bytes']:,} B, arena {model.info['arena_bytes']:,} B "
+          f"(floor {model.info['arena_floor_bytes']:,} B)")
+    print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+    return 0
+
+
+def _load_npz(path: str) -> dict:
+    import numpy as np
+
+    p = Path(path)
+    if not p.exists():
+        raise NncError(f"{path}: no such file")
+    try:
+        with np.load(p, allow_pickle=False) as f:
+            return {k: f[k] for k in f.files}
+    except Exception as e:
+        raise NncError(f"{path}: cannot read inputs as .npz ({e})") from None
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from nnc.compiler.api import CompiledModel
+
+    model = CompiledModel.load(args.dir)
+    inputs = _load_npz(args.inputs) if args.inputs else model.random_inputs(seed=0)
+    outputs = model.run(inputs)
+    if args.outputs:
+        tmp = Path(args.outputs + ".tmp.npz")
+        np.savez(tmp, **outputs)
+        tmp.replace(args.outputs)
+    for name, arr in outputs.items():
+        flat = arr.reshape(-1)
+        head = ", ".join(f"{x:.6g}" if arr.dtype.kind == "f" else str(x) for x in flat[:8])
+        print(f"{name}: {arr.dtype}{list(arr.shape)} [{head}{', ...' if flat.size > 8 else ''}]")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from nnc.compiler.api import CompiledModel
+
+    model = CompiledModel.load(args.dir)
+    result = model.benchmark(warmup=args.warmup, repeat=args.repeat)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        lat = result["latency_ms"]
+        print(f"{result['target']}: median {lat['median']:.4f} ms, min {lat['min']:.4f} ms, "
+              f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    if args.ops:
+        from nnc.compiler.onnx.registry import supported_op_types
+
+        print("\n".join(sorted(supported_op_types())))
+        return 0
+    if not args.model:
+        raise NncError("inspect needs a model (or --ops)")
+    from nnc.compiler.inspect import inspect_model
+    from nnc.compiler.onnx.importer import parse_input_shapes
+
+    print(inspect_model(args.model, parse_input_shapes(args.input_shape or []),
+                        optimized=args.optimized))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nnc", description="Compile ONNX models to C.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="compile an ONNX model into a C project and build it")
+    c.add_argument("model")
+    c.add_argument("--target", default="host", help="target (default: host)")
+    c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
+                   help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
+    c.add_argument("--pipeline", help="pass pipeline (default: the target's)")
+    c.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass into DIR")
+    c.set_defaults(fn=_cmd_compile)
+
+    r = sub.add_parser("run", help="run a compiled model")
+    r.add_argument("dir")
+    r.add_argument("--inputs", help=".npz with one array per model input (default: random)")
+    r.add_argument("--outputs", help="write the outputs to this .npz")
+    r.set_defaults(fn=_cmd_run)
+
+    b = sub.add_parser("bench", help="benchmark a compiled model")
+    b.add_argument("dir")
+    b.add_argument("--json", action="store_true")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--repeat", type=int, default=100)
+    b.set_defaults(fn=_cmd_bench)
+
+    i = sub.add_parser("inspect", help="print the graph IR with per-op MACs and parameters")
+    i.add_argument("model", nargs="?")
+    i.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
+    i.add_argument("--optimized", action="store_true", help="after the graph passes")
+    i.add_argument("--ops", action="store_true", help="list the supported ONNX ops")
+    i.set_defaults(fn=_cmd_inspect)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except NncError as e:
+        if config.debug():
+            traceback.print_exc()
+        print(f"nnc: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nnc: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if config.debug():
+            traceback.print_exc()
+        print(f"nnc: internal error: {type(e).__name__}: {e} (set NNC_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

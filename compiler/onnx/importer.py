@@ -1,0 +1,341 @@
+"""ONNX → graph IR.
+
+`import_model(model, input_shapes)` loads the model (external data included), fixes dynamic input
+dimensions from `input_shapes`, runs onnx's shape inference as a consistency check, rejects the
+model with one message listing every unsupported op, then converts node by node with the
+converters registered in `nnc.compiler.onnx.{elementwise,nn,shape,reduce}`. Ops whose inputs are
+all small constants are folded as they are emitted, so shape-only subgraphs (Shape → Gather →
+Concat → Reshape) become constants.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+from onnx import numpy_helper
+
+from nnc.compiler.errors import NncError
+from nnc.compiler.onnx.registry import (
+    ConversionError, ConvertContext, find_converter, supported_op_types,
+)
+from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
+from nnc.ir.ops import OpError, get_op
+from nnc.ir.types import TensorType
+
+MIN_OPSET = 7
+FOLD_LIMIT = 1 << 16  # ops with all-constant inputs and at most this many output elements fold at import
+
+ONNX_DTYPES: dict[int, str] = {
+    onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
+    onnx.TensorProto.FLOAT16: "float16", onnx.TensorProto.INT8: "int8",
+    onnx.TensorProto.INT16: "int16", onnx.TensorProto.INT32: "int32",
+    onnx.TensorProto.INT64: "int64", onnx.TensorProto.UINT8: "uint8",
+    onnx.TensorProto.UINT16: "uint16", onnx.TensorProto.UINT32: "uint32",
+    onnx.TensorProto.UINT64: "uint64", onnx.TensorProto.BOOL: "bool",
+}
+
+
+def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+    if isinstance(model, onnx.ModelProto):
+        return model
+    path = Path(model)
+    if not path.exists():
+        raise NncError(f"{path}: no such file")
+    if path.is_dir():
+        raise NncError(f"{path}: is a directory, expected an .onnx file")
+    try:
+        return onnx.load(str(path), load_external_data=True)
+    except DecodeError:
+        raise NncError(f"{path}: not an ONNX model (protobuf decoding failed)") from None
+    except FileNotFoundError as e:
+        raise NncError(f"{path}: external data file missing: {e.filename}") from None
+    except Exception as e:  # onnx raises assorted errors for truncated/garbled files
+        raise NncError(f"{path}: cannot read ONNX model: {e}") from None
+
+
+def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Parse CLI specs like `input=1x3x224x224` (also `1,3,224,224`)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition("=")
+        if not sep or not name or not re.fullmatch(r"\d+([x,]\d+)*", dims.strip()):
+            raise NncError(f"bad --input-shape {spec!r}: expected NAME=DxDxD, e.g. input=1x3x224x224")
+        shapes[name] = tuple(int(d) for d in re.split(r"[x,]", dims.strip()))
+    return shapes
+
+
+class GraphBuilder:
+    """Accumulates the graph IR while converters run."""
+
+    def __init__(self, reserved: set[str]) -> None:
+        self.types: dict[str, TensorType] = {}
+        self.constants: dict[str, np.ndarray] = {}
+        self.ops: list[Op] = []
+        self.names: dict[str, str] = {}  # ONNX value name -> graph-IR name
+        self.used = set(reserved)
+        self.defined: set[str] = set()
+
+    def fresh(self, hint: str) -> str:
+        hint = hint or "v"
+        if hint not in self.used:
+            self.used.add(hint)
+            return hint
+        n = 1
+        while f"{hint}_{n}" in self.used:
+            n += 1
+        self.used.add(f"{hint}_{n}")
+        return f"{hint}_{n}"
+
+    def define(self, onnx_name: str, hint: str | None = None) -> str:
+        """A new graph-IR name for a value; the ONNX name itself when still free."""
+        name = onnx_name if onnx_name and onnx_name not in self.defined else self.fresh(
+            hint or onnx_name or "v")
+        self.used.add(name)
+        self.defined.add(name)
+        return name
+
+    def resolve(self, onnx_name: str) -> str:
+        try:
+            return self.names[onnx_name]
+        except KeyError:
+            raise ConversionError(f"input {onnx_name!r} is not defined before use") from None
+
+    def add_constant(self, array: np.ndarray, hint: str, name: str | None = None) -> str:
+        array = np.ascontiguousarray(array)
+        if str(array.dtype) not in ONNX_DTYPES.values():
+            raise ConversionError(f"constant of unsupported element type {array.dtype}")
+        cname = self.define(name or "", hint) if name is None else self.define(name)
+        self.constants[cname] = array
+        self.types[cname] = TensorType(tuple(int(d) for d in array.shape), str(array.dtype))
+        return cname
+
+    def emit(self, node: onnx.NodeProto, kind: str, inputs: Sequence[str], attrs: dict[str, Any],
+             outputs: Sequence[str] | None, num_outputs: int) -> list[str]:
+        frozen = Attrs.of(attrs)
+        opdef = get_op(kind)
+        in_types = [self.types[n] if n else None for n in inputs]
+        out_types = list(opdef.infer(in_types, frozen))
+        n_out = len(out_types) if outputs is None else len(outputs)
+        if outputs is not None and len(outputs) > len(out_types):
+            raise ConversionError(f"{kind} produces {len(out_types)} outputs, node has {len(outputs)}")
+        hints = list(outputs) if outputs is not None else [""] * max(n_out, num_outputs)
+        out_types = out_types[: len(hints)] if outputs is not None else out_types
+        present = [n for n in inputs if n]
+        if present and all(n in self.constants for n in present) and all(
+                t.size <= FOLD_LIMIT for t in out_types):
+            args = [self.constants[n] if n else None for n in inputs]
+            results = list(opdef.reference(args, frozen))
+            names = []
+            for k, (r, t) in enumerate(zip(results, out_types)):
+                arr = np.asarray(r).astype(t.dtype, copy=False).reshape(t.shape)
+                names.append(self.add_constant(arr, f"{node.name or kind}_c", hints[k] or None)
+                             if hints[k] else self.add_constant(arr, f"{node.name or kind}_c"))
+            return names
+        values = []
+        for k, t in enumerate(out_types):
+            hint = hints[k] if k < len(hints) else ""
+            name = self.define(hint, f"{node.name or kind}_{k}") if hint else self.fresh(
+                f"{node.name or kind}_{k}")
+            self.defined.add(name)
+            self.types[name] = t
+            values.append(Value(name, t))
+        self.ops.append(Op(kind, tuple(inputs), tuple(values), frozen, name=node.name or ""))
+        return [v.name for v in values]
+
+
+def _default_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return int(imp.version)
+    return 1
+
+
+def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> TensorType:
+    tt = vi.type.tensor_type
+    if not vi.type.HasField("tensor_type"):
+        raise NncError(f"input {vi.name!r}: only tensor inputs are supported")
+    if tt.elem_type not in ONNX_DTYPES:
+        raise NncError(f"input {vi.name!r}: element type "
+                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)} is not supported")
+    dims = list(tt.shape.dim) if tt.HasField("shape") else None
+    if fixed is not None:
+        if dims is not None and len(dims) != len(fixed):
+            raise NncError(f"--input-shape {vi.name}: rank {len(fixed)} but the model's input has "
+                           f"rank {len(dims)}")
+        for d, f in zip(dims or [], fixed):
+            if d.HasField("dim_value") and d.dim_value != f:
+                raise NncError(f"--input-shape {vi.name}: dimension {d.dim_value} is fixed in the "
+                               f"model, got {f}")
+        return TensorType(fixed, ONNX_DTYPES[tt.elem_type])
+    if dims is None:
+        raise NncError(f"input {vi.name!r} has no shape; give one with --input-shape "
+                       f"{vi.name}=DxDx...")
+    shape = []
+    for i, d in enumerate(dims):
+        if not d.HasField("dim_value"):
+            what = f"'{d.dim_param}'" if d.dim_param else "unknown"
+            raise NncError(f"input {vi.name!r} has a dynamic dimension {i} ({what}); fix it with "
+                           f"--input-shape {vi.name}="
+                           + "x".join(str(x.dim_value) if x.HasField("dim_value") else "N"
+                                      for x in dims))
+        shape.append(int(d.dim_value))
+    return TensorType(tuple(shape), ONNX_DTYPES[tt.elem_type])
+
+
+def _check_supported(model: onnx.ModelProto, opset: int) -> None:
+    missing = []
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx"):
+            missing.append(f"{node.op_type} (domain {node.domain}, node '{node.name}')")
+        elif find_converter(node.op_type, opset) is None:
+            missing.append(f"{node.op_type} (node '{node.name}')")
+    if missing:
+        raise NncError(
+            f"unsupported ops at opset {opset}: {'; '.join(missing)}. nnc supports "
+            f"{len(supported_op_types())} ONNX ops (nnc inspect --ops lists them)")
+
+
+def _toposort(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    done = set(available)
+    pending = list(nodes)
+    order: list[onnx.NodeProto] = []
+    while pending:
+        progress = [n for n in pending if all(not i or i in done for i in n.input)]
+        if not progress:
+            n = pending[0]
+            need = [i for i in n.input if i and i not in done]
+            raise NncError(f"node '{n.name}' ({n.op_type}) uses undefined value(s) {need}")
+        for n in progress:
+            order.append(n)
+            done.update(n.output)
+        pending = [n for n in pending if n not in progress]
+    return order
+
+
+def import_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+) -> Graph:
+    proto = load_model(model)
+    opset = _default_opset(proto)
+    newest = onnx.defs.onnx_opset_version()
+    if opset < MIN_OPSET:
+        raise NncError(f"opset {opset} is older than {MIN_OPSET}; upgrade the model with "
+                       f"onnx.version_converter.convert_version(model, 13)")
+    if opset > newest:
+        raise NncError(f"opset {opset} is newer than the installed onnx knows ({newest}); "
+                       f"upgrade the onnx package")
+    g = proto.graph
+    init_names = {t.name for t in g.initializer}
+    real_inputs = [vi for vi in g.input if vi.name not in init_names]
+    shapes = dict(input_shapes or {})
+    unknown = set(shapes) - {vi.name for vi in real_inputs}
+    if unknown:
+        raise NncError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's "
+                       f"inputs are {[vi.name for vi in real_inputs]}")
+    _check_supported(proto, opset)
+
+    reserved = {n for node in g.node for n in list(node.input) + list(node.output) if n}
+    reserved |= {vi.name for vi in g.input} | init_names
+    b = GraphBuilder(reserved)
+    b.used = set()  # ONNX names are claimed as they are defined, generated ones avoid `reserved`
+    b.used |= reserved
+    b.defined = set()
+    inputs = []
+    for vi in real_inputs:
+        fixed = tuple(int(d) for d in shapes[vi.name]) if vi.name in shapes else None
+        t = _value_type(vi, fixed)
+        name = b.define(vi.name)
+        b.types[name] = t
+        b.names[vi.name] = name
+        inputs.append(Value(name, t))
+    for init in g.initializer:
+        try:
+            arr = numpy_helper.to_array(init)
+        except Exception as e:
+            raise NncError(f"initializer {init.name!r}: cannot read ({e})") from None
+        if str(arr.dtype) not in ONNX_DTYPES.values():
+            raise NncError(f"initializer {init.name!r}: element type {arr.dtype} is not supported")
+        b.names[init.name] = b.add_constant(arr, "w", init.name)
+
+    _check_with_onnx_shape_inference(proto, inputs)
+
+    for node in _toposort(list(g.node), set(b.names)):
+        ctx = ConvertContext(node, opset, b)
+        fn = find_converter(node.op_type, opset)
+        assert fn is not None
+        where = f"node '{node.name}' ({node.op_type}, opset {opset})"
+        try:
+            results = list(fn(ctx))
+        except (ConversionError, OpError) as e:
+            raise NncError(f"{where}: {e}") from None
+        except NncError:
+            raise
+        except Exception as e:
+            raise NncError(f"{where}: cannot convert: {type(e).__name__}: {e}") from e
+        outs = [o for o in node.output]
+        for k, o in enumerate(outs):
+            if not o:
+                continue
+            if k >= len(results) or not results[k]:
+                raise NncError(f"{where}: output {k} ('{o}') is not supported")
+            b.names[o] = results[k]
+
+    outputs = []
+    for vi in g.output:
+        if vi.name not in b.names:
+            raise NncError(f"graph output {vi.name!r} is not produced by any node")
+        outputs.append(_bind_output(b, vi.name, {v.name for v in inputs}, outputs))
+    used = {n for op in b.ops for n in op.inputs} | {v.name for v in outputs}
+    constants = tuple(Constant.of(n, a) for n, a in b.constants.items() if n in used)
+    name = re.sub(r"\W", "_", g.name or "model") or "model"
+    return Graph(name, tuple(inputs), tuple(outputs), constants, tuple(b.ops))
+
+
+def _bind_output(b: GraphBuilder, onnx_name: str, input_names: set[str],
+                 bound: list[Value]) -> Value:
+    """The graph output keeps its ONNX name: when it resolved to another value (Identity of an
+    input, a constant, a value already bound), an explicit copy (`reshape` to the same shape)
+    gives it its own name."""
+    ir_name = b.names[onnx_name]
+    t = b.types[ir_name]
+    if ir_name == onnx_name and ir_name not in input_names and ir_name not in b.constants \
+            and all(v.name != ir_name for v in bound):
+        return Value(ir_name, t)
+    name = b.define(onnx_name) if onnx_name not in b.defined else b.fresh(onnx_name)
+    b.defined.add(name)
+    b.types[name] = t
+    b.ops.append(Op("reshape", (ir_name,), (Value(name, t),), Attrs.of(shape=t.shape),
+                    name=f"{onnx_name}_copy"))
+    return Value(name, t)
+
+
+def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Value]) -> None:
+    """Run onnx's own shape inference with the fixed input shapes; it catches inconsistent models
+    (mismatched shapes, wrong types) with onnx's message before our converters run."""
+    if proto.ByteSize() > (1 << 30):  # protobuf cannot serialize >2 GB; skip the check there
+        return
+    m = onnx.ModelProto()
+    m.CopyFrom(proto)
+    del m.graph.value_info[:]
+    byname = {v.name: v for v in inputs}
+    for vi in m.graph.input:
+        if vi.name in byname:
+            shape = vi.type.tensor_type.shape
+            del shape.dim[:]
+            for d in byname[vi.name].type.shape:
+                shape.dim.add().dim_value = d
+    try:
+        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else "shape inference failed"
+        raise NncError(f"the model is inconsistent (onnx shape inference): {msg}") from None
+    except Exception:
+        return  # inference gaps for exotic ops are not the user's error

@@ -1,0 +1,250 @@
+"""lower-to-loops: graph IR → loop IR. Every (fused) op becomes one kernel built by its op's
+compute definition; intermediates become arena buffers; reshape-like ops become aliases (no copy).
+
+A fused op lowers its anchor's compute with the epilogue ops applied to each value before it is
+stored, so the chain has no intermediate buffer. If the anchor's loop nest reads back its own
+output or stores it more than once (then an epilogue cannot apply), the fused op is lowered
+unfused instead.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from nnc.ir.graph import Graph, Op
+from nnc.ir.loops import Buffer, Expr, For, If, Kernel, KernelBuilder, Load, LoopModule, Store
+from nnc.ir.ops import ComputeContext, compute_elementwise, get_op, load_broadcast
+from nnc.passes.manager import PassContext, register_pass
+
+
+def c_identifier(name: str, used: set[str]) -> str:
+    base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "t"
+    if base[0].isdigit():
+        base = "t_" + base
+    base = base[:48]
+    cand, n = base, 1
+    while cand in used:
+        cand = f"{base}_{n}"
+        n += 1
+    used.add(cand)
+    return cand
+
+
+def _stores_and_loads(stmts: Sequence[object], name: str) -> tuple[int, bool]:
+    """Count Store statements to `name` and whether anything loads from `name`."""
+    stores, loads = 0, False
+
+    def visit_expr(e: object) -> None:
+        nonlocal loads
+        if isinstance(e, Load) and e.buffer == name:
+            loads = True
+        for attr in ("a", "b", "cond", "value"):
+            sub = getattr(e, attr, None)
+            if isinstance(sub, Expr):
+                visit_expr(sub)
+        for sub in getattr(e, "args", ()) or ():
+            if isinstance(sub, Expr):
+                visit_expr(sub)
+        for sub in getattr(e, "indices", ()) or ():
+            visit_expr(sub)
+
+    def visit(s: object) -> None:
+        nonlocal stores
+        if isinstance(s, For):
+            for c in s.body:
+                visit(c)
+        elif isinstance(s, If):
+            visit_expr(s.cond)
+            for c in s.then + s.orelse:
+                visit(c)
+        elif isinstance(s, Store):
+            stores += s.buffer == name
+            visit_expr(s.value)
+            for i in s.indices:
+                visit_expr(i)
+
+    for s in stmts:
+        visit(s)
+    return stores, loads
+
+
+class _Lowering:
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.used: set[str] = set()
+        self.buf: dict[str, Buffer] = {}  # graph value name -> buffer
+        self.extra: list[Buffer] = []  # buffers with no graph value (flat views for copies)
+        self.kernels: list[Kernel] = []
+        self.outputs = {v.name for v in graph.outputs}
+
+    def new_buffer(self, value_name: str, shape: tuple[int, ...], dtype: str, scope: str,
+                   alias: str | None = None) -> Buffer:
+        b = Buffer(c_identifier(value_name, self.used), shape, dtype, scope, alias=alias)
+        self.buf[value_name] = b
+        return b
+
+    def kernel_name(self, kind: str) -> str:
+        return c_identifier(f"k{len(self.kernels)}_{kind}", self.used)
+
+    # ---- kernels
+    def lower_plain(self, op: Op) -> None:
+        opdef = get_op(op.kind)
+        b = KernelBuilder(self.kernel_name(op.kind))
+        ins = [self.buf[n] if n else None for n in op.inputs]
+        outs = [self.buf[v.name] for v in op.outputs]
+        ctx = ComputeContext(b, op, ins, outs)
+        if opdef.compute is not None:
+            opdef.compute(ctx)
+        else:
+            assert opdef.scalar is not None
+            compute_elementwise(ctx, opdef.scalar)
+        self.finish(b, ins, outs, op, opdef_macs(op, self.graph))
+
+    def lower_fused(self, op: Op) -> bool:
+        assert op.body is not None
+        anchor, epilogue = op.body.ops[0], op.body.ops[1:]
+        opdef = get_op(anchor.kind)
+        if opdef.alias or len(anchor.outputs) != 1:
+            return False
+        b = KernelBuilder(self.kernel_name(anchor.kind))
+        ins = [self.buf[n] if n else None for n in anchor.inputs]
+        target = self.buf[op.outputs[0].name]
+        av = anchor.outputs[0]
+        virtual = Buffer(c_identifier(av.name + "_v", set(self.used)), av.type.shape,
+                         av.type.dtype, "arena")
+        chain0 = av.name
+
+        def apply_epilogue(value: Expr, idx: tuple[Expr, ...]) -> Expr:
+            chain = chain0
+            for e_op in epilogue:
+                args: list[Expr | None] = []
+                for n in e_op.inputs:
+                    if n == chain:
+                        args.append(value)
+                    elif n:
+                        args.append(load_broadcast(self.buf[n], idx))
+                    else:
+                        args.append(None)
+                scalar = get_op(e_op.kind).scalar
+                assert scalar is not None
+                value = scalar(args, e_op.attrs, e_op.outputs[0].type.dtype)  # type: ignore[arg-type]
+                chain = e_op.outputs[0].name
+            return value
+
+        ctx = ComputeContext(b, anchor, ins, [virtual], apply_epilogue, target)
+        if opdef.compute is not None:
+            opdef.compute(ctx)
+        else:
+            assert opdef.scalar is not None
+            compute_elementwise(ctx, opdef.scalar)
+        body = tuple(b._stack[0])
+        stores, loads = _stores_and_loads(body, target.name)
+        _, reads_virtual = _stores_and_loads(body, virtual.name)
+        if stores != 1 or reads_virtual:
+            return False
+        extra_ins = [self.buf[n] for n in op.inputs if n and n not in anchor.inputs]
+        self.finish(b, ins + extra_ins, [target], op, opdef_macs(anchor, self.graph),
+                    kind=op.attr("ops", anchor.kind))
+        return True
+
+    def finish(self, b: KernelBuilder, ins: Sequence[Buffer | None], outs: Sequence[Buffer],
+               op: Op, macs: int, kind: str | None = None) -> None:
+        params: list[str] = []
+        for x in list(ins) + list(outs):
+            if x is not None and x.name not in params:
+                params.append(x.name)
+        self.kernels.append(b.build(params, op_kind=kind or op.kind, op_name=op.name, macs=macs))
+
+    def lower_copy(self, src: Buffer, dst: Buffer, op_name: str) -> None:
+        """dst[...] = src[...] element by element in row-major order (shapes may differ)."""
+        n = dst.size
+        fs = Buffer(c_identifier(src.name + "_flat", self.used), (n,), src.dtype, src.scope,
+                    alias=src.name)
+        fd = Buffer(c_identifier(dst.name + "_flat", self.used), (n,), dst.dtype, dst.scope,
+                    alias=dst.name)
+        self.extra += [fs, fd]
+        b = KernelBuilder(self.kernel_name("copy"))
+        with b.loop(n) as i:
+            b.store(fd, (i,), fs[i])
+        self.kernels.append(b.build((fs.name, fd.name, src.name, dst.name), op_kind="copy",
+                                    op_name=op_name))
+
+    # ---- whole graph
+    def run(self) -> LoopModule:
+        g = self.graph
+        input_names = {v.name for v in g.inputs}
+        used_consts = {n for op in g.ops for n in op.inputs} | self.outputs
+        for v in g.inputs:
+            self.new_buffer(v.name, v.type.shape, v.type.dtype, "input")
+        constants = {}
+        for c in g.constants:
+            if c.name in used_consts:
+                b = self.new_buffer(c.name, c.value.type.shape, c.value.type.dtype, "constant")
+                constants[b.name] = c.data
+        out_bufs: dict[str, Buffer] = {}
+        for v in g.outputs:
+            if v.name in out_bufs:
+                continue
+            if v.name in input_names or v.name in constants or v.name in g.constant_map():
+                # an output that is an input or a constant needs its own buffer and a copy
+                out_bufs[v.name] = Buffer(c_identifier(v.name + "_out", self.used), v.type.shape,
+                                          v.type.dtype, "output")
+        for op in g.ops:
+            opdef = get_op(op.kind) if op.body is None else None
+            for k, v in enumerate(op.outputs):
+                is_out = v.name in self.outputs
+                if opdef is not None and opdef.alias and k == 0 and not is_out and op.inputs[0]:
+                    src = self.buf[op.inputs[0]]
+                    self.new_buffer(v.name, v.type.shape, v.type.dtype, src.scope, alias=src.name)
+                else:
+                    self.new_buffer(v.name, v.type.shape, v.type.dtype,
+                                    "output" if is_out else "arena")
+            if opdef is not None and opdef.alias:
+                if op.outputs[0].name in self.outputs:
+                    self.lower_copy(self.buf[op.inputs[0]], self.buf[op.outputs[0].name], op.name)
+            elif op.body is not None:
+                if not self.lower_fused(op):
+                    self.lower_unfused(op)
+            else:
+                self.lower_plain(op)
+        for name, dst in out_bufs.items():
+            self.lower_copy(self.buf[name], dst, name)
+        out_names = tuple(out_bufs[v.name].name if v.name in out_bufs else self.buf[v.name].name
+                          for v in g.outputs)
+        buffers = list(self.buf.values()) + list(out_bufs.values()) + self.extra
+        return LoopModule(
+            name=c_identifier(g.name or "model", set()),
+            buffers=tuple(buffers),
+            kernels=tuple(self.kernels),
+            inputs=tuple(self.buf[v.name].name for v in g.inputs),
+            outputs=out_names,
+            constants=constants,
+            input_names=tuple(v.name for v in g.inputs),
+            output_names=tuple(v.name for v in g.outputs),
+        )
+
+    def lower_unfused(self, op: Op) -> None:
+        """Lower a fused op's body op by op, with intermediates in the arena."""
+        assert op.body is not None
+        final = op.outputs[0].name
+        for inner in op.body.ops:
+            for v in inner.outputs:
+                if v.name != final:
+                    self.new_buffer(v.name, v.type.shape, v.type.dtype, "arena")
+            self.lower_plain(inner)
+
+
+def opdef_macs(op: Op, graph: Graph) -> int:
+    opdef = get_op(op.kind)
+    if opdef.macs is None:
+        return 0
+    types = graph.value_types()
+    in_types = [types.get(n) if n else None for n in op.inputs]
+    return int(opdef.macs(in_types, [v.type for v in op.outputs], op.attrs))
+
+
+@register_pass("lower-to-loops")
+def lower_to_loops(graph: Graph, ctx: PassContext) -> LoopModule:
+    """Lower every op to a kernel (one loop nest per fused group)."""
+    return _Lowering(graph).run()
