@@ -101,7 +101,7 @@ class TensorType:
         if self.layout:
             s += f"@{self.layout}"
         if self.quant is not None:
-            s += str(self.quant)
+            s += " " + str(self.quant)
         return s
 
 
