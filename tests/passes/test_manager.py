@@ -4,11 +4,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from nnc.ir.graph import Graph, Op, Value
 from nnc.ir.types import TensorType
 from nnc.passes.manager import (
-    PassError, PassManager, format_step, parse_pipeline, register_pass, registered_passes,
+    PassError,
+    PassManager,
+    format_step,
+    parse_pipeline,
+    register_pass,
+    registered_passes,
 )
 
 T = TensorType((1, 4), "float32")

@@ -1,0 +1,141 @@
+"""default-schedule: give every kernel without a schedule a simple default one.
+
+For now: each innermost loop (a loop with no loop inside) whose extent is at least `min_extent`
+gets a `Vectorize` step, when its iterations are independent: every store in it writes an index
+that depends on the loop variable (so reductions into an accumulator stay serial), a buffer it
+both loads and stores is read only at the index it writes, and it calls no external kernel.
+Kernels that already carry a schedule (from the tuner or the user) are left alone.
+
+    for i in 0..4 { for j in 0..16 { y[i, j] = relu(x[i, j]) } }   →   schedule [Vectorize("j")]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nnc.ir.loops import (
+    Binary,
+    Call,
+    CallExtern,
+    Cast,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    ScheduleStep,
+    Select,
+    Stmt,
+    Store,
+    Var,
+    Vectorize,
+)
+from nnc.passes.manager import PassContext, register_pass
+
+
+@dataclass(frozen=True)
+class DefaultScheduleOptions:
+    min_extent: int = 4
+
+
+def _innermost_loops(body: tuple[Stmt, ...]) -> list[For]:
+    found: list[For] = []
+    for s in body:
+        if isinstance(s, For):
+            inner = _innermost_loops(s.body)
+            found.extend(inner if inner else [s])
+        elif isinstance(s, If):
+            found.extend(_innermost_loops(s.then + s.orelse))
+    return found
+
+
+def _uses_var(e: Expr, name: str) -> bool:
+    if isinstance(e, Var):
+        return e.name == name
+    if isinstance(e, Load):
+        return any(_uses_var(i, name) for i in e.indices)
+    if isinstance(e, Binary):
+        return _uses_var(e.a, name) or _uses_var(e.b, name)
+    if isinstance(e, Call):
+        return any(_uses_var(a, name) for a in e.args)
+    if isinstance(e, Cast):
+        return _uses_var(e.value, name)
+    if isinstance(e, Select):
+        return any(_uses_var(x, name) for x in (e.cond, e.a, e.b))
+    return False
+
+
+def _loads(e: Expr, out: list[Load]) -> None:
+    if isinstance(e, Load):
+        out.append(e)
+        for i in e.indices:
+            _loads(i, out)
+    elif isinstance(e, Binary):
+        _loads(e.a, out)
+        _loads(e.b, out)
+    elif isinstance(e, Call):
+        for a in e.args:
+            _loads(a, out)
+    elif isinstance(e, Cast):
+        _loads(e.value, out)
+    elif isinstance(e, Select):
+        for x in (e.cond, e.a, e.b):
+            _loads(x, out)
+
+
+def _collect(body: tuple[Stmt, ...], stores: list[Store], loads: list[Load]) -> bool:
+    """Gather the stores and loads of a loop-free body; False if it calls an external kernel."""
+    for s in body:
+        if isinstance(s, Store):
+            stores.append(s)
+            _loads(s.value, loads)
+            for i in s.indices:
+                _loads(i, loads)
+        elif isinstance(s, If):
+            _loads(s.cond, loads)
+            if not _collect(s.then + s.orelse, stores, loads):
+                return False
+        elif isinstance(s, CallExtern):
+            return False
+    return True
+
+
+def independent_iterations(loop: For) -> bool:
+    """Whether the iterations of an innermost loop may run as vector lanes."""
+    stores: list[Store] = []
+    loads: list[Load] = []
+    if not _collect(loop.body, stores, loads):
+        return False
+    written: dict[str, set[tuple[Expr, ...]]] = {}
+    for s in stores:
+        if not any(_uses_var(i, loop.var) for i in s.indices):
+            return False  # every iteration writes the same element: a reduction
+        written.setdefault(s.buffer, set()).add(s.indices)
+    for ld in loads:
+        idx = written.get(ld.buffer)
+        if idx is not None and (len(idx) != 1 or ld.indices not in idx):
+            return False
+    return True
+
+
+def default_steps(kernel: Kernel, min_extent: int) -> tuple[ScheduleStep, ...]:
+    return tuple(
+        Vectorize(loop.var)
+        for loop in _innermost_loops(kernel.body)
+        if loop.extent >= min_extent and independent_iterations(loop)
+    )
+
+
+@register_pass("default-schedule", options=DefaultScheduleOptions)
+def default_schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
+    """Record a default schedule (vectorize independent innermost loops) on unscheduled kernels."""
+    opts = ctx.options if ctx.options is not None else DefaultScheduleOptions()
+    kernels = []
+    for k in module.kernels:
+        if not k.schedule:
+            steps = default_steps(k, opts.min_extent)
+            if steps:
+                k = k.replace(schedule=steps)
+        kernels.append(k)
+    return module.replace(kernels=tuple(kernels))

@@ -1,0 +1,249 @@
+"""schedule: apply each kernel's recorded schedule steps to its loop nests.
+
+Steps are data (`nnc.ir.loops.Split`, `Reorder`, ...) naming loops by their `For.var`; they are
+applied in order and stay recorded in `Kernel.schedule`, so the IR prints with its schedule.
+
+    Split("i", 4):   for i in 0..10 { S(i) }
+                  →  for i_o in 0..3 { for i_i in 0..4 { if i_o*4+i_i < 10 { S(i_o*4+i_i) } } }
+    Reorder(("j", "i")) swaps a perfect nest; Fuse("i", "j") → for i_j in 0..I*J (i = i_j / J,
+    j = i_j % J); Vectorize / Unroll / Parallel set the loop's kind.
+
+A step that does not apply raises `ScheduleError` naming the kernel and the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from nnc.ir.loops import (
+    Binary,
+    Call,
+    CallExtern,
+    Cast,
+    Const,
+    Expr,
+    For,
+    Fuse,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Parallel,
+    Reorder,
+    ScheduleStep,
+    Select,
+    Split,
+    Stmt,
+    Store,
+    Unroll,
+    Var,
+    Vectorize,
+)
+from nnc.passes.manager import PassContext, register_pass
+
+
+class ScheduleError(Exception):
+    """A schedule step does not apply to its kernel."""
+
+
+# ---------------------------------------------------------------- substitution of loop variables
+
+
+def substitute(e: Expr, env: dict[str, Expr]) -> Expr:
+    """`e` with the variables named in `env` replaced."""
+    if isinstance(e, Var):
+        return env.get(e.name, e)
+    if isinstance(e, Const):
+        return e
+    if isinstance(e, Load):
+        return replace(e, indices=tuple(substitute(i, env) for i in e.indices))
+    if isinstance(e, Binary):
+        return replace(e, a=substitute(e.a, env), b=substitute(e.b, env))
+    if isinstance(e, Call):
+        return replace(e, args=tuple(substitute(a, env) for a in e.args))
+    if isinstance(e, Cast):
+        return replace(e, value=substitute(e.value, env))
+    if isinstance(e, Select):
+        return replace(
+            e, cond=substitute(e.cond, env), a=substitute(e.a, env), b=substitute(e.b, env)
+        )
+    raise TypeError(f"not an expression: {e!r}")
+
+
+def substitute_stmt(s: Stmt, env: dict[str, Expr]) -> Stmt:
+    if isinstance(s, For):
+        return replace(s, body=tuple(substitute_stmt(c, env) for c in s.body))
+    if isinstance(s, Store):
+        return replace(
+            s, indices=tuple(substitute(i, env) for i in s.indices), value=substitute(s.value, env)
+        )
+    if isinstance(s, If):
+        return If(
+            substitute(s.cond, env),
+            tuple(substitute_stmt(c, env) for c in s.then),
+            tuple(substitute_stmt(c, env) for c in s.orelse),
+        )
+    if isinstance(s, CallExtern):
+        args = tuple(a if isinstance(a, str) else substitute(a, env) for a in s.args)
+        return replace(s, args=args)
+    raise TypeError(f"not a statement: {s!r}")
+
+
+# ---------------------------------------------------------------- tree helpers
+
+
+def loop_names(body: tuple[Stmt, ...]) -> set[str]:
+    names: set[str] = set()
+    for s in body:
+        if isinstance(s, For):
+            names.add(s.var)
+            names |= loop_names(s.body)
+        elif isinstance(s, If):
+            names |= loop_names(s.then) | loop_names(s.orelse)
+    return names
+
+
+def _rewrite_loop(
+    body: tuple[Stmt, ...], var: str, fn: Callable[[For], Stmt]
+) -> tuple[tuple[Stmt, ...], bool]:
+    """Replace the loop named `var` (anywhere in `body`) by `fn(loop)`; report if it was found."""
+    out: list[Stmt] = []
+    found = False
+    for s in body:
+        if isinstance(s, For):
+            if s.var == var:
+                s, found = fn(s), True
+            else:
+                inner, hit = _rewrite_loop(s.body, var, fn)
+                if hit:
+                    s, found = replace(s, body=inner), True
+        elif isinstance(s, If):
+            then, hit_t = _rewrite_loop(s.then, var, fn)
+            orelse, hit_e = _rewrite_loop(s.orelse, var, fn)
+            if hit_t or hit_e:
+                s, found = If(s.cond, then, orelse), True
+        out.append(s)
+    return tuple(out), found
+
+
+def _guard(cond: Expr, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+    """`if cond { body }`, sunk through a perfect nest below so the loops can still be reordered
+    (the condition only names outer loops, so checking it per inner iteration is equivalent)."""
+    if len(body) == 1 and isinstance(body[0], For):
+        inner = body[0]
+        return (replace(inner, body=_guard(cond, inner.body)),)
+    return (If(cond, body),)
+
+
+def _perfect_chain(loop: For) -> list[For]:
+    """`loop` and the loops perfectly nested below it (each the only statement of its parent)."""
+    chain = [loop]
+    while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], For):
+        chain.append(chain[-1].body[0])  # type: ignore[arg-type]
+    return chain
+
+
+# ---------------------------------------------------------------- the steps
+
+
+def _split(loop: For, factor: int) -> Stmt:
+    outer, inner = Var(f"{loop.var}_o"), Var(f"{loop.var}_i")
+    index = outer * factor + inner
+    body = tuple(substitute_stmt(s, {loop.var: index}) for s in loop.body)
+    if loop.extent % factor:
+        body = _guard(index.lt(loop.extent), body)
+    n_outer = -(-loop.extent // factor)
+    # a parallel loop stays parallel outside; a vectorized/unrolled one keeps its kind inside
+    outer_kind = "parallel" if loop.kind == "parallel" else "serial"
+    inner_kind = loop.kind if loop.kind in ("vectorized", "unrolled") else "serial"
+    return For(outer.name, n_outer, (For(inner.name, factor, body, inner_kind),), outer_kind)
+
+
+def _reorder(loop: For, order: tuple[str, ...]) -> Stmt:
+    chain = _perfect_chain(loop)[: len(order)]
+    names = [f.var for f in chain]
+    if sorted(names) != sorted(order):
+        raise ValueError(f"loops {list(order)} are not perfectly nested (nest is {names})")
+    by_name = {f.var: f for f in chain}
+    body = chain[-1].body
+    for name in reversed(order):
+        body = (replace(by_name[name], body=body),)
+    return body[0]
+
+
+def _fuse(loop: For, inner_name: str) -> Stmt:
+    if len(loop.body) != 1 or not isinstance(loop.body[0], For) or loop.body[0].var != inner_name:
+        raise ValueError(f"loop {inner_name!r} is not the only statement of loop {loop.var!r}")
+    inner = loop.body[0]
+    fused = Var(f"{loop.var}_{inner.var}")
+    env: dict[str, Expr] = {loop.var: fused // inner.extent, inner.var: fused % inner.extent}
+    body = tuple(substitute_stmt(s, env) for s in inner.body)
+    return For(fused.name, loop.extent * inner.extent, body, loop.kind)
+
+
+_KINDS = {Vectorize: "vectorized", Unroll: "unrolled", Parallel: "parallel"}
+
+
+def apply_step(body: tuple[Stmt, ...], step: ScheduleStep) -> tuple[Stmt, ...]:
+    """Apply one step to a kernel body; raises ValueError saying why it does not apply."""
+    names = loop_names(body)
+    if isinstance(step, Split):
+        if step.factor < 1:
+            raise ValueError("split factor must be >= 1")
+        new = {f"{step.loop}_o", f"{step.loop}_i"} & names
+        if new:
+            raise ValueError(f"loop names {sorted(new)} already exist")
+        target, fn = step.loop, lambda f: _split(f, step.factor)
+    elif isinstance(step, Reorder):
+        if len(set(step.loops)) != len(step.loops) or not step.loops:
+            raise ValueError("reorder needs distinct loop names")
+        missing = set(step.loops) - names
+        if missing:
+            raise ValueError(f"no loops named {sorted(missing)}")
+        target = _outermost(body, set(step.loops))
+        fn = lambda f: _reorder(f, step.loops)  # noqa: E731
+    elif isinstance(step, Fuse):
+        fused_name = f"{step.outer}_{step.inner}"
+        if fused_name in names:
+            raise ValueError(f"loop name {fused_name!r} already exists")
+        target, fn = step.outer, lambda f: _fuse(f, step.inner)
+    elif type(step) in _KINDS:
+        kind = _KINDS[type(step)]
+        target, fn = step.loop, lambda f: replace(f, kind=kind)
+    else:
+        raise ValueError(f"unknown schedule step {step!r}")
+    new_body, found = _rewrite_loop(body, target, fn)
+    if not found:
+        raise ValueError(f"no loop named {target!r}")
+    return new_body
+
+
+def _outermost(body: tuple[Stmt, ...], names: set[str]) -> str:
+    """The name of the first (outermost, in program order) loop whose name is in `names`."""
+    for s in body:
+        if isinstance(s, For):
+            if s.var in names:
+                return s.var
+            inner = _outermost(s.body, names) if loop_names(s.body) & names else None
+            if inner:
+                return inner
+        elif isinstance(s, If) and loop_names(s.then + s.orelse) & names:
+            return _outermost(s.then + s.orelse, names)
+    return ""
+
+
+def schedule_kernel(kernel: Kernel) -> Kernel:
+    body = kernel.body
+    for step in kernel.schedule:
+        try:
+            body = apply_step(body, step)
+        except ValueError as e:
+            raise ScheduleError(f"kernel @{kernel.name}: step {step} does not apply: {e}") from None
+    return kernel if body is kernel.body else kernel.replace(body=body)
+
+
+@register_pass("schedule")
+def schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
+    """Apply every kernel's schedule steps to its body (the steps stay recorded)."""
+    return module.replace(kernels=tuple(schedule_kernel(k) for k in module.kernels))

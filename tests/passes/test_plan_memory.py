@@ -1,0 +1,210 @@
+"""plan-memory: lifetimes, strategies, and a randomized no-overlap check."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from nnc.ir.loop_interp import run_loop_module
+from nnc.ir.loop_verify import verify_loop_module
+from nnc.ir.loops import Buffer, Kernel, KernelBuilder, LoopModule
+from nnc.passes.manager import PassContext, PassManager
+from nnc.passes.plan_memory import (
+    STRATEGIES,
+    PlanMemoryOptions,
+    arena_bytes,
+    floor_bytes,
+    lifetimes,
+    plan_memory,
+)
+
+
+def plan(m: LoopModule, **opts: int) -> tuple[LoopModule, dict]:
+    ctx = PassContext(PlanMemoryOptions(**opts))
+    out = plan_memory(m, ctx)
+    verify_loop_module(out)
+    return out, ctx.facts["memory"]
+
+
+def live_ranges(m: LoopModule) -> dict[str, tuple[int, int]]:
+    """Lifetime of each buffer's storage root, recomputed independently of the pass."""
+    bmap = m.buffer_map()
+
+    def root(name: str) -> str:
+        while bmap[name].alias:
+            name = bmap[name].alias  # type: ignore[assignment]
+        return name
+
+    spans: dict[str, tuple[int, int]] = {}
+    for t, k in enumerate(m.kernels):
+        for p in k.params:
+            r = root(p)
+            spans[r] = (spans.get(r, (t, t))[0], t)
+    return spans
+
+
+def assert_valid_plan(m: LoopModule, facts: dict, alignment: int = 16) -> None:
+    spans = live_ranges(m)
+    arena = [b for b in m.buffers if b.scope == "arena" and not b.alias]
+    for b in arena:
+        assert b.offset is not None and b.offset % alignment == 0
+        assert b.offset + b.nbytes <= m.arena_size
+    for i, a in enumerate(arena):
+        for b in arena[i + 1:]:
+            if a.name not in spans or b.name not in spans:
+                continue
+            (fa, la), (fb, lb) = spans[a.name], spans[b.name]
+            if fa <= lb and fb <= la:  # live at the same time: memory must be disjoint
+                assert (a.offset + a.nbytes <= b.offset or b.offset + b.nbytes <= a.offset), (
+                    f"{a.name}@{a.offset}+{a.nbytes} overlaps {b.name}@{b.offset}+{b.nbytes}")
+    assert facts["arena_bytes"] == m.arena_size >= facts["floor_bytes"]
+    assert facts["strategy"] in STRATEGIES
+    for b in m.buffers:
+        if b.alias:
+            assert b.offset is None
+
+
+def copy_kernel(name: str, src: Buffer, dst: Buffer, extra: Buffer | None = None) -> Kernel:
+    """dst = src + 1 (+ extra), elementwise over dst's shape (all rank 1 here)."""
+    b = KernelBuilder(name)
+    with b.loop(dst.shape[0]) as i:
+        v = src[i] + 1.0
+        if extra is not None:
+            v = v + extra[i]
+        b.store(dst, (i,), v)
+    params = (src.name, dst.name) + ((extra.name,) if extra is not None else ())
+    return b.build(params)
+
+
+def chain_module() -> LoopModule:
+    """x → t0 → t1 → t2 → y, where the last kernel also reads t0 (a skip connection)."""
+    n = 5
+    x, y = Buffer("x", (n,), "float32", "input"), Buffer("y", (n,), "float32", "output")
+    t = [Buffer(f"t{i}", (n,), "float32", "arena") for i in range(3)]
+    kernels = (
+        copy_kernel("k0", x, t[0]), copy_kernel("k1", t[0], t[1]),
+        copy_kernel("k2", t[1], t[2]), copy_kernel("k3", t[2], y, extra=t[0]),
+    )
+    return LoopModule("m", (x, y, *t), kernels, ("x",), ("y",))
+
+
+def test_chain_with_skip_connection() -> None:
+    before = chain_module()
+    after, facts = plan(before)
+    assert_valid_plan(after, facts)
+    # t0 lives through all kernels and k2 reads t1 while writing t2: three 32-byte slots
+    assert facts == {"arena_bytes": 96, "floor_bytes": 96, "strategy": "greedy-by-size"}
+    x = np.arange(5, dtype=np.float32)
+    np.testing.assert_array_equal(run_loop_module(after, {"x": x})["y"], x + 4 + x + 1)
+    assert before.arena_size == 0 and all(b.offset is None for b in before.buffers)
+
+
+def test_buffers_reuse_memory_after_death() -> None:
+    n = 4
+    x, y = Buffer("x", (n,), "float32", "input"), Buffer("y", (n,), "float32", "output")
+    t = [Buffer(f"t{i}", (n,), "float32", "arena") for i in range(4)]
+    chain = [x, *t, y]
+    kernels = tuple(copy_kernel(f"k{i}", chain[i], chain[i + 1]) for i in range(5))
+    after, facts = plan(LoopModule("m", (x, y, *t), kernels, ("x",), ("y",)))
+    assert_valid_plan(after, facts)
+    assert facts["arena_bytes"] == facts["floor_bytes"] == 32  # two ping-pong slots
+    xs = np.ones(n, np.float32)
+    np.testing.assert_array_equal(run_loop_module(after, {"x": xs})["y"], xs + 5)
+
+
+def test_alias_extends_target_lifetime_and_has_no_offset() -> None:
+    x, y = Buffer("x", (4,), "float32", "input"), Buffer("y", (4,), "float32", "output")
+    t0 = Buffer("t0", (4,), "float32", "arena")
+    view = Buffer("v", (2, 2), "float32", "arena", alias="t0")
+    t1 = Buffer("t1", (4,), "float32", "arena")
+    t2 = Buffer("t2", (4,), "float32", "arena")
+    b = KernelBuilder("k3")
+    with b.loops((2, 2)) as (i, j):
+        b.store(y, (i * 2 + j,), view[i, j] + t2[i * 2 + j])
+    kernels = (copy_kernel("k0", x, t0), copy_kernel("k1", x, t1), copy_kernel("k2", t1, t2),
+               b.build(("v", "t2", "y")))
+    m = LoopModule("m", (x, y, t0, view, t1, t2), kernels, ("x",), ("y",))
+    after, facts = plan(m)
+    assert_valid_plan(after, facts)
+    blocks = {blk.name: (blk.first, blk.last) for blk in lifetimes(m, 16)}
+    assert blocks == {"t0": (0, 3), "t1": (1, 2), "t2": (2, 3)}
+    xs = np.arange(4, dtype=np.float32)
+    np.testing.assert_array_equal(run_loop_module(after, {"x": xs})["y"], xs + 1 + xs + 2)
+
+
+def test_alignment_option_and_odd_sizes() -> None:
+    x = Buffer("x", (3,), "int8", "input")
+    y = Buffer("y", (3,), "int8", "output")
+    t0, t1 = Buffer("t0", (3,), "int8", "arena"), Buffer("t1", (3,), "int8", "arena")
+    b0, b1, b2 = (KernelBuilder(f"k{i}") for i in range(3))
+    for bld, src, dst in ((b0, x, t0), (b1, t0, t1), (b2, t1, y)):
+        with bld.loop(3) as i:
+            bld.store(dst, (i,), src[i])
+    m = LoopModule("m", (x, y, t0, t1), (b0.build(("x", "t0")), b1.build(("t0", "t1")),
+                                         b2.build(("t1", "y"))), ("x",), ("y",))
+    after, facts = plan(m, alignment=64)
+    assert_valid_plan(after, facts, alignment=64)
+    assert facts["arena_bytes"] == 128
+    assert plan(m)[1]["arena_bytes"] == 32
+
+
+def test_unused_arena_buffer_gets_a_place() -> None:
+    m = chain_module()
+    extra = Buffer("unused", (7,), "float32", "arena")
+    after, facts = plan(m.replace(buffers=m.buffers + (extra,)))
+    assert after.buffer_map()["unused"].offset == 0
+    assert_valid_plan(after, facts)
+
+
+def test_no_arena_buffers() -> None:
+    x, y = Buffer("x", (2,), "float32", "input"), Buffer("y", (2,), "float32", "output")
+    m = LoopModule("m", (x, y), (copy_kernel("k", x, y),), ("x",), ("y",))
+    after, facts = plan(m)
+    assert after.arena_size == 0 and facts["arena_bytes"] == facts["floor_bytes"] == 0
+
+
+def test_alias_cycle_is_an_error() -> None:
+    a = Buffer("a", (2,), "float32", "arena", alias="b")
+    b = Buffer("b", (2,), "float32", "arena", alias="a")
+    k = Kernel("k", ("a",), (), ())
+    with pytest.raises(ValueError, match="alias cycle"):
+        plan_memory(LoopModule("m", (a, b), (k,), (), ()), PassContext())
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_randomized_plans_never_overlap_live_buffers(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    dtypes = ["float32", "int8", "float64", "int16"]
+    bufs = [Buffer(f"b{i}", (int(rng.integers(1, 300)),), str(rng.choice(dtypes)), "arena")
+            for i in range(int(rng.integers(2, 14)))]
+    # some aliases of earlier buffers (same bytes, another shape)
+    for i in range(int(rng.integers(0, 3))):
+        target = bufs[int(rng.integers(0, len(bufs)))]
+        bufs.append(Buffer(f"v{i}", (target.nbytes,), "uint8", "arena", alias=target.name))
+    names = [b.name for b in bufs]
+    kernels = tuple(
+        Kernel(f"k{t}", tuple(str(n) for n in rng.choice(names, size=int(rng.integers(1, 4)))),
+               (), ())
+        for t in range(int(rng.integers(1, 10)))
+    )
+    m = LoopModule("m", tuple(bufs), kernels, (), ())
+    after, facts = plan(m)
+    assert_valid_plan(after, facts)
+    # every strategy alone is valid too, and the pass kept the smallest
+    blocks = lifetimes(m, 16)
+    sizes = {name: arena_bytes(blocks, s(blocks)) for name, s in STRATEGIES.items()}
+    assert facts["arena_bytes"] == min(sizes.values()) >= floor_bytes(blocks)
+    for name, strategy in STRATEGIES.items():
+        offsets = strategy(blocks)
+        alone = after.replace(arena_size=sizes[name], buffers=tuple(
+            replace(b, offset=offsets[b.name]) if b.name in offsets else b for b in after.buffers))
+        assert_valid_plan(alone, {**facts, "arena_bytes": sizes[name]})
+
+
+def test_pipeline_records_facts() -> None:
+    pm = PassManager("plan-memory{alignment=32}")
+    after = pm.run(chain_module())
+    assert pm.facts["memory"]["arena_bytes"] == after.arena_size == 96
+    assert all(b.offset % 32 == 0 for b in after.buffers if b.scope == "arena")
