@@ -1,0 +1,1064 @@
+"""Neural-network ops: conv, conv_transpose, gemm, matmul, pools, normalizations, lrn, softmax.
+
+Canonical attribute forms (the ONNX converters fill them in; missing ones take the defaults):
+  conv / conv_transpose: strides, pads (begins then ends), dilations (one per spatial dim), group;
+    conv_transpose also output_padding (auto_pad and output_shape are resolved into pads).
+  gemm: alpha, beta, trans_a, trans_b.        matmul: numpy semantics, no attributes.
+  max_pool / average_pool: kernel_shape, strides, pads, dilations, ceil_mode;
+    average_pool also count_include_pad.
+  batch_normalization / instance_normalization: epsilon.   layer_normalization: axis, epsilon.
+  lrn: size, alpha, beta, bias.
+  softmax / log_softmax: axes (sorted, non-negative), normalized jointly.
+
+Float16 computes in float32 (accumulators, references) and rounds once at the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from nnc.ir.graph import Attrs
+from nnc.ir.loops import (
+    Buffer,
+    Expr,
+    binary,
+    call,
+    cast,
+    const,
+    logical_and,
+    maximum,
+    select,
+)
+from nnc.ir.ops import (
+    ComputeContext,
+    OpDef,
+    OpError,
+    broadcast_index,
+    broadcast_shapes,
+    register,
+)
+from nnc.ir.types import TensorType, is_float
+
+FLOATS = frozenset({"float16", "float32", "float64"})
+NUMERIC_DTYPES = frozenset({
+    "float16", "float32", "float64", "int8", "int16", "int32", "int64",
+    "uint8", "uint16", "uint32", "uint64",
+})
+
+
+# ---------------------------------------------------------------- shared helpers
+
+
+def acc_dtype(dtype: str) -> str:
+    """Accumulator dtype: float16 accumulates in float32, everything else in itself."""
+    return "float32" if dtype == "float16" else dtype
+
+
+def _np_acc(dtype: np.dtype) -> np.dtype:
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def _check_dtype(kind: str, t: TensorType, allowed: frozenset[str]) -> None:
+    if t.dtype not in allowed:
+        raise OpError(f"{kind}: dtype {t.dtype} not supported (allowed: {sorted(allowed)})")
+
+
+def _ints(attrs: Attrs, key: str, n: int, default: int) -> tuple[int, ...]:
+    v = attrs.get(key)
+    if v is None:
+        return (default,) * n
+    v = tuple(int(x) for x in v)  # type: ignore[union-attr]
+    if len(v) != n:
+        raise OpError(f"attribute {key}={v} must have {n} values")
+    return v
+
+
+def spatial_attrs(
+    attrs: Attrs, nsp: int
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(strides, pads_begin, pads_end, dilations) with defaults, validated."""
+    strides = _ints(attrs, "strides", nsp, 1)
+    pads = _ints(attrs, "pads", 2 * nsp, 0)
+    dilations = _ints(attrs, "dilations", nsp, 1)
+    if min(strides, default=1) < 1 or min(dilations, default=1) < 1:
+        raise OpError(f"strides {strides} and dilations {dilations} must be >= 1")
+    if min(pads, default=0) < 0:
+        raise OpError(f"negative pads {pads} are not supported")
+    return strides, pads[:nsp], pads[nsp:], dilations
+
+
+def window_out_size(size: int, k: int, s: int, pb: int, pe: int, d: int, ceil: bool) -> int:
+    """Output length of a sliding window; with ceil_mode a window starting in the end padding
+    is dropped (ONNX/onnxruntime semantics)."""
+    span = size + pb + pe - ((k - 1) * d + 1)
+    if span < 0:
+        raise OpError(f"window {k} (dilation {d}) larger than padded input {size + pb + pe}")
+    out = (-(-span // s) if ceil else span // s) + 1
+    if ceil and (out - 1) * s >= size + pb:
+        out -= 1
+    return out
+
+
+def _mul(e: Expr, n: int) -> Expr:
+    return e if n == 1 else e * n
+
+
+def _add(e: Expr, n: int) -> Expr:
+    return e if n == 0 else e + n
+
+
+def _and(conds: Sequence[Expr]) -> Expr | None:
+    out: Expr | None = None
+    for c in conds:
+        out = c if out is None else logical_and(out, c)
+    return out
+
+
+def window_positions(
+    out_idx: Sequence[Expr],
+    k_idx: Sequence[Expr],
+    in_sizes: Sequence[int],
+    out_sizes: Sequence[int],
+    k_sizes: Sequence[int],
+    strides: Sequence[int],
+    dilations: Sequence[int],
+    pads_begin: Sequence[int],
+) -> tuple[list[Expr], Expr | None]:
+    """Input positions o*s + k*d - pb of a window tap and the bounds check they need (None if
+    every tap of every window is inside the input)."""
+    pos: list[Expr] = []
+    conds: list[Expr] = []
+    for o, k, size, osz, ksz, s, d, pb in zip(
+        out_idx, k_idx, in_sizes, out_sizes, k_sizes, strides, dilations, pads_begin, strict=True
+    ):
+        p = _add(_mul(o, s) + _mul(k, d), -pb)
+        pos.append(p)
+        if pb > 0:
+            conds.append(p.ge(0))
+        if (osz - 1) * s + (ksz - 1) * d - pb >= size:
+            conds.append(p.lt(size))
+    return pos, _and(conds)
+
+
+def _window_slices(
+    kidx: Sequence[int], dil: Sequence[int], strides: Sequence[int], out_sp: Sequence[int]
+) -> tuple[slice, ...]:
+    return tuple(
+        slice(k * d, k * d + (o - 1) * s + 1, s)
+        for k, d, s, o in zip(kidx, dil, strides, out_sp, strict=True)
+    )
+
+
+def _load(buf: Buffer, idx: Sequence[Expr], dtype: str) -> Expr:
+    return cast(buf[tuple(idx)], dtype)
+
+
+def _min_value(dtype: str) -> float | int:
+    """Identity of max: the lowest finite value, as onnxruntime uses (no infinities in C)."""
+    if is_float(dtype):
+        return float(np.finfo(dtype).min)
+    return int(np.iinfo(dtype).min)
+
+
+# ---------------------------------------------------------------- conv
+
+
+def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w = types[0], types[1]
+    bias = types[2] if len(types) > 2 else None
+    assert x is not None and w is not None
+    _check_dtype("conv", x, NUMERIC_DTYPES)
+    if x.rank < 3 or w.rank != x.rank:
+        raise OpError(f"conv: input {x} and weight {w} must have equal rank >= 3")
+    if w.dtype != x.dtype:
+        raise OpError(f"conv: weight dtype {w.dtype} differs from input dtype {x.dtype}")
+    nsp = x.rank - 2
+    group = int(attrs.get("group", 1))
+    oc, cg = w.shape[0], w.shape[1]
+    if group < 1 or x.shape[1] != cg * group or oc % group:
+        raise OpError(f"conv: input {x}, weight {w} and group={group} are inconsistent")
+    if bias is not None and bias.shape != (oc,):
+        raise OpError(f"conv: bias shape {bias.shape} must be ({oc},)")
+    ks = attrs.get("kernel_shape")
+    if ks is not None and tuple(ks) != w.shape[2:]:  # type: ignore[arg-type]
+        raise OpError(f"conv: kernel_shape {ks} disagrees with weight shape {w.shape}")
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    out_sp = tuple(
+        window_out_size(*args, ceil=False)
+        for args in zip(x.shape[2:], w.shape[2:], strides, pb, pe, dil, strict=True)
+    )
+    return [TensorType((x.shape[0], oc, *out_sp), x.dtype)]
+
+
+def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, w = xs[0], xs[1]
+    bias = xs[2] if len(xs) > 2 else None
+    assert x is not None and w is not None
+    dt, acc = x.dtype, _np_acc(x.dtype)
+    nsp = x.ndim - 2
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    group = int(attrs.get("group", 1))
+    n, c = x.shape[:2]
+    oc, cg = w.shape[:2]
+    ocg, ks = oc // group, w.shape[2:]
+    geometry = zip(x.shape[2:], ks, strides, pb, pe, dil, strict=True)
+    out_sp = tuple(window_out_size(*args, ceil=False) for args in geometry)
+    xp = np.pad(x.astype(acc), [(0, 0), (0, 0), *zip(pb, pe, strict=True)])
+    xg = xp.reshape(n, group, cg, *xp.shape[2:])
+    wg = w.astype(acc).reshape(group, ocg, cg, *ks)
+    out = np.zeros((n, group, ocg, *out_sp), acc)
+    for kidx in np.ndindex(*ks):
+        patch = xg[(slice(None),) * 3 + _window_slices(kidx, dil, strides, out_sp)]
+        out += np.einsum("ngc...,goc->ngo...", patch, wg[(slice(None),) * 3 + kidx])
+    out = out.reshape(n, oc, *out_sp)
+    if bias is not None:
+        out += bias.astype(acc).reshape(oc, *[1] * nsp)
+    return [out.astype(dt)]
+
+
+def _conv_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    out = ctx.outputs[0]
+    assert x is not None and w is not None
+    ad = acc_dtype(out.dtype)
+    nsp = len(x.shape) - 2
+    strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
+    group = int(ctx.attr("group", 1))
+    oc_n, cg = w.shape[0], w.shape[1]
+    ocg = oc_n // group
+    ks = w.shape[2:]
+    acc = b.local(ad)
+    with b.loops(out.shape) as idx:
+        n, oc, osp = idx[0], idx[1], idx[2:]
+        b.store(acc, (), _load(bias, (oc,), ad) if bias is not None else const(0, ad))
+        with b.loop(cg, "c") as icg:
+            ic = icg if group == 1 else (oc // ocg) * cg + icg
+            with b.loops(ks, "k") as kidx:
+                pos, cond = window_positions(
+                    osp, kidx, x.shape[2:], out.shape[2:], ks, strides, dil, pb
+                )
+                prod = _load(x, (n, ic, *pos), ad) * _load(w, (oc, icg, *kidx), ad)
+                b.store(acc, (), acc[()] + (prod if cond is None else select(cond, prod, 0)))
+        ctx.store(0, idx, cast(acc[()], out.dtype))
+
+
+def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    w = ins[1]
+    assert w is not None
+    return outs[0].size * int(np.prod(w.shape[1:]))
+
+
+register(OpDef(
+    "conv", infer=_conv_infer, reference=_conv_reference, compute=_conv_compute, macs=_conv_macs,
+))
+
+
+# ---------------------------------------------------------------- conv_transpose
+
+
+def conv_transpose_out_size(
+    size: int, k: int, s: int, pb: int, pe: int, d: int, out_pad: int
+) -> int:
+    return s * (size - 1) + out_pad + (k - 1) * d + 1 - pb - pe
+
+
+def _convt_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w = types[0], types[1]
+    bias = types[2] if len(types) > 2 else None
+    assert x is not None and w is not None
+    _check_dtype("conv_transpose", x, NUMERIC_DTYPES)
+    if x.rank < 3 or w.rank != x.rank:
+        raise OpError(f"conv_transpose: input {x} and weight {w} must have equal rank >= 3")
+    if w.dtype != x.dtype:
+        raise OpError(f"conv_transpose: weight dtype {w.dtype} differs from input {x.dtype}")
+    nsp = x.rank - 2
+    group = int(attrs.get("group", 1))
+    if group < 1 or w.shape[0] != x.shape[1] or x.shape[1] % group:
+        raise OpError(f"conv_transpose: input {x}, weight {w}, group={group} are inconsistent")
+    oc = w.shape[1] * group
+    if bias is not None and bias.shape != (oc,):
+        raise OpError(f"conv_transpose: bias shape {bias.shape} must be ({oc},)")
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    opad = _ints(attrs, "output_padding", nsp, 0)
+    out_sp = tuple(
+        conv_transpose_out_size(*args)
+        for args in zip(x.shape[2:], w.shape[2:], strides, pb, pe, dil, opad, strict=True)
+    )
+    if min(out_sp) < 1:
+        raise OpError(f"conv_transpose: output spatial shape {out_sp} is empty")
+    return [TensorType((x.shape[0], oc, *out_sp), x.dtype)]
+
+
+def _convt_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, w = xs[0], xs[1]
+    bias = xs[2] if len(xs) > 2 else None
+    assert x is not None and w is not None
+    dt, acc = x.dtype, _np_acc(x.dtype)
+    nsp = x.ndim - 2
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    opad = _ints(attrs, "output_padding", nsp, 0)
+    group = int(attrs.get("group", 1))
+    n, c = x.shape[:2]
+    cg, ocg, ks = c // group, w.shape[1], w.shape[2:]
+    in_sp = x.shape[2:]
+    # scatter every kernel tap into the uncropped output, then crop the pads
+    full = [
+        s * (i - 1) + (k - 1) * d + 1 + op
+        for i, k, s, d, op in zip(in_sp, ks, strides, dil, opad, strict=True)
+    ]
+    out = np.zeros((n, group, ocg, *full), acc)
+    xg = x.astype(acc).reshape(n, group, cg, *in_sp)
+    wg = w.astype(acc).reshape(group, cg, ocg, *ks)
+    for kidx in np.ndindex(*ks):
+        contrib = np.einsum("ngc...,gco->ngo...", xg, wg[(slice(None),) * 3 + kidx])
+        out[(slice(None),) * 3 + _window_slices(kidx, dil, strides, in_sp)] += contrib
+    crop = tuple(slice(b, f - e) for b, e, f in zip(pb, pe, full, strict=True))
+    out = out[(slice(None),) * 3 + crop]
+    out = out.reshape(n, group * ocg, *out.shape[3:])
+    if bias is not None:
+        out = out + bias.astype(acc).reshape(group * ocg, *[1] * nsp)
+    return [out.astype(dt)]
+
+
+def _convt_compute(ctx: ComputeContext) -> None:
+    """Output-centric: out[o] gathers x[i] over taps with i*s + k*d - pb == o."""
+    b = ctx.b
+    x, w = ctx.inputs[0], ctx.inputs[1]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    out = ctx.outputs[0]
+    assert x is not None and w is not None
+    ad = acc_dtype(out.dtype)
+    nsp = len(x.shape) - 2
+    strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
+    group = int(ctx.attr("group", 1))
+    cg, ocg, ks = x.shape[1] // group, w.shape[1], w.shape[2:]
+    acc = b.local(ad)
+    with b.loops(out.shape) as idx:
+        n, oc, osp = idx[0], idx[1], idx[2:]
+        b.store(acc, (), _load(bias, (oc,), ad) if bias is not None else const(0, ad))
+        with b.loop(cg, "c") as icg:
+            ic = icg if group == 1 else (oc // ocg) * cg + icg
+            ocl = oc if group == 1 else oc % ocg
+            with b.loops(ks, "k") as kidx:
+                pos: list[Expr] = []
+                conds: list[Expr] = []
+                geometry = zip(osp, kidx, strides, dil, pb, x.shape[2:], strict=True)
+                for o, k, s, d, p, size in geometry:
+                    num = _add(o - _mul(k, d), p)  # == i * s for a contributing tap
+                    conds += [num.ge(0), num.lt(size * s)]
+                    if s > 1:
+                        conds.append((num % s).eq(0))
+                    pos.append(num if s == 1 else num // s)
+                prod = _load(x, (n, ic, *pos), ad) * _load(w, (ic, ocl, *kidx), ad)
+                b.store(acc, (), acc[()] + select(_and(conds), prod, 0))  # type: ignore[arg-type]
+        ctx.store(0, idx, cast(acc[()], out.dtype))
+
+
+def _convt_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    x, w = ins[0], ins[1]
+    assert x is not None and w is not None
+    return x.size * int(np.prod(w.shape[1:]))
+
+
+register(OpDef(
+    "conv_transpose", infer=_convt_infer, reference=_convt_reference, compute=_convt_compute,
+    macs=_convt_macs,
+))
+
+
+# ---------------------------------------------------------------- gemm
+
+
+def _gemm_dims(types: Sequence[TensorType | None], attrs: Attrs) -> tuple[int, int, int]:
+    a, b = types[0], types[1]
+    assert a is not None and b is not None
+    if a.rank != 2 or b.rank != 2:
+        raise OpError(f"gemm: A {a} and B {b} must be 2-D")
+    m, k = a.shape[::-1] if attrs.get("trans_a", 0) else a.shape
+    kb, n = b.shape[::-1] if attrs.get("trans_b", 0) else b.shape
+    if k != kb:
+        raise OpError(f"gemm: inner dimensions differ (A {a}, B {b}, attrs {dict(attrs)})")
+    return m, k, n
+
+
+def _gemm_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    a, b = types[0], types[1]
+    c = types[2] if len(types) > 2 else None
+    assert a is not None and b is not None
+    _check_dtype("gemm", a, NUMERIC_DTYPES)
+    m, _, n = _gemm_dims(types, attrs)
+    for t in (b, c):
+        if t is not None and t.dtype != a.dtype:
+            raise OpError(f"gemm: operand dtypes differ ({a.dtype} vs {t.dtype})")
+    if c is not None and broadcast_shapes(c.shape, (m, n)) != (m, n):
+        raise OpError(f"gemm: C {c} does not broadcast to ({m}, {n})")
+    if not is_float(a.dtype):
+        for key in ("alpha", "beta"):
+            v = float(attrs.get(key, 1.0))  # type: ignore[arg-type]
+            if v != int(v):
+                raise OpError(f"gemm: non-integral {key}={v} with integer dtype {a.dtype}")
+    return [TensorType((m, n), a.dtype)]
+
+
+def _gemm_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    a, b = xs[0], xs[1]
+    c = xs[2] if len(xs) > 2 else None
+    assert a is not None and b is not None
+    dt, acc = a.dtype, _np_acc(a.dtype)
+    alpha, beta = float(attrs.get("alpha", 1.0)), float(attrs.get("beta", 1.0))  # type: ignore[arg-type]
+    a = a.astype(acc).T if attrs.get("trans_a", 0) else a.astype(acc)
+    b = b.astype(acc).T if attrs.get("trans_b", 0) else b.astype(acc)
+    y = a @ b
+    if alpha != 1.0:
+        y = y * acc.type(alpha)
+    if c is not None and beta != 0.0:
+        y = y + (c.astype(acc) if beta == 1.0 else c.astype(acc) * acc.type(beta))
+    return [y.astype(dt)]
+
+
+def _gemm_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
+    c_buf = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    assert a_buf is not None and b_buf is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    ta, tb = bool(ctx.attr("trans_a", 0)), bool(ctx.attr("trans_b", 0))
+    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
+    k_n = a_buf.shape[0] if ta else a_buf.shape[1]
+    acc = b.local(ad)
+    with b.loops(out.shape) as (m, n):
+        b.store(acc, (), const(0, ad))
+        with b.loop(k_n, "k") as k:
+            av = _load(a_buf, (k, m) if ta else (m, k), ad)
+            bv = _load(b_buf, (n, k) if tb else (k, n), ad)
+            b.store(acc, (), acc[()] + av * bv)
+        y = acc[()] if alpha == 1.0 else acc[()] * alpha
+        if c_buf is not None and beta != 0.0:
+            cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
+            y = y + (cv if beta == 1.0 else cv * beta)
+        ctx.store(0, (m, n), cast(y, out.dtype))
+
+
+def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    m, k, n = _gemm_dims(ins, a)
+    return m * k * n
+
+
+register(OpDef(
+    "gemm", infer=_gemm_infer, reference=_gemm_reference, compute=_gemm_compute, macs=_gemm_macs,
+))
+
+
+# ---------------------------------------------------------------- matmul
+
+
+def _matmul_shapes(a: TensorType, b: TensorType) -> tuple[tuple[int, ...], int]:
+    """Output shape and reduction length of numpy matmul."""
+    if a.rank == 0 or b.rank == 0:
+        raise OpError(f"matmul: operands must not be scalars ({a}, {b})")
+    ka = a.shape[-1]
+    kb = b.shape[0] if b.rank == 1 else b.shape[-2]
+    if ka != kb:
+        raise OpError(f"matmul: inner dimensions differ ({a}, {b})")
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    m = a.shape[-2:-1] if a.rank >= 2 else ()
+    n = b.shape[-1:] if b.rank >= 2 else ()
+    return (*batch, *m, *n), ka
+
+
+def _matmul_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    a, b = types[0], types[1]
+    assert a is not None and b is not None
+    _check_dtype("matmul", a, NUMERIC_DTYPES)
+    if a.dtype != b.dtype:
+        raise OpError(f"matmul: operand dtypes differ ({a.dtype} vs {b.dtype})")
+    return [TensorType(_matmul_shapes(a, b)[0], a.dtype)]
+
+
+def _matmul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    a, b = xs[0], xs[1]
+    assert a is not None and b is not None
+    acc = _np_acc(a.dtype)
+    return [np.matmul(a.astype(acc), b.astype(acc)).astype(a.dtype)]
+
+
+def _matmul_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
+    assert a_buf is not None and b_buf is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    ra, rb = len(a_buf.shape), len(b_buf.shape)
+    k_n = a_buf.shape[-1]
+    nbatch = len(out.shape) - (ra >= 2) - (rb >= 2)
+    acc = b.local(ad)
+    with b.loops(out.shape) as idx:
+        batch = idx[:nbatch]
+        rest = list(idx[nbatch:])
+        m = rest.pop(0) if ra >= 2 else None
+        n = rest.pop(0) if rb >= 2 else None
+        b.store(acc, (), const(0, ad))
+        with b.loop(k_n, "k") as k:
+            ai = (*broadcast_index(a_buf.shape[:-2], batch), m, k) if ra >= 2 else (k,)
+            bi = (*broadcast_index(b_buf.shape[:-2], batch), k, n) if rb >= 2 else (k,)
+            b.store(acc, (), acc[()] + _load(a_buf, ai, ad) * _load(b_buf, bi, ad))
+        ctx.store(0, idx, cast(acc[()], out.dtype))
+
+
+def _matmul_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    x, y = ins[0], ins[1]
+    assert x is not None and y is not None
+    return outs[0].size * _matmul_shapes(x, y)[1]
+
+
+register(OpDef(
+    "matmul", infer=_matmul_infer, reference=_matmul_reference, compute=_matmul_compute,
+    macs=_matmul_macs,
+))
+
+
+# ---------------------------------------------------------------- max_pool / average_pool
+
+
+def _pool_geometry(
+    x_shape: Sequence[int], attrs: Attrs
+) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...],
+           tuple[int, ...]]:
+    """(kernel, strides, pads_begin, pads_end, dilations, out_spatial)."""
+    nsp = len(x_shape) - 2
+    if "kernel_shape" not in attrs:
+        raise OpError("pool: kernel_shape attribute is required")
+    ks = _ints(attrs, "kernel_shape", nsp, 1)
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    ceil = bool(attrs.get("ceil_mode", 0))
+    if any(p >= k or q >= k for k, p, q in zip(ks, pb, pe, strict=True)):
+        raise OpError(f"pool: pads {pb + pe} must be smaller than kernel {ks}")
+    geometry = zip(x_shape[2:], ks, strides, pb, pe, dil, strict=True)
+    out_sp = tuple(window_out_size(*args, ceil=ceil) for args in geometry)
+    return ks, strides, pb, pe, dil, out_sp
+
+
+def _pool_infer_for(kind: str, allowed: frozenset[str]) -> Any:
+    def infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+        x = types[0]
+        assert x is not None
+        _check_dtype(kind, x, allowed)
+        if x.rank < 3:
+            raise OpError(f"{kind}: input {x} must have rank >= 3 (N, C, spatial...)")
+        out_sp = _pool_geometry(x.shape, attrs)[5]
+        return [TensorType((*x.shape[:2], *out_sp), x.dtype)]
+
+    return infer
+
+
+def _pool_windows(x: np.ndarray, attrs: Attrs, fill: float | int) -> tuple[list[np.ndarray], Any]:
+    """Every kernel tap as a strided view over the padded input (padding = fill)."""
+    ks, strides, pb, pe, dil, out_sp = _pool_geometry(x.shape, attrs)
+    # extra end padding so ceil-mode windows that run past the end pad stay in range
+    need = [
+        (o - 1) * s + (k - 1) * d + 1 for o, s, k, d in zip(out_sp, strides, ks, dil, strict=True)
+    ]
+    ends = [max(e, n - p - i) for e, n, p, i in zip(pe, need, pb, x.shape[2:], strict=True)]
+    xp = np.pad(x, [(0, 0), (0, 0), *zip(pb, ends, strict=True)], constant_values=fill)
+    taps = [
+        xp[(slice(None),) * 2 + _window_slices(kidx, dil, strides, out_sp)]
+        for kidx in np.ndindex(*ks)
+    ]
+    return taps, (ks, strides, pb, pe, dil, out_sp, ends)
+
+
+def _max_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    taps, _ = _pool_windows(x, attrs, _min_value(str(x.dtype)))
+    return [np.maximum.reduce(taps)]
+
+
+def _avg_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    acc = _np_acc(x.dtype)
+    taps, (ks, strides, pb, pe, dil, out_sp, ends) = _pool_windows(x.astype(acc), attrs, 0)
+    total = np.add.reduce(taps)
+    # count the taps inside the input, or inside input+pads with count_include_pad
+    nc = [(0, 0), (0, 0)]
+    if attrs.get("count_include_pad", 0):
+        padded = tuple(i + p + q for i, p, q in zip(x.shape[2:], pb, pe, strict=True))
+        mask = np.pad(np.ones((1, 1, *padded), acc),
+                      nc + [(0, e - q) for q, e in zip(pe, ends, strict=True)])
+    else:
+        mask = np.pad(np.ones((1, 1, *x.shape[2:]), acc), nc + list(zip(pb, ends, strict=True)))
+    counts = np.add.reduce([
+        mask[(slice(None),) * 2 + _window_slices(kidx, dil, strides, out_sp)]
+        for kidx in np.ndindex(*ks)
+    ])
+    return [(total / counts).astype(x.dtype)]
+
+
+def _pool_compute_for(kind: str) -> Any:
+    def compute(ctx: ComputeContext) -> None:
+        b = ctx.b
+        x = ctx.inputs[0]
+        assert x is not None
+        out = ctx.outputs[0]
+        ad = acc_dtype(out.dtype)
+        ks, strides, pb, pe, dil, out_sp = _pool_geometry(x.shape, ctx.attrs)
+        is_max = kind == "max_pool"
+        include = bool(ctx.attr("count_include_pad", 0))
+        # the divisor is the constant kernel size unless some window is clipped
+        count_limit = [s + (q if include else 0) for s, q in zip(x.shape[2:], pe, strict=True)]
+        clipped = any(
+            (p > 0 and not include) or (o - 1) * s + (k - 1) * d - p >= lim
+            for o, s, k, d, p, lim in zip(out_sp, strides, ks, dil, pb, count_limit, strict=True)
+        )
+        acc = b.local(ad)
+        cnt = b.local(ad, "cnt") if not is_max and clipped else None
+        with b.loops(out.shape) as idx:
+            b.store(acc, (), const(_min_value(ad) if is_max else 0, ad))
+            if cnt is not None:
+                b.store(cnt, (), const(0, ad))
+            with b.loops(ks, "k") as kidx:
+                pos, cond = window_positions(
+                    idx[2:], kidx, x.shape[2:], out_sp, ks, strides, dil, pb
+                )
+                v = _load(x, (*idx[:2], *pos), ad)
+                if is_max:
+                    v = v if cond is None else select(cond, v, _min_value(ad))
+                    b.store(acc, (), maximum(acc[()], v))
+                else:
+                    b.store(acc, (), acc[()] + (v if cond is None else select(cond, v, 0)))
+                if cnt is not None:
+                    ccond = cond
+                    if include:  # only taps past the end padding are not counted
+                        ccond = _and([
+                            p.lt(lim)
+                            for p, lim, o, s, k, d, q in zip(
+                                pos, count_limit, out_sp, strides, ks, dil, pb, strict=True
+                            )
+                            if (o - 1) * s + (k - 1) * d - q >= lim
+                        ])
+                    one = const(1, ad)
+                    b.store(cnt, (), cnt[()] + (one if ccond is None else select(ccond, one, 0)))
+            if is_max:
+                res = acc[()]
+            elif cnt is not None:
+                res = acc[()] / cnt[()]
+            else:
+                res = acc[()] / float(np.prod(ks))
+            ctx.store(0, idx, cast(res, out.dtype))
+
+    return compute
+
+
+def _pool_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    return outs[0].size * int(np.prod(a["kernel_shape"]))  # type: ignore[arg-type]
+
+
+register(OpDef(
+    "max_pool", infer=_pool_infer_for("max_pool", NUMERIC_DTYPES),
+    reference=_max_pool_reference, compute=_pool_compute_for("max_pool"), macs=_pool_macs,
+))
+register(OpDef(
+    "average_pool", infer=_pool_infer_for("average_pool", FLOATS),
+    reference=_avg_pool_reference, compute=_pool_compute_for("average_pool"), macs=_pool_macs,
+))
+
+
+# ---------------------------------------------------------------- global pools
+
+
+def _global_infer_for(kind: str, allowed: frozenset[str]) -> Any:
+    def infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+        x = types[0]
+        assert x is not None
+        _check_dtype(kind, x, allowed)
+        if x.rank < 3:
+            raise OpError(f"{kind}: input {x} must have rank >= 3 (N, C, spatial...)")
+        return [TensorType((*x.shape[:2], *[1] * (x.rank - 2)), x.dtype)]
+
+    return infer
+
+
+def _global_reference_for(is_max: bool) -> Any:
+    def reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+        x = xs[0]
+        assert x is not None
+        axes = tuple(range(2, x.ndim))
+        if is_max:
+            return [np.max(x, axis=axes, keepdims=True)]
+        return [np.mean(x.astype(_np_acc(x.dtype)), axis=axes, keepdims=True).astype(x.dtype)]
+
+    return reference
+
+
+def _global_compute_for(is_max: bool) -> Any:
+    def compute(ctx: ComputeContext) -> None:
+        b = ctx.b
+        x = ctx.inputs[0]
+        assert x is not None
+        out = ctx.outputs[0]
+        ad = acc_dtype(out.dtype)
+        sp = x.shape[2:]
+        acc = b.local(ad)
+        with b.loops(x.shape[:2]) as (n, c):
+            b.store(acc, (), const(_min_value(ad) if is_max else 0, ad))
+            with b.loops(sp, "k") as kidx:
+                v = _load(x, (n, c, *kidx), ad)
+                b.store(acc, (), maximum(acc[()], v) if is_max else acc[()] + v)
+            res = acc[()] if is_max else acc[()] / float(np.prod(sp))
+            zeros = tuple(const(0, "int64") for _ in sp)
+            ctx.store(0, (n, c, *zeros), cast(res, out.dtype))
+
+    return compute
+
+
+def _global_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    x = ins[0]
+    assert x is not None
+    return x.size
+
+
+register(OpDef(
+    "global_average_pool", infer=_global_infer_for("global_average_pool", FLOATS),
+    reference=_global_reference_for(False), compute=_global_compute_for(False),
+    macs=_global_macs,
+))
+register(OpDef(
+    "global_max_pool", infer=_global_infer_for("global_max_pool", NUMERIC_DTYPES),
+    reference=_global_reference_for(True), compute=_global_compute_for(True), macs=_global_macs,
+))
+
+
+# ---------------------------------------------------------------- batch_normalization
+
+
+def _bn_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = types[0]
+    assert x is not None
+    _check_dtype("batch_normalization", x, FLOATS)
+    if x.rank < 2 or len(types) != 5:
+        raise OpError(f"batch_normalization: needs x (rank >= 2), scale, bias, mean, var; got {x}")
+    for name, t in zip(("scale", "bias", "mean", "var"), types[1:], strict=True):
+        if t is None or t.shape != (x.shape[1],):
+            raise OpError(f"batch_normalization: {name} {t} must have shape ({x.shape[1]},)")
+    return [x]
+
+
+def _channel(v: np.ndarray, rank: int, acc: np.dtype) -> np.ndarray:
+    return v.astype(acc).reshape(-1, *[1] * (rank - 2))
+
+
+def _bn_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, scale, bias, mean, var = xs
+    assert x is not None and scale is not None and bias is not None
+    assert mean is not None and var is not None
+    acc, r = _np_acc(x.dtype), x.ndim
+    eps = acc.type(attrs.get("epsilon", 1e-5))
+    inv = _channel(scale, r, acc) / np.sqrt(_channel(var, r, acc) + eps)
+    y = (x.astype(acc) - _channel(mean, r, acc)) * inv + _channel(bias, r, acc)
+    return [y.astype(x.dtype)]
+
+
+def _bn_compute(ctx: ComputeContext) -> None:
+    """Per (n, c): fold the statistics into one scale and shift, then y = x * k + shift."""
+    b = ctx.b
+    x, scale, bias, mean, var = ctx.inputs
+    assert x is not None and scale is not None and bias is not None
+    assert mean is not None and var is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    k, shift = b.local(ad, "k"), b.local(ad, "shift")
+    with b.loops(x.shape[:2]) as (n, c):
+        b.store(k, (), _load(scale, (c,), ad) / call("sqrt", _load(var, (c,), ad) + eps))
+        b.store(shift, (), _load(bias, (c,), ad) - _load(mean, (c,), ad) * k[()])
+        with b.loops(x.shape[2:]) as sp:
+            y = _load(x, (n, c, *sp), ad) * k[()] + shift[()]
+            ctx.store(0, (n, c, *sp), cast(y, out.dtype))
+
+
+register(OpDef(
+    "batch_normalization", infer=_bn_infer, reference=_bn_reference, compute=_bn_compute,
+))
+
+
+# ---------------------------------------------------------------- instance / layer normalization
+
+
+def _norm_reference(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+    """(x - mean) / sqrt(var + eps) over `axes`, in the accumulator dtype."""
+    acc = _np_acc(x.dtype)
+    xa = x.astype(acc)
+    mean = xa.mean(axis=axes, keepdims=True)
+    var = ((xa - mean) ** 2).mean(axis=axes, keepdims=True)
+    return (xa - mean) / np.sqrt(var + acc.type(eps))
+
+
+def _normalize_rows(
+    ctx: ComputeContext,
+    outer: tuple[int, ...],
+    inner: tuple[int, ...],
+    affine: Any,
+) -> None:
+    """Two-pass mean/variance over the `inner` (trailing) dims for each `outer` index, then
+    store affine(normalized, full_index) for every element."""
+    b = ctx.b
+    x = ctx.inputs[0]
+    assert x is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    eps = float(ctx.attr("epsilon", 1e-5))
+    count = float(np.prod(inner))
+    mean, var = b.local(ad, "mean"), b.local(ad, "var")
+    with b.loops(outer) as oi:
+        b.store(mean, (), const(0, ad))
+        with b.loops(inner, "r") as ii:
+            b.store(mean, (), mean[()] + _load(x, (*oi, *ii), ad))
+        b.store(mean, (), mean[()] / count)
+        b.store(var, (), const(0, ad))
+        with b.loops(inner, "r") as ii:
+            d = _load(x, (*oi, *ii), ad) - mean[()]
+            b.store(var, (), var[()] + d * d)
+        b.store(var, (), const(1, ad) / call("sqrt", var[()] / count + eps))
+        with b.loops(inner, "j") as ii:
+            full = (*oi, *ii)
+            y = (_load(x, full, ad) - mean[()]) * var[()]
+            ctx.store(0, full, cast(affine(y, full, ad), out.dtype))
+
+
+def _in_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = types[0]
+    assert x is not None
+    _check_dtype("instance_normalization", x, FLOATS)
+    if x.rank < 3 or len(types) != 3:
+        raise OpError(f"instance_normalization: needs x (rank >= 3), scale, bias; got {x}")
+    for name, t in zip(("scale", "bias"), types[1:], strict=True):
+        if t is None or t.shape != (x.shape[1],):
+            raise OpError(f"instance_normalization: {name} {t} must have shape ({x.shape[1]},)")
+    return [x]
+
+
+def _in_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, scale, bias = xs
+    assert x is not None and scale is not None and bias is not None
+    acc, r = _np_acc(x.dtype), x.ndim
+    y = _norm_reference(x, tuple(range(2, r)), float(attrs.get("epsilon", 1e-5)))  # type: ignore[arg-type]
+    return [(y * _channel(scale, r, acc) + _channel(bias, r, acc)).astype(x.dtype)]
+
+
+def _in_compute(ctx: ComputeContext) -> None:
+    x, scale, bias = ctx.inputs
+    assert x is not None and scale is not None and bias is not None
+
+    def affine(y: Expr, idx: tuple[Expr, ...], ad: str) -> Expr:
+        return y * _load(scale, (idx[1],), ad) + _load(bias, (idx[1],), ad)
+
+    _normalize_rows(ctx, x.shape[:2], x.shape[2:], affine)
+
+
+register(OpDef(
+    "instance_normalization", infer=_in_infer, reference=_in_reference, compute=_in_compute,
+))
+
+
+def _ln_axis(attrs: Attrs, rank: int) -> int:
+    axis = int(attrs.get("axis", -1))  # type: ignore[arg-type]
+    if not -rank <= axis < rank:
+        raise OpError(f"layer_normalization: axis {axis} out of range for rank {rank}")
+    return axis % rank
+
+
+def _ln_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = types[0]
+    assert x is not None
+    _check_dtype("layer_normalization", x, FLOATS)
+    _ln_axis(attrs, x.rank)
+    for name, t in zip(("scale", "bias"), types[1:3], strict=False):
+        if t is not None and broadcast_shapes(t.shape, x.shape) != x.shape:
+            raise OpError(f"layer_normalization: {name} {t} does not broadcast to {x}")
+    if len(types) < 2 or types[1] is None:
+        raise OpError("layer_normalization: scale input is required")
+    return [x]
+
+
+def _ln_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, scale = xs[0], xs[1]
+    bias = xs[2] if len(xs) > 2 else None
+    assert x is not None and scale is not None
+    acc = _np_acc(x.dtype)
+    axis = _ln_axis(attrs, x.ndim)
+    y = _norm_reference(x, tuple(range(axis, x.ndim)), float(attrs.get("epsilon", 1e-5)))  # type: ignore[arg-type]
+    y = y * scale.astype(acc)
+    if bias is not None:
+        y = y + bias.astype(acc)
+    return [y.astype(x.dtype)]
+
+
+def _ln_compute(ctx: ComputeContext) -> None:
+    x, scale = ctx.inputs[0], ctx.inputs[1]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    assert x is not None and scale is not None
+    axis = _ln_axis(ctx.attrs, len(x.shape))
+
+    def affine(y: Expr, idx: tuple[Expr, ...], ad: str) -> Expr:
+        y = y * _load(scale, broadcast_index(scale.shape, idx), ad)
+        if bias is not None:
+            y = y + _load(bias, broadcast_index(bias.shape, idx), ad)
+        return y
+
+    _normalize_rows(ctx, x.shape[:axis], x.shape[axis:], affine)
+
+
+register(OpDef(
+    "layer_normalization", infer=_ln_infer, reference=_ln_reference, compute=_ln_compute,
+))
+
+
+# ---------------------------------------------------------------- lrn
+
+
+def _lrn_params(attrs: Attrs) -> tuple[int, float, float, float]:
+    if "size" not in attrs:
+        raise OpError("lrn: size attribute is required")
+    size = int(attrs["size"])  # type: ignore[arg-type]
+    if size < 1:
+        raise OpError(f"lrn: size {size} must be >= 1")
+    alpha = float(attrs.get("alpha", 1e-4))  # type: ignore[arg-type]
+    beta = float(attrs.get("beta", 0.75))  # type: ignore[arg-type]
+    bias = float(attrs.get("bias", 1.0))  # type: ignore[arg-type]
+    return size, alpha, beta, bias
+
+
+def _lrn_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x = types[0]
+    assert x is not None
+    _check_dtype("lrn", x, FLOATS)
+    if x.rank < 3:
+        raise OpError(f"lrn: input {x} must have rank >= 3")
+    _lrn_params(attrs)
+    return [x]
+
+
+def _lrn_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    size, alpha, beta, bias = _lrn_params(attrs)
+    acc = _np_acc(x.dtype)
+    xa = x.astype(acc)
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.pad(xa * xa, [(0, 0), (lo, hi)] + [(0, 0)] * (x.ndim - 2))
+    c = x.shape[1]
+    total = np.add.reduce([sq[:, j : j + c] for j in range(size)])
+    den = (acc.type(bias) + acc.type(alpha / size) * total) ** acc.type(beta)
+    return [(xa / den).astype(x.dtype)]
+
+
+def _lrn_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    x = ctx.inputs[0]
+    assert x is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    size, alpha, beta, bias = _lrn_params(ctx.attrs)
+    lo, c_n = (size - 1) // 2, x.shape[1]
+    acc = b.local(ad)
+    with b.loops(x.shape) as idx:
+        b.store(acc, (), const(0, ad))
+        with b.loop(size, "j") as j:
+            cc = _add(idx[1] + j, -lo)
+            v = _load(x, (idx[0], cc, *idx[2:]), ad)
+            b.store(acc, (), acc[()] + select(logical_and(cc.ge(0), cc.lt(c_n)), v * v, 0))
+        den = binary("pow", acc[()] * (alpha / size) + bias, const(beta, ad))
+        ctx.store(0, idx, cast(_load(x, idx, ad) / den, out.dtype))
+
+
+register(OpDef("lrn", infer=_lrn_infer, reference=_lrn_reference, compute=_lrn_compute))
+
+
+# ---------------------------------------------------------------- softmax / log_softmax
+
+
+def _softmax_axes(attrs: Attrs, rank: int) -> tuple[int, ...]:
+    axes = attrs.get("axes", (rank - 1,) if rank else ())
+    norm = sorted({int(a) % rank if rank else 0 for a in axes})  # type: ignore[union-attr]
+    if not all(-rank <= int(a) < max(rank, 1) for a in axes):  # type: ignore[union-attr]
+        raise OpError(f"softmax: axes {axes} out of range for rank {rank}")
+    return tuple(norm)
+
+
+def _softmax_infer_for(kind: str) -> Any:
+    def infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+        x = types[0]
+        assert x is not None
+        _check_dtype(kind, x, FLOATS)
+        if x.rank == 0:
+            raise OpError(f"{kind}: input must have rank >= 1")
+        _softmax_axes(attrs, x.rank)
+        return [x]
+
+    return infer
+
+
+def _softmax_reference_for(log: bool) -> Any:
+    def reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+        x = xs[0]
+        assert x is not None
+        axes = _softmax_axes(attrs, x.ndim)
+        xa = x.astype(_np_acc(x.dtype))
+        d = xa - xa.max(axis=axes, keepdims=True)
+        s = np.exp(d).sum(axis=axes, keepdims=True)
+        return [(d - np.log(s) if log else np.exp(d) / s).astype(x.dtype)]
+
+    return reference
+
+
+def _softmax_compute_for(log: bool) -> Any:
+    """Per row: max, sum of exp(x - max), then exp(x - max) / sum (or x - max - log(sum))."""
+
+    def compute(ctx: ComputeContext) -> None:
+        b = ctx.b
+        x = ctx.inputs[0]
+        assert x is not None
+        out = ctx.outputs[0]
+        ad = acc_dtype(out.dtype)
+        rank = len(x.shape)
+        axes = _softmax_axes(ctx.attrs, rank)
+        outer_dims = [d for d in range(rank) if d not in axes]
+        inner = tuple(x.shape[d] for d in axes)
+
+        def full(oi: tuple[Expr, ...], ii: tuple[Expr, ...]) -> tuple[Expr, ...]:
+            pos = dict(zip(outer_dims, oi, strict=True)) | dict(zip(axes, ii, strict=True))
+            return tuple(pos[d] for d in range(rank))
+
+        mx, total = b.local(ad, "max"), b.local(ad, "sum")
+        with b.loops([x.shape[d] for d in outer_dims]) as oi:
+            b.store(mx, (), const(_min_value(ad), ad))
+            with b.loops(inner, "r") as ii:
+                b.store(mx, (), maximum(mx[()], _load(x, full(oi, ii), ad)))
+            b.store(total, (), const(0, ad))
+            with b.loops(inner, "r") as ii:
+                b.store(total, (), total[()] + call("exp", _load(x, full(oi, ii), ad) - mx[()]))
+            if log:
+                b.store(total, (), mx[()] + call("log", total[()]))
+            else:
+                b.store(total, (), const(1, ad) / total[()])
+            with b.loops(inner, "j") as ii:
+                idx = full(oi, ii)
+                v = _load(x, idx, ad)
+                y = v - total[()] if log else call("exp", v - mx[()]) * total[()]
+                ctx.store(0, idx, cast(y, out.dtype))
+
+    return compute
+
+
+for _kind, _log in (("softmax", False), ("log_softmax", True)):
+    register(OpDef(
+        _kind, infer=_softmax_infer_for(_kind), reference=_softmax_reference_for(_log),
+        compute=_softmax_compute_for(_log),
+    ))
