@@ -135,7 +135,7 @@ def compile(  # noqa: A001 - the public name users expect
     output_dir: str | os.PathLike[str] | None = None,
     pipeline: str | None = None,
     dump_ir: str | os.PathLike[str] | None = None,
-    opt_level: str = "-O3",
+    opt_level: int = 3,
     prefix: str = "nnc",
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
@@ -159,7 +159,7 @@ def compile(  # noqa: A001 - the public name users expect
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
-    from nnc.backends.c.build import build_project
+    from nnc.backends.c.build import BuildError, build_project, write_project
     from nnc.backends.c.emit import emit_c
 
     t0 = time.perf_counter()
@@ -198,7 +198,12 @@ def compile(  # noqa: A001 - the public name users expect
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         t0 = time.perf_counter()
-        build_project(staging, files, tgt, opt_level=opt_level)
+        write_project(files, staging, tgt, prefix=prefix, opt_level=opt_level)
+        try:
+            build_project(staging, tgt, opt_level=opt_level, prefix=prefix)
+        except BuildError as e:
+            raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
+                           f"report it): {str(e).splitlines()[0]}") from e
         times["c_compiler"] = time.perf_counter() - t0
         info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
         (staging / METADATA).write_text(json.dumps(info, indent=1))

@@ -108,7 +108,7 @@ class GraphBuilder:
             raise ConversionError(f"input {onnx_name!r} is not defined before use") from None
 
     def add_constant(self, array: np.ndarray, hint: str, name: str | None = None) -> str:
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
         if str(array.dtype) not in ONNX_DTYPES.values():
             raise ConversionError(f"constant of unsupported element type {array.dtype}")
         cname = self.define(name or "", hint) if name is None else self.define(name)
