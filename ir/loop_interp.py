@@ -141,12 +141,12 @@ class _Translator:
             raise TypeError(f"not a statement: {s!r}")
 
 
-def _min(a: Any, b: Any) -> Any:
-    return b if b < a else a
+def _min(a: Any, b: Any) -> Any:  # NaN from either side propagates, as in the C backend
+    return np.minimum(a, b)
 
 
 def _max(a: Any, b: Any) -> Any:
-    return b if b > a else a
+    return np.maximum(a, b)
 
 
 def _ipow(a: Any, b: Any) -> Any:

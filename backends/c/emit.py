@@ -1,0 +1,975 @@
+"""Loop IR -> C99 source: `emit_c(module)` returns the files of a self-contained C model.
+
+    >>> files = emit_c(module, prefix="nnc")           # doctest: +SKIP
+    >>> sorted(files)                                   # doctest: +SKIP
+    ['model.c', 'model.h']                              # + weights.c/.bin for big models
+
+`CStyleEmitter` turns loop-IR nodes into C text with one method per node kind; an OpenCL (or
+other C-family) emitter subclasses it and overrides types, qualifiers and loop headers.
+`emit_c` assembles the files around it from the Jinja2 skeletons in `templates/`.
+
+Semantics of the loop IR in C (the contract with the loop interpreter):
+- float16 is stored as `nnc_f16` (_Float16 or __fp16, see nnc_runtime.h) and computed in float;
+  it is rounded to half on stores and casts.
+- bool is stored as uint8_t 0/1; comparisons and `not` yield 0/1; `and`/`or`/`xor` are logical
+  on bool and bitwise on integers.
+- integer math wraps like numpy (two's complement, build with -fwrapv); integer div/mod
+  truncate toward zero like C, and a zero divisor gives 0 instead of trapping.
+- float min/max propagate NaN like numpy; `round` is round-half-to-even.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from nnc.ir.loops import (
+    Binary,
+    Buffer,
+    Call,
+    CallExtern,
+    Cast,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Select,
+    Stmt,
+    Store,
+    Var,
+)
+from nnc.ir.types import itemsize
+
+TEMPLATES = Path(__file__).parent / "templates"
+# Constants above this many bytes in total go to weights.bin (.incbin) instead of C initializers:
+# gcc spends ~5 us per initializer element (measured: 8 MB of float32 takes 10-15 s, 1 MB ~1.5 s)
+# while .incbin is instant at any size. 1 MB keeps every MLPerf-Tiny model in portable C.
+WEIGHTS_INLINE_LIMIT = 1 << 20
+WEIGHTS_ALIGN = 64  # each constant in weights.bin starts on a cache line
+ARENA_ALIGN = 16
+
+# dtype code in nnc_runtime.h (= ONNX TensorProto.DataType)
+DTYPE_CODES: dict[str, int] = {
+    "float32": 1, "uint8": 2, "int8": 3, "uint16": 4, "int16": 5, "int32": 6, "int64": 7,
+    "bool": 9, "float16": 10, "float64": 11, "uint32": 12, "uint64": 13,
+}
+STORAGE_TYPES: dict[str, str] = {
+    "float32": "float", "float64": "double", "float16": "nnc_f16", "bool": "uint8_t",
+    "int8": "int8_t", "int16": "int16_t", "int32": "int32_t", "int64": "int64_t",
+    "uint8": "uint8_t", "uint16": "uint16_t", "uint32": "uint32_t", "uint64": "uint64_t",
+}
+# short tags for helper names: nnc_max_f32, nnc_div_i64, ...
+_TAGS: dict[str, str] = {
+    "float32": "f32", "float64": "f64", "float16": "f32", "bool": "u8", "int8": "i8",
+    "int16": "i16", "int32": "i32", "int64": "i64", "uint8": "u8", "uint16": "u16",
+    "uint32": "u32", "uint64": "u64",
+}
+# integer types narrower than int: C promotes them, so arithmetic results are cast back to wrap
+_NARROW = frozenset({"int8", "int16", "uint8", "uint16"})
+_UNSIGNED = frozenset({"uint8", "uint16", "uint32", "uint64", "bool"})
+_INTS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
+_FLOATS = frozenset({"float16", "float32", "float64"})
+
+# C operator precedence (lower binds tighter); PRIMARY needs no parentheses anywhere
+PRIMARY, UNARY, MUL, ADD, SHIFT, REL, EQ, BAND, BXOR, BOR, LAND, LOR, COND = (
+    0, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+_ARITH = {"add": ("+", ADD), "sub": ("-", ADD), "mul": ("*", MUL)}
+_COMPARE = {"lt": ("<", REL), "le": ("<=", REL), "gt": (">", REL), "ge": (">=", REL),
+            "eq": ("==", EQ), "ne": ("!=", EQ)}
+_BITWISE = {"and": ("&", BAND), "or": ("|", BOR), "xor": ("^", BXOR)}
+# float intrinsics -> C99 libm name (float32 takes the f suffix)
+_LIBM = {
+    "exp": "exp", "log": "log", "sqrt": "sqrt", "tanh": "tanh", "erf": "erf", "floor": "floor",
+    "ceil": "ceil", "round": "nearbyint", "abs": "fabs", "sin": "sin", "cos": "cos", "tan": "tan",
+    "asin": "asin", "acos": "acos", "atan": "atan", "sinh": "sinh", "cosh": "cosh",
+    "asinh": "asinh", "acosh": "acosh", "atanh": "atanh", "log1p": "log1p", "expm1": "expm1",
+    "fmod": "fmod", "pow": "pow", "mod": "fmod",
+}
+_C_RESERVED = frozenset("""
+auto break case char const continue default do double else enum extern float for goto if inline
+int long register restrict return short signed sizeof static struct switch typedef union unsigned
+void volatile while _Bool _Complex _Imaginary _Float16 __fp16 nnc_f16 bool true false NULL NAN
+INFINITY isnan isinf main memcpy memset size_t int8_t int16_t int32_t int64_t uint8_t uint16_t
+uint32_t uint64_t INT64_C UINT64_C INT64_MIN INT32_MIN arena inputs outputs asm fortran and or
+xor not and_eq or_eq xor_eq not_eq bitand bitor compl abs labs div min max errno
+""".split()) | frozenset(_LIBM.values()) | frozenset(v + "f" for v in _LIBM.values())
+
+
+class EmitError(Exception):
+    """The loop module cannot be emitted as C (ill-formed IR or an unsupported construct)."""
+
+
+# ---------------------------------------------------------------- names and literals
+
+
+class NameTable:
+    """Maps IR names to unique, valid, non-reserved C identifiers."""
+
+    def __init__(self, reserved_prefixes: Sequence[str] = ("nnc_", "NNC_"),
+                 parent: NameTable | None = None) -> None:
+        self.prefixes = tuple(reserved_prefixes)
+        self.names: dict[str, str] = {}
+        self.used: set[str] = set(parent.used) if parent else set()
+
+    def add(self, name: str) -> str:
+        """The C name of IR name `name` (created on first use)."""
+        if name not in self.names:
+            self.names[name] = self.unique(name)
+        return self.names[name]
+
+    def unique(self, name: str) -> str:
+        """A fresh C identifier derived from `name`, not recorded as its mapping."""
+        base = re.sub(r"[^0-9A-Za-z_]", "_", name) or "v"
+        if base[0].isdigit() or base.startswith("_") or base.startswith(self.prefixes):
+            base = "v_" + base
+        if base in _C_RESERVED:
+            base += "_"
+        cname, n = base, 1
+        while cname in self.used:
+            cname, n = f"{base}_{n}", n + 1
+        self.used.add(cname)
+        return cname
+
+    def __getitem__(self, name: str) -> str:
+        return self.names[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+
+def c_string(s: str) -> str:
+    """A C string literal; non-printable and non-ASCII bytes as 3-digit octal escapes."""
+    out = []
+    for byte in s.encode("utf-8"):
+        ch = chr(byte)
+        if ch in '"\\?':  # '?' too: no trigraphs
+            out.append("\\" + ch)
+        elif 32 <= byte < 127:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
+
+
+def float_literal(value: float, dtype: str) -> str:
+    """Exact C literal of a float of `dtype` (float16 is computed in float, so float syntax)."""
+    if dtype == "float64":
+        v, text, suffix = float(value), repr(float(value)), ""
+    else:
+        with np.errstate(over="ignore"):
+            f = np.float32(np.float16(value)) if dtype == "float16" else np.float32(value)
+        v, text, suffix = float(f), str(f), "f"
+    if math.isnan(v):
+        return "NAN"
+    if math.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    if not any(c in text for c in ".eE"):
+        text += ".0"
+    return text + suffix
+
+
+def int_literal(value: int, dtype: str) -> str:
+    v = int(value)
+    if dtype == "bool":
+        return "1" if v else "0"
+    if dtype == "uint64":
+        return f"UINT64_C({v})"
+    if dtype == "uint32":
+        return f"{v}u"
+    if dtype == "int64":
+        if v == -(2**63):
+            return "INT64_MIN"
+        return str(v) if -(2**31) < v < 2**31 else f"INT64_C({v})"
+    if dtype == "int32" and v == -(2**31):
+        return "INT32_MIN"
+    return str(v)
+
+
+def _int_range(dtype: str) -> tuple[int, int]:
+    if dtype == "bool":
+        return 0, 1
+    info = np.iinfo(dtype)
+    return int(info.min), int(info.max)
+
+
+# ---------------------------------------------------------------- expression helpers (C text)
+
+# Runtime helpers by "op/variant" (f: float, i: any int, s: signed, u: unsigned); `T` is the C
+# type, `U` its unsigned twin, `B` its width in bits.
+_HELPERS: dict[str, str] = {
+    "max/f": "static inline T nnc_max_X(T a, T b) { return (a > b || a != a) ? a : b; }",
+    "min/f": "static inline T nnc_min_X(T a, T b) { return (a < b || a != a) ? a : b; }",
+    "max/i": "static inline T nnc_max_X(T a, T b) { return a > b ? a : b; }",
+    "min/i": "static inline T nnc_min_X(T a, T b) { return a < b ? a : b; }",
+    # signed: x / -1 would trap on INT_MIN, so negate through the unsigned type
+    "div/s": "static inline T nnc_div_X(T a, T b) {\n"
+            "    return b == 0 ? 0 : (b == -1 ? (T)(0u - (U)a) : (T)(a / b));\n}",
+    "div/u": "static inline T nnc_div_X(T a, T b) { return b == 0 ? 0 : (T)(a / b); }",
+    "mod/s": "static inline T nnc_mod_X(T a, T b) { return (b == 0 || b == -1) ? 0 : (T)(a % b); }",
+    "mod/u": "static inline T nnc_mod_X(T a, T b) { return b == 0 ? 0 : (T)(a % b); }",
+    "pow/s": "static inline T nnc_pow_X(T a, T b) {\n"
+            "    U r = 1, base = (U)a;\n"
+            "    if (b < 0) return a == 1 ? 1 : (a == -1 ? ((b & 1) ? -1 : 1) : 0);\n"
+            "    for (; b > 0; b >>= 1) {\n"
+            "        if (b & 1) r *= base;\n"
+            "        base *= base;\n"
+            "    }\n"
+            "    return (T)r;\n}",
+    "pow/u": "static inline T nnc_pow_X(T a, T b) {\n"
+            "    U r = 1, base = (U)a;\n"
+            "    for (; b > 0; b >>= 1) {\n"
+            "        if (b & 1) r *= base;\n"
+            "        base *= base;\n"
+            "    }\n"
+            "    return (T)r;\n}",
+    "shl": "static inline T nnc_shl_X(T a, T b) { return (U)b >= B ? 0 : (T)((U)a << b); }",
+    "shr/s": "static inline T nnc_shr_X(T a, T b) {\n"
+             "    return (U)b >= B ? (a < 0 ? -1 : 0) : (T)(a >> b);\n}",
+    "shr/u": "static inline T nnc_shr_X(T a, T b) { return (U)b >= B ? 0 : (T)(a >> b); }",
+    "abs/s": "static inline T nnc_abs_X(T a) { return a < 0 ? (T)(0u - (U)a) : a; }",
+    "sign/f": "static inline T nnc_sign_X(T a) { return a > 0 ? 1 : (a < 0 ? -1 : a); }",
+    "sign/i": "static inline T nnc_sign_X(T a) { return (T)((a > 0) - (a < 0)); }",
+    "sign/u": "static inline T nnc_sign_X(T a) { return (T)(a > 0); }",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CExpr:
+    """C text of an expression and the precedence of its outermost operator."""
+
+    text: str
+    prec: int
+
+    def at(self, max_prec: int) -> str:
+        """The text, parenthesised unless it binds at least as tight as `max_prec`."""
+        return self.text if self.prec <= max_prec else f"({self.text})"
+
+
+def _walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
+    for s in stmts:
+        yield s
+        if isinstance(s, For):
+            yield from _walk_stmts(s.body)
+        elif isinstance(s, If):
+            yield from _walk_stmts(s.then)
+            yield from _walk_stmts(s.orelse)
+
+
+def _uses_var(e: Expr, var: str) -> bool:
+    if isinstance(e, Var):
+        return e.name == var
+    if isinstance(e, Load):
+        return any(_uses_var(i, var) for i in e.indices)
+    if isinstance(e, Binary):
+        return _uses_var(e.a, var) or _uses_var(e.b, var)
+    if isinstance(e, Call):
+        return any(_uses_var(a, var) for a in e.args)
+    if isinstance(e, Cast):
+        return _uses_var(e.value, var)
+    if isinstance(e, Select):
+        return _uses_var(e.cond, var) or _uses_var(e.a, var) or _uses_var(e.b, var)
+    return False
+
+
+def written_buffers(stmts: Iterable[Stmt], extern_writable: Callable[[str], bool]) -> set[str]:
+    """Buffers stored to in `stmts`; a CallExtern may write the buffers `extern_writable` allows."""
+    out: set[str] = set()
+    for s in _walk_stmts(stmts):
+        if isinstance(s, Store):
+            out.add(s.buffer)
+        elif isinstance(s, CallExtern):
+            out.update(a for a in s.args if isinstance(a, str) and extern_writable(a))
+    return out
+
+
+def flat_index(indices: Sequence[Expr], shape: Sequence[int]) -> Expr:
+    """Row-major flattening in Horner form, with constant parts folded."""
+    if not indices:
+        return Const(0, "int64")
+    flat = indices[0]
+    for extent, idx in zip(shape[1:], indices[1:], strict=True):
+        scaled: Expr
+        if isinstance(flat, Const):
+            scaled = Const(int(flat.value) * int(extent), "int64")
+        elif extent == 1:
+            scaled = flat
+        else:
+            scaled = Binary("mul", flat, Const(int(extent), "int64"), "int64")
+        if isinstance(scaled, Const) and scaled.value == 0:
+            flat = idx
+        elif isinstance(idx, Const) and idx.value == 0:
+            flat = scaled
+        elif isinstance(scaled, Const) and isinstance(idx, Const):
+            flat = Const(int(scaled.value) + int(idx.value), "int64")
+        else:
+            flat = Binary("add", scaled, idx, "int64")
+    return flat
+
+
+# ---------------------------------------------------------------- the C-style emitter
+
+
+class CStyleEmitter:
+    """Emits loop-IR expressions, statements and kernels as C text, one method per node kind.
+
+    `buffers` are all buffers a kernel may touch (its params and locals) and `names` their C
+    identifiers. Helpers (nnc_max_f32, ...) are collected in `self.helpers` as they are used."""
+
+    indent_unit = "    "
+    storage_types = STORAGE_TYPES
+
+    def __init__(self) -> None:
+        self.helpers: dict[str, str] = {}
+        self.buffers: dict[str, Buffer] = {}
+        self.names: NameTable = NameTable()
+        self.vars: dict[str, str] = {}  # loop variable -> C name, for the loops open now
+        self.touched: set[str] = set()  # buffers the emitted text of this kernel mentions
+        self.loaded: set[str] = set()  # ... and those it reads
+
+    # ---- types
+
+    def storage_type(self, dtype: str) -> str:
+        return self.storage_types[dtype]
+
+    def compute_type(self, dtype: str) -> str:
+        """The C type an expression of `dtype` is evaluated in."""
+        return "float" if dtype == "float16" else self.storage_type(dtype)
+
+    def math_fn(self, fn: str, dtype: str) -> str:
+        base = _LIBM[fn]
+        return base if dtype == "float64" else base + "f"
+
+    def helper(self, kind: str, dtype: str) -> str:
+        """Name of runtime helper `kind` for `dtype`, adding its definition on first use."""
+        tag = _TAGS[dtype]
+        name = f"nnc_{kind.split('/')[0]}_{tag}"
+        if name not in self.helpers:
+            ctype = self.compute_type(dtype)
+            unsigned = "float" if dtype in _FLOATS else (
+                "uint" + ctype[3:] if ctype.startswith("int") else ctype)
+            bits = str(8 * itemsize("float32" if dtype == "float16" else
+                                    ("uint8" if dtype == "bool" else dtype)))
+            text = _HELPERS[kind]
+            text = re.sub(r"\bU\b", unsigned, re.sub(r"\bT\b", ctype, text))
+            self.helpers[name] = text.replace("_X(", f"_{tag}(").replace(" B ", f" {bits} ")
+        return name
+
+    # ---- expressions
+
+    def expr(self, e: Expr) -> CExpr:
+        method = getattr(self, "expr_" + type(e).__name__.lower(), None)
+        if method is None:
+            raise EmitError(f"cannot emit expression {e!r}")
+        return method(e)
+
+    def text(self, e: Expr) -> str:
+        return self.expr(e).text
+
+    def expr_const(self, e: Const) -> CExpr:
+        if e.dtype in _FLOATS:
+            text = float_literal(float(e.value), e.dtype)
+        else:
+            text = int_literal(int(e.value), e.dtype)
+        return CExpr(text, UNARY if text.startswith("-") else PRIMARY)
+
+    def expr_var(self, e: Var) -> CExpr:
+        try:
+            return CExpr(self.vars[e.name], PRIMARY)
+        except KeyError:
+            raise EmitError(f"variable %{e.name} used outside of its loop") from None
+
+    def buffer(self, name: str) -> Buffer:
+        try:
+            return self.buffers[name]
+        except KeyError:
+            raise EmitError(f"buffer {name!r} is neither a param nor a local of the kernel") \
+                from None
+
+    def element(self, name: str, indices: Sequence[Expr]) -> str:
+        """C lvalue of one element of a buffer (a local scalar is a plain variable)."""
+        buf = self.buffer(name)
+        if len(indices) != len(buf.shape):
+            raise EmitError(f"buffer {name!r} has rank {len(buf.shape)} but is indexed with "
+                            f"{len(indices)} indices")
+        cname = self.names[name]
+        self.touched.add(name)
+        if buf.scope == "local" and not buf.shape:
+            return cname
+        return f"{cname}[{self.text(flat_index(indices, buf.shape))}]"
+
+    def expr_load(self, e: Load) -> CExpr:
+        self.loaded.add(e.buffer)
+        text = self.element(e.buffer, e.indices)
+        if self.buffer(e.buffer).dtype == "float16":
+            return CExpr(f"(float){text}", UNARY)
+        return CExpr(text, PRIMARY)
+
+    def wrap_narrow(self, text: str, prec: int, dtype: str) -> CExpr:
+        """Cast the result of integer arithmetic back to a narrow type so it wraps like numpy
+        (C computes char/short math in int)."""
+        if dtype in _NARROW:
+            return CExpr(f"({self.storage_type(dtype)})({text})", UNARY)
+        return CExpr(text, prec)
+
+    def expr_binary(self, e: Binary) -> CExpr:
+        dt = e.a.dtype
+        op = e.op
+        if op in _COMPARE:
+            folded = self._fold_trivial_compare(e)
+            if folded is not None:
+                return folded
+            sym, prec = _COMPARE[op]
+            return CExpr(f"{self.expr(e.a).at(ADD)} {sym} {self.expr(e.b).at(ADD)}", prec)
+        if dt == "bool" and op in ("and", "or", "xor"):
+            sym, prec = {"and": ("&&", LAND), "or": ("||", LOR), "xor": ("^", BXOR)}[op]
+            return CExpr(f"{self.expr(e.a).at(UNARY)} {sym} {self.expr(e.b).at(UNARY)}", prec)
+        if dt == "bool" and op not in ("min", "max"):
+            raise EmitError(f"binary {op!r} is not defined on bool")
+        a, b = self.expr(e.a), self.expr(e.b)
+        if op in _ARITH:
+            sym, prec = _ARITH[op]
+            if dt in ("int64", "uint64") and isinstance(e.a, Const) and isinstance(e.b, Const):
+                a = CExpr(f"({self.storage_type(dt)}){a.at(UNARY)}", UNARY)  # not int * int
+            return self.wrap_narrow(f"{a.at(prec)} {sym} {b.at(prec - 1)}", prec, dt)
+        if op == "div" and dt in _FLOATS:
+            return CExpr(f"{a.at(MUL)} / {b.at(UNARY)}", MUL)
+        if op in ("div", "mod") and dt in _INTS:
+            if isinstance(e.b, Const) and int(e.b.value) not in (0, -1):
+                sym = "/" if op == "div" else "%"
+                return self.wrap_narrow(f"{a.at(MUL)} {sym} {b.at(UNARY)}", MUL, dt)
+            kind = op + ("/u" if dt in _UNSIGNED else "/s")
+            return CExpr(f"{self.helper(kind, dt)}({a.text}, {b.text})", PRIMARY)
+        if op in ("min", "max"):
+            kind = op + ("/f" if dt in _FLOATS else "/i")
+            return CExpr(f"{self.helper(kind, dt)}({a.text}, {b.text})", PRIMARY)
+        if op in ("pow", "mod") and dt in _FLOATS:
+            return CExpr(f"{self.math_fn(op, dt)}({a.text}, {b.text})", PRIMARY)
+        if op == "pow":
+            kind = "pow/u" if dt in _UNSIGNED else "pow/s"
+            return CExpr(f"{self.helper(kind, dt)}({a.text}, {b.text})", PRIMARY)
+        if op in _BITWISE and dt in _INTS:
+            sym, prec = _BITWISE[op]
+            return CExpr(f"{a.at(UNARY)} {sym} {b.at(UNARY)}", prec)
+        if op in ("shl", "shr") and dt in _INTS:
+            kind = "shl" if op == "shl" else ("shr/u" if dt in _UNSIGNED else "shr/s")
+            return CExpr(f"{self.helper(kind, dt)}({a.text}, {b.text})", PRIMARY)
+        raise EmitError(f"binary {op!r} is not defined on {dt}")
+
+    def _fold_trivial_compare(self, e: Binary) -> CExpr | None:
+        """Comparisons of an integer against its type's min/max are constant; C compilers warn
+        about them (-Wtype-limits), so emit the constant."""
+        dt = e.a.dtype
+        if dt in _FLOATS or isinstance(e.a, Const) == isinstance(e.b, Const):
+            return None
+        op, c = e.op, e.b
+        if isinstance(e.a, Const):  # constant on the left: mirror the comparison
+            c = e.a
+            op = {"lt": "gt", "le": "ge", "gt": "lt", "ge": "le"}.get(op, op)
+        assert isinstance(c, Const)
+        lo, hi = _int_range(dt)
+        always = {("ge", lo): True, ("lt", lo): False, ("le", hi): True, ("gt", hi): False}
+        result = always.get((op, int(c.value)))
+        if result is None:
+            return None
+        return CExpr("1" if result else "0", PRIMARY)
+
+    def expr_call(self, e: Call) -> CExpr:
+        fn, args, dt = e.fn, e.args, e.args[0].dtype
+        if fn in ("isnan", "isinf") and dt not in _FLOATS:
+            return CExpr("0", PRIMARY)
+        xs = [self.expr(a) for a in args]
+        if fn in ("isnan", "isinf"):
+            return CExpr(f"{fn}({xs[0].text}) != 0", EQ)  # the macros return any nonzero int
+        if fn == "not":  # logical on every dtype (0/1 in the result dtype), like the interpreter
+            text = f"!{xs[0].at(UNARY)}"
+            return CExpr(text, UNARY) if dt in ("bool", *_INTS) else \
+                CExpr(f"({self.compute_type(e.dtype)}){text}", UNARY)
+        if fn == "neg":
+            if dt in _UNSIGNED and dt not in _NARROW:
+                return CExpr(f"0u - {xs[0].at(UNARY)}", ADD) if dt == "uint32" \
+                    else CExpr(f"UINT64_C(0) - {xs[0].at(UNARY)}", ADD)
+            return self.wrap_narrow(f"-{xs[0].at(UNARY)}", UNARY, dt)
+        if fn == "sign":
+            kind = "sign/f" if dt in _FLOATS else ("sign/u" if dt in _UNSIGNED else "sign/i")
+            return CExpr(f"{self.helper(kind, dt)}({xs[0].text})", PRIMARY)
+        if dt in _FLOATS:
+            if fn not in _LIBM:
+                raise EmitError(f"intrinsic {fn!r} has no C equivalent")
+            return CExpr(f"{self.math_fn(fn, dt)}({', '.join(x.text for x in xs)})", PRIMARY)
+        # integer (and bool) operands
+        if fn in ("floor", "ceil", "round"):
+            return xs[0]
+        if fn == "abs":
+            if dt in _UNSIGNED:
+                return xs[0]
+            return CExpr(f"{self.helper('abs/s', dt)}({xs[0].text})", PRIMARY)
+        if fn == "fmod":
+            kind = "mod/u" if dt in _UNSIGNED else "mod/s"
+            return CExpr(f"{self.helper(kind, dt)}({xs[0].text}, {xs[1].text})", PRIMARY)
+        raise EmitError(f"intrinsic {fn!r} is not defined on {dt}")
+
+    def _exact_half(self, e: Expr) -> bool:
+        """Is a float16 expression's float value already a representable half?"""
+        return isinstance(e, (Load, Const)) or (isinstance(e, Cast) and e.dtype == "float16")
+
+    def expr_cast(self, e: Cast) -> CExpr:
+        src, dst = e.value.dtype, e.dtype
+        v = self.expr(e.value)
+        if src == dst:
+            return v
+        if dst == "bool":
+            return CExpr(f"{v.at(ADD)} != 0", EQ)
+        if dst == "float16":  # round to half now; later math sees the rounded value
+            return CExpr(f"(float)NNC_F16({v.text})", UNARY)
+        if src == "float16" and not self._exact_half(e.value):
+            v = CExpr(f"NNC_F16({v.text})", PRIMARY)
+        elif self.compute_type(src) == self.compute_type(dst):
+            return v  # e.g. a loaded half is a float already; bool 0/1 is a valid uint8
+        return CExpr(f"({self.compute_type(dst)}){v.at(UNARY)}", UNARY)
+
+    def expr_select(self, e: Select) -> CExpr:
+        c, a, b = self.expr(e.cond), self.expr(e.a), self.expr(e.b)
+        return CExpr(f"{c.at(LOR)} ? {a.at(LOR)} : {b.at(LOR)}", COND)
+
+    # ---- statements
+
+    def stmt(self, s: Stmt, depth: int) -> list[str]:
+        method = getattr(self, "stmt_" + type(s).__name__.lower(), None)
+        if method is None:
+            raise EmitError(f"cannot emit statement {s!r}")
+        return method(s, depth)
+
+    def block(self, stmts: Sequence[Stmt], depth: int) -> list[str]:
+        lines: list[str] = []
+        for s in stmts:
+            lines += self.stmt(s, depth)
+        return lines
+
+    def loop_pragma(self, s: For) -> str | None:
+        """The hint line before a loop of kind `s.kind` (None: no hint)."""
+        if s.kind == "vectorized":
+            return "NNC_VECTORIZE" if self._vector_safe(s) else None
+        if s.kind == "unrolled":
+            return f"NNC_UNROLL({min(max(s.extent, 1), 64)})"
+        if s.kind == "parallel":
+            return "/* parallel loop, run serially for now */"
+        return None
+
+    def _vector_safe(self, s: For) -> bool:
+        """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
+        lands on the same element in every iteration (an accumulation into a buffer)."""
+        for st in _walk_stmts(s.body):
+            if isinstance(st, Store):
+                buf = self.buffer(st.buffer)
+                if buf.scope == "local" and not buf.shape:
+                    continue  # a scalar local is a register: compilers handle reductions
+                if not any(_uses_var(i, s.var) for i in st.indices):
+                    return False
+            elif isinstance(st, CallExtern):
+                return False
+        return True
+
+    def stmt_for(self, s: For, depth: int) -> list[str]:
+        pad = self.indent_unit * depth
+        var = self.names.unique(s.var)
+        outer = self.vars.get(s.var)
+        self.vars[s.var] = var
+        lines = []
+        pragma = self.loop_pragma(s)
+        if pragma:
+            lines.append(pad + pragma)
+        lines.append(f"{pad}for (int64_t {var} = 0; {var} < {s.extent}; ++{var}) {{")
+        lines += self.block(s.body, depth + 1)
+        if outer is None:
+            del self.vars[s.var]
+        else:
+            self.vars[s.var] = outer
+        return lines + [pad + "}"]
+
+    def stmt_store(self, s: Store, depth: int) -> list[str]:
+        buf = self.buffer(s.buffer)
+        if s.value.dtype != buf.dtype:
+            raise EmitError(f"store of a {s.value.dtype} value into {buf.dtype} buffer "
+                            f"{buf.name!r}")
+        value = self.expr(s.value)
+        text = value.text
+        if buf.dtype == "float16":
+            text = f"NNC_F16({value.text})"
+        return [f"{self.indent_unit * depth}{self.element(s.buffer, s.indices)} = {text};"]
+
+    def stmt_if(self, s: If, depth: int) -> list[str]:
+        pad = self.indent_unit * depth
+        lines = [f"{pad}if ({self.text(s.cond)}) {{"] + self.block(s.then, depth + 1)
+        if s.orelse:
+            lines += [f"{pad}}} else {{"] + self.block(s.orelse, depth + 1)
+        return lines + [pad + "}"]
+
+    def stmt_callextern(self, s: CallExtern, depth: int) -> list[str]:
+        args = [self.names[self.buffer(a).name] if isinstance(a, str) else self.text(a)
+                for a in s.args]
+        names = [a for a in s.args if isinstance(a, str)]
+        self.touched.update(names)
+        self.loaded.update(names)
+        return [f"{self.indent_unit * depth}{s.fn}({', '.join(args)});"]
+
+    # ---- kernels
+
+    def param_decl(self, buf: Buffer, cname: str, written: bool, restrict: bool) -> str:
+        const = "" if written else "const "
+        qual = "*restrict " if restrict else "*"
+        return f"{const}{self.storage_type(buf.dtype)} {qual}{cname}"
+
+    def local_decl(self, buf: Buffer, cname: str) -> str:
+        ctype = self.storage_type(buf.dtype)
+        if not buf.shape:
+            return f"{ctype} {cname} = 0;"
+        return f"{ctype} {cname}[{max(buf.size, 1)}] = {{0}};"
+
+    def kernel(self, k: Kernel, fname: str, params: Sequence[Buffer], written: set[str],
+               restrict: set[str], names: NameTable) -> str:
+        """C function for kernel `k`; `names` already holds the params' C names."""
+        self.names = NameTable(parent=names)
+        self.names.names.update({b.name: names[b.name] for b in params})
+        self.vars, self.touched, self.loaded = {}, set(), set()
+        self.buffers = {b.name: b for b in params}
+        for b in k.locals:
+            if b.name in self.buffers:
+                raise EmitError(f"kernel {k.name}: local {b.name!r} shadows a param")
+            self.buffers[b.name] = b
+            self.names.add(b.name)
+        decls = [self.param_decl(b, self.names[b.name], b.name in written, b.name in restrict)
+                 for b in params]
+        body = self.block(k.body, 1)
+        pad = self.indent_unit
+        head = [pad + self.local_decl(b, self.names[b.name]) for b in k.locals]
+        # what the C text does not mention (e.g. folded away) would warn as unused
+        head += [f"{pad}(void){self.names[b.name]};" for b in params
+                 if b.name not in self.touched]
+        head += [f"{pad}(void){self.names[b.name]};" for b in k.locals
+                 if b.name not in self.loaded]
+        signature = f"static void {fname}({', '.join(decls) or 'void'})"
+        return "\n".join([signature, "{"] + head + body + ["}"])
+
+
+# ---------------------------------------------------------------- module assembly
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """Where a global buffer's bytes live: (space, key) plus a byte range inside it."""
+
+    space: str  # "input" | "output" | "constant" | "arena"
+    key: str
+    start: int
+    end: int
+
+    def overlaps(self, o: _Region) -> bool:
+        same = (self.space, self.key) == (o.space, o.key)
+        return same and self.start < o.end and o.start < self.end
+
+
+def _format_values(arr: np.ndarray) -> list[str]:
+    """C initializer tokens for a constant, vectorised where numpy allows it."""
+    flat = np.ascontiguousarray(arr).reshape(-1)
+    if flat.dtype == np.bool_:
+        flat = flat.astype(np.uint8)
+    if flat.dtype.kind == "f":
+        # %.9g round-trips float32 (and float16); %.17g float64
+        fmt = "%.17g" if flat.dtype == np.float64 else "%.9g"
+        tokens = list(map(fmt.__mod__, flat.astype(np.float64).tolist()))
+        for i in np.flatnonzero(~np.isfinite(flat)).tolist():
+            v = float(flat[i])
+            tokens[i] = "NAN" if math.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY")
+        for i in np.flatnonzero((flat == 0) & np.signbit(flat)).tolist():
+            tokens[i] = "-0.0"  # "-0" would be the integer 0, losing the sign
+        return tokens
+    tokens = list(map(str, flat.tolist()))
+    if flat.dtype == np.int64:
+        for i in np.flatnonzero(flat == np.iinfo(np.int64).min).tolist():
+            tokens[i] = "INT64_MIN"  # -9223372036854775808 is not a valid C literal
+    elif flat.dtype == np.uint64:
+        tokens = [t + "u" for t in tokens]
+    return tokens
+
+
+def format_c_array(arr: np.ndarray, per_line: int = 16) -> str:
+    tokens = _format_values(arr) or ["0"]
+    rows = (", ".join(tokens[i : i + per_line]) for i in range(0, len(tokens), per_line))
+    return "    " + ",\n    ".join(rows)
+
+
+def _template_env() -> Environment:
+    return Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                       keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+
+
+class _ModuleEmitter:
+    """Assembles model.h / model.c (/ weights.c + weights.bin) for one LoopModule."""
+
+    def __init__(self, module: LoopModule, prefix: str, weights_inline_limit: int,
+                 emitter: CStyleEmitter) -> None:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
+            raise EmitError(f"prefix {prefix!r} is not a C identifier")
+        self.m = module
+        self.p = prefix
+        self.limit = weights_inline_limit
+        self.em = emitter
+        self.bufs: dict[str, Buffer] = {}
+        for b in module.buffers:
+            if b.name in self.bufs:
+                raise EmitError(f"buffer {b.name!r} declared twice")
+            self.bufs[b.name] = b
+        reserved = ("nnc_", "NNC_", prefix + "_", prefix.upper() + "_")
+        self.names = NameTable(reserved_prefixes=reserved)
+        for b in module.buffers:
+            self.names.add(b.name)
+        self.offsets = self._arena_offsets()
+        self.regions = {name: self._region(name) for name in self.bufs}
+
+    # ---- validation and layout
+
+    def buf(self, name: str) -> Buffer:
+        try:
+            return self.bufs[name]
+        except KeyError:
+            raise EmitError(f"buffer {name!r} is not declared in module {self.m.name!r}") from None
+
+    def root(self, name: str) -> Buffer:
+        seen = [name]
+        b = self.buf(name)
+        while b.alias is not None:
+            b = self.buf(b.alias)
+            if b.name in seen:
+                raise EmitError(f"alias cycle through {' -> '.join(seen + [b.name])}")
+            seen.append(b.name)
+        return b
+
+    def _arena_offsets(self) -> dict[str, int]:
+        """Planned offsets; arena buffers the memory planner did not place go one after another
+        past the planned ones (correct, just not compact)."""
+        offsets: dict[str, int] = {}
+        end = 0
+        for b in self.m.buffers:
+            if b.scope == "arena" and b.alias is None and b.offset is not None:
+                if b.offset < 0 or b.offset % itemsize(b.dtype):
+                    raise EmitError(f"arena buffer {b.name!r}: bad offset {b.offset}")
+                offsets[b.name] = b.offset
+                end = max(end, b.offset + b.nbytes)
+        end = max(end, self.m.arena_size)
+        for b in self.m.buffers:
+            if b.scope == "arena" and b.alias is None and b.offset is None:
+                end = -(-end // ARENA_ALIGN) * ARENA_ALIGN
+                offsets[b.name] = end
+                end += b.nbytes
+        self.arena_size = end
+        return offsets
+
+    def _region(self, name: str) -> _Region:
+        r = self.root(name)
+        size = self.buf(name).nbytes
+        if r.scope == "arena":
+            start = self.offsets[r.name]
+            return _Region("arena", "", start, start + size)
+        if r.scope == "local":
+            raise EmitError(f"global buffer {name!r} has scope 'local'")
+        return _Region(r.scope, r.name, 0, size)
+
+    def is_const(self, name: str) -> bool:
+        return self.root(name).scope in ("input", "constant")
+
+    def validate(self) -> None:
+        m = self.m
+        if len(m.input_names or m.inputs) != len(m.inputs) or \
+                len(m.output_names or m.outputs) != len(m.outputs):
+            raise EmitError("input_names/output_names must parallel inputs/outputs")
+        for name in m.inputs:
+            b = self.buf(name)
+            if b.scope != "input" or b.alias is not None:
+                raise EmitError(f"model input {name!r} must be an 'input' buffer without alias")
+        for b in m.buffers:
+            if b.scope == "input" and b.alias is None and b.name not in m.inputs:
+                raise EmitError(f"input buffer {b.name!r} is not a model input")
+            if b.scope == "output" and b.alias is None and b.name not in m.outputs:
+                raise EmitError(f"output buffer {b.name!r} is not a model output")
+            if b.alias is not None:
+                target = self.root(b.name)
+                if b.nbytes > target.nbytes:
+                    raise EmitError(f"alias {b.name!r} ({b.nbytes} B) is larger than "
+                                    f"{target.name!r} ({target.nbytes} B)")
+            elif b.scope == "constant":
+                if b.name not in m.constants:
+                    raise EmitError(f"constant buffer {b.name!r} has no data")
+                data = np.asarray(m.constants[b.name])
+                if data.size != b.size or str(data.dtype) != b.dtype:
+                    raise EmitError(f"constant {b.name!r}: data is {data.dtype}{list(data.shape)}, "
+                                    f"buffer is {b.dtype}{list(b.shape)}")
+
+    # ---- pieces
+
+    def used_globals(self) -> list[str]:
+        """Global buffers the generated code touches, in declaration order (with alias targets)."""
+        used: set[str] = set(self.m.outputs)
+        for k in self.m.kernels:
+            used.update(k.params)
+        for name in list(used):
+            b = self.buf(name)
+            while b.alias is not None:
+                used.add(b.alias)
+                b = self.buf(b.alias)
+        # alias targets first, so each pointer is declared before the aliases built from it
+        return sorted((b.name for b in self.m.buffers if b.name in used), key=self._alias_depth)
+
+    def _alias_depth(self, name: str) -> int:
+        depth, b = 0, self.buf(name)
+        while b.alias is not None:
+            depth, b = depth + 1, self.buf(b.alias)
+        return depth
+
+    def constants(self, used: list[str]) -> tuple[list[str], dict[str, str], dict[str, bytes]]:
+        """(C definitions, buffer -> pointer expression for weights.bin, extra files)."""
+        consts = [self.buf(n) for n in used if self.buf(n).scope == "constant"
+                  and self.buf(n).alias is None]
+        total = sum(b.nbytes for b in consts)
+        if total <= self.limit:
+            defs = []
+            for b in consts:
+                data = np.asarray(self.m.constants[b.name]).astype(b.dtype, copy=False)
+                defs.append(f"static const {self.em.storage_type(b.dtype)} {self.names[b.name]}"
+                            f"[{max(b.size, 1)}] NNC_ALIGN({ARENA_ALIGN}) = {{\n"
+                            f"{format_c_array(data)}\n}};")
+            return defs, {}, {}
+        blob = bytearray()
+        where: dict[str, str] = {}
+        sym = f"{self.p}_weights"
+        for b in consts:
+            blob += bytes(-len(blob) % WEIGHTS_ALIGN)
+            ctype = self.em.storage_type(b.dtype)
+            where[b.name] = f"(const {ctype} *)({sym} + {len(blob)})"
+            data = np.ascontiguousarray(np.asarray(self.m.constants[b.name]).astype(b.dtype))
+            blob += data.astype(data.dtype.newbyteorder("<")).tobytes()  # targets are little-endian
+        weights_c = _template_env().get_template("weights.c.j2").render(
+            sym=sym, size=len(blob), align=WEIGHTS_ALIGN, model=self.m.name)
+        decl = f"extern const uint8_t {sym}[];  /* weights.bin, see weights.c */"
+        return [decl], where, {"weights.c": weights_c, "weights.bin": bytes(blob)}
+
+    def kernel_signature(self, k: Kernel) -> tuple[list[Buffer], set[str], set[str]]:
+        params = [self.buf(p) for p in k.params]
+        if len(set(k.params)) != len(k.params):
+            raise EmitError(f"kernel {k.name}: duplicate params {list(k.params)}")
+        for b in params:
+            if b.scope == "local":
+                raise EmitError(f"kernel {k.name}: param {b.name!r} is a local buffer")
+        writable = {b.name for b in params if not self.is_const(b.name)}
+        written = written_buffers(k.body, lambda n: n in writable or n not in self.bufs)
+        for name in written:
+            if name in self.bufs and name not in k.params:
+                raise EmitError(f"kernel {k.name} writes {name!r}, which is not one of its params")
+            if name in self.bufs and self.is_const(name):
+                raise EmitError(f"kernel {k.name} writes read-only buffer {name!r}")
+        restrict = {
+            b.name for b in params
+            if not any(self.regions[b.name].overlaps(self.regions[o.name])
+                       for o in params if o.name != b.name)
+        }
+        return params, written & set(k.params), restrict
+
+    def pointer_decls(self, used: list[str], in_bin: dict[str, str]) -> tuple[list[str], list[str]]:
+        """(pointer declarations, trailing copies into outputs) of the run function."""
+        decls: list[str] = []
+        copies: list[str] = []
+        out_index = {name: i for i, name in reversed(list(enumerate(self.m.outputs)))}
+        referenced: set[str] = set()
+        for k in self.m.kernels:
+            referenced.update(k.params)
+        for name in used:
+            b = self.buf(name)
+            cname = self.names[name]
+            ctype = self.em.storage_type(b.dtype)
+            const = "const " if self.is_const(name) else ""
+            if b.alias is not None:
+                init = f"({const}{ctype} *){self.names[b.alias]}"
+            elif b.scope == "input":
+                init = f"(const {ctype} *)inputs[{self.m.inputs.index(name)}]"
+            elif b.scope == "output":
+                init = f"({ctype} *)outputs[{out_index[name]}]"
+            elif b.scope == "constant":
+                if name not in in_bin:
+                    continue  # a file-scope array already
+                init = in_bin[name]
+            else:
+                init = f"({ctype} *)({self.p}_arena + {self.offsets[name]})"
+            decls.append(f"{const}{ctype} *const {cname} = {init};")
+            if name not in referenced and not any(self.buf(o).alias == name for o in used):
+                decls.append(f"(void){cname};")
+        for i, name in enumerate(self.m.outputs):
+            b = self.buf(name)
+            if b.scope == "output" and b.alias is None and out_index[name] == i:
+                continue
+            # an output that is an input, a constant, an alias or listed twice: copy it out
+            copies.append(f"memcpy(outputs[{i}], {self.names[name]}, {b.nbytes});")
+        return decls, copies
+
+    def tensor_descs(self, names: Sequence[str], user: Sequence[str], kind: str) -> list[dict]:
+        out = []
+        for i, name in enumerate(names):
+            b = self.buf(name)
+            shape_sym = f"{self.p}_{kind}{i}_shape" if b.shape else None
+            out.append(dict(name=c_string(user[i] if user else name), shape=b.shape,
+                            shape_sym=shape_sym, rank=len(b.shape), dtype=DTYPE_CODES[b.dtype],
+                            nbytes=b.nbytes, ctype=self.em.storage_type(b.dtype)))
+        return out
+
+    def emit(self) -> dict[str, str | bytes]:
+        self.validate()
+        m, p = self.m, self.p
+        used = self.used_globals()
+        const_defs, in_bin, extra = self.constants(used)
+        kernels, layers, calls = [], [], []
+        fnames = NameTable(reserved_prefixes=self.names.prefixes, parent=self.names)
+        for i, k in enumerate(m.kernels):
+            params, written, restrict = self.kernel_signature(k)
+            fname = fnames.add(f"k{i}_{k.name}")
+            about = " ".join(filter(None, [k.op_kind, repr(k.op_name) if k.op_name else ""]))
+            about += f", {k.macs} MACs" if k.macs else ""
+            comment = f"/* {k.name}: {about} */" if about else f"/* {k.name} */"
+            comment = comment[:2] + comment[2:-2].replace("*/", "* /") + comment[-2:]
+            kernels.append(comment + "\n" + self.em.kernel(k, fname, params, written, restrict,
+                                                           self.names))
+            layers.append(dict(name=c_string(k.name), op_kind=c_string(k.op_kind),
+                               op_name=c_string(k.op_name), macs=int(k.macs)))
+            args = ", ".join(self.names[n] for n in k.params)
+            calls.append((i, f"{fname}({args});"))
+        decls, copies = self.pointer_decls(used, in_bin)
+        ctx = dict(
+            p=p, P=p.upper(), model=m.name, helpers=list(self.em.helpers.values()),
+            constants=const_defs, arena_size=self.arena_size, arena_align=ARENA_ALIGN,
+            kernels=kernels, decls=decls, calls=calls, copies=copies,
+            inputs=self.tensor_descs(m.inputs, m.input_names, "input"),
+            outputs=self.tensor_descs(m.outputs, m.output_names, "output"),
+            layers=layers, weights_size=len(extra.get("weights.bin", b"")),
+            uses_memcpy=bool(copies),
+        )
+        env = _template_env()
+        files: dict[str, str | bytes] = {
+            "model.h": env.get_template("model.h.j2").render(**ctx),
+            "model.c": env.get_template("model.c.j2").render(**ctx),
+        }
+        files.update(extra)
+        return files
+
+
+def emit_c(module: LoopModule, prefix: str = "nnc", *,
+           weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
+           emitter: CStyleEmitter | None = None) -> dict[str, str | bytes]:
+    """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
+    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`."""
+    return _ModuleEmitter(module, prefix, weights_inline_limit, emitter or CStyleEmitter()).emit()

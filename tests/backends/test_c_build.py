@@ -1,0 +1,144 @@
+"""Project layout, the bench executable, the Makefile, clang, compiler errors, HostModel checks."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from nnc.backends.c.build import BuildError, build
+from nnc.backends.c.run import HostModel, detect_prefix
+from nnc.backends.target import host_target
+from nnc.ir.loops import Buffer, CallExtern, Kernel, KernelBuilder, LoopModule, call
+
+
+def _softplus_module() -> LoopModule:
+    x = Buffer("x", (2, 8), "float32", "input")
+    t = Buffer("t", (2, 8), "float32", "arena", offset=0)
+    y = Buffer("y", (2, 8), "float32", "output")
+    k0 = KernelBuilder("exp")
+    with k0.loop(2) as i:
+        with k0.loop(8, kind="vectorized") as j:
+            k0.store(t, (i, j), call("exp", x[i, j]))
+    k1 = KernelBuilder("log1p")
+    with k1.loops((2, 8)) as (i, j):
+        k1.store(y, (i, j), call("log1p", t[i, j]))
+    return LoopModule("softplus", (x, t, y),
+                      (k0.build(("x", "t"), op_kind="exp", op_name="Exp_0"),
+                       k1.build(("t", "y"), op_kind="log1p", op_name="Log1p_0")),
+                      ("x",), ("y",), {}, 64, ("input",), ("output",))
+
+
+def _softplus(x):
+    return np.log1p(np.exp(x))
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("softplus")
+    result = build(_softplus_module(), out, opt_level=2, prefix="sp", werror=True)
+    return result
+
+
+def test_project_layout_and_run(built):
+    out = built.out_dir
+    for name in ("model.c", "model.h", "nnc_runtime.h", "bench_main.c", "Makefile",
+                 "libmodel.so", "bench"):
+        assert (out / name).exists(), name
+    assert detect_prefix(out) == "sp"
+    model = HostModel(out)
+    assert [t.name for t in model.inputs] == ["input"]
+    assert model.outputs[0].shape == (2, 8) and model.outputs[0].dtype == "float32"
+    assert [layer.op_name for layer in model.layers] == ["Exp_0", "Log1p_0"]
+    x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)
+    np.testing.assert_allclose(model.run({"input": x})["output"], _softplus(x), rtol=1e-6)
+    assert any("-O2" in cmd for cmd in built.commands)
+
+
+def test_host_model_validates_inputs(built):
+    model = HostModel(built.out_dir)
+    good = np.zeros((2, 8), np.float32)
+    with pytest.raises(ValueError, match=r"input 'input' has shape \(2, 7\) but the model "
+                                         r"expects \(2, 8\)"):
+        model.run({"input": np.zeros((2, 7), np.float32)})
+    with pytest.raises(ValueError, match="has dtype float64 but the model expects float32"):
+        model.run({"input": good.astype(np.float64)})
+    with pytest.raises(ValueError, match="unknown input 'x'; the model's inputs are: 'input'"):
+        model.run({"input": good, "x": good})
+    with pytest.raises(ValueError, match="missing input 'input'"):
+        model.run({})
+    # lists are converted to the expected dtype
+    assert model.run({"input": good.tolist()})["output"].dtype == np.float32
+
+
+def test_bench_executable_prints_json(built, tmp_path):
+    model = HostModel(built.out_dir)
+    stats = model.benchmark(warmup=2, repeat=5)
+    lat = stats["latency_ms"]
+    assert stats["repeat"] == 5 and stats["warmup"] == 2
+    assert 0 <= lat["min"] <= lat["median"] <= lat["max"]
+    assert stats["inputs"] == ["input"] and stats["arena_bytes"] == 64
+    # inputs from files, outputs to files
+    x = np.linspace(-1, 1, 16, dtype=np.float32).reshape(2, 8)
+    x.tofile(tmp_path / "x.bin")
+    proc = subprocess.run([str(built.bench), "--repeat", "1", "--input", "0",
+                           str(tmp_path / "x.bin"), "--output", "0", str(tmp_path / "y.bin")],
+                          capture_output=True, text=True, check=True)
+    assert '"latency_ms"' in proc.stdout
+    y = np.fromfile(tmp_path / "y.bin", np.float32).reshape(2, 8)
+    np.testing.assert_allclose(y, _softplus(x), rtol=1e-6)
+    assert model.benchmark(warmup=0, repeat=1, inputs={"input": x})["repeat"] == 1
+    bad = subprocess.run([str(built.bench), "--input", "0", str(tmp_path / "missing.bin")],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "cannot open" in bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make not installed")
+def test_makefile_rebuilds_the_project(built, tmp_path):
+    copy = tmp_path / "proj"
+    shutil.copytree(built.out_dir, copy)
+    for name in ("libmodel.so", "bench"):
+        (copy / name).unlink()
+    subprocess.run(["make", "-s", "OPT=-O1"], cwd=copy, check=True, capture_output=True)
+    model = HostModel(copy)
+    x = np.zeros((2, 8), np.float32)
+    np.testing.assert_allclose(model.run({"input": x})["output"], _softplus(x), rtol=1e-6)
+
+
+def test_rebuild_in_place_loads_the_new_library(tmp_path):
+    m = _softplus_module()
+    build(m, tmp_path, opt_level=1, bench=False)
+    first = HostModel(tmp_path)
+    k1 = KernelBuilder("neg")
+    x = m.buffer_map()["x"]
+    y = m.buffer_map()["y"]
+    with k1.loops((2, 8)) as (i, j):
+        k1.store(y, (i, j), -x[i, j])
+    build(m.replace(kernels=(k1.build(("x", "y")),)), tmp_path, opt_level=1, bench=False)
+    second = HostModel(tmp_path)
+    ones = np.ones((2, 8), np.float32)
+    assert second.run({"input": ones})["output"][0, 0] == -1.0
+    np.testing.assert_allclose(first.run({"input": ones})["output"], _softplus(ones), rtol=1e-6)
+
+
+def test_compiler_errors_carry_stderr(tmp_path):
+    x = Buffer("x", (4,), "float32", "input")
+    y = Buffer("y", (4,), "float32", "output")
+    k = Kernel("ext", ("x", "y"), (), (CallExtern("undeclared_fn", ("x", "y")),))
+    m = LoopModule("bad", (x, y), (k,), ("x",), ("y",), {}, 0)
+    with pytest.raises(BuildError, match="undeclared_fn") as info:
+        build(m, tmp_path, opt_level=0, werror=True, bench=False)
+    assert "implicit declaration" in info.value.stderr
+    with pytest.raises(BuildError, match="not found"):
+        build(m, tmp_path, target=host_target(cc="no-such-cc-nnc"), bench=False)
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang not installed")
+def test_clang_builds_with_werror(tmp_path):
+    result = build(_softplus_module(), tmp_path, target=host_target(cc="clang"), opt_level=2,
+                   werror=True)
+    model = HostModel(result.out_dir)
+    x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)
+    np.testing.assert_allclose(model.run({"input": x})["output"], _softplus(x), rtol=1e-6)
