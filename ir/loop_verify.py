@@ -120,7 +120,7 @@ def verify_loop_module(m: LoopModule) -> None:
             raise LoopVerifyError(f"buffer %{b.name} aliases unknown %{b.alias}")
         if b.alias and bufs[b.alias].nbytes != b.nbytes:
             raise LoopVerifyError(f"buffer %{b.name} aliases %{b.alias} of a different size")
-        if b.scope == "constant" and b.name not in m.constants:
+        if b.scope == "constant" and not b.alias and b.name not in m.constants:
             raise LoopVerifyError(f"constant buffer %{b.name} has no data")
     for name in m.inputs + m.outputs:
         if name not in bufs:

@@ -292,24 +292,22 @@ def import_model(
     for vi in g.output:
         if vi.name not in b.names:
             raise NncError(f"graph output {vi.name!r} is not produced by any node")
-        outputs.append(_bind_output(b, vi.name, {v.name for v in inputs}, outputs))
+        outputs.append(_bind_output(b, vi.name, outputs))
     used = {n for op in b.ops for n in op.inputs} | {v.name for v in outputs}
     constants = tuple(Constant.of(n, a) for n, a in b.constants.items() if n in used)
     name = re.sub(r"\W", "_", g.name or "model") or "model"
     return Graph(name, tuple(inputs), tuple(outputs), constants, tuple(b.ops))
 
 
-def _bind_output(b: GraphBuilder, onnx_name: str, input_names: set[str],
-                 bound: list[Value]) -> Value:
-    """The graph output keeps its ONNX name: when it resolved to another value (Identity of an
-    input, a constant, a value already bound), an explicit copy (`reshape` to the same shape)
-    gives it its own name."""
+def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
+    """The graph output keeps its ONNX name. When it resolved to a value of another name (Identity
+    of an input, a value already bound to another output), an explicit copy (`reshape` to the
+    same shape) gives it its own name; lowering turns a reshape that is an output into a copy."""
     ir_name = b.names[onnx_name]
     t = b.types[ir_name]
-    if ir_name == onnx_name and ir_name not in input_names and ir_name not in b.constants \
-            and all(v.name != ir_name for v in bound):
+    if ir_name == onnx_name and all(v.name != ir_name for v in bound):
         return Value(ir_name, t)
-    name = b.define(onnx_name) if onnx_name not in b.defined else b.fresh(onnx_name)
+    name = onnx_name if onnx_name not in b.defined else b.fresh(onnx_name)
     b.defined.add(name)
     b.types[name] = t
     b.ops.append(Op("reshape", (ir_name,), (Value(name, t),), Attrs.of(shape=t.shape),

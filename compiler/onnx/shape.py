@@ -355,8 +355,12 @@ def convert_space_to_depth(ctx: ConvertContext) -> list[str]:
     n, c, h, w = t.shape
     if h % b or w % b:
         raise ConversionError(f"space_to_depth: {h}x{w} not divisible by blocksize {b}")
+    mode = ctx.attr("mode", "DCR") if ctx.opset >= 28 else "DCR"
+    perms = {"DCR": (0, 3, 5, 1, 2, 4), "CRD": (0, 1, 3, 5, 2, 4)}
+    if mode not in perms:
+        raise ConversionError(f"space_to_depth: unknown mode {mode!r}")
     x = _reshape(ctx, ctx.input(0), (n, c, h // b, b, w // b, b), final=False)
-    y = ctx.emit("transpose", [x], {"perm": (0, 3, 5, 1, 2, 4)})[0]
+    y = ctx.emit("transpose", [x], {"perm": perms[mode]})[0]
     return [_reshape(ctx, y, (n, c * b * b, h // b, w // b))]
 
 
@@ -519,6 +523,7 @@ def convert_resize(ctx: ConvertContext) -> list[str]:
         "mode": mode, "coordinate_transformation_mode": coord,
         "nearest_mode": ctx.attr("nearest_mode", "round_prefer_floor"), "roi": roi,
         "extrapolation_value": float(ctx.attr("extrapolation_value", 0.0)),
+        "lengths_from_scales": scales_in is not None,
     }
     return _emit_resize(ctx, t, scales, sizes, attrs)
 

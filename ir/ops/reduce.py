@@ -1,0 +1,245 @@
+"""Reductions (reduce_sum/mean/max/min/prod) and arg_max/arg_min.
+
+Canonical attributes: `axes` is a sorted tuple of non-negative axes (never empty: the converter
+turns "empty = all" into the full list and "noop_with_empty_axes" into no op), `keepdims` a bool.
+The loop nest walks the kept dims outside and the reduced dims inside with a scalar accumulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from nnc.ir.graph import Attrs
+from nnc.ir.loops import (
+    Expr,
+    Load,
+    cast,
+    const,
+    logical_and,
+    logical_or,
+    maximum,
+    minimum,
+    select,
+)
+from nnc.ir.ops import ComputeContext, OpDef, OpError, register
+from nnc.ir.types import TensorType, is_float
+
+# ---------------------------------------------------------------- helpers
+
+
+def _axes(attrs: Attrs, rank: int) -> tuple[int, ...]:
+    axes = tuple(int(a) for a in attrs["axes"])  # type: ignore[union-attr]
+    if not axes or list(axes) != sorted(set(axes)) or not all(0 <= a < rank for a in axes):
+        raise OpError(f"axes {axes} must be sorted, unique, non-empty and in [0, {rank})")
+    return axes
+
+
+def _reduced_shape(shape: Sequence[int], axes: Sequence[int], keepdims: bool) -> tuple[int, ...]:
+    if keepdims:
+        return tuple(1 if d in axes else n for d, n in enumerate(shape))
+    return tuple(n for d, n in enumerate(shape) if d not in axes)
+
+
+def _acc_dtype(dtype: str) -> str:
+    # float16 accumulates in float32 (as onnxruntime does), everything else in its own type
+    return "float32" if dtype == "float16" else dtype
+
+
+def _lowest(dtype: str) -> float | int | bool:
+    if dtype == "bool":
+        return False
+    return float("-inf") if is_float(dtype) else int(np.iinfo(dtype).min)
+
+
+def _highest(dtype: str) -> float | int | bool:
+    if dtype == "bool":
+        return True
+    return float("inf") if is_float(dtype) else int(np.iinfo(dtype).max)
+
+
+def _merge(kept: Sequence[Expr], red: Sequence[Expr], axes: Sequence[int], rank: int) -> tuple:
+    """Full input index from the kept-dim and reduced-dim loop variables."""
+    it_k, it_r = iter(kept), iter(red)
+    return tuple(next(it_r) if d in axes else next(it_k) for d in range(rank))
+
+
+def _out_index(kept: Sequence[Expr], axes: Sequence[int], rank: int, keepdims: bool) -> tuple:
+    if not keepdims:
+        return tuple(kept)
+    it = iter(kept)
+    return tuple(const(0, "int64") if d in axes else next(it) for d in range(rank))
+
+
+# ---------------------------------------------------------------- reduce_*
+
+
+def _reduce_infer(types, attrs):  # type: ignore[no-untyped-def]
+    t = types[0]
+    if t is None:
+        raise OpError("reduction input is required")
+    axes = _axes(attrs, t.rank)
+    return [TensorType(_reduced_shape(t.shape, axes, bool(attrs["keepdims"])), t.dtype)]
+
+
+def _reduce_reference(fn: Callable[..., np.ndarray]):  # type: ignore[no-untyped-def]
+    def ref(xs, attrs):  # type: ignore[no-untyped-def]
+        x = xs[0]
+        axes = tuple(int(a) for a in attrs["axes"])
+        return [np.asarray(fn(x, axes, bool(attrs["keepdims"]))).astype(x.dtype)]
+
+    return ref
+
+
+def _np_sum(x, axes, keep):  # type: ignore[no-untyped-def]
+    return np.sum(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
+
+
+def _np_mean(x, axes, keep):  # type: ignore[no-untyped-def]
+    if is_float(str(x.dtype)):
+        return np.mean(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
+    count = int(np.prod([x.shape[a] for a in axes]))
+    # integer mean = integer sum / count, truncating like C division
+    total = np.sum(x, axis=axes, keepdims=keep, dtype=x.dtype).astype(np.int64)
+    return (np.sign(total) * (np.abs(total) // max(count, 1))).astype(x.dtype)
+
+
+def _np_prod(x, axes, keep):  # type: ignore[no-untyped-def]
+    return np.prod(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
+
+
+def _np_max(x, axes, keep):  # type: ignore[no-untyped-def]
+    return np.max(x, axis=axes, keepdims=keep, initial=_lowest(str(x.dtype)))
+
+
+def _np_min(x, axes, keep):  # type: ignore[no-untyped-def]
+    return np.min(x, axis=axes, keepdims=keep, initial=_highest(str(x.dtype)))
+
+
+def _combine_fn(kind: str, dtype: str) -> Callable[[Expr, Expr], Expr]:
+    if kind in ("sum", "mean"):
+        return lambda a, b: a + b
+    if kind == "prod":
+        return lambda a, b: a * b
+    if dtype == "bool":
+        # bool max/min are or/and
+        return logical_or if kind == "max" else logical_and
+    return maximum if kind == "max" else minimum
+
+
+def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
+    def compute(ctx: ComputeContext) -> None:
+        x, out = ctx.inputs[0], ctx.outputs[0]
+        assert x is not None
+        rank = len(x.shape)
+        axes = tuple(int(a) for a in ctx.attr("axes"))
+        keep = bool(ctx.attr("keepdims"))
+        kept_shape = [n for d, n in enumerate(x.shape) if d not in axes]
+        red_shape = [x.shape[d] for d in axes]
+        count = int(np.prod(red_shape)) if red_shape else 1
+        adt = _acc_dtype(x.dtype)
+        combine = _combine_fn(kind, adt)
+        acc = ctx.b.local(adt)
+        with ctx.b.loops(kept_shape, "o") as kept:
+            if kind in ("max", "min") and count > 0:
+                # start from the first element: no infinities needed in the generated code
+                first = _merge(kept, [const(0, "int64")] * len(axes), axes, rank)
+                init: Expr = cast(Load(x.name, first, x.dtype), adt)
+            elif kind in ("max", "min"):
+                init = const(_lowest(adt) if kind == "max" else _highest(adt), adt)
+            else:
+                init = const(1 if kind == "prod" else 0, adt)
+            ctx.b.store(acc, (), init)
+            with ctx.b.loops(red_shape, "r") as red:
+                v = cast(Load(x.name, _merge(kept, red, axes, rank), x.dtype), adt)
+                ctx.b.store(acc, (), combine(acc[()], v))
+            result: Expr = acc[()]
+            if kind == "mean" and count > 0:
+                result = result / const(count, adt)
+            ctx.store(0, _out_index(kept, axes, rank, keep), cast(result, out.dtype))
+
+    return compute
+
+
+_REDUCTIONS = {
+    "sum": _np_sum, "mean": _np_mean, "max": _np_max, "min": _np_min, "prod": _np_prod,
+}
+for _kind, _fn in _REDUCTIONS.items():
+    register(OpDef(
+        f"reduce_{_kind}",
+        infer=_reduce_infer,
+        reference=_reduce_reference(_fn),
+        compute=_reduce_compute(_kind),
+    ))
+
+# ---------------------------------------------------------------- arg_max / arg_min
+
+
+def _arg_infer(types, attrs):  # type: ignore[no-untyped-def]
+    t = types[0]
+    if t is None:
+        raise OpError("arg_max/arg_min input is required")
+    axis = int(attrs["axis"])  # type: ignore[arg-type]
+    if not 0 <= axis < t.rank:
+        raise OpError(f"axis={axis} out of range for rank {t.rank} (canonical axes are >= 0)")
+    if t.shape[axis] == 0:
+        raise OpError(f"arg_max/arg_min over an empty axis {axis} of {t}")
+    return [TensorType(_reduced_shape(t.shape, (axis,), bool(attrs["keepdims"])), "int64")]
+
+
+def _arg_reference(fn: Callable[..., np.ndarray]):  # type: ignore[no-untyped-def]
+    def ref(xs, attrs):  # type: ignore[no-untyped-def]
+        x, axis = xs[0], int(attrs["axis"])
+        if attrs.get("select_last_index", False):
+            idx = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)
+        else:
+            idx = fn(x, axis=axis)
+        if attrs["keepdims"]:
+            idx = np.expand_dims(idx, axis)
+        return [np.asarray(idx, dtype=np.int64)]
+
+    return ref
+
+
+def _arg_compute(kind: str) -> Callable[[ComputeContext], None]:
+    def compute(ctx: ComputeContext) -> None:
+        x = ctx.inputs[0]
+        assert x is not None
+        rank = len(x.shape)
+        axis = int(ctx.attr("axis"))
+        keep = bool(ctx.attr("keepdims"))
+        last = bool(ctx.attr("select_last_index", False))
+        kept_shape = [n for d, n in enumerate(x.shape) if d != axis]
+        best = ctx.b.local(x.dtype, "best")
+        arg = ctx.b.local("int64", "arg")
+        with ctx.b.loops(kept_shape, "o") as kept:
+            first = _merge(kept, [const(0, "int64")], (axis,), rank)
+            ctx.b.store(best, (), Load(x.name, first, x.dtype))
+            ctx.b.store(arg, (), const(0, "int64"))
+            with ctx.b.loop(x.shape[axis], "r") as j:
+                v = Load(x.name, _merge(kept, [j], (axis,), rank), x.dtype)
+                b = best[()]
+                if kind == "max":
+                    better = v.ge(b) if last else v.gt(b)
+                else:
+                    better = v.le(b) if last else v.lt(b)
+                ctx.b.store(arg, (), select(better, j, arg[()]))
+                ctx.b.store(best, (), select(better, v, b))
+            ctx.store(0, _out_index(kept, (axis,), rank, keep), arg[()])
+
+    return compute
+
+
+register(OpDef(
+    "arg_max",
+    infer=_arg_infer,
+    reference=_arg_reference(np.argmax),
+    compute=_arg_compute("max"),
+))
+register(OpDef(
+    "arg_min",
+    infer=_arg_infer,
+    reference=_arg_reference(np.argmin),
+    compute=_arg_compute("min"),
+))
