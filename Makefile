@@ -39,8 +39,10 @@ bench: install
 conformance: install
 	$(PY) -m pytest -q -s tests/test_conformance.py
 
+# mypy's targets (nnc.ir, nnc.passes) and options are in pyproject.toml [tool.mypy]
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) -m mypy
 
 clean:
 	rm -rf $(DEMO_OUT) out build .pytest_cache

@@ -60,13 +60,14 @@ def check_op(kind: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, An
     attrs = attrs or {}
     graph = single_op_graph(kind, inputs, attrs, constant_inputs)
     ref = [np.asarray(r) for r in get_op(kind).reference(list(inputs), Attrs.of(attrs))]
-    for r, v in zip(ref, graph.outputs):
-        assert r.shape == v.type.shape, f"{kind}: reference shape {r.shape} != inferred {v.type.shape}"
+    for r, v in zip(ref, graph.outputs, strict=True):
+        assert r.shape == v.type.shape, (
+            f"{kind}: reference shape {r.shape} != inferred {v.type.shape}")
         assert str(r.dtype) == v.type.dtype, f"{kind}: reference dtype {r.dtype} != {v.type.dtype}"
     module = lower_to_loops(graph, PassContext())
     verify_loop_module(module)
-    feeds = {module.inputs[k]: np.asarray(x) for k, x in
-             enumerate(x for i, x in enumerate(inputs) if x is not None and i not in constant_inputs)}
+    runtime = (x for i, x in enumerate(inputs) if x is not None and i not in constant_inputs)
+    feeds = {module.inputs[k]: np.asarray(x) for k, x in enumerate(runtime)}
     got = run_loop_module(module, feeds)
     for k, name in enumerate(module.outputs):
         assert_close(got[name], ref[k], rtol, atol, f"{kind} output {k}")

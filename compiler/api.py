@@ -59,7 +59,8 @@ class CompiledModel:
         d = Path(directory)
         meta = d / METADATA
         if not meta.exists():
-            raise NncError(f"{d}: not a compiled nnc model (no {METADATA}); run `nnc compile` first")
+            raise NncError(
+                f"{d}: not a compiled nnc model (no {METADATA}); run `nnc compile` first")
         return CompiledModel(d, json.loads(meta.read_text()))
 
     @property
@@ -101,8 +102,8 @@ class CompiledModel:
         extra = [n for n in inputs if n not in expected]
         if missing or extra:
             raise NncError(
-                f"inputs do not match the model: missing {missing}, unexpected {extra}; the model's "
-                f"inputs are {list(expected)}")
+                f"inputs do not match the model: missing {missing}, unexpected {extra}; "
+                f"the model's inputs are {list(expected)}")
         for name, d in expected.items():
             arr = np.asarray(inputs[name])
             if tuple(arr.shape) != tuple(d["shape"]):

@@ -1,1 +1,4 @@
-"""nnc intermediate representations: the graph IR (ops on tensors) and the loop IR (loop nests on buffers)."""
+"""nnc intermediate representations.
+
+The graph IR (ops on tensors) and the loop IR (loop nests on buffers).
+"""

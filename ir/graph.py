@@ -16,20 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
 from nnc.ir.types import TensorType, tensor_type_of
 
-AttrValue = Union[int, float, str, bool, tuple["AttrValue", ...]]
+AttrValue = int | float | str | bool | tuple["AttrValue", ...]
 
 
 def _freeze(value: Any) -> AttrValue:
     if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, np.generic):
-        return value.item()  # type: ignore[no-any-return]
+        return value.item()
     if isinstance(value, (list, tuple, np.ndarray)):
         return tuple(_freeze(v) for v in value)
     raise TypeError(f"unsupported attribute value {value!r}")
@@ -61,6 +61,37 @@ class Attrs(Mapping[str, AttrValue]):
 
     def set(self, **kwargs: Any) -> Attrs:
         return Attrs.of(dict(self.items_), **kwargs)
+
+    # Typed accessors: an attribute value is a union, these narrow it (and say which key is wrong).
+
+    def get_int(self, key: str, default: int | None = None) -> int:
+        return int(self._scalar(key, default))
+
+    def get_float(self, key: str, default: float | None = None) -> float:
+        return float(self._scalar(key, default))
+
+    def get_ints(self, key: str, default: tuple[int, ...] | None = None) -> tuple[int, ...]:
+        return tuple(int(v) for v in self._tuple(key, default))
+
+    def get_floats(self, key: str, default: tuple[float, ...] | None = None) -> tuple[float, ...]:
+        return tuple(float(v) for v in self._tuple(key, default))
+
+    def _scalar(self, key: str, default: AttrValue | None) -> int | float | str | bool:
+        v = self[key] if default is None or key in self else default
+        if isinstance(v, tuple):
+            raise TypeError(f"attribute {key}={v!r} is a tuple, expected a scalar")
+        return v
+
+    def _tuple(self, key: str, default: AttrValue | None) -> tuple[int | float | str | bool, ...]:
+        v = self[key] if default is None or key in self else default
+        if not isinstance(v, tuple):
+            raise TypeError(f"attribute {key}={v!r} is not a tuple")
+        flat = []
+        for e in v:
+            if isinstance(e, tuple):
+                raise TypeError(f"attribute {key}={v!r} is nested, expected a flat tuple")
+            flat.append(e)
+        return tuple(flat)
 
 
 @dataclass(frozen=True, slots=True)

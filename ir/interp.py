@@ -23,14 +23,15 @@ class InterpError(Exception):
 def run_op(op: Op, args: list[np.ndarray | None]) -> list[np.ndarray]:
     """Evaluate one op (fused ops run their body)."""
     if op.body is not None:
-        env = dict(zip((v.name for v in op.body.inputs), args))
+        env = dict(zip((v.name for v in op.body.inputs), args, strict=True))
         res = run_graph(op.body, env)  # type: ignore[arg-type]
         return [res[v.name] for v in op.body.outputs]
     results = list(get_op(op.kind).reference(args, op.attrs))
     if len(results) != len(op.outputs):
-        raise InterpError(f"{op.kind} '{op.name}' produced {len(results)} outputs, expected {len(op.outputs)}")
+        raise InterpError(
+            f"{op.kind} '{op.name}' produced {len(results)} outputs, expected {len(op.outputs)}")
     out = []
-    for r, v in zip(results, op.outputs):
+    for r, v in zip(results, op.outputs, strict=True):
         arr = np.asarray(r)
         if arr.dtype != np.dtype(v.type.dtype):
             arr = arr.astype(v.type.dtype)
@@ -54,7 +55,7 @@ def run_graph(
             raise
         except Exception as e:
             raise InterpError(f"{op.kind} '{op.name}': {type(e).__name__}: {e}") from e
-        env.update({v.name: r for v, r in zip(op.outputs, results)})
+        env.update({v.name: r for v, r in zip(op.outputs, results, strict=True)})
     if keep_all:
         return env
     return {v.name: env[v.name] for v in graph.outputs}

@@ -17,8 +17,22 @@ from typing import Any
 import numpy as np
 
 from nnc.ir.loops import (
-    Binary, Buffer, Call, CallExtern, Cast, Const, Expr, For, If, Kernel, Load, LoopModule, Select,
-    Stmt, Store, Var,
+    Binary,
+    Buffer,
+    Call,
+    CallExtern,
+    Cast,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Select,
+    Stmt,
+    Store,
+    Var,
 )
 from nnc.ir.types import is_float
 
@@ -124,7 +138,8 @@ class _Translator:
                 self.lines.append(f"{pad}    pass")
         elif isinstance(s, Store):
             idx = ", ".join(f"int({self.expr(i)})" for i in s.indices)
-            self.lines.append(f"{pad}{self.buffers[s.buffer]}[{idx or '()'}] = {self.expr(s.value)}")
+            target = f"{self.buffers[s.buffer]}[{idx or '()'}]"
+            self.lines.append(f"{pad}{target} = {self.expr(s.value)}")
         elif isinstance(s, If):
             self.lines.append(f"{pad}if {self.expr(s.cond)}:")
             for c in s.then or ():
@@ -135,7 +150,8 @@ class _Translator:
                 for c in s.orelse:
                     self.stmt(c, depth + 1)
         elif isinstance(s, CallExtern):
-            args = ", ".join(self.buffers[a] if isinstance(a, str) else self.expr(a) for a in s.args)
+            args = ", ".join(
+                self.buffers[a] if isinstance(a, str) else self.expr(a) for a in s.args)
             self.lines.append(f"{pad}_extern[{s.fn!r}]({args})")
         else:
             raise TypeError(f"not a statement: {s!r}")

@@ -3,8 +3,22 @@
 from __future__ import annotations
 
 from nnc.ir.loops import (
-    Binary, Buffer, Call, CallExtern, Cast, Const, Expr, For, If, Kernel, Load, LoopModule, Select,
-    Stmt, Store, Var,
+    Binary,
+    Buffer,
+    Call,
+    CallExtern,
+    Cast,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Select,
+    Stmt,
+    Store,
+    Var,
 )
 from nnc.ir.types import DTYPE_SHORT
 

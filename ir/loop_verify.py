@@ -3,8 +3,23 @@
 from __future__ import annotations
 
 from nnc.ir.loops import (
-    INDEX, Binary, Buffer, Call, CallExtern, Cast, Const, Expr, For, If, Kernel, Load, LoopModule,
-    Select, Stmt, Store, Var,
+    INDEX,
+    Binary,
+    Buffer,
+    Call,
+    CallExtern,
+    Cast,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Select,
+    Stmt,
+    Store,
+    Var,
 )
 
 
@@ -25,7 +40,8 @@ def _check_expr(e: Expr, bufs: dict[str, Buffer], scope: set[str], where: str) -
             raise LoopVerifyError(f"{where}: load from undeclared buffer %{e.buffer}")
         if len(e.indices) != len(b.shape):
             raise LoopVerifyError(
-                f"{where}: load %{e.buffer} with {len(e.indices)} indices, buffer has rank {len(b.shape)}")
+                f"{where}: load %{e.buffer} with {len(e.indices)} indices, "
+                f"buffer has rank {len(b.shape)}")
         if e.dtype != b.dtype:
             raise LoopVerifyError(f"{where}: load %{e.buffer} typed {e.dtype}, buffer is {b.dtype}")
         for i in e.indices:
@@ -71,9 +87,11 @@ def _check_stmt(s: Stmt, bufs: dict[str, Buffer], scope: set[str], where: str) -
             raise LoopVerifyError(f"{where}: store to read-only {b.scope} buffer %{s.buffer}")
         if len(s.indices) != len(b.shape):
             raise LoopVerifyError(
-                f"{where}: store %{s.buffer} with {len(s.indices)} indices, buffer has rank {len(b.shape)}")
+                f"{where}: store %{s.buffer} with {len(s.indices)} indices, "
+                f"buffer has rank {len(b.shape)}")
         if s.value.dtype != b.dtype:
-            raise LoopVerifyError(f"{where}: store of {s.value.dtype} into {b.dtype} buffer %{s.buffer}")
+            raise LoopVerifyError(
+                f"{where}: store of {s.value.dtype} into {b.dtype} buffer %{s.buffer}")
         for i in s.indices:
             if i.dtype != INDEX:
                 raise LoopVerifyError(f"{where}: index of %{s.buffer} is {i.dtype}, not {INDEX}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -40,7 +40,7 @@ INTRINSICS = (
     "sign", "fmod", "isnan", "isinf", "log1p", "expm1",
 )
 
-Number = Union[int, float, bool]
+Number = int | float | bool
 
 
 class Expr:
@@ -177,6 +177,8 @@ def _as_expr(x: Any, like: Expr | None) -> Expr:
             return const(x.item() if isinstance(x, np.generic) else x, like.dtype)
         if isinstance(x, bool):
             return const(x, "bool")
+        if isinstance(x, np.generic):
+            x = x.item()
         return const(x, INDEX if isinstance(x, int) else "float32")
     raise TypeError(f"cannot make an expression of {x!r}")
 
@@ -269,7 +271,7 @@ class CallExtern(Stmt):
 
 @dataclass(frozen=True, slots=True)
 class Split:
-    """Split loop `loop` into `outer` x `inner` with `inner` of extent `factor` (guarded if needed)."""
+    """Split loop `loop` into `outer` x `inner`, `inner` of extent `factor` (guarded if needed)."""
 
     loop: str
     factor: int
@@ -305,7 +307,7 @@ class Parallel:
     loop: str
 
 
-ScheduleStep = Union[Split, Reorder, Fuse, Vectorize, Unroll, Parallel]
+ScheduleStep = Split | Reorder | Fuse | Vectorize | Unroll | Parallel
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from nnc.ir.graph import Attrs, AttrValue, Constant, Graph, Op, Value
 from nnc.ir.types import SHORT_DTYPE, QuantParams, TensorType
 

@@ -24,6 +24,7 @@ import re
 import struct
 
 import numpy as np
+
 from nnc.ir.graph import Attrs, AttrValue, Constant, Graph, Op, Value
 from nnc.ir.types import DTYPE_SHORT, QuantParams, TensorType
 

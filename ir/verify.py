@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from nnc.ir.graph import Graph, Op
 from nnc.ir.ops import get_op
 from nnc.ir.types import TensorType
@@ -29,7 +30,7 @@ def _same(a: TensorType, b: TensorType) -> bool:
 def _attr_ok(value: object) -> bool:
     if type(value) in (bool, int, float, str):
         return True
-    return type(value) is tuple and all(_attr_ok(v) for v in value)  # type: ignore[union-attr]
+    return type(value) is tuple and all(_attr_ok(v) for v in value)
 
 
 def _label(op: Op, index: int) -> str:

@@ -143,7 +143,9 @@ class _Lowering:
         _, reads_virtual = _stores_and_loads(body, virtual.name)
         if stores != 1 or reads_virtual:
             return False
-        extra_ins = [self.buf[n] for n in op.inputs if n and n not in anchor.inputs]
+        extra_ins: list[Buffer | None] = [
+            self.buf[n] for n in op.inputs if n and n not in anchor.inputs
+        ]
         self.finish(b, ins + extra_ins, [target], op, opdef_macs(anchor, self.graph),
                     kind=op.attr("ops", anchor.kind))
         return True

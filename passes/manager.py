@@ -1,8 +1,8 @@
 """The pass manager: registered passes, pipeline strings, verification, timing and IR dumps.
 
 A pass is a plain function `fn(ir, ctx) -> ir` registered under a kebab-case name. Graph passes take
-and return a `Graph`; `lower-to-loops` turns a `Graph` into a `LoopModule`; loop passes take and return
-a `LoopModule`. Options are a frozen dataclass given in the pipeline string:
+and return a `Graph`; `lower-to-loops` turns a `Graph` into a `LoopModule`; loop passes take and
+return a `LoopModule`. Options are a frozen dataclass given in the pipeline string:
 
     fold-constants,fuse-ops,lower-to-loops,schedule{vector_width=8},plan-memory
 
@@ -19,18 +19,17 @@ Custom passes use the same API as ours:
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from nnc.ir.graph import Graph
 from nnc.ir.loops import LoopModule
 
-IR = Union[Graph, LoopModule]
+IR = Graph | LoopModule
 PassFn = Callable[[Any, "PassContext"], Any]
 
 
@@ -46,7 +45,7 @@ _PASSES: dict[str, PassInfo] = {}
 
 
 def register_pass(name: str, options: type | None = None) -> Callable[[PassFn], PassFn]:
-    """Register `fn(ir, ctx) -> ir` as pass `name`; `options` is a frozen dataclass of its options."""
+    """Register `fn(ir, ctx) -> ir` as pass `name`; `options` is a frozen dataclass of options."""
     if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
         raise ValueError(f"pass names are kebab-case, got {name!r}")
 

@@ -139,8 +139,8 @@ def _guard(cond: Expr, body: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
 def _perfect_chain(loop: For) -> list[For]:
     """`loop` and the loops perfectly nested below it (each the only statement of its parent)."""
     chain = [loop]
-    while len(chain[-1].body) == 1 and isinstance(chain[-1].body[0], For):
-        chain.append(chain[-1].body[0])  # type: ignore[arg-type]
+    while len(chain[-1].body) == 1 and isinstance(inner := chain[-1].body[0], For):
+        chain.append(inner)
     return chain
 
 

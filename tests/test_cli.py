@@ -72,7 +72,8 @@ def test_wrong_input_shape_and_name(small_model, tmp_path):
     assert nnc("compile", path, "-o", out).returncode == 0
     np.savez(tmp_path / "bad.npz", x=np.zeros((3, 4), np.float32))
     r = nnc("run", out, "--inputs", tmp_path / "bad.npz")
-    assert r.returncode == 2 and "input 'x' has shape (3, 4) but the model expects (2, 4)" in r.stderr
+    assert r.returncode == 2
+    assert "input 'x' has shape (3, 4) but the model expects (2, 4)" in r.stderr
     np.savez(tmp_path / "bad2.npz", z=np.zeros((2, 4), np.float32))
     r = nnc("run", out, "--inputs", tmp_path / "bad2.npz")
     assert r.returncode == 2 and "missing ['x']" in r.stderr

@@ -23,14 +23,18 @@ from onnx import numpy_helper
 
 from nnc.compiler.errors import NncError
 from nnc.compiler.onnx.registry import (
-    ConversionError, ConvertContext, find_converter, supported_op_types,
+    ConversionError,
+    ConvertContext,
+    find_converter,
+    supported_op_types,
 )
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
 from nnc.ir.ops import OpError, get_op
 from nnc.ir.types import TensorType
 
 MIN_OPSET = 7
-FOLD_LIMIT = 1 << 16  # ops with all-constant inputs and at most this many output elements fold at import
+# ops with all-constant inputs and at most this many output elements fold at import
+FOLD_LIMIT = 1 << 16
 
 ONNX_DTYPES: dict[int, str] = {
     onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.DOUBLE: "float64",
@@ -66,7 +70,8 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
     for spec in specs:
         name, sep, dims = spec.rpartition("=")
         if not sep or not name or not re.fullmatch(r"\d+([x,]\d+)*", dims.strip()):
-            raise NncError(f"bad --input-shape {spec!r}: expected NAME=DxDxD, e.g. input=1x3x224x224")
+            raise NncError(
+                f"bad --input-shape {spec!r}: expected NAME=DxDxD, e.g. input=1x3x224x224")
         shapes[name] = tuple(int(d) for d in re.split(r"[x,]", dims.strip()))
     return shapes
 
@@ -124,7 +129,8 @@ class GraphBuilder:
         out_types = list(opdef.infer(in_types, frozen))
         n_out = len(out_types) if outputs is None else len(outputs)
         if outputs is not None and len(outputs) > len(out_types):
-            raise ConversionError(f"{kind} produces {len(out_types)} outputs, node has {len(outputs)}")
+            raise ConversionError(
+                f"{kind} produces {len(out_types)} outputs, node has {len(outputs)}")
         hints = list(outputs) if outputs is not None else [""] * max(n_out, num_outputs)
         out_types = out_types[: len(hints)] if outputs is not None else out_types
         present = [n for n in inputs if n]
@@ -133,7 +139,7 @@ class GraphBuilder:
             args = [self.constants[n] if n else None for n in inputs]
             results = list(opdef.reference(args, frozen))
             names = []
-            for k, (r, t) in enumerate(zip(results, out_types)):
+            for k, (r, t) in enumerate(zip(results, out_types, strict=True)):
                 arr = np.asarray(r).astype(t.dtype, copy=False).reshape(t.shape)
                 names.append(self.add_constant(arr, f"{node.name or kind}_c", hints[k] or None)
                              if hints[k] else self.add_constant(arr, f"{node.name or kind}_c"))
@@ -169,7 +175,7 @@ def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> Tenso
         if dims is not None and len(dims) != len(fixed):
             raise NncError(f"--input-shape {vi.name}: rank {len(fixed)} but the model's input has "
                            f"rank {len(dims)}")
-        for d, f in zip(dims or [], fixed):
+        for d, f in zip(dims or [], fixed, strict=False):  # dims is None: nothing to check
             if d.HasField("dim_value") and d.dim_value != f:
                 raise NncError(f"--input-shape {vi.name}: dimension {d.dim_value} is fixed in the "
                                f"model, got {f}")

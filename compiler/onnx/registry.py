@@ -120,7 +120,8 @@ class ConvertContext:
         v = self.const(i)
         if v is None:
             raise ConversionError(
-                f"input {i} ({what}) must be a compile-time constant; nnc supports static shapes only"
+                f"input {i} ({what}) must be a compile-time constant; "
+                "nnc supports static shapes only"
             )
         return v
 

@@ -74,7 +74,7 @@ class OpDef:
     # output 0 is input 0's bytes reinterpreted (reshape, flatten, squeeze, identity...)
     alias: bool = False
     macs: MacsFn | None = None
-    # ops whose scalar rule needs the output dtype to differ from inputs (cast, comparisons) are fine;
+    # ops whose scalar rule needs an output dtype unlike their inputs' (cast, comparisons) are fine;
     # `fusable` says whether the op may be applied as an epilogue of another loop nest.
     fusable: bool = True
     # input positions that must be constants at compile time (e.g. shape of reshape)
@@ -132,7 +132,7 @@ def broadcast_index(shape: Sequence[int], out_index: Sequence[Expr]) -> tuple[Ex
     """Indices into a tensor of `shape` broadcast against an output indexed by `out_index`."""
     rank = len(shape)
     tail = tuple(out_index)[len(out_index) - rank :] if rank else ()
-    return tuple(const(0, "int64") if d == 1 else i for d, i in zip(shape, tail))
+    return tuple(const(0, "int64") if d == 1 else i for d, i in zip(shape, tail, strict=True))
 
 
 def load_broadcast(buf: Buffer, out_index: Sequence[Expr]) -> Load:

@@ -192,7 +192,7 @@ _elementwise("is_inf", 1, _is_inf_np, _is_inf, out_dtype="bool")
 
 
 def _attr(a: Attrs, key: str, default: float) -> float:
-    return float(a.get(key, default))
+    return a.get_float(key, default)
 
 
 _elementwise(
@@ -256,7 +256,7 @@ def _gelu(x: Expr, a: Attrs) -> Expr:
 def _gelu_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
     if attrs.get("approximate", "none") not in ("none", "tanh"):
         raise OpError(f"gelu: approximate must be 'none' or 'tanh', got {attrs['approximate']!r}")
-    return _infer("gelu", 1, FLOATS)(types, attrs)  # type: ignore[no-any-return]
+    return list(_infer("gelu", 1, FLOATS)(types, attrs))
 
 
 register(OpDef("gelu", infer=_gelu_infer, reference=_reference(_gelu_np), scalar=_scalar(_gelu)))
@@ -379,22 +379,22 @@ register(OpDef(
 
 # ---------------------------------------------------------------- comparisons and logic
 
-for _kind, _np_fn, _op in [
+for _kind, _cmp_fn, _op in [
     ("equal", np.equal, "eq"), ("less", np.less, "lt"), ("greater", np.greater, "gt"),
     ("less_equal", np.less_equal, "le"), ("greater_equal", np.greater_equal, "ge"),
 ]:
     _elementwise(
         _kind, 2,
-        ref=lambda x, y, a, f=_np_fn: f(x, y),
+        ref=lambda x, y, a, f=_cmp_fn: f(x, y),
         rule=lambda x, y, a, op=_op: binary(op, x, y),
         allowed=ANY if _kind == "equal" else NUMERIC,
         out_dtype="bool",
     )
 
-for _kind, _np_fn in [("and", np.logical_and), ("or", np.logical_or), ("xor", np.logical_xor)]:
+for _kind, _logic_fn in [("and", np.logical_and), ("or", np.logical_or), ("xor", np.logical_xor)]:
     _elementwise(
         _kind, 2,
-        ref=lambda x, y, a, f=_np_fn: f(x, y),
+        ref=lambda x, y, a, f=_logic_fn: f(x, y),
         rule=lambda x, y, a, op=_kind: binary(op, x, y),
         allowed=BOOL,
     )
@@ -408,10 +408,16 @@ def _where_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tenso
     return [_broadcast_type([c, x, y], x.dtype)]
 
 
+def _where_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    c, x, y = xs[0], xs[1], xs[2]
+    assert c is not None and x is not None and y is not None
+    return [np.asarray(np.where(c, x, y)).astype(x.dtype)]
+
+
 register(OpDef(
     "where",
     infer=_where_infer,
-    reference=lambda xs, a: [np.asarray(np.where(xs[0], xs[1], xs[2])).astype(xs[1].dtype)],
+    reference=_where_reference,
     scalar=lambda args, a, dt: select(args[0], args[1], args[2]),
 ))
 

@@ -70,10 +70,10 @@ def _ints(attrs: Attrs, key: str, n: int, default: int) -> tuple[int, ...]:
     v = attrs.get(key)
     if v is None:
         return (default,) * n
-    v = tuple(int(x) for x in v)  # type: ignore[union-attr]
-    if len(v) != n:
-        raise OpError(f"attribute {key}={v} must have {n} values")
-    return v
+    vals = attrs.get_ints(key)
+    if len(vals) != n:
+        raise OpError(f"attribute {key}={vals} must have {n} values")
+    return vals
 
 
 def spatial_attrs(
@@ -176,7 +176,7 @@ def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tensor
     if w.dtype != x.dtype:
         raise OpError(f"conv: weight dtype {w.dtype} differs from input dtype {x.dtype}")
     nsp = x.rank - 2
-    group = int(attrs.get("group", 1))
+    group = attrs.get_int("group", 1)
     oc, cg = w.shape[0], w.shape[1]
     if group < 1 or x.shape[1] != cg * group or oc % group:
         raise OpError(f"conv: input {x}, weight {w} and group={group} are inconsistent")
@@ -187,8 +187,8 @@ def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tensor
         raise OpError(f"conv: kernel_shape {ks} disagrees with weight shape {w.shape}")
     strides, pb, pe, dil = spatial_attrs(attrs, nsp)
     out_sp = tuple(
-        window_out_size(*args, ceil=False)
-        for args in zip(x.shape[2:], w.shape[2:], strides, pb, pe, dil, strict=True)
+        window_out_size(n, k, s, b, e, d, ceil=False)
+        for n, k, s, b, e, d in zip(x.shape[2:], w.shape[2:], strides, pb, pe, dil, strict=True)
     )
     return [TensorType((x.shape[0], oc, *out_sp), x.dtype)]
 
@@ -200,12 +200,12 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     dt, acc = x.dtype, _np_acc(x.dtype)
     nsp = x.ndim - 2
     strides, pb, pe, dil = spatial_attrs(attrs, nsp)
-    group = int(attrs.get("group", 1))
+    group = attrs.get_int("group", 1)
     n, c = x.shape[:2]
     oc, cg = w.shape[:2]
     ocg, ks = oc // group, w.shape[2:]
     geometry = zip(x.shape[2:], ks, strides, pb, pe, dil, strict=True)
-    out_sp = tuple(window_out_size(*args, ceil=False) for args in geometry)
+    out_sp = tuple(window_out_size(n, k, s, b, e, d, ceil=False) for n, k, s, b, e, d in geometry)
     xp = np.pad(x.astype(acc), [(0, 0), (0, 0), *zip(pb, pe, strict=True)])
     xg = xp.reshape(n, group, cg, *xp.shape[2:])
     wg = w.astype(acc).reshape(group, ocg, cg, *ks)
@@ -277,7 +277,7 @@ def _convt_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tenso
     if w.dtype != x.dtype:
         raise OpError(f"conv_transpose: weight dtype {w.dtype} differs from input {x.dtype}")
     nsp = x.rank - 2
-    group = int(attrs.get("group", 1))
+    group = attrs.get_int("group", 1)
     if group < 1 or w.shape[0] != x.shape[1] or x.shape[1] % group:
         raise OpError(f"conv_transpose: input {x}, weight {w}, group={group} are inconsistent")
     oc = w.shape[1] * group
@@ -302,7 +302,7 @@ def _convt_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.n
     nsp = x.ndim - 2
     strides, pb, pe, dil = spatial_attrs(attrs, nsp)
     opad = _ints(attrs, "output_padding", nsp, 0)
-    group = int(attrs.get("group", 1))
+    group = attrs.get_int("group", 1)
     n, c = x.shape[:2]
     cg, ocg, ks = c // group, w.shape[1], w.shape[2:]
     in_sp = x.shape[2:]
@@ -505,8 +505,8 @@ def _matmul_compute(ctx: ComputeContext) -> None:
         n = rest.pop(0) if rb >= 2 else None
         b.store(acc, (), const(0, ad))
         with b.loop(k_n, "k") as k:
-            ai = (*broadcast_index(a_buf.shape[:-2], batch), m, k) if ra >= 2 else (k,)
-            bi = (*broadcast_index(b_buf.shape[:-2], batch), k, n) if rb >= 2 else (k,)
+            ai = (*broadcast_index(a_buf.shape[:-2], batch), m, k) if m is not None else (k,)
+            bi = (*broadcast_index(b_buf.shape[:-2], batch), k, n) if n is not None else (k,)
             b.store(acc, (), acc[()] + _load(a_buf, ai, ad) * _load(b_buf, bi, ad))
         ctx.store(0, idx, cast(acc[()], out.dtype))
 
@@ -540,7 +540,7 @@ def _pool_geometry(
     if any(p >= k or q >= k for k, p, q in zip(ks, pb, pe, strict=True)):
         raise OpError(f"pool: pads {pb + pe} must be smaller than kernel {ks}")
     geometry = zip(x_shape[2:], ks, strides, pb, pe, dil, strict=True)
-    out_sp = tuple(window_out_size(*args, ceil=ceil) for args in geometry)
+    out_sp = tuple(window_out_size(n, k, s, b, e, d, ceil=ceil) for n, k, s, b, e, d in geometry)
     return ks, strides, pb, pe, dil, out_sp
 
 
@@ -645,6 +645,7 @@ def _pool_compute_for(kind: str) -> Any:
                         ])
                     one = const(1, ad)
                     b.store(cnt, (), cnt[()] + (one if ccond is None else select(ccond, one, 0)))
+            res: Expr
             if is_max:
                 res = acc[()]
             elif cnt is not None:
@@ -985,9 +986,9 @@ register(OpDef("lrn", infer=_lrn_infer, reference=_lrn_reference, compute=_lrn_c
 
 
 def _softmax_axes(attrs: Attrs, rank: int) -> tuple[int, ...]:
-    axes = attrs.get("axes", (rank - 1,) if rank else ())
-    norm = sorted({int(a) % rank if rank else 0 for a in axes})  # type: ignore[union-attr]
-    if not all(-rank <= int(a) < max(rank, 1) for a in axes):  # type: ignore[union-attr]
+    axes = attrs.get_ints("axes", (rank - 1,) if rank else ())
+    norm = sorted({a % rank if rank else 0 for a in axes})
+    if not all(-rank <= a < max(rank, 1) for a in axes):
         raise OpError(f"softmax: axes {axes} out of range for rank {rank}")
     return tuple(norm)
 

@@ -30,7 +30,7 @@ from nnc.ir.types import TensorType, is_float
 
 
 def _axes(attrs: Attrs, rank: int) -> tuple[int, ...]:
-    axes = tuple(int(a) for a in attrs["axes"])  # type: ignore[union-attr]
+    axes = attrs.get_ints("axes")
     if not axes or list(axes) != sorted(set(axes)) or not all(0 <= a < rank for a in axes):
         raise OpError(f"axes {axes} must be sorted, unique, non-empty and in [0, {rank})")
     return axes
@@ -75,7 +75,7 @@ def _out_index(kept: Sequence[Expr], axes: Sequence[int], rank: int, keepdims: b
 # ---------------------------------------------------------------- reduce_*
 
 
-def _reduce_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _reduce_infer(types, attrs):
     t = types[0]
     if t is None:
         raise OpError("reduction input is required")
@@ -83,8 +83,8 @@ def _reduce_infer(types, attrs):  # type: ignore[no-untyped-def]
     return [TensorType(_reduced_shape(t.shape, axes, bool(attrs["keepdims"])), t.dtype)]
 
 
-def _reduce_reference(fn: Callable[..., np.ndarray]):  # type: ignore[no-untyped-def]
-    def ref(xs, attrs):  # type: ignore[no-untyped-def]
+def _reduce_reference(fn: Callable[..., np.ndarray]) -> Callable[..., list[np.ndarray]]:
+    def ref(xs, attrs):
         x = xs[0]
         axes = tuple(int(a) for a in attrs["axes"])
         return [np.asarray(fn(x, axes, bool(attrs["keepdims"]))).astype(x.dtype)]
@@ -92,11 +92,11 @@ def _reduce_reference(fn: Callable[..., np.ndarray]):  # type: ignore[no-untyped
     return ref
 
 
-def _np_sum(x, axes, keep):  # type: ignore[no-untyped-def]
+def _np_sum(x, axes, keep):
     return np.sum(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
 
 
-def _np_mean(x, axes, keep):  # type: ignore[no-untyped-def]
+def _np_mean(x, axes, keep):
     if is_float(str(x.dtype)):
         return np.mean(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
     count = int(np.prod([x.shape[a] for a in axes]))
@@ -105,15 +105,15 @@ def _np_mean(x, axes, keep):  # type: ignore[no-untyped-def]
     return (np.sign(total) * (np.abs(total) // max(count, 1))).astype(x.dtype)
 
 
-def _np_prod(x, axes, keep):  # type: ignore[no-untyped-def]
+def _np_prod(x, axes, keep):
     return np.prod(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
 
 
-def _np_max(x, axes, keep):  # type: ignore[no-untyped-def]
+def _np_max(x, axes, keep):
     return np.max(x, axis=axes, keepdims=keep, initial=_lowest(str(x.dtype)))
 
 
-def _np_min(x, axes, keep):  # type: ignore[no-untyped-def]
+def _np_min(x, axes, keep):
     return np.min(x, axis=axes, keepdims=keep, initial=_highest(str(x.dtype)))
 
 
@@ -176,11 +176,11 @@ for _kind, _fn in _REDUCTIONS.items():
 # ---------------------------------------------------------------- arg_max / arg_min
 
 
-def _arg_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _arg_infer(types, attrs):
     t = types[0]
     if t is None:
         raise OpError("arg_max/arg_min input is required")
-    axis = int(attrs["axis"])  # type: ignore[arg-type]
+    axis = int(attrs["axis"])
     if not 0 <= axis < t.rank:
         raise OpError(f"axis={axis} out of range for rank {t.rank} (canonical axes are >= 0)")
     if t.shape[axis] == 0:
@@ -188,8 +188,8 @@ def _arg_infer(types, attrs):  # type: ignore[no-untyped-def]
     return [TensorType(_reduced_shape(t.shape, (axis,), bool(attrs["keepdims"])), "int64")]
 
 
-def _arg_reference(fn: Callable[..., np.ndarray]):  # type: ignore[no-untyped-def]
-    def ref(xs, attrs):  # type: ignore[no-untyped-def]
+def _arg_reference(fn: Callable[..., np.ndarray]) -> Callable[..., list[np.ndarray]]:
+    def ref(xs, attrs):
         x, axis = xs[0], int(attrs["axis"])
         if attrs.get("select_last_index", False):
             idx = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)

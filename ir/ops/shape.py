@@ -9,6 +9,7 @@ Every compute definition is one loop nest per output (concat: one per input) of 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -61,7 +62,7 @@ def _idx(i: int) -> Expr:
 # ---------------------------------------------------------------- reshape (alias)
 
 
-def _reshape_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _reshape_infer(types, attrs):
     t = _typ(types)
     shape = tuple(int(d) for d in attrs["shape"])
     if any(d < 0 for d in shape) or _prod(shape) != t.size:
@@ -80,7 +81,7 @@ register(OpDef(
 # ---------------------------------------------------------------- transpose
 
 
-def _transpose_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _transpose_infer(types, attrs):
     t = _typ(types)
     perm = tuple(int(p) for p in attrs["perm"])
     if sorted(perm) != list(range(t.rank)):
@@ -110,7 +111,7 @@ register(OpDef(
 # ---------------------------------------------------------------- concat
 
 
-def _concat_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _concat_infer(types, attrs):
     ts = [_typ(types, i) for i in range(len(types))]
     if not ts:
         raise OpError("concat needs at least one input")
@@ -151,10 +152,10 @@ register(OpDef(
 # ---------------------------------------------------------------- split
 
 
-def _split_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _split_infer(types, attrs):
     t = _typ(types)
     axis = _axis(attrs, t.rank)
-    splits = [int(s) for s in attrs["splits"]]  # type: ignore[union-attr]
+    splits = list(attrs.get_ints("splits"))
     if any(s < 0 for s in splits) or sum(splits) != t.shape[axis]:
         raise OpError(f"split: sizes {splits} do not add up to dim {t.shape[axis]} of {t}")
     outs = []
@@ -165,7 +166,7 @@ def _split_infer(types, attrs):  # type: ignore[no-untyped-def]
     return outs
 
 
-def _split_reference(xs, attrs):  # type: ignore[no-untyped-def]
+def _split_reference(xs, attrs):
     bounds = np.cumsum([int(s) for s in attrs["splits"]])[:-1]
     return np.split(xs[0], bounds, axis=int(attrs["axis"]))
 
@@ -205,7 +206,7 @@ def _slice_len(start: int, end: int, step: int) -> int:
     return len(range(start, end, step))
 
 
-def _slice_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _slice_infer(types, attrs):
     t = _typ(types)
     starts, ends, steps = (tuple(int(v) for v in attrs[k]) for k in ("starts", "ends", "steps"))
     if not len(starts) == len(ends) == len(steps) == t.rank:
@@ -219,7 +220,7 @@ def _slice_infer(types, attrs):  # type: ignore[no-untyped-def]
     return [_like(t, shape)]
 
 
-def _slice_reference(xs, attrs):  # type: ignore[no-untyped-def]
+def _slice_reference(xs, attrs):
     # e = -1 with a negative step means "through index 0"; an empty range must not wrap around
     sl = tuple(
         slice(s, e if e >= 0 else None, st) if _slice_len(s, e, st) else slice(0, 0)
@@ -250,7 +251,7 @@ register(OpDef(
 # ---------------------------------------------------------------- gather
 
 
-def _gather_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _gather_infer(types, attrs):
     data, ind = _typ(types, 0), _typ(types, 1)
     axis = _axis(attrs, data.rank)
     if ind.dtype not in ("int32", "int64"):
@@ -283,11 +284,15 @@ register(OpDef(
 # ---------------------------------------------------------------- pad
 
 PAD_MODES = ("constant", "reflect", "edge", "wrap")
+# ONNX pad mode -> np.pad mode (the names agree; the Literal type is what np.pad wants)
+_NP_PAD_MODES: dict[str, Literal["reflect", "edge", "wrap"]] = {
+    "reflect": "reflect", "edge": "edge", "wrap": "wrap",
+}
 
 
-def _pad_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _pad_infer(types, attrs):
     t = _typ(types)
-    pads = [int(p) for p in attrs["pads"]]  # type: ignore[union-attr]
+    pads = list(attrs.get_ints("pads"))
     mode = str(attrs.get("mode", "constant"))
     if mode not in PAD_MODES:
         raise OpError(f"pad: unknown mode {mode!r}; expected one of {PAD_MODES}")
@@ -303,7 +308,7 @@ def _pad_infer(types, attrs):  # type: ignore[no-untyped-def]
     return [_like(t, shape)]
 
 
-def _pad_reference(xs, attrs):  # type: ignore[no-untyped-def]
+def _pad_reference(xs, attrs):
     x = xs[0]
     pads = [int(p) for p in attrs["pads"]]
     mode = str(attrs.get("mode", "constant"))
@@ -315,7 +320,7 @@ def _pad_reference(xs, attrs):  # type: ignore[no-untyped-def]
     if mode == "constant":
         value = np.array(attrs.get("value", 0)).astype(x.dtype)
         return [np.pad(x, width, mode="constant", constant_values=value)]
-    return [np.pad(x, width, mode=mode)]
+    return [np.pad(x, width, mode=_NP_PAD_MODES[mode])]
 
 
 def _nonneg_mod(i: Expr, n: int) -> Expr:
@@ -377,9 +382,15 @@ register(OpDef(
 # ---------------------------------------------------------------- expand, tile
 
 
-def _expand_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _expand_infer(types, attrs):
     t = _typ(types)
-    return [_like(t, broadcast_shapes(t.shape, tuple(attrs["shape"])))]  # type: ignore[arg-type]
+    return [_like(t, broadcast_shapes(t.shape, attrs.get_ints("shape")))]
+
+
+def _expand_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    return [np.broadcast_to(x, broadcast_shapes(x.shape, attrs.get_ints("shape"))).copy()]
 
 
 def _expand_compute(ctx: ComputeContext) -> None:
@@ -392,16 +403,14 @@ def _expand_compute(ctx: ComputeContext) -> None:
 register(OpDef(
     "expand",
     infer=_expand_infer,
-    reference=lambda xs, a: [
-        np.broadcast_to(xs[0], broadcast_shapes(xs[0].shape, a["shape"])).copy()  # type: ignore[arg-type]
-    ],
+    reference=_expand_reference,
     compute=_expand_compute,
 ))
 
 
-def _tile_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _tile_infer(types, attrs):
     t = _typ(types)
-    reps = [int(r) for r in attrs["repeats"]]  # type: ignore[union-attr]
+    reps = list(attrs.get_ints("repeats"))
     if len(reps) != t.rank or any(r < 0 for r in reps):
         raise OpError(f"tile: repeats {reps} must be {t.rank} non-negative ints")
     return [_like(t, [d * r for d, r in zip(t.shape, reps, strict=True)])]
@@ -434,10 +443,10 @@ COORD_MODES = (
 NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil", "simple")
 
 
-def _resize_infer(types, attrs):  # type: ignore[no-untyped-def]
+def _resize_infer(types, attrs):
     t = _typ(types)
-    sizes = tuple(int(s) for s in attrs["sizes"])  # type: ignore[union-attr]
-    scales = tuple(attrs["scales"])  # type: ignore[arg-type]
+    sizes = attrs.get_ints("sizes")
+    scales = attrs.get_floats("scales")
     mode, coord = str(attrs["mode"]), str(attrs["coordinate_transformation_mode"])
     if len(sizes) != t.rank or len(scales) != t.rank:
         raise OpError(f"resize: sizes {sizes} and scales {scales} need one entry per dim of {t}")
@@ -449,7 +458,7 @@ def _resize_infer(types, attrs):  # type: ignore[no-untyped-def]
         raise OpError(f"resize: unknown nearest_mode {attrs['nearest_mode']!r}")
     if mode == "linear" and not is_float(t.dtype):
         raise OpError(f"resize: linear mode needs a float tensor, got {t.dtype}")
-    if coord == "tf_crop_and_resize" and len(tuple(attrs["roi"])) != 2 * t.rank:  # type: ignore[arg-type]
+    if coord == "tf_crop_and_resize" and len(attrs.get_floats("roi")) != 2 * t.rank:
         raise OpError("resize: tf_crop_and_resize needs a roi with 2*rank entries")
     return [_like(t, sizes)]
 
@@ -458,18 +467,19 @@ def _resize_dims(attrs: Attrs, in_shape: Sequence[int]) -> list[int]:
     """Dims that are really resized (the rest map output index i to input index i)."""
     coord = str(attrs["coordinate_transformation_mode"])
     dims = []
-    for d, (n, m, s) in enumerate(zip(in_shape, attrs["sizes"], attrs["scales"], strict=True)):  # type: ignore[call-overload]
+    sizes, scales = attrs.get_ints("sizes"), attrs.get_floats("scales")
+    for d, (n, m, s) in enumerate(zip(in_shape, sizes, scales, strict=True)):
         if n != m or float(s) != 1.0 or coord == "tf_crop_and_resize":
             dims.append(d)
     return dims
 
 
 def _coord_params(attrs: Attrs, d: int, n: int) -> tuple[float, float, float, float, float]:
-    scale = float(np.float32(attrs["scales"][d]))  # type: ignore[index]
+    scale = float(np.float32(attrs.get_floats("scales")[d]))
     # with scales given, ONNX takes the resized length as the unrounded float n * scale
     m = (float(np.float32(n) * np.float32(scale)) if attrs.get("lengths_from_scales", False)
-         else int(attrs["sizes"][d]))  # type: ignore[index]
-    roi = tuple(attrs.get("roi", ()))  # type: ignore[arg-type]
+         else attrs.get_ints("sizes")[d])
+    roi = attrs.get_floats("roi", ())
     r = len(roi) // 2
     lo, hi = (float(roi[d]), float(roi[r + d])) if roi else (0.0, 1.0)
     return scale, float(m), float(n), lo, hi
@@ -479,7 +489,7 @@ def _coord_np(attrs: Attrs, d: int, n: int) -> np.ndarray:
     """float32 source coordinate of every output index of dim d (ONNX formulas, float32 math)."""
     f = np.float32
     scale, m, nn, lo, hi = (f(v) for v in _coord_params(attrs, d, n))
-    x = np.arange(int(attrs["sizes"][d]), dtype=np.float32)  # type: ignore[index]
+    x = np.arange(attrs.get_ints("sizes")[d], dtype=np.float32)
     coord = str(attrs["coordinate_transformation_mode"])
     if coord == "asymmetric":
         return x / scale
@@ -495,7 +505,7 @@ def _coord_np(attrs: Attrs, d: int, n: int) -> np.ndarray:
         return np.full_like(x, f(0.5) * (lo + hi) * (nn - f(1)))
     if coord == "half_pixel_symmetric":
         out_f = scale * nn
-        adjust = f(int(attrs["sizes"][d])) / out_f  # type: ignore[index]
+        adjust = f(attrs.get_ints("sizes")[d]) / out_f
         offset = (nn / f(2)) * (f(1) - adjust)
         return offset + (x + f(0.5)) / scale - f(0.5)
     return (x + f(0.5)) / scale - f(0.5)  # half_pixel
@@ -523,7 +533,7 @@ def _coord_expr(attrs: Attrs, d: int, n: int, i: Expr) -> Expr:
         return f(float(f32(0.5) * (f32(lo) + f32(hi)) * f32(nn - 1)))
     if coord == "half_pixel_symmetric":
         f32 = np.float32
-        adjust = f32(int(attrs["sizes"][d])) / (f32(scale) * f32(nn))  # type: ignore[index]
+        adjust = f32(attrs.get_ints("sizes")[d]) / (f32(scale) * f32(nn))
         offset = float((f32(nn) / f32(2)) * (f32(1) - adjust))
         return f(offset) + (x + f(0.5)) / f(scale) - f(0.5)
     return (x + f(0.5)) / f(scale) - f(0.5)
@@ -556,7 +566,7 @@ def _nearest_expr(x: Expr, mode: str, scale: float) -> Expr:
     return cast(call("ceil", x - half), "int64")
 
 
-def _resize_reference(xs, attrs):  # type: ignore[no-untyped-def]
+def _resize_reference(xs, attrs):
     x = xs[0]
     mode = str(attrs["mode"])
     extrapolate = str(attrs["coordinate_transformation_mode"]) == "tf_crop_and_resize"
@@ -603,7 +613,7 @@ def _resize_compute(ctx: ComputeContext) -> None:
                 ok = logical_and(c.ge(0.0), c.le(float(n - 1)))
                 inside = ok if inside is None else logical_and(inside, ok)
             if mode == "nearest":
-                i = _nearest_expr(c, str(attrs["nearest_mode"]), float(attrs["scales"][d]))  # type: ignore[index]
+                i = _nearest_expr(c, str(attrs["nearest_mode"]), attrs.get_floats("scales")[d])
                 taps[d] = [(minimum(maximum(i, 0), n - 1), None)]
             else:
                 cc = minimum(maximum(c, 0.0), float(n - 1))
@@ -613,12 +623,12 @@ def _resize_compute(ctx: ComputeContext) -> None:
                 taps[d] = [(i0, const(1.0, wdt) - w1), (i1, w1)]
         value = _sum_taps(x, idx, dims, taps, wdt, mode)
         if inside is not None:
-            fill = const(float(attrs.get("extrapolation_value", 0.0)), x.dtype)
+            fill = const(attrs.get_float("extrapolation_value", 0.0), x.dtype)
             value = select(inside, value, fill)
         ctx.store(0, idx, value)
 
 
-def _sum_taps(x, idx, dims, taps, wdt, mode):  # type: ignore[no-untyped-def]
+def _sum_taps(x, idx, dims, taps, wdt, mode):
     """Sum over the corners of the taps (one corner for nearest, 2^k for k-linear)."""
     corners: list[tuple[list[Expr], Expr | None]] = [(list(idx), None)]
     for d in dims:

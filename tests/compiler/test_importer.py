@@ -1,4 +1,5 @@
-"""ONNX importer: loading, dynamic shapes, unsupported ops, shape-subgraph folding, external data."""
+"""ONNX importer: loading, dynamic shapes, unsupported ops, shape-subgraph folding, external
+data."""
 
 import numpy as np
 import onnx
@@ -54,7 +55,8 @@ def test_dynamic_dimension_needs_input_shape():
 
 
 def test_parse_input_shapes():
-    assert parse_input_shapes(["x=1x3x224x224", "a:b=2,3"]) == {"x": (1, 3, 224, 224), "a:b": (2, 3)}
+    shapes = parse_input_shapes(["x=1x3x224x224", "a:b=2,3"])
+    assert shapes == {"x": (1, 3, 224, 224), "a:b": (2, 3)}
     with pytest.raises(NncError, match="bad --input-shape"):
         parse_input_shapes(["x=1xQ"])
 

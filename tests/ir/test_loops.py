@@ -7,7 +7,16 @@ from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_printer import format_kernel
 from nnc.ir.loop_verify import LoopVerifyError, verify_loop_module
 from nnc.ir.loops import (
-    Buffer, KernelBuilder, Load, LoopModule, Var, call, cast, logical_and, maximum, select,
+    Buffer,
+    KernelBuilder,
+    Load,
+    LoopModule,
+    Var,
+    call,
+    cast,
+    logical_and,
+    maximum,
+    select,
 )
 
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
 from nnc.ir.parser import ParseError, parse_graph
 from nnc.ir.printer import print_graph

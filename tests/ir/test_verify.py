@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import nnc.ir.verify as verify_mod
 import numpy as np
 import pytest
+
+import nnc.ir.verify as verify_mod
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
 from nnc.ir.ops import OpDef, get_op, same_as_input
 from nnc.ir.parser import parse_graph

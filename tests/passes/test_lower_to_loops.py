@@ -1,6 +1,7 @@
 """lower-to-loops: one kernel per (fused) op, aliases for reshape-like ops, copies for outputs."""
 
 import numpy as np
+
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.types import TensorType

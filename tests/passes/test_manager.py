@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from nnc.ir.graph import Graph, Op, Value
 from nnc.ir.types import TensorType
 from nnc.passes.manager import (
