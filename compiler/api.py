@@ -117,6 +117,9 @@ class CompiledModel:
                   inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
         if inputs is not None:
             self.check_inputs(inputs)
+        if not (self.source_dir / "bench").exists():
+            raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
+                           "(bench=False); compile again to benchmark")
         result = dict(self._host().benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
         result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
         return result
@@ -138,12 +141,13 @@ def compile(  # noqa: A001 - the public name users expect
     dump_ir: str | os.PathLike[str] | None = None,
     opt_level: int = 3,
     prefix: str = "nnc",
+    bench: bool = True,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
     With `output_dir` the project is written there (built in a temporary directory next to it and
     renamed into place only on success); without, into a temporary directory that lives as long as
-    the returned object."""
+    the returned object. `bench=False` skips linking the benchmark executable."""
     tgt = _target(target)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -201,7 +205,7 @@ def compile(  # noqa: A001 - the public name users expect
         t0 = time.perf_counter()
         write_project(files, staging, tgt, prefix=prefix, opt_level=opt_level)
         try:
-            build_project(staging, tgt, opt_level=opt_level, prefix=prefix)
+            build_project(staging, tgt, opt_level=opt_level, prefix=prefix, bench=bench)
         except BuildError as e:
             raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
                            f"report it): {str(e).splitlines()[0]}") from e

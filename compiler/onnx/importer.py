@@ -225,6 +225,19 @@ def _toposort(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx
     return order
 
 
+def _upgrade_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """Models older than opset 7 are upgraded with onnx's version converter first."""
+    from onnx import version_converter
+
+    try:
+        return version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise NncError(f"opset {opset} is older than {MIN_OPSET} and onnx's version converter "
+                       f"could not upgrade it ({first}); re-export the model at opset >= 13"
+                       ) from None
+
+
 def import_model(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
@@ -233,8 +246,8 @@ def import_model(
     opset = _default_opset(proto)
     newest = onnx.defs.onnx_opset_version()
     if opset < MIN_OPSET:
-        raise NncError(f"opset {opset} is older than {MIN_OPSET}; upgrade the model with "
-                       f"onnx.version_converter.convert_version(model, 13)")
+        proto = _upgrade_opset(proto, opset)
+        opset = MIN_OPSET
     if opset > newest:
         raise NncError(f"opset {opset} is newer than the installed onnx knows ({newest}); "
                        f"upgrade the onnx package")

@@ -104,7 +104,20 @@ def test_inconsistent_model_is_reported():
         import_model(m)
 
 
-def test_old_opset_is_rejected_with_advice():
+def test_old_opset_is_upgraded():
     m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [2])], [_vi("y", [2])], opset=6)
-    with pytest.raises(NncError, match="older than 7.*version_converter"):
+    g = import_model(m)
+    x = np.array([-1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(run_graph(g, {"x": x})["y"], [0.0, 2.0])
+
+
+def test_opset_the_converter_cannot_upgrade_is_a_clear_error(monkeypatch):
+    from onnx import version_converter
+
+    def refuse(model, version):
+        raise RuntimeError("No adapter for Foo")
+
+    monkeypatch.setattr(version_converter, "convert_version", refuse)
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [2])], [_vi("y", [2])], opset=1)
+    with pytest.raises(NncError, match="older than 7 .*No adapter for Foo"):
         import_model(m)
