@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from nnc.compiler.onnx.registry import ConversionError, ConvertContext, converter
 from nnc.ir.types import TensorType
 
@@ -202,8 +204,16 @@ def _pool_attrs(ctx: ConvertContext) -> dict[str, Any]:
 
 @converter("MaxPool")
 def convert_max_pool(ctx: ConvertContext) -> list[str]:
-    outs = _single_output(ctx, "(Indices) is")
-    return ctx.emit("max_pool", [ctx.input(0)], _pool_attrs(ctx), outputs=outs)
+    """The optional Indices output (opset >= 8) turns on the op's second output."""
+    attrs = _pool_attrs(ctx)
+    outs = list(ctx.node.output[:2])
+    if len(outs) == 2 and outs[1]:
+        attrs.update(with_indices=True, storage_order=int(ctx.attr("storage_order", 0)))
+        if attrs["storage_order"] not in (0, 1):
+            raise ConversionError(f"storage_order={attrs['storage_order']} is not 0 or 1")
+    else:
+        outs = outs[:1]
+    return ctx.emit("max_pool", [ctx.input(0)], attrs, outputs=outs)
 
 
 @converter("AveragePool")
@@ -249,13 +259,36 @@ def convert_instance_normalization(ctx: ConvertContext) -> list[str]:
 
 @converter("LayerNormalization", since=17)
 def convert_layer_normalization(ctx: ConvertContext) -> list[str]:
-    outs = _single_output(ctx, "(Mean, InvStdDev) are")
-    rank = _data_type(ctx, 0, 1).rank
+    """Y comes from the fused op; the optional Mean and InvStdDev outputs (training statistics)
+    are composed from graph ops, in float32 as stash_type=1 asks."""
+    t = _data_type(ctx, 0, 1)
+    rank = t.rank
     axis = int(ctx.attr("axis", -1))
     if not -rank <= axis < rank:
         raise ConversionError(f"axis {axis} out of range for rank {rank}")
-    attrs = dict(axis=axis % rank, epsilon=float(ctx.attr("epsilon", 1e-5)))
-    return ctx.emit("layer_normalization", _inputs(ctx, 3), attrs, outputs=outs)
+    stash = int(ctx.attr("stash_type", 1))
+    if stash != 1:
+        raise ConversionError(f"stash_type={stash} is not supported (only 1, float32)")
+    epsilon = float(ctx.attr("epsilon", 1e-5))
+    attrs = dict(axis=axis % rank, epsilon=epsilon)
+    outputs = list(ctx.node.output) + ["", ""]
+    y = ctx.emit("layer_normalization", _inputs(ctx, 3), attrs, outputs=outputs[:1])
+    mean_name, inv_name = outputs[1], outputs[2]
+    if not mean_name and not inv_name:
+        return y
+    x = ctx.input(0)
+    if t.dtype != "float32":
+        x = ctx.emit("cast", [x], dict(to="float32"))[0]
+    reduce = dict(axes=tuple(range(axis % rank, rank)), keepdims=True)
+    mean = ctx.emit("reduce_mean", [x], reduce, outputs=[mean_name] if mean_name else None)[0]
+    results = [y[0], mean]
+    if inv_name:
+        d = ctx.emit("sub", [x, mean])[0]
+        var = ctx.emit("reduce_mean", ctx.emit("mul", [d, d]), reduce)[0]
+        eps = ctx.constant(np.array(epsilon, np.float32), "epsilon")
+        std = ctx.emit("sqrt", ctx.emit("add", [var, eps]))[0]
+        results.append(ctx.emit("reciprocal", [std], outputs=[inv_name])[0])
+    return results
 
 
 @converter("LRN")

@@ -150,12 +150,15 @@ def convert_identity(ctx: ConvertContext) -> list[str]:
 
 @converter("Dropout", since=7)
 def convert_dropout(ctx: ConvertContext) -> list[str]:
-    """Inference: the output is the input, the optional mask is all true (kept)."""
+    """Inference: the output is the input, the optional mask is all true (kept). Training mode
+    is the same when the ratio is a constant 0 (nothing is dropped, no randomness)."""
     if ctx.opset >= 12 and ctx.has_input(2):
         training = ctx.require_const(2, "training_mode")
         if bool(np.asarray(training).reshape(-1)[0]):
-            raise ConversionError("dropout with training_mode=True is not supported "
-                                  "(inference only)")
+            ratio = ctx.const(1) if ctx.has_input(1) else None  # absent: the default 0.5
+            if ratio is None or float(np.asarray(ratio).reshape(-1)[0]) != 0.0:
+                raise ConversionError("dropout with training_mode=True is supported only with "
+                                      "a constant ratio of 0 (nnc compiles for inference)")
     results = [ctx.input(0)]
     if len(ctx.node.output) > 1 and ctx.node.output[1]:
         t = _in_type(ctx)
@@ -455,10 +458,8 @@ def convert_resize(ctx: ConvertContext) -> list[str]:
     t = _in_type(ctx)
     r = t.rank
     mode = ctx.attr("mode", "nearest")
-    if mode == "cubic":
-        raise ConversionError("resize: mode 'cubic' is not supported (use nearest or linear)")
-    if mode not in ("nearest", "linear"):
-        raise ConversionError(f"resize: unknown mode {mode!r}")
+    if mode not in ("nearest", "linear", "cubic") or mode == "cubic" and ctx.opset < 11:
+        raise ConversionError(f"resize: unknown mode {mode!r} at opset {ctx.opset}")
     if ctx.opset < 11:
         scales = _float_list(ctx.require_const(1, "scales"))
         if scales is None or len(scales) != r:
@@ -506,9 +507,9 @@ def convert_resize(ctx: ConvertContext) -> list[str]:
         elif policy != "stretch":
             raise ConversionError(f"resize: unknown keep_aspect_ratio_policy {policy!r}")
 
-    if ctx.opset >= 18 and ctx.attr("antialias", 0) and mode != "nearest" and \
-            any(s < 1 for s in scales):
-        raise ConversionError("resize: antialias is not supported when downscaling")
+    # antialias only changes linear/cubic, and only when downscaling
+    antialias = bool(ctx.opset >= 18 and ctx.attr("antialias", 0) and mode != "nearest"
+                     and any(s < 1 for s in scales))
     roi: tuple[float, ...] = ()
     if coord == "tf_crop_and_resize":
         roi_in = _float_list(ctx.require_const(1, "roi"))
@@ -524,6 +525,8 @@ def convert_resize(ctx: ConvertContext) -> list[str]:
         "nearest_mode": ctx.attr("nearest_mode", "round_prefer_floor"), "roi": roi,
         "extrapolation_value": float(ctx.attr("extrapolation_value", 0.0)),
         "lengths_from_scales": scales_in is not None,
+        "cubic_coeff_a": float(ctx.attr("cubic_coeff_a", -0.75)),
+        "exclude_outside": bool(ctx.attr("exclude_outside", 0)), "antialias": antialias,
     }
     return _emit_resize(ctx, t, scales, sizes, attrs)
 

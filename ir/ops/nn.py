@@ -5,7 +5,9 @@ Canonical attribute forms (the ONNX converters fill them in; missing ones take t
     conv_transpose also output_padding (auto_pad and output_shape are resolved into pads).
   gemm: alpha, beta, trans_a, trans_b.        matmul: numpy semantics, no attributes.
   max_pool / average_pool: kernel_shape, strides, pads, dilations, ceil_mode;
-    average_pool also count_include_pad.
+    average_pool also count_include_pad; max_pool also with_indices (a second, int64 output: the
+    flat index of each max in the input, first max wins) and storage_order (0: row-major
+    spatial index, 1: column-major).
   batch_normalization / instance_normalization: epsilon.   layer_normalization: axis, epsilon.
   lrn: size, alpha, beta, bias.
   softmax / log_softmax: axes (sorted, non-negative), normalized jointly.
@@ -552,7 +554,12 @@ def _pool_infer_for(kind: str, allowed: frozenset[str]) -> Any:
         if x.rank < 3:
             raise OpError(f"{kind}: input {x} must have rank >= 3 (N, C, spatial...)")
         out_sp = _pool_geometry(x.shape, attrs)[5]
-        return [TensorType((*x.shape[:2], *out_sp), x.dtype)]
+        out = TensorType((*x.shape[:2], *out_sp), x.dtype)
+        if kind == "max_pool" and attrs.get("with_indices", False):
+            if attrs.get_int("storage_order", 0) not in (0, 1):
+                raise OpError(f"max_pool: storage_order {attrs['storage_order']} is not 0 or 1")
+            return [out, TensorType(out.shape, "int64")]
+        return [out]
 
     return infer
 
@@ -573,11 +580,33 @@ def _pool_windows(x: np.ndarray, attrs: Attrs, fill: float | int) -> tuple[list[
     return taps, (ks, strides, pb, pe, dil, out_sp, ends)
 
 
+def _flat_indices(shape: Sequence[int], storage_order: int) -> np.ndarray:
+    """The Indices output's number for every input element: (n*C + c) * spatial size plus the
+    row-major (storage_order 0) or column-major (1) spatial offset."""
+    sp = tuple(shape[2:])
+    size = int(np.prod(sp))
+    numbers = np.arange(size, dtype=np.int64)
+    spatial = numbers.reshape(sp) if storage_order == 0 else numbers.reshape(sp[::-1]).T
+    nc = np.arange(shape[0] * shape[1], dtype=np.int64).reshape(shape[0], shape[1], *[1] * len(sp))
+    return nc * size + spatial
+
+
 def _max_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     x = xs[0]
     assert x is not None
-    taps, _ = _pool_windows(x, attrs, _min_value(str(x.dtype)))
-    return [np.maximum.reduce(taps)]
+    lowest = _min_value(str(x.dtype))
+    taps, _ = _pool_windows(x, attrs, lowest)
+    if not attrs.get("with_indices", False):
+        return [np.maximum.reduce(taps)]
+    flat = _flat_indices(x.shape, attrs.get_int("storage_order", 0))
+    index_taps, _ = _pool_windows(flat, attrs, -1)
+    best = np.full(taps[0].shape, lowest, x.dtype)
+    where = np.full(taps[0].shape, -1, np.int64)
+    for v, i in zip(taps, index_taps, strict=True):  # strictly greater: the first max wins
+        better = v > best
+        best = np.where(better, v, best)
+        where = np.where(better, i, where)
+    return [best, where]
 
 
 def _avg_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
@@ -657,13 +686,58 @@ def _pool_compute_for(kind: str) -> Any:
     return compute
 
 
+def _flat_index_expr(nc: Sequence[Expr], pos: Sequence[Expr], shape: Sequence[int],
+                     storage_order: int) -> Expr:
+    """Loop-IR form of `_flat_indices` at input position (n, c, *pos)."""
+    sp = shape[2:]
+    order = range(len(sp)) if storage_order == 0 else reversed(range(len(sp)))
+    offset: Expr | None = None
+    for d in order:  # Horner form over the spatial dims in storage order
+        offset = pos[d] if offset is None else _mul(offset, sp[d]) + pos[d]
+    assert offset is not None
+    return _mul(_mul(nc[0], shape[1]) + nc[1], int(np.prod(sp))) + offset
+
+
+def _max_pool_indices_compute(ctx: ComputeContext) -> None:
+    """Max and its flat input index; padded taps never win (strict >, so the first max wins)."""
+    b = ctx.b
+    x = ctx.inputs[0]
+    assert x is not None
+    out = ctx.outputs[0]
+    ad = acc_dtype(out.dtype)
+    ks, strides, pb, _, dil, out_sp = _pool_geometry(x.shape, ctx.attrs)
+    order = int(ctx.attr("storage_order", 0))
+    lowest = _min_value(ad)
+    best, where = b.local(ad, "best"), b.local("int64", "arg")
+    with b.loops(out.shape) as idx:
+        b.store(best, (), const(lowest, ad))
+        b.store(where, (), const(-1, "int64"))
+        with b.loops(ks, "k") as kidx:
+            pos, cond = window_positions(idx[2:], kidx, x.shape[2:], out_sp, ks, strides, dil, pb)
+            v = _load(x, (*idx[:2], *pos), ad)
+            v = v if cond is None else select(cond, v, lowest)
+            better = v.gt(best[()])
+            b.store(where, (), select(better, _flat_index_expr(idx[:2], pos, x.shape, order),
+                                      where[()]))
+            b.store(best, (), select(better, v, best[()]))
+        ctx.store(0, idx, cast(best[()], out.dtype))
+        ctx.store(1, idx, where[()])
+
+
+def _max_pool_compute(ctx: ComputeContext) -> None:
+    if ctx.attr("with_indices", False):
+        _max_pool_indices_compute(ctx)
+    else:
+        _pool_compute_for("max_pool")(ctx)
+
+
 def _pool_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
     return outs[0].size * int(np.prod(a["kernel_shape"]))  # type: ignore[arg-type]
 
 
 register(OpDef(
     "max_pool", infer=_pool_infer_for("max_pool", NUMERIC_DTYPES),
-    reference=_max_pool_reference, compute=_pool_compute_for("max_pool"), macs=_pool_macs,
+    reference=_max_pool_reference, compute=_max_pool_compute, macs=_pool_macs,
 ))
 register(OpDef(
     "average_pool", infer=_pool_infer_for("average_pool", FLOATS),

@@ -435,6 +435,13 @@ register(OpDef(
 # ---------------------------------------------------------------- resize
 # Coordinates are computed in float32 like onnxruntime so nearest picks the same pixel. With scales
 # given, ONNX uses the unrounded resized length (attr lengths_from_scales); onnxruntime rounds it.
+# Attributes: mode (nearest, linear, cubic), coordinate_transformation_mode, nearest_mode, roi,
+# extrapolation_value, scales, sizes, lengths_from_scales, cubic_coeff_a (default -0.75),
+# exclude_outside and antialias (bools, default false).
+# Cubic, and linear with antialias, use a "kernel" path: per resized dim the taps around the
+# source coordinate weighted by kernel((tap - x) * s), s = min(scale, 1) with antialias (a wider,
+# lower kernel when downscaling) else 1; taps clamp to the edge, or with exclude_outside get weight
+# 0; the weights are normalized to sum 1 (ONNX reference semantics).
 
 COORD_MODES = (
     "half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
@@ -450,14 +457,14 @@ def _resize_infer(types, attrs):
     mode, coord = str(attrs["mode"]), str(attrs["coordinate_transformation_mode"])
     if len(sizes) != t.rank or len(scales) != t.rank:
         raise OpError(f"resize: sizes {sizes} and scales {scales} need one entry per dim of {t}")
-    if mode not in ("nearest", "linear"):
-        raise OpError(f"resize: mode {mode!r} is not supported (nearest, linear)")
+    if mode not in ("nearest", "linear", "cubic"):
+        raise OpError(f"resize: mode {mode!r} is not supported (nearest, linear, cubic)")
     if coord not in COORD_MODES:
         raise OpError(f"resize: unknown coordinate_transformation_mode {coord!r}")
     if mode == "nearest" and str(attrs["nearest_mode"]) not in NEAREST_MODES:
         raise OpError(f"resize: unknown nearest_mode {attrs['nearest_mode']!r}")
-    if mode == "linear" and not is_float(t.dtype):
-        raise OpError(f"resize: linear mode needs a float tensor, got {t.dtype}")
+    if mode != "nearest" and not is_float(t.dtype):
+        raise OpError(f"resize: {mode} mode needs a float tensor, got {t.dtype}")
     if coord == "tf_crop_and_resize" and len(attrs.get_floats("roi")) != 2 * t.rank:
         raise OpError("resize: tf_crop_and_resize needs a roi with 2*rank entries")
     return [_like(t, sizes)]
@@ -566,9 +573,64 @@ def _nearest_expr(x: Expr, mode: str, scale: float) -> Expr:
     return cast(call("ceil", x - half), "int64")
 
 
+def _kernel_path(attrs: Attrs) -> bool:
+    """Cubic, or linear with antialias: the general tap/kernel path instead of 2-tap linear."""
+    mode = str(attrs["mode"])
+    return mode == "cubic" or (mode == "linear" and bool(attrs.get("antialias", False)))
+
+
+def _kernel_taps(attrs: Attrs, d: int) -> tuple[float, int]:
+    """(s, half) for dim d: the kernel's scale s and the taps floor(x) + 1 - half .. floor(x) +
+    half; outside them the scaled kernel is 0 (linear support 1, cubic 2)."""
+    radius = 2.0 if str(attrs["mode"]) == "cubic" else 1.0
+    s = 1.0
+    if attrs.get("antialias", False):
+        s = min(float(attrs.get_floats("scales")[d]), 1.0)
+    return s, int(-np.floor(-radius / s))
+
+
+def _kernel_np(t: np.ndarray, attrs: Attrs) -> np.ndarray:
+    """Kernel weight at distance t >= 0 (float64)."""
+    if str(attrs["mode"]) != "cubic":
+        return np.clip(1.0 - t, 0.0, 1.0)
+    a = attrs.get_float("cubic_coeff_a", -0.75)
+    near = ((a + 2) * t - (a + 3)) * t * t + 1
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return np.where(t <= 1, near, np.where(t < 2, far, 0.0))
+
+
+def _kernel_expr(t: Expr, attrs: Attrs) -> Expr:
+    """`_kernel_np` as a loop-IR expression."""
+    if str(attrs["mode"]) != "cubic":
+        return maximum(1.0 - t, 0.0)
+    a = attrs.get_float("cubic_coeff_a", -0.75)
+    t2 = t * t
+    near = ((a + 2) * t - (a + 3)) * t2 + 1.0
+    far = ((a * t - 5 * a) * t + 8 * a) * t - 4 * a
+    return select(t.le(1.0), near, select(t.lt(2.0), far, 0.0))
+
+
+def _kernel_matrix(attrs: Attrs, d: int, n: int) -> np.ndarray:
+    """(output, input) weights of dim d on the kernel path, rows normalized."""
+    c = _coord_np(attrs, d, n).astype(np.float64)
+    s, half = _kernel_taps(attrs, d)
+    taps = np.floor(c)[:, None] + np.arange(1 - half, half + 1)[None, :]
+    w = _kernel_np(np.abs(taps - c[:, None]) * s, attrs)
+    if attrs.get("exclude_outside", False):
+        w = np.where((taps < 0) | (taps > n - 1), 0.0, w)
+    total = w.sum(axis=1, keepdims=True)
+    w = w / np.where(total == 0, 1.0, total)
+    mat = np.zeros((len(c), n))
+    rows = np.broadcast_to(np.arange(len(c))[:, None], taps.shape)
+    np.add.at(mat, (rows, np.clip(taps, 0, n - 1).astype(np.int64)), w)
+    return mat
+
+
 def _resize_reference(xs, attrs):
     x = xs[0]
     mode = str(attrs["mode"])
+    if _kernel_path(attrs):
+        return _resize_kernel_reference(x, attrs)
     extrapolate = str(attrs["coordinate_transformation_mode"]) == "tf_crop_and_resize"
     outside = np.zeros(tuple(int(s) for s in attrs["sizes"]), dtype=bool)
     res = x.astype(np.float32) if mode == "linear" and x.dtype == np.float16 else x
@@ -594,7 +656,79 @@ def _resize_reference(xs, attrs):
     return [res.astype(x.dtype)]
 
 
+def _outside_mask(attrs: Attrs, shape: Sequence[int]) -> np.ndarray:
+    """tf_crop_and_resize: output positions whose source coordinate is outside the input."""
+    outside = np.zeros(attrs.get_ints("sizes"), dtype=np.bool_)
+    for d in _resize_dims(attrs, shape):
+        c = _coord_np(attrs, d, shape[d])
+        view = [1] * len(shape)
+        view[d] = len(c)
+        outside = outside | ((c < 0) | (c > np.float32(shape[d] - 1))).reshape(view)
+    return outside
+
+
+def _resize_kernel_reference(x: np.ndarray, attrs: Attrs) -> list[np.ndarray]:
+    res = x.astype(np.float64)
+    for d in _resize_dims(attrs, x.shape):
+        mat = _kernel_matrix(attrs, d, x.shape[d])
+        res = np.moveaxis(np.tensordot(mat, np.moveaxis(res, d, 0), axes=1), 0, d)
+    if str(attrs["coordinate_transformation_mode"]) == "tf_crop_and_resize":
+        res = np.where(_outside_mask(attrs, x.shape), attrs.get_float("extrapolation_value", 0.0),
+                       res)
+    return [res.astype(x.dtype)]
+
+
+def _resize_kernel_compute(ctx: ComputeContext) -> None:
+    """One accumulation loop nest over the taps of every resized dim; the weights are separable,
+    so dividing by the summed weight products normalizes every dim at once."""
+    b = ctx.b
+    x, out = ctx.inputs[0], ctx.outputs[0]
+    assert x is not None
+    attrs = ctx.attrs
+    dims = _resize_dims(attrs, x.shape)
+    wdt = "float32" if x.dtype == "float16" else x.dtype
+    exclude = bool(attrs.get("exclude_outside", False))
+    params = {d: _kernel_taps(attrs, d) for d in dims}
+    coords = {d: b.local("float32", f"x{d}") for d in dims}
+    floors = {d: b.local("int64", f"f{d}") for d in dims}
+    acc, total = b.local(wdt, "acc"), b.local(wdt, "wsum")
+    with b.loops(out.shape) as idx:
+        inside: Expr | None = None
+        for d in dims:
+            c = _coord_expr(attrs, d, x.shape[d], idx[d])
+            b.store(coords[d], (), c)
+            b.store(floors[d], (), cast(call("floor", coords[d][()]), "int64"))
+            if str(attrs["coordinate_transformation_mode"]) == "tf_crop_and_resize":
+                ok = logical_and(coords[d][()].ge(0.0), coords[d][()].le(float(x.shape[d] - 1)))
+                inside = ok if inside is None else logical_and(inside, ok)
+        b.store(acc, (), const(0.0, wdt))
+        b.store(total, (), const(0.0, wdt))
+        with b.loops([2 * params[d][1] for d in dims], "t") as js:
+            src = list(idx)
+            weight: Expr | None = None
+            for d, j in zip(dims, js, strict=True):
+                s, half = params[d]
+                n = x.shape[d]
+                tap = floors[d][()] + (j + (1 - half))
+                dist = call("abs", cast(tap, wdt) - cast(coords[d][()], wdt))
+                w = _kernel_expr(dist if s == 1.0 else dist * s, attrs)
+                if exclude:
+                    w = select(logical_and(tap.ge(0), tap.lt(n)), w, 0.0)
+                weight = w if weight is None else weight * w
+                src[d] = minimum(maximum(tap, 0), n - 1)
+            assert weight is not None
+            b.store(acc, (), acc[()] + weight * cast(Load(x.name, tuple(src), x.dtype), wdt))
+            b.store(total, (), total[()] + weight)
+        value = acc[()] / select(total[()].eq(0.0), const(1.0, wdt), total[()])
+        if inside is not None:
+            value = select(inside, value, attrs.get_float("extrapolation_value", 0.0))
+        ctx.store(0, idx, cast(value, x.dtype))
+
+
 def _resize_compute(ctx: ComputeContext) -> None:
+    if _kernel_path(ctx.attrs):
+        _resize_kernel_compute(ctx)
+        return
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     attrs = ctx.attrs

@@ -225,10 +225,28 @@ def test_pool_1d_3d_and_int8_max_pool():
     check("MaxPool", [x], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, opset=12)
 
 
-def test_max_pool_indices_output_is_rejected():
-    m = _model("MaxPool", [_r(1, 1, 4, 4)], {"kernel_shape": [2, 2]}, 12, (), n_outputs=2)
-    with pytest.raises(NncError, match="Indices"):
-        import_model(m)
+@pytest.mark.parametrize("storage_order", [0, 1])
+@pytest.mark.parametrize("shape,attrs", [
+    ((2, 2, 5, 6), {"kernel_shape": [2, 2]}),
+    ((1, 2, 6, 5), {"kernel_shape": [3, 2], "strides": [2, 1], "pads": [1, 0, 1, 1]}),
+    ((1, 1, 7, 6), {"kernel_shape": [2, 3], "strides": [2, 2], "pads": [1, 1, 1, 1],
+                    "dilations": [2, 1], "ceil_mode": 1}),
+    ((1, 2, 3, 4, 5), {"kernel_shape": [2, 2, 3], "auto_pad": "SAME_UPPER"}),
+    ((1, 3, 7), {"kernel_shape": [3], "strides": [2]}),
+])
+def test_max_pool_indices(shape, attrs, storage_order):
+    check_outputs("MaxPool", [_r(*shape)], {**attrs, "storage_order": storage_order}, 12, (),
+                  ("y", "idx"))
+
+
+def test_max_pool_indices_ties_and_ints():
+    # ties: the first max in window order wins, as in onnxruntime
+    x = RNG.integers(0, 3, (1, 2, 4, 5)).astype(np.float32)
+    check_outputs("MaxPool", [x], {"kernel_shape": [2, 3], "pads": [1, 1, 0, 1]}, 12, (),
+                  ("y", "idx"))
+    x8 = RNG.integers(-128, 127, (1, 2, 4, 4)).astype(np.int8)
+    check_outputs("MaxPool", [x8], {"kernel_shape": [2, 2], "storage_order": 1}, 12, (),
+                  ("y", "idx"))
 
 
 @pytest.mark.parametrize("op_type", ["GlobalAveragePool", "GlobalMaxPool"])
@@ -276,9 +294,64 @@ def test_layer_normalization(axis, sshape, bias):
           const_inputs=tuple(range(1, len(inputs))))
 
 
-def test_layer_normalization_extra_outputs_rejected():
-    m = _model("LayerNormalization", [_r(2, 4), _r(4)], {}, 17, (1,), n_outputs=2)
-    with pytest.raises(NncError, match="Mean, InvStdDev"):
+def check_outputs(op_type, inputs, attrs, opset, const_inputs, outputs, rtol=1e-4, atol=1e-5):
+    """Like `check` for every output of a node whose outputs are named `outputs` ("" absent)."""
+    model = _model(op_type, inputs, attrs, opset, tuple(const_inputs), n_outputs=len(outputs))
+    node = model.graph.node[0]
+    del node.output[:]
+    node.output.extend(outputs)
+    del model.graph.output[:]
+    model.graph.output.extend(helper.make_empty_tensor_value_info(o) for o in outputs if o)
+    feeds = {f"in{i}": x for i, x in enumerate(inputs) if x is not None and i not in const_inputs}
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    expected = dict(zip([o for o in outputs if o], sess.run(None, feeds), strict=True))
+    graph = import_model(model)
+    got = run_graph(graph, feeds)
+    module = lower_to_loops(graph, PassContext())
+    by_name = dict(zip(module.input_names or module.inputs, module.inputs, strict=True))
+    res = run_loop_module(module, {by_name[k]: v for k, v in feeds.items()})
+    loops = dict(zip(module.output_names or module.outputs, module.outputs, strict=True))
+    for name, want in expected.items():
+        for what, arr in (("reference", got[name]), ("loops", res[loops[name]])):
+            assert arr.dtype == want.dtype and arr.shape == want.shape, (name, what, arr.shape)
+            np.testing.assert_allclose(arr, want, rtol=rtol, atol=atol, err_msg=f"{name} {what}")
+    return expected
+
+
+@pytest.mark.parametrize("axis,outputs", [
+    (-1, ("y", "mean", "inv")), (1, ("y", "mean", "inv")), (0, ("y", "", "inv")),
+    (2, ("y", "mean")),
+])
+def test_layer_normalization_mean_and_inv_std_dev(axis, outputs):
+    x = _r(2, 3, 5)
+    scale = _r(*x.shape[axis:])
+    res = check_outputs("LayerNormalization", [x, scale, _r(*x.shape[axis:])],
+                        {"axis": axis, "epsilon": 1e-2}, 17, (1, 2), outputs)
+    if "mean" in res:
+        assert res["mean"].shape == x.shape[:axis % 3] + (1,) * (3 - axis % 3)
+
+
+def test_layer_normalization_float16_stats_are_float32():
+    # onnxruntime has no float16 CPU kernel; compare with numpy in float32 (stash_type=1)
+    x = _r(2, 4).astype(np.float16)
+    m = _model("LayerNormalization", [x, _r(4).astype(np.float16)], {}, 17, (1,), n_outputs=3)
+    graph = import_model(m)
+    got = run_graph(graph, {"in0": x})
+    x32 = x.astype(np.float32)
+    mean = x32.mean(axis=1, keepdims=True)
+    inv = 1 / np.sqrt(((x32 - mean) ** 2).mean(axis=1, keepdims=True) + np.float32(1e-5))
+    assert got["y1"].dtype == np.float32 and got["y2"].dtype == np.float32
+    np.testing.assert_allclose(got["y1"], mean, rtol=1e-6)
+    np.testing.assert_allclose(got["y2"], inv, rtol=1e-5)
+    assert graph.outputs[0].type.dtype == "float16"
+
+
+def test_layer_normalization_rejects_other_stash_types():
+    m = _model("LayerNormalization", [_r(2, 4), _r(4)], {"stash_type": 16}, 17, (1,),
+               n_outputs=2)
+    with pytest.raises(NncError, match="stash_type"):
         import_model(m)
 
 

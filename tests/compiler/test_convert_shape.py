@@ -148,6 +148,18 @@ def test_identity_and_dropout():
     with pytest.raises(NncError, match="training_mode"):
         import_model(_model(node, feeds, {"r": np.array(0.5, np.float32), "t": np.array(True)},
                             13))
+    with pytest.raises(NncError, match="training_mode"):  # the default ratio is 0.5
+        import_model(_model(helper.make_node("Dropout", ["x", "", "t"], ["y"]), feeds,
+                            {"t": np.array(True)}, 13))
+
+
+def test_dropout_training_with_zero_ratio_is_identity():
+    feeds = {"x": _f32(2, 3)}
+    inits = {"r": np.array(0.0, np.float32), "t": np.array(True)}
+    y, mask = check(helper.make_node("Dropout", ["x", "r", "t"], ["y", "m"], seed=0), feeds,
+                    inits, opset=13)
+    assert mask.all()
+    check(helper.make_node("Dropout", ["x", "r", "t"], ["y"]), feeds, inits, opset=12)
 
 
 # ---------------------------------------------------------------- transpose, concat, split
@@ -438,16 +450,74 @@ def test_resize_scales_use_unrounded_length():
     assert_close(run_graph(g, {"x": x})[g.outputs[0].name], expected, 1e-5, 1e-6)
 
 
+@pytest.mark.parametrize("coord", COORDS + ["half_pixel_symmetric"])
+@pytest.mark.parametrize("attrs", [{}, {"cubic_coeff_a": -0.5, "exclude_outside": 1}])
+@pytest.mark.parametrize("sizes", [(1, 2, 7, 9), (1, 2, 3, 2)])
+def test_resize_cubic_sizes(coord, attrs, sizes):
+    node = helper.make_node("Resize", ["x", "", "", "z"], ["y"], mode="cubic",
+                            coordinate_transformation_mode=coord, **attrs)
+    check(node, {"x": _f32(1, 2, 4, 5)}, {"z": i64(*sizes)}, opset=19, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("coord", COORDS)
+def test_resize_cubic_scales_and_float64(coord):
+    node = helper.make_node("Resize", ["x", "r", "s"], ["y"], mode="cubic",
+                            coordinate_transformation_mode=coord)
+    inits = {"r": np.zeros(0, np.float32), "s": np.array([1, 1, 1.5, 0.6], np.float32)}
+    check(node, {"x": _f32(1, 2, 4, 5)}, inits, opset=11, rtol=1e-4, atol=1e-4)
+    # onnxruntime has no float64 Resize: the ONNX reference evaluator
+    from onnx.reference import ReferenceEvaluator
+
+    x64 = {"x": _f32(1, 1, 3, 4).astype(np.float64)}
+    m = _model(node, x64, inits, 13)
+    g = import_model(m)
+    assert_close(run_graph(g, x64)[g.outputs[0].name], ReferenceEvaluator(m).run(None, x64)[0],
+                 1e-5, 1e-6)
+
+
+def test_resize_cubic_tf_crop_and_resize():
+    node = helper.make_node("Resize", ["x", "r", "", "z"], ["y"], mode="cubic",
+                            coordinate_transformation_mode="tf_crop_and_resize",
+                            extrapolation_value=-5.0)
+    roi = np.array([0, 0, 0.2, -0.3, 1, 1, 0.8, 1.4], np.float32)
+    check(node, {"x": _f32(1, 2, 4, 5)}, {"r": roi, "z": i64(1, 2, 3, 6)}, opset=13, rtol=1e-4,
+          atol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["linear", "cubic"])
+@pytest.mark.parametrize("given", ["scales", "sizes"])
+def test_resize_antialias_downscale(mode, given):
+    """ONNX's antialias (a kernel widened by 1/scale, as the ONNX reference evaluator and
+    onnxruntime implement it); axes 3 upscales, where antialias changes nothing."""
+    node = helper.make_node("Resize", ["x", "", "s"] if given == "scales" else ["x", "", "", "z"],
+                            ["y"], mode=mode, antialias=1)
+    inits = ({"s": np.array([1, 1, 0.4, 1.5], np.float32)} if given == "scales"
+             else {"z": i64(1, 2, 3, 7)})
+    check(node, {"x": _f32(1, 2, 8, 5)}, inits, opset=18, rtol=1e-4, atol=1e-4)
+
+
+def test_resize_antialias_matches_onnx_reference():
+    from onnx.reference import ReferenceEvaluator
+
+    x = _f32(1, 1, 9, 6)
+    for mode in ("linear", "cubic"):
+        node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode=mode, antialias=1,
+                                exclude_outside=1)
+        m = _model(node, {"x": x}, {"s": np.array([1, 1, 0.3, 0.5], np.float32)}, 18)
+        expected = ReferenceEvaluator(m).run(None, {"x": x})[0]
+        g = import_model(m)
+        assert_close(run_graph(g, {"x": x})[g.outputs[0].name], expected, 1e-4, 1e-5)
+
+
 def test_resize_rejections():
     x = {"x": _image()}
     s = {"s": np.array([1, 1, 2, 2], np.float32)}
-    with pytest.raises(NncError, match="cubic"):
-        import_model(_model(helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic"), x,
-                            s, 13))
-    down = {"s": np.array([1, 1, 0.5, 0.5], np.float32)}
-    node = helper.make_node("Resize", ["x", "", "s"], ["y"], mode="linear", antialias=1)
-    with pytest.raises(NncError, match="antialias"):
-        import_model(_model(node, x, down, 18))
+    with pytest.raises(NncError, match="cubic"):  # Resize-10 has nearest and linear only
+        import_model(_model(helper.make_node("Resize", ["x", "s"], ["y"], mode="cubic"), x,
+                            s, 10))
+    with pytest.raises(NncError, match="needs a float"):
+        import_model(_model(helper.make_node("Resize", ["x", "", "s"], ["y"], mode="cubic"),
+                            {"x": _image().astype(np.int32)}, s, 13))
     node = helper.make_node("Resize", ["x", "", "s", "z"], ["y"])
     with pytest.raises(NncError, match="sizes"):
         import_model(_model(node, x, dict(s, z=i64(1, 2, 8, 10)), 13))

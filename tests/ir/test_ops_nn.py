@@ -161,6 +161,31 @@ def test_max_pool_compute(attrs):
 
 
 @pytest.mark.parametrize("attrs", POOLS)
+@pytest.mark.parametrize("storage_order", [0, 1])
+def test_max_pool_with_indices_compute(attrs, storage_order):
+    x = RNG.integers(0, 4, (1, 2, 6, 5)).astype(np.float32)  # ties: the first max wins
+    y, idx = check_op("max_pool", [x], {**attrs, "with_indices": True,
+                                        "storage_order": storage_order})
+    sp = np.arange(30).reshape(6, 5) if storage_order == 0 else np.arange(30).reshape(5, 6).T
+    flat = (np.arange(2).reshape(2, 1, 1) * 30 + sp)[None]
+    assert idx.dtype == np.int64
+    for i, v in zip(idx.reshape(-1), y.reshape(-1), strict=True):  # each index points at its max
+        assert x.reshape(-1)[np.argwhere(flat.reshape(-1) == i)[0, 0]] == v
+
+
+def test_max_pool_with_indices_dtypes_and_errors():
+    check_op("max_pool", [_ints((1, 2, 5), np.int16)],
+             dict(kernel_shape=(2,), pads=(1, 1), with_indices=True))
+    check_op("max_pool", [_r(1, 1, 3, 4, 4).astype(np.float16)],
+             dict(kernel_shape=(2, 2, 3), with_indices=True, storage_order=1))
+    t = _infer("max_pool", [_t(1, 1, 4, 4)], kernel_shape=(2, 2), with_indices=True)
+    assert [x.dtype for x in t] == ["float32", "int64"] and t[1].shape == (1, 1, 3, 3)
+    with pytest.raises(OpError, match="storage_order"):
+        _infer("max_pool", [_t(1, 1, 4, 4)], kernel_shape=(2, 2), with_indices=True,
+               storage_order=2)
+
+
+@pytest.mark.parametrize("attrs", POOLS)
 @pytest.mark.parametrize("include", [0, 1])
 def test_average_pool_compute(attrs, include):
     check_op("average_pool", [_r(1, 2, 6, 5)], {**attrs, "count_include_pad": include}, **TOL)

@@ -154,5 +154,38 @@ def test_resize_trilinear_and_dtypes():
     check_op("resize", [_data((1, 2, 2, 2), "int8")], near)
     with pytest.raises(OpError, match="linear mode needs a float"):
         get_op("resize").infer([TensorType((1, 2, 2, 2), "int8")], Attrs.of(attrs))
-    with pytest.raises(OpError, match="mode 'cubic'"):
-        _infer("resize", [(1, 2, 2, 2)], **dict(attrs, mode="cubic"))
+    with pytest.raises(OpError, match="mode 'area'"):
+        _infer("resize", [(1, 2, 2, 2)], **dict(attrs, mode="area"))
+    with pytest.raises(OpError, match="cubic mode needs a float"):
+        get_op("resize").infer([TensorType((1, 2, 2, 2), "int8")],
+                               Attrs.of(dict(attrs, mode="cubic")))
+
+
+@pytest.mark.parametrize("coord", COORDS)
+@pytest.mark.parametrize("mode,extra", [
+    ("cubic", {}), ("cubic", {"cubic_coeff_a": -0.5, "exclude_outside": True}),
+    ("cubic", {"antialias": True}), ("linear", {"antialias": True}),
+    ("linear", {"antialias": True, "exclude_outside": True}),
+])
+def test_resize_kernel_modes(coord, mode, extra):
+    """Cubic and antialiased resizes; dim 2 upscales, dim 3 downscales."""
+    x = _data((1, 2, 3, 7))
+    attrs = {"mode": mode, "coordinate_transformation_mode": coord, "nearest_mode": "floor",
+             "scales": (1.0, 1.0, 2.0, 0.4), "sizes": (1, 2, 6, 2),
+             "roi": (0, 0, 0.1, 0.2, 1, 1, 0.9, 1.2), "extrapolation_value": -3.0, **extra}
+    check_op("resize", [x], attrs, rtol=1e-4, atol=1e-5)
+
+
+def test_resize_cubic_matches_onnx_reference_and_dtypes():
+    from onnx.reference.ops.op_resize import _cubic_coeffs_antialias, _interpolate_nd
+
+    x = _data((1, 1, 9, 4))
+    attrs = {"mode": "cubic", "coordinate_transformation_mode": "half_pixel",
+             "scales": (1.0, 1.0, 1 / 3, 1.75), "sizes": (1, 1, 3, 7), "roi": (),
+             "antialias": True, "cubic_coeff_a": -0.6}
+    (got,) = check_op("resize", [x], attrs, rtol=1e-4, atol=1e-5)
+    expected = _interpolate_nd(x, lambda r, s: _cubic_coeffs_antialias(r, s, A=-0.6),
+                               output_size=[1, 1, 3, 7])
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    check_op("resize", [x.astype("float64")], attrs)
+    check_op("resize", [x.astype("float16")], attrs, rtol=2e-3, atol=2e-3)
