@@ -8,15 +8,27 @@ NNC    := $(VENV)/bin/nnc
 DEMO_MODEL := benchmarks/models/kws.onnx
 DEMO_OUT   := demo_out
 
-.PHONY: install demo test test-fast bench conformance lint clean
+.PHONY: install toolchain demo test test-fast bench conformance lint clean
 
-install: $(VENV)/.installed
+# Debian packages: the Cortex-M cross compiler + C library and the board emulator.
+APT_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+install: $(VENV)/.installed toolchain
+
+toolchain:
+	@if ! command -v gcc >/dev/null || ! command -v arm-none-eabi-gcc >/dev/null \
+	    || ! command -v qemu-system-arm >/dev/null || [ ! -d /usr/lib/arm-none-eabi/newlib ]; then \
+	  echo "installing $(APT_PACKAGES) with apt-get"; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
-	@command -v gcc >/dev/null || (echo "installing gcc" && apt-get update -qq && apt-get install -y -qq gcc)
+	$(PY) -m pip install -q -e ".[test]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -c "import nnc, onnxruntime, pytest"
 	touch $@
 
 $(DEMO_MODEL): install benchmarks/models/mlperf_tiny.py
