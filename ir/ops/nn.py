@@ -18,6 +18,7 @@ Float16 computes in float32 (accumulators, references) and rounds once at the st
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Buffer,
     Expr,
+    KernelBuilder,
     binary,
     call,
     cast,
@@ -221,7 +223,39 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     return [out.astype(dt)]
 
 
+def tap_range(k: int, size: int, out_size: int, s: int, d: int, pb: int) -> tuple[int, int]:
+    """Outputs o in [lo, hi) whose tap k reads inside the input: 0 <= o*s + k*d - pb < size
+    (lo == hi when none does)."""
+    off = k * d - pb
+    lo = max(0, -(off // s))
+    hi = min(out_size, (size - 1 - off) // s + 1)
+    return lo, max(lo, hi)
+
+
+def _maybe_if(b: KernelBuilder, cond: Expr | None) -> AbstractContextManager[None]:
+    return nullcontext() if cond is None else b.if_(cond)
+
+
+CONV_CHANNEL_BLOCK = 4  # input channels summed per update of the accumulator
+CONV_TILE_LIMIT = 1024  # most elements of the local accumulator tile
+
+
+def _row_tile(rows: int, cols: int) -> int:
+    """Rows per accumulator tile: the largest divisor of `rows` whose tile fits the limit
+    (at least 1: a single row however long)."""
+    fits = [r for r in range(1, rows + 1) if rows % r == 0 and r * cols <= CONV_TILE_LIMIT]
+    return max(fits, default=1)
+
+
 def _conv_compute(ctx: ComputeContext) -> None:
+    """Tile form: for each (n, oc, leading spatial dims, tile of output rows) a local tile of
+    R rows x the last spatial dim starts at the bias. Every tap of the last two kernel dims
+    (unrolled at lowering time) adds x * w over only the outputs whose input is in range, so
+    the inner loops are branch-free, contiguous for stride 1 and vectorizable (a whole small
+    plane is one tile, which the C compiler vectorizes across rows too). Input channels go in
+    blocks of CONV_CHANNEL_BLOCK, summed before the tile is updated (fewer tile loads/stores
+    per multiply-accumulate). When the rows come in several tiles, rows that fall into the
+    padding are skipped with an `If`, as are taps of further leading spatial dims (3-D)."""
     b = ctx.b
     x, w = ctx.inputs[0], ctx.inputs[1]
     bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
@@ -234,19 +268,81 @@ def _conv_compute(ctx: ComputeContext) -> None:
     oc_n, cg = w.shape[0], w.shape[1]
     ocg = oc_n // group
     ks = w.shape[2:]
-    acc = b.local(ad)
-    with b.loops(out.shape) as idx:
-        n, oc, osp = idx[0], idx[1], idx[2:]
-        b.store(acc, (), _load(bias, (oc,), ad) if bias is not None else const(0, ad))
-        with b.loop(cg, "c") as icg:
-            ic = icg if group == 1 else (oc // ocg) * cg + icg
-            with b.loops(ks, "k") as kidx:
+    # the tile's dims: rows (the second-last spatial dim; one row for 1-D) x the last dim
+    lead = max(nsp - 2, 0)
+    tile_dims = list(range(lead, nsp))
+    oh_n = out.shape[2 + lead] if nsp >= 2 else 1
+    ow_n = out.shape[-1]
+    rows = _row_tile(oh_n, ow_n)
+    tile = b.local(ad, "tile", shape=(rows, ow_n))
+    with b.loops((*out.shape[: 2 + lead], oh_n // rows)) as outer:
+        n, oc, olead, tix = outer[0], outer[1], outer[2:-1], outer[-1]
+        init = _load(bias, (oc,), ad) if bias is not None else const(0, ad)
+        with b.loops((rows, ow_n), "j") as (r, j):
+            b.store(tile, (r, j), init)
+
+        def accumulate(icgs: Sequence[Expr]) -> None:
+            ics = [icg if group == 1 else (oc // ocg) * cg + icg for icg in icgs]
+            with b.loops(ks[:lead], "k") as klead:
                 pos, cond = window_positions(
-                    osp, kidx, x.shape[2:], out.shape[2:], ks, strides, dil, pb
+                    olead, klead, x.shape[2:2 + lead], out.shape[2:2 + lead], ks[:lead],
+                    strides[:lead], dil[:lead], pb[:lead],
                 )
-                prod = _load(x, (n, ic, *pos), ad) * _load(w, (oc, icg, *kidx), ad)
-                b.store(acc, (), acc[()] + (prod if cond is None else select(cond, prod, 0)))
-        ctx.store(0, idx, cast(acc[()], out.dtype))
+                with _maybe_if(b, cond):
+                    for ktile in np.ndindex(*ks[lead:]):
+                        taps(ics, icgs, pos, klead, ktile)
+
+        def taps(ics: Sequence[Expr], icgs: Sequence[Expr], pos: Sequence[Expr],
+                 klead: Sequence[Expr], ktile: tuple[int, ...]) -> None:
+            ranges = [
+                tap_range(k, x.shape[2 + i], out.shape[2 + i], strides[i], dil[i], pb[i])
+                for i, k in zip(tile_dims, ktile, strict=True)
+            ]
+            if any(hi == lo for lo, hi in ranges):
+                return
+            lo_w, hi_w = ranges[-1]
+            whole = rows == oh_n  # one tile (always for 1-D): loop over the rows in range only
+            lo_h, hi_h = ranges[0] if whole and nsp >= 2 else (0, rows)
+            with b.loop(hi_h - lo_h, "r") as rv:
+                r_e = _add(rv, lo_h)  # row in the tile
+                row_pos: list[Expr] = []
+                row_cond: Expr | None = None
+                if nsp >= 2:
+                    oh = r_e if whole else _mul(tix, rows) + rv
+                    row_pos, row_cond = window_positions(
+                        [oh], [const(ktile[0], "int64")], [x.shape[-2]], [oh_n], [ks[-2]],
+                        [strides[-2]], [dil[-2]], [pb[-2]],
+                    )
+                    row_cond = None if whole else row_cond
+                with _maybe_if(b, row_cond), b.loop(hi_w - lo_w, "j") as t:
+                    o = _add(t, lo_w)
+                    xi = _add(_mul(o, strides[-1]), ktile[-1] * dil[-1] - pb[-1])
+                    kc = tuple(const(k, "int64") for k in ktile)
+                    terms = [
+                        _load(x, (n, ic, *pos, *row_pos, xi), ad)
+                        * _load(w, (oc, icg, *klead, *kc), ad)
+                        for ic, icg in zip(ics, icgs, strict=True)
+                    ]
+                    b.store(tile, (r_e, o), tile[r_e, o] + _tree_sum(terms))
+
+        blk = CONV_CHANNEL_BLOCK if cg >= CONV_CHANNEL_BLOCK else 1
+        nblk, rest = divmod(cg, blk)
+        with b.loop(nblk, "c") as cb:
+            accumulate([_add(_mul(cb, blk), u) for u in range(blk)])
+        if rest:
+            with b.loop(rest, "c") as cr:
+                accumulate([_add(cr, nblk * blk)])
+        with b.loops((rows, ow_n), "j") as (r, j):
+            oi = (_mul(tix, rows) + r,) if nsp >= 2 else ()
+            ctx.store(0, (n, oc, *olead, *oi, j), cast(tile[r, j], out.dtype))
+
+
+def _tree_sum(terms: Sequence[Expr]) -> Expr:
+    """Pairwise sum (shorter dependency chains than a left fold)."""
+    while len(terms) > 1:
+        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
+        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
+    return terms[0]
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -423,7 +519,50 @@ def _gemm_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     return [y.astype(dt)]
 
 
+DOT_LANES = 8  # independent partial sums of a dot product (one vector register of float32)
+
+
+def _dot(b: KernelBuilder, ad: str, k_n: int, term: Any) -> Expr:
+    """sum of term(k) for k < k_n in DOT_LANES partial sums, so the inner loop vectorizes
+    (C compilers keep a single float accumulator serial: float addition is not associative);
+    returns the total (a load of a scalar local)."""
+    lanes = min(DOT_LANES, max(k_n, 1))
+    nblk, rest = divmod(k_n, lanes)
+    part, total = b.local(ad, "part", shape=(lanes,)), b.local(ad, "dot")
+    with b.loop(lanes, "l") as lane:
+        b.store(part, (lane,), const(0, ad))
+    with b.loop(nblk, "k") as kb, b.loop(lanes, "l") as lane:
+        b.store(part, (lane,), part[lane] + term(_mul(kb, lanes) + lane))
+    b.store(total, (), const(0, ad))
+    with b.loop(lanes, "l") as lane:
+        b.store(total, (), total[()] + part[lane])
+    if rest:
+        with b.loop(rest, "k") as kr:
+            b.store(total, (), total[()] + term(_add(kr, nblk * lanes)))
+    return total[()]
+
+
+def _accumulate_rows(b: KernelBuilder, row: Buffer, k_n: int, term: Any) -> None:
+    """row[j] += sum of term(k, j) for k < k_n, j < len(row): k outside in blocks of
+    CONV_CHANNEL_BLOCK summed before the row is updated, j inside (contiguous, vectorizable)."""
+    blk = CONV_CHANNEL_BLOCK if k_n >= CONV_CHANNEL_BLOCK else 1
+    nblk, rest = divmod(k_n, blk)
+
+    def update(ks: Sequence[Expr]) -> None:
+        with b.loop(row.shape[0], "j") as j:
+            b.store(row, (j,), row[j] + _tree_sum([term(k, j) for k in ks]))
+
+    with b.loop(nblk, "k") as kb:
+        update([_add(_mul(kb, blk), u) for u in range(blk)])
+    if rest:
+        with b.loop(rest, "k") as kr:
+            update([_add(kr, nblk * blk)])
+
+
 def _gemm_compute(ctx: ComputeContext) -> None:
+    """B not transposed: a local row of the output accumulates A[m, k] * B[k, :] (contiguous
+    rows of B). B transposed: each output is a dot product over contiguous rows, with
+    DOT_LANES partial sums."""
     b = ctx.b
     a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
     c_buf = ctx.inputs[2] if len(ctx.inputs) > 2 else None
@@ -433,18 +572,29 @@ def _gemm_compute(ctx: ComputeContext) -> None:
     ta, tb = bool(ctx.attr("trans_a", 0)), bool(ctx.attr("trans_b", 0))
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     k_n = a_buf.shape[0] if ta else a_buf.shape[1]
-    acc = b.local(ad)
-    with b.loops(out.shape) as (m, n):
-        b.store(acc, (), const(0, ad))
-        with b.loop(k_n, "k") as k:
-            av = _load(a_buf, (k, m) if ta else (m, k), ad)
-            bv = _load(b_buf, (n, k) if tb else (k, n), ad)
-            b.store(acc, (), acc[()] + av * bv)
-        y = acc[()] if alpha == 1.0 else acc[()] * alpha
+    m_n, n_n = out.shape
+
+    def a_at(m: Expr, k: Expr) -> Expr:
+        return _load(a_buf, (k, m) if ta else (m, k), ad)
+
+    def finish(m: Expr, n: Expr, acc: Expr) -> None:
+        y = acc if alpha == 1.0 else acc * alpha
         if c_buf is not None and beta != 0.0:
             cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
             y = y + (cv if beta == 1.0 else cv * beta)
         ctx.store(0, (m, n), cast(y, out.dtype))
+
+    if tb:
+        with b.loops(out.shape) as (m, n):
+            finish(m, n, _dot(b, ad, k_n, lambda k: a_at(m, k) * _load(b_buf, (n, k), ad)))
+        return
+    row = b.local(ad, "row", shape=(n_n,))
+    with b.loop(m_n, "m") as m:
+        with b.loop(n_n, "j") as j:
+            b.store(row, (j,), const(0, ad))
+        _accumulate_rows(b, row, k_n, lambda k, j: a_at(m, k) * _load(b_buf, (k, j), ad))
+        with b.loop(n_n, "j") as j:
+            finish(m, j, row[j])
 
 
 def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -491,6 +641,8 @@ def _matmul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.
 
 
 def _matmul_compute(ctx: ComputeContext) -> None:
+    """As gemm: a local output row accumulates A[..., m, k] * B[..., k, :]; with a 1-D B each
+    output is a dot product with DOT_LANES partial sums."""
     b = ctx.b
     a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
     assert a_buf is not None and b_buf is not None
@@ -499,18 +651,29 @@ def _matmul_compute(ctx: ComputeContext) -> None:
     ra, rb = len(a_buf.shape), len(b_buf.shape)
     k_n = a_buf.shape[-1]
     nbatch = len(out.shape) - (ra >= 2) - (rb >= 2)
-    acc = b.local(ad)
-    with b.loops(out.shape) as idx:
+
+    def a_idx(batch: Sequence[Expr], m: Expr | None, k: Expr) -> tuple[Expr, ...]:
+        return (*broadcast_index(a_buf.shape[:-2], batch), m, k) if m is not None else (k,)
+
+    if rb == 1:
+        with b.loops(out.shape) as idx:
+            m = idx[-1] if ra >= 2 else None
+            dot = _dot(b, ad, k_n, lambda k: _load(a_buf, a_idx(idx[:nbatch], m, k), ad)
+                       * _load(b_buf, (k,), ad))
+            ctx.store(0, idx, cast(dot, out.dtype))
+        return
+    n_n = out.shape[-1]
+    row = b.local(ad, "row", shape=(n_n,))
+    with b.loops(out.shape[:-1]) as idx:
         batch = idx[:nbatch]
-        rest = list(idx[nbatch:])
-        m = rest.pop(0) if ra >= 2 else None
-        n = rest.pop(0) if rb >= 2 else None
-        b.store(acc, (), const(0, ad))
-        with b.loop(k_n, "k") as k:
-            ai = (*broadcast_index(a_buf.shape[:-2], batch), m, k) if m is not None else (k,)
-            bi = (*broadcast_index(b_buf.shape[:-2], batch), k, n) if n is not None else (k,)
-            b.store(acc, (), acc[()] + _load(a_buf, ai, ad) * _load(b_buf, bi, ad))
-        ctx.store(0, idx, cast(acc[()], out.dtype))
+        m = idx[nbatch] if ra >= 2 else None
+        with b.loop(n_n, "j") as j:
+            b.store(row, (j,), const(0, ad))
+        bb = broadcast_index(b_buf.shape[:-2], batch)
+        _accumulate_rows(b, row, k_n, lambda k, j: _load(a_buf, a_idx(batch, m, k), ad)
+                         * _load(b_buf, (*bb, k, j), ad))
+        with b.loop(n_n, "j") as j:
+            ctx.store(0, (*idx, j), cast(row[j], out.dtype))
 
 
 def _matmul_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:

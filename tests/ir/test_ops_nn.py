@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnc.ir.graph import Attrs
-from nnc.ir.ops import OpError, get_op
+from nnc.ir.ops import OpError, get_op, nn
 from nnc.ir.types import TensorType
 from nnc.testing import check_op
 
@@ -52,6 +52,21 @@ def test_conv_compute_dtypes():
              rtol=2e-3, atol=2e-3)
     check_op("conv", [x.astype(np.float64), w.astype(np.float64)], {})
     check_op("conv", [_ints((1, 2, 4, 4), np.int32), _ints((2, 2, 2, 2), np.int32)], {})
+
+
+@pytest.mark.parametrize("xshape,wshape,attrs", [
+    ((1, 6, 4, 5), (3, 6, 3, 3), dict(pads=(1, 1, 1, 1))),  # channel blocks of 4 + a rest of 2
+    ((1, 9, 5, 6), (6, 3, 3, 2), dict(group=3, strides=(2, 1), pads=(2, 0, 1, 1))),
+    ((1, 4, 6, 5), (2, 4, 2, 3), dict(pads=(1, 2, 1, 0), dilations=(2, 1))),
+    ((1, 5, 9), (2, 5, 4), dict(strides=(2,), pads=(3, 1), dilations=(2,))),
+    ((1, 4, 3, 4, 3), (2, 4, 3, 2, 2), dict(pads=(2, 0, 1, 1, 1, 0), strides=(2, 1, 2))),
+])
+@pytest.mark.parametrize("tile_limit", [1024, 5, 1])
+def test_conv_compute_blocks_and_tiles(monkeypatch, xshape, wshape, attrs, tile_limit):
+    """Channel blocks and their rest; one whole-plane tile, several row tiles (rows in the
+    padding skipped at run time) and one-row tiles; taps whose range is empty."""
+    monkeypatch.setattr(nn, "CONV_TILE_LIMIT", tile_limit)
+    check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, **TOL)
 
 
 @pytest.mark.parametrize("xshape,wshape,attrs", [
@@ -114,6 +129,15 @@ def test_gemm_compute(attrs, cshape):
     check_op("gemm", [a, b] + ([_r(*cshape)] if cshape else []), attrs, **TOL)
 
 
+@pytest.mark.parametrize("k", [1, 5, 8, 13, 19])
+@pytest.mark.parametrize("trans_b", [0, 1])
+def test_gemm_reduction_lengths(k, trans_b):
+    """Row accumulation in blocks of 4 plus a rest; dot products in 8 lanes plus a rest."""
+    b = _r(3, k) if trans_b else _r(k, 3)
+    check_op("gemm", [_r(2, k), b, _r(3)], dict(trans_b=trans_b), **TOL)
+    check_op("gemm", [_ints((2, k), np.int32), _ints(b.shape, np.int32)], dict(trans_b=trans_b))
+
+
 def test_gemm_integer_and_errors():
     check_op("gemm", [_ints((2, 3), np.int64), _ints((3, 2), np.int64), _ints((2,), np.int64)],
              dict(alpha=2.0, beta=3.0))
@@ -127,7 +151,7 @@ def test_gemm_integer_and_errors():
 
 @pytest.mark.parametrize("ashape,bshape", [
     ((3, 4), (4, 2)), ((2, 1, 3, 4), (3, 4, 2)), ((4,), (2, 4, 3)), ((2, 3, 4), (4,)),
-    ((4,), (4,)),
+    ((4,), (4,)), ((2, 13), (13, 3)), ((2, 3, 19), (19,)), ((11,), (11,)),
 ])
 def test_matmul_compute(ashape, bshape):
     check_op("matmul", [_r(*ashape), _r(*bshape)], {}, **TOL)
