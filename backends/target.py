@@ -3,15 +3,19 @@
 >>> t = parse_target("host")
 >>> t.kind
 'host'
+>>> m7 = parse_target("cortex-m7", ram="512K", flash="2M")
+>>> (m7.mcpu, m7.ram_bytes, m7.flash_bytes)
+('cortex-m7', 524288, 2097152)
 >>> parse_target("pdp-11")
 Traceback (most recent call last):
 ...
-ValueError: unknown target 'pdp-11'; known targets: host
+ValueError: unknown target 'pdp-11'; known targets: cortex-m4, cortex-m55, cortex-m7, host
 """
 
 from __future__ import annotations
 
 import platform
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +57,27 @@ class Target:
 
     def with_cc(self, cc: str) -> Target:
         return replace(self, cc=cc)
+
+    def with_memory(self, ram_bytes: int | str | None = None,
+                    flash_bytes: int | str | None = None) -> Target:
+        """This target with other RAM/flash sizes (bytes, or strings like "512K"); None keeps."""
+        if self.is_host and (ram_bytes is not None or flash_bytes is not None):
+            raise ValueError("the host target has no RAM/flash limits to override")
+        ram = self.ram_bytes if ram_bytes is None else parse_size(ram_bytes, "RAM")
+        flash = self.flash_bytes if flash_bytes is None else parse_size(flash_bytes, "flash")
+        return replace(self, ram_bytes=ram, flash_bytes=flash)
+
+    @property
+    def arch_flags(self) -> tuple[str, ...]:
+        """-mcpu/-mfpu/-mfloat-abi/-mthumb of a microcontroller target (empty for the host)."""
+        if self.mcpu is None:
+            return ()
+        flags = [f"-mcpu={self.mcpu}", "-mthumb"]
+        if self.fpu:
+            flags.append(f"-mfpu={self.fpu}")
+        if self.float_abi:
+            flags.append(f"-mfloat-abi={self.float_abi}")
+        return tuple(flags)
 
     def __str__(self) -> str:
         isa = f" {self.vector_isa}" if self.vector_isa else ""
@@ -106,17 +131,98 @@ def host_target(**overrides: Any) -> Target:
     return replace(base, **overrides)
 
 
-# name -> factory; Cortex-M targets register here when they arrive.
-KNOWN_TARGETS: dict[str, Callable[[], Target]] = {"host": host_target}
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "KB": 1 << 10, "KIB": 1 << 10, "M": 1 << 20,
+          "MB": 1 << 20, "MIB": 1 << 20, "G": 1 << 30, "GB": 1 << 30, "GIB": 1 << 30}
 
 
-def parse_target(spec: str | Target) -> Target:
-    """Target from its name (`"host"`); a Target passes through unchanged."""
+def parse_size(size: int | str, what: str = "size") -> int:
+    """Bytes from an int or a string with a binary unit: "512K" -> 524288, "2M", "1.5M", "4096".
+
+    >>> parse_size("512K"), parse_size("2MiB"), parse_size(100)
+    (524288, 2097152, 100)
+    """
+    if isinstance(size, bool):
+        raise ValueError(f"{what} {size!r} is not a size")
+    if isinstance(size, int):
+        value = size
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", str(size))
+        unit = match.group(2).upper() if match else ""
+        if match is None or unit not in _UNITS:
+            raise ValueError(f"{what} {size!r} is not a size; write e.g. 512K, 2M or 65536")
+        value = int(float(match.group(1)) * _UNITS[unit])
+    if value <= 0:
+        raise ValueError(f"{what} must be positive, got {size!r}")
+    return value
+
+
+def format_size(n: int) -> str:
+    """The shortest exact spelling of `n` bytes: 524288 -> "512K", 100 -> "100"."""
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{unit}"
+    return str(n)
+
+
+# Cortex-M targets. RAM/flash default to the QEMU board each one runs on (see
+# backends/cortex_m/boards.py): mps2-an500 (M7) and mps2-an386 (M4) map 4 MiB of code memory
+# at 0x0 (our "flash") and 4 MiB of data SRAM at 0x20000000; mps3-an547 (M55) is described there.
+CORTEX_M_CC = "arm-none-eabi-gcc"
+MIB = 1 << 20
+
+
+def cortex_m_target(name: str, mcpu: str, fpu: str | None, features: tuple[str, ...],
+                    ram_bytes: int, flash_bytes: int, vector_isa: str | None,
+                    vector_bits: int) -> Target:
+    return Target(name=name, kind="cortex-m", cc=CORTEX_M_CC, cflags=COMMON_CFLAGS,
+                  vector_isa=vector_isa, vector_bits=vector_bits, mcpu=mcpu, fpu=fpu,
+                  float_abi="hard", features=features, ram_bytes=ram_bytes,
+                  flash_bytes=flash_bytes)
+
+
+def cortex_m7() -> Target:
+    """Cortex-M7 with double-precision FPU and DSP extension (emulated: mps2-an500)."""
+    return cortex_m_target("cortex-m7", "cortex-m7", "fpv5-d16", ("dsp", "fpu-dp"),
+                           4 * MIB, 4 * MIB, "dsp", 32)
+
+
+def cortex_m4() -> Target:
+    """Cortex-M4F with single-precision FPU and DSP extension (emulated: mps2-an386)."""
+    return cortex_m_target("cortex-m4", "cortex-m4", "fpv4-sp-d16", ("dsp", "fpu-sp"),
+                           4 * MIB, 4 * MIB, "dsp", 32)
+
+
+def cortex_m55() -> Target:
+    """Cortex-M55 with Helium (MVE integer + float) (emulated: mps3-an547). -mfpu=auto lets
+    -mcpu pick the FPU and MVE; memory as QEMU's board: 8 MiB QSPI for code and weights, 4 MiB
+    SSE-300 SRAM for data."""
+    return cortex_m_target("cortex-m55", "cortex-m55", "auto", ("dsp", "mve", "mve-fp", "fpu-dp"),
+                           4 * MIB, 8 * MIB, "mve", 128)
+
+
+# name -> factory
+KNOWN_TARGETS: dict[str, Callable[[], Target]] = {
+    "host": host_target,
+    "cortex-m7": cortex_m7,
+    "cortex-m4": cortex_m4,
+    "cortex-m55": cortex_m55,
+}
+
+
+def parse_target(spec: str | Target, ram: int | str | None = None,
+                 flash: int | str | None = None) -> Target:
+    """Target from its name (`"host"`, `"cortex-m7"`); a Target passes through unchanged.
+
+    `ram`/`flash` override a microcontroller's memory sizes (bytes or "512K", "2M")."""
     if isinstance(spec, Target):
-        return spec
-    name = spec.strip().lower()
-    factory = KNOWN_TARGETS.get(name)
-    if factory is None:
-        known = ", ".join(sorted(KNOWN_TARGETS))
-        raise ValueError(f"unknown target {spec!r}; known targets: {known}")
-    return factory()
+        target = spec
+    else:
+        name = spec.strip().lower()
+        factory = KNOWN_TARGETS.get(name)
+        if factory is None:
+            known = ", ".join(sorted(KNOWN_TARGETS))
+            raise ValueError(f"unknown target {spec!r}; known targets: {known}")
+        target = factory()
+    if ram is None and flash is None:
+        return target
+    return target.with_memory(ram, flash)

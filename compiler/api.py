@@ -34,11 +34,11 @@ from nnc.passes.manager import PassError, PassManager
 METADATA = "nnc.json"
 
 
-def _target(name: str) -> Any:
+def _target(name: str, ram: int | str | None = None, flash: int | str | None = None) -> Any:
     from nnc.backends.target import parse_target
 
     try:
-        return parse_target(name)
+        return parse_target(name, ram=ram, flash=flash)
     except ValueError as e:
         raise NncError(str(e)) from None
 
@@ -49,7 +49,8 @@ class CompiledModel:
     def __init__(self, source_dir: Path, info: dict[str, Any], keep: Any = None) -> None:
         self.source_dir = Path(source_dir)
         self.info = info
-        self.target = _target(info["target"])
+        self.target = _target(info["target"], info.get("ram_bytes_limit"),
+                              info.get("flash_bytes_limit"))
         self.compile_time_s: dict[str, float] = info.get("compile_time_s", {})
         self._runner: Any = None
         self._keep = keep  # a TemporaryDirectory that lives as long as this object
@@ -84,17 +85,28 @@ class CompiledModel:
                 feeds[d["name"]] = rng.integers(0, 10, d["shape"]).astype(dt)
         return feeds
 
-    def _host(self) -> Any:
-        if self._runner is None:
-            from nnc.backends.c.run import HostModel
+    @property
+    def is_device(self) -> bool:
+        """True for microcontroller targets: runs go through the emulated board (QEMU)."""
+        return bool(self.target.kind != "host")
 
-            self._runner = HostModel(self.source_dir)
+    def _runner_for_target(self) -> Any:
+        if self._runner is None:
+            if self.is_device:
+                from nnc.backends.cortex_m.run import DeviceModel
+
+                self._runner = DeviceModel(self.source_dir)
+            else:
+                from nnc.backends.c.run import HostModel
+
+                self._runner = HostModel(self.source_dir)
         return self._runner
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Run once; `inputs`/result keyed by the ONNX input/output names."""
+        """Run once (host: in-process; Cortex-M: on the emulated board); `inputs`/result keyed
+        by the ONNX input/output names."""
         self.check_inputs(inputs)
-        return dict(self._host().run(dict(inputs)))
+        return dict(self._runner_for_target().run(dict(inputs)))
 
     def check_inputs(self, inputs: Mapping[str, np.ndarray]) -> None:
         expected = {d["name"]: d for d in self.inputs}
@@ -115,14 +127,30 @@ class CompiledModel:
 
     def benchmark(self, warmup: int = 10, repeat: int = 100,
                   inputs: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+        """Host: latency over `repeat` timed runs. Cortex-M: one run on the emulated board with
+        exact instruction counts (whole model and per layer), RAM and flash."""
         if inputs is not None:
             self.check_inputs(inputs)
+        if self.is_device:
+            return dict(self._runner_for_target().benchmark(inputs=inputs))
         if not (self.source_dir / "bench").exists():
             raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
                            "(bench=False); compile again to benchmark")
-        result = dict(self._host().benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
+        result = dict(self._runner_for_target().benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
         result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
         return result
+
+
+def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
+                prefix: str, bench: bool) -> None:
+    from nnc.backends.c.build import BuildError, build_project, write_project
+
+    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level)
+    try:
+        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench)
+    except BuildError as e:
+        raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
+                       f"report it): {str(e).splitlines()[0]}") from e
 
 
 def _io_desc(graph: Graph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -142,13 +170,16 @@ def compile(  # noqa: A001 - the public name users expect
     opt_level: int = 3,
     prefix: str = "nnc",
     bench: bool = True,
+    ram: int | str | None = None,
+    flash: int | str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
     With `output_dir` the project is written there (built in a temporary directory next to it and
     renamed into place only on success); without, into a temporary directory that lives as long as
-    the returned object. `bench=False` skips linking the benchmark executable."""
-    tgt = _target(target)
+    the returned object. `bench=False` skips linking the host benchmark executable. `ram`/`flash`
+    override a microcontroller target's memory sizes (bytes or "512K", "2M")."""
+    tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = import_model(model, input_shapes)
@@ -164,7 +195,6 @@ def compile(  # noqa: A001 - the public name users expect
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
-    from nnc.backends.c.build import BuildError, build_project, write_project
     from nnc.backends.c.emit import emit_c
 
     t0 = time.perf_counter()
@@ -175,6 +205,8 @@ def compile(  # noqa: A001 - the public name users expect
     memory = pm.facts.get("memory", {})
     info: dict[str, Any] = {
         "target": tgt.name,
+        "ram_bytes_limit": tgt.ram_bytes,
+        "flash_bytes_limit": tgt.flash_bytes,
         "prefix": prefix,
         "inputs": inputs,
         "outputs": outputs,
@@ -203,12 +235,15 @@ def compile(  # noqa: A001 - the public name users expect
         staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         t0 = time.perf_counter()
-        write_project(files, staging, tgt, prefix=prefix, opt_level=opt_level)
-        try:
-            build_project(staging, tgt, opt_level=opt_level, prefix=prefix, bench=bench)
-        except BuildError as e:
-            raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
-                           f"report it): {str(e).splitlines()[0]}") from e
+        if tgt.kind == "host":
+            _build_host(files, staging, tgt, opt_level, prefix, bench)
+        else:
+            from nnc.backends.cortex_m.build import build_firmware
+
+            fw = build_firmware(files, staging, tgt, module, opt_level=opt_level, prefix=prefix)
+            info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
+                                fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
+                                "ram_bytes": fw.arena_bytes + fw.stack_bytes}
         times["c_compiler"] = time.perf_counter() - t0
         info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
         (staging / METADATA).write_text(json.dumps(info, indent=1))

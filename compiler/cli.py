@@ -28,12 +28,20 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         output_dir=args.output,
         pipeline=args.pipeline,
         dump_ir=args.dump_ir,
+        ram=args.ram,
+        flash=args.flash,
     )
     t = model.compile_time_s
+    info = model.info
     print(f"compiled {args.model} for {model.target.name} into {model.source_dir}")
-    print(f"  kernels {model.info['num_kernels']}, MACs {model.info['macs']:,}, "
-          f"weights {model.info['weight_bytes']:,} B, arena {model.info['arena_bytes']:,} B "
-          f"(floor {model.info['arena_floor_bytes']:,} B)")
+    print(f"  kernels {info['num_kernels']}, MACs {info['macs']:,}, "
+          f"weights {info['weight_bytes']:,} B, arena {info['arena_bytes']:,} B "
+          f"(floor {info['arena_floor_bytes']:,} B)")
+    if "firmware" in info:
+        fw = info["firmware"]
+        print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
+              f"RAM {fw['ram_bytes']:,} B (arena + {fw['stack_bytes']:,} B stack) of "
+              f"{info['ram_bytes_limit']:,} B")
     print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
     return 0
 
@@ -77,11 +85,36 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     result = model.benchmark(warmup=args.warmup, repeat=args.repeat)
     if args.json:
         print(json.dumps(result, indent=2))
+    elif model.is_device:
+        print(_device_report(result))
     else:
         lat = result["latency_ms"]
         print(f"{result['target']}: median {lat['median']:.4f} ms, min {lat['min']:.4f} ms, "
               f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs")
     return 0
+
+
+def _device_report(r: dict) -> str:
+    """Per-layer profile and totals of one run on an emulated board."""
+    rows = [("#", "layer", "op", "instructions", "MACs", "instr/MAC", "share")]
+    total = max(int(r["instructions"]), 1)
+    for i, lay in enumerate(r["layers"]):
+        ipm = lay.get("instructions_per_mac")
+        rows.append((str(i), lay["name"] or lay.get("kernel", ""), lay["op"],
+                     f"{lay['instructions']:,}", f"{lay['macs']:,}",
+                     f"{ipm:.2f}" if ipm else "-", f"{100 * lay['instructions'] / total:.1f}%"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if k in (1, 2) else c.rjust(w)
+                       for k, (c, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+    ipm_total = r.get("instructions_per_mac")
+    lines += [
+        "",
+        f"{r['target']} ({r['board']}): {r['instructions']:,} instructions (emulated, not cycles), "
+        f"{r['macs']:,} MACs, {ipm_total if ipm_total is not None else '-'} instructions/MAC",
+        f"RAM {r['ram_bytes']:,} B (arena {r['arena_bytes']:,} + scratch {r['scratch_bytes']:,} "
+        f"+ stack {r['stack_bytes']:,}), flash {r['flash_bytes']:,} B",
+    ]
+    return "\n".join(lines)
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -106,10 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compile", help="compile an ONNX model into a C project and build it")
     c.add_argument("model")
-    c.add_argument("--target", default="host", help="target (default: host)")
+    c.add_argument("--target", default="host",
+                   help="host, cortex-m7, cortex-m4 or cortex-m55 (default: host)")
     c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
+    c.add_argument("--ram", help="RAM of the real part, e.g. 512K (default: the emulated board's)")
+    c.add_argument("--flash", help="flash of the real part, e.g. 2M (default: the board's)")
     c.add_argument("--pipeline", help="pass pipeline (default: the target's)")
     c.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass into DIR")
     c.set_defaults(fn=_cmd_compile)
@@ -120,7 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--outputs", help="write the outputs to this .npz")
     r.set_defaults(fn=_cmd_run)
 
-    b = sub.add_parser("bench", help="benchmark a compiled model")
+    b = sub.add_parser("bench", help="benchmark a compiled model (host: latency; Cortex-M: "
+                       "instruction counts per layer on the emulated board)")
     b.add_argument("dir")
     b.add_argument("--json", action="store_true")
     b.add_argument("--warmup", type=int, default=10)

@@ -1,0 +1,260 @@
+"""Run a Cortex-M firmware in QEMU: `DeviceModel(out_dir)` with `run` and `benchmark`.
+
+    >>> dev = DeviceModel("out")                                 # doctest: +SKIP
+    >>> y = dev.run({"input": x})["output"]                      # doctest: +SKIP
+    >>> dev.benchmark()["instructions"]                          # doctest: +SKIP
+
+QEMU runs with `-icount shift=7,align=off,sleep=off`: the virtual clock advances exactly 2^7 ns
+per guest instruction, so the board timer (tick_hz) read around the model and each kernel gives
+exact, repeatable instruction counts: instructions = ticks * (1e9 / tick_hz) / 128. These are
+instructions executed by the emulator, not cycles of a real core (no pipeline, cache or wait
+states are modelled). Everything is read from `device.json` next to `firmware.elf`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nnc.backends.cortex_m.boards import BOARDS, Board
+from nnc.backends.cortex_m.build import DEVICE_JSON, FIRMWARE
+from nnc.backends.cortex_m.toolchain import QEMU, find_qemu
+from nnc.compiler.errors import NncError
+
+ICOUNT_SHIFT = 7
+NS_PER_INSTRUCTION = 1 << ICOUNT_SHIFT
+DEFAULT_TIMEOUT_S = 120.0
+COUNT_NOTE = "instructions executed in QEMU (emulated), not cycles"
+
+_RESULT = re.compile(r"^NNC_RESULT status=(-?\d+) total_ticks=(\d+) layers=(\d+) "
+                     r"stack_bytes=(\d+)", re.M)
+_LAYER = re.compile(r"^NNC_LAYER (\d+) ticks=(\d+)", re.M)
+_FAULT = re.compile(r"NNC_FAULT (\w+) layer=(-?\d+) pc=(0x[0-9a-f]+)")
+_ERROR = re.compile(r"^NNC_ERROR (.*)$", re.M)
+
+
+def qemu_command(qemu: str, board: Board, elf: str | Path,
+                 monitor: str | Path | None = None) -> list[str]:
+    """The QEMU command line that runs `elf` on `board` with deterministic instruction counting
+    and semihosting (files relative to QEMU's working directory)."""
+    mon = f"unix:{monitor},server=on,wait=off" if monitor else "none"
+    return [qemu, "-M", board.qemu_machine, *board.qemu_args,
+            "-icount", f"shift={ICOUNT_SHIFT},align=off,sleep=off",
+            "-semihosting-config", "enable=on,target=native",
+            "-nographic", "-monitor", mon, "-serial", "null", "-kernel", str(elf)]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRun:
+    """One firmware run: outputs by name, timer ticks in total and per layer, measured stack."""
+
+    outputs: dict[str, np.ndarray]
+    total_ticks: int
+    layer_ticks: tuple[int, ...]
+    stack_bytes: int
+    wall_s: float
+    stdout: str
+
+
+class DeviceModel:
+    """A firmware built by `build_firmware` in `out_dir`, run in QEMU on its emulated board."""
+
+    def __init__(self, out_dir: str | Path, qemu: str = QEMU,
+                 timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self.out_dir = Path(out_dir)
+        meta_path = self.out_dir / DEVICE_JSON
+        self.elf = self.out_dir / FIRMWARE
+        if not meta_path.exists() or not self.elf.exists():
+            raise NncError(f"{self.out_dir}: no {FIRMWARE} with {DEVICE_JSON}; compile for a "
+                           "Cortex-M target first")
+        self.info: dict[str, Any] = json.loads(meta_path.read_text())
+        board = self.info.get("board")
+        if board not in BOARDS:
+            raise NncError(f"{meta_path}: unknown board {board!r}; known boards: "
+                           f"{', '.join(sorted(BOARDS))}")
+        self.board = BOARDS[board]
+        self.qemu = qemu
+        self.timeout_s = timeout_s
+        self.inputs: list[dict[str, Any]] = list(self.info["inputs"])
+        self.outputs: list[dict[str, Any]] = list(self.info["outputs"])
+        self.layers: list[dict[str, Any]] = list(self.info["layers"])
+
+    @property
+    def target(self) -> str:
+        return str(self.info["target"])
+
+    def ticks_to_instructions(self, ticks: int) -> int:
+        return round(ticks * (1e9 / self.board.tick_hz) / NS_PER_INSTRUCTION)
+
+    # ---- running
+
+    def _check_inputs(self, inputs: Mapping[str, Any]) -> list[np.ndarray]:
+        known = [d["name"] for d in self.inputs]
+        unknown = [n for n in inputs if n not in known]
+        missing = [n for n in known if n not in inputs]
+        if unknown or missing:
+            raise NncError(f"inputs do not match the model: missing {missing}, unexpected "
+                           f"{unknown}; the model's inputs are {known}")
+        arrays = []
+        for d in self.inputs:
+            arr = np.asarray(inputs[d["name"]])
+            if tuple(arr.shape) != tuple(d["shape"]) or str(arr.dtype) != d["dtype"]:
+                raise NncError(f"input '{d['name']}' is {arr.dtype}{list(arr.shape)} but the "
+                               f"model expects {d['dtype']}{list(d['shape'])}")
+            arrays.append(np.ascontiguousarray(arr))
+        return arrays
+
+    def _check_fits_board(self) -> None:
+        fw = self.info.get("firmware", {})
+        flash, ram = fw.get("flash_bytes", 0), fw.get("static_ram_bytes", 0)
+        b = self.board
+        if flash > b.flash_bytes or ram > b.ram_bytes:
+            raise NncError(f"this firmware needs {flash:,} B of flash and {ram:,} B of RAM but "
+                           f"the emulated board {b.name} has {b.flash_bytes:,} B and "
+                           f"{b.ram_bytes:,} B; it can be built for a bigger part but not run "
+                           "in QEMU")
+
+    def execute(self, inputs: Mapping[str, Any] | None = None,
+                timeout_s: float | None = None) -> DeviceRun:
+        """Run the firmware once; inputs default to the firmware's pseudo-random data."""
+        arrays = self._check_inputs(inputs) if inputs is not None else None
+        self._check_fits_board()
+        qemu = find_qemu(self.qemu)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        with tempfile.TemporaryDirectory(prefix="nnc_qemu_") as tmp:
+            work = Path(tmp)
+            for i, arr in enumerate(arrays or []):
+                arr.astype(arr.dtype.newbyteorder("<"), copy=False).tofile(work / f"input{i}.bin")
+            monitor = work / "monitor.sock"
+            cmd = qemu_command(qemu, self.board, self.elf.resolve(), monitor)
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    text=True, errors="replace")
+            try:
+                stdout, _ = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                layer = self._read_current_layer(monitor)
+                proc.kill()
+                proc.communicate()
+                raise NncError(f"the firmware timed out after {timeout:g} s "
+                               f"{self._where(layer)} on the emulated {self.board.name}") from None
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+            wall = time.perf_counter() - start
+            self._check_exit(proc.returncode, stdout)
+            outputs = {}
+            for i, d in enumerate(self.outputs):
+                path = work / f"output{i}.bin"
+                data = path.read_bytes() if path.exists() else b""
+                if len(data) != d["nbytes"]:
+                    raise NncError(f"the firmware wrote {len(data)} B for output '{d['name']}', "
+                                   f"expected {d['nbytes']} B")
+                dtype = np.dtype(d["dtype"]).newbyteorder("<")
+                outputs[d["name"]] = (np.frombuffer(data, dtype).astype(d["dtype"])
+                                      .reshape(d["shape"]))
+        result = _RESULT.search(stdout)
+        assert result is not None  # _check_exit made sure
+        ticks = [0] * int(result[3])
+        for m in _LAYER.finditer(stdout):
+            ticks[int(m[1])] = int(m[2])
+        return DeviceRun(outputs, int(result[2]), tuple(ticks), int(result[4]), wall, stdout)
+
+    def _where(self, layer: int | None) -> str:
+        if layer is None or layer < 0 or layer >= len(self.layers):
+            return "outside the model's layers" if layer is not None else "(layer unknown)"
+        lay = self.layers[layer]
+        return f"in layer {layer} ({lay['op']} {lay['name']!r})"
+
+    def _check_exit(self, rc: int, stdout: str) -> None:
+        fault = _FAULT.search(stdout)
+        if fault:
+            raise NncError(f"the firmware crashed with a {fault[1]} {self._where(int(fault[2]))} "
+                           f"at pc={fault[3]} on the emulated {self.board.name}")
+        error = _ERROR.search(stdout)
+        if error:
+            raise NncError(f"the firmware reported an error: {error[1]}")
+        result = _RESULT.search(stdout)
+        if rc != 0 or result is None or "NNC_END" not in stdout:
+            tail = " | ".join(stdout.strip().splitlines()[-3:])
+            status = f" (model status {result[1]})" if result else ""
+            raise NncError(f"the firmware failed on the emulated {self.board.name}: QEMU exit "
+                           f"code {rc}{status}; last output: {tail or 'none'}")
+
+    def _read_current_layer(self, monitor: Path) -> int | None:
+        """nnc_current_layer of a running (hung) firmware, through QEMU's monitor."""
+        addr = self.info.get("current_layer_address")
+        if addr is None or not monitor.exists():
+            return None
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(2.0)
+                s.connect(str(monitor))
+                s.sendall(f"xp /1wx {addr:#x}\n".encode())
+                reply = b""
+                deadline = time.monotonic() + 2.0
+                pattern = re.compile(rb"%x:\s+0x([0-9a-f]+)" % addr)
+                while time.monotonic() < deadline:
+                    reply += s.recv(4096)
+                    m = pattern.search(reply)
+                    if m:
+                        value = int(m.group(1), 16)
+                        return value - (1 << 32) if value >= 1 << 31 else value
+        except OSError:
+            return None
+        return None
+
+    def run(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Run once on the emulated board; returns {output name: array}."""
+        return self.execute(inputs).outputs
+
+    __call__ = run
+
+    def benchmark(self, inputs: Mapping[str, Any] | None = None,
+                  timeout_s: float | None = None) -> dict[str, Any]:
+        """Instruction counts (whole model and per layer), RAM and flash of one run."""
+        r = self.execute(inputs, timeout_s)
+        fw = self.info.get("firmware", {})
+        macs = int(self.info["macs"])
+        instructions = self.ticks_to_instructions(r.total_ticks)
+        layers = []
+        for lay, ticks in zip(self.layers, r.layer_ticks, strict=False):
+            n = self.ticks_to_instructions(ticks)
+            layers.append({"name": lay["name"], "op": lay["op"], "kernel": lay["kernel"],
+                           "instructions": n, "macs": lay["macs"],
+                           "instructions_per_mac": round(n / lay["macs"], 3) if lay["macs"]
+                           else None})
+        stack = int(fw.get("stack_bytes", 0))
+        arena, scratch = int(self.info["arena_bytes"]), int(self.info.get("scratch_bytes", 0))
+        return {
+            "target": self.target,
+            "board": self.board.name,
+            "note": COUNT_NOTE,
+            "instructions": instructions,
+            "instructions_per_mac": round(instructions / macs, 3) if macs else None,
+            "macs": macs,
+            "ram_bytes": arena + scratch + stack,
+            "arena_bytes": arena,
+            "scratch_bytes": scratch,
+            "stack_bytes": stack,
+            "stack_measured_bytes": r.stack_bytes,
+            "static_ram_bytes": int(fw.get("static_ram_bytes", 0)),
+            "flash_bytes": int(fw.get("flash_bytes", 0)),
+            "weight_bytes": int(self.info.get("weight_bytes", 0)),
+            "ticks": r.total_ticks,
+            "tick_hz": self.board.tick_hz,
+            "emulator_wall_s": round(r.wall_s, 3),
+            "layers": layers,
+        }
