@@ -1,5 +1,6 @@
 # nnc — the two commands a new user needs:
-#   make demo   set up, compile the bundled example model, run it, print outputs and latency
+#   make demo   set up, compile an MLPerf Tiny model for Cortex-M7, run it on the emulated board,
+#               print its outputs, instruction counts, RAM and flash
 #   make test   set up and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -7,6 +8,7 @@ PY     := $(VENV)/bin/python
 NNC    := $(VENV)/bin/nnc
 DEMO_MODEL := benchmarks/models/kws.onnx
 DEMO_OUT   := demo_out
+DEMO_TARGET ?= cortex-m7
 
 .PHONY: install toolchain demo test test-fast bench conformance lint clean
 
@@ -35,7 +37,7 @@ $(DEMO_MODEL): install benchmarks/models/mlperf_tiny.py
 	$(PY) -m benchmarks.models.mlperf_tiny benchmarks/models
 
 demo: install $(DEMO_MODEL)
-	$(NNC) compile $(DEMO_MODEL) --target host -o $(DEMO_OUT)
+	$(NNC) compile $(DEMO_MODEL) --target $(DEMO_TARGET) -o $(DEMO_OUT)
 	$(NNC) run $(DEMO_OUT)
 	$(NNC) bench $(DEMO_OUT)
 

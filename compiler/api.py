@@ -136,7 +136,8 @@ class CompiledModel:
         if not (self.source_dir / "bench").exists():
             raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
                            "(bench=False); compile again to benchmark")
-        result = dict(self._runner_for_target().benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
+        runner = self._runner_for_target()
+        result = dict(runner.benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
         result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
         return result
 

@@ -1,7 +1,5 @@
-"""User-facing errors: the CLI prints their message on one line and exits with code 2."""
+"""Re-export of `nnc.errors.NncError`, the user-facing error (kept for existing imports)."""
 
+from nnc.errors import NncError
 
-class NncError(Exception):
-    """A problem with the user's model, inputs or options (not a bug in nnc)."""
-
-    user_error = True  # the pass manager lets these through unwrapped
+__all__ = ["NncError"]

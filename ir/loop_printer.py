@@ -89,6 +89,8 @@ def format_kernel(k: Kernel) -> str:
     lines += [f"  local {format_buffer(b)}" for b in k.locals]
     if k.schedule:
         lines.append(f"  schedule {list(k.schedule)}")
+    if k.inplace:
+        lines.append("  inplace " + ", ".join(f"%{a}->%{b}" for a, b in k.inplace))
     for s in k.body:
         lines += format_stmt(s)
     return "\n".join(lines + ["}"])

@@ -354,7 +354,11 @@ class Buffer:
 @dataclass(frozen=True, slots=True)
 class Kernel:
     """One generated function. `params` are the global buffers it touches (in order), `locals`
-    its scalar/small local buffers. `op_kind`/`op_name` name the graph op(s) it came from."""
+    its scalar/small local buffers. `op_kind`/`op_name` name the graph op(s) it came from.
+
+    `inplace` lists (input, output) param pairs the output may overwrite: element e of the input
+    is read only while computing element e of the output, which is written once. The memory
+    planner may then give both the same bytes when the input dies at this kernel."""
 
     name: str
     params: tuple[str, ...]
@@ -364,6 +368,7 @@ class Kernel:
     op_name: str = ""
     macs: int = 0
     schedule: tuple[ScheduleStep, ...] = ()
+    inplace: tuple[tuple[str, str], ...] = ()
 
     def replace(self, **changes: Any) -> Kernel:
         return replace(self, **changes)

@@ -4,16 +4,32 @@ compute definition; intermediates become arena buffers; reshape-like ops become 
 A fused op lowers its anchor's compute with the epilogue ops applied to each value before it is
 stored, so the chain has no intermediate buffer. If the anchor's loop nest reads back its own
 output or stores it more than once (then an epilogue cannot apply), the fused op is lowered
-unfused instead.
+unfused instead. Each kernel records the (input, output) buffer pairs that may share memory
+(`Kernel.inplace`, see `inplace_pairs`); plan-memory decides whether they do.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from nnc.ir.graph import Graph, Op
-from nnc.ir.loops import Buffer, Expr, For, If, Kernel, KernelBuilder, Load, LoopModule, Store
+from nnc.ir.loops import (
+    Binary,
+    Buffer,
+    CallExtern,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    KernelBuilder,
+    Load,
+    LoopModule,
+    Store,
+    Var,
+)
 from nnc.ir.ops import ComputeContext, compute_elementwise, get_op, load_broadcast
 from nnc.passes.manager import PassContext, register_pass
 
@@ -67,6 +83,146 @@ def _stores_and_loads(stmts: Sequence[object], name: str) -> tuple[int, bool]:
     for s in stmts:
         visit(s)
     return stores, loads
+
+
+Affine = dict[str, int]  # loop variable -> coefficient; "" -> the constant term
+
+
+def _affine(e: Expr, extents: dict[str, int]) -> Affine | None:
+    """`e` as an integer affine form of loop variables, or None. Variables of extent-1 loops are
+    always 0 and drop out (broadcast loads index such a dimension with the constant 0)."""
+    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
+        return {"": e.value} if e.value else {}
+    if isinstance(e, Var):
+        if e.name not in extents:
+            return None
+        return {e.name: 1} if extents[e.name] > 1 else {}
+    if isinstance(e, Binary) and e.op in ("add", "sub", "mul"):
+        a, b = _affine(e.a, extents), _affine(e.b, extents)
+        if a is None or b is None:
+            return None
+        if e.op == "mul":
+            if set(a) <= {""}:
+                a, b = b, a
+            if not set(b) <= {""}:
+                return None  # a product of two variables
+            k = b.get("", 0)
+            return {v: c * k for v, c in a.items() if c * k}
+        sign = 1 if e.op == "add" else -1
+        out = dict(a)
+        for v, c in b.items():
+            out[v] = out.get(v, 0) + sign * c
+        return {v: c for v, c in out.items() if c}
+    return None
+
+
+def _flat(indices: Sequence[Expr], shape: Sequence[int], extents: dict[str, int]) -> Affine | None:
+    """The row-major element offset of `buffer[indices]` as an affine form."""
+    out: Affine = {}
+    stride = 1
+    for idx, dim in zip(reversed(indices), reversed(shape), strict=True):
+        a = _affine(idx, extents)
+        if a is None:
+            return None
+        for v, c in a.items():
+            out[v] = out.get(v, 0) + c * stride
+        stride *= dim
+    return {v: c for v, c in out.items() if c}
+
+
+def _injective(form: Affine, loop_vars: Sequence[str], extents: dict[str, int]) -> bool:
+    """Whether the loops around a store reach each offset of `form` at most once: every loop of
+    extent > 1 appears, and sorted by |coefficient| each one steps past all smaller ones' range."""
+    live = [v for v in loop_vars if extents[v] > 1]
+    if set(form) - {""} != set(live):
+        return False
+    reach = 0
+    for v in sorted(live, key=lambda v: abs(form[v])):
+        if abs(form[v]) <= reach:
+            return False
+        reach += abs(form[v]) * (extents[v] - 1)
+    return True
+
+
+@dataclass
+class _Accesses:
+    """Where a kernel body reads and writes its buffers (see `inplace_pairs`)."""
+
+    extents: dict[str, int] = field(default_factory=dict)
+    # buffer -> [(indices, enclosing loop variables)]
+    stores: dict[str, list[tuple[tuple[Expr, ...], tuple[str, ...]]]] = field(default_factory=dict)
+    # buffer -> [(indices, the Store whose value holds the load, or None)]
+    loads: dict[str, list[tuple[tuple[Expr, ...], Store | None]]] = field(default_factory=dict)
+    extern: set[str] = field(default_factory=set)  # buffers named by external calls
+
+    def expr(self, e: object, into: Store | None) -> None:
+        if isinstance(e, Load):
+            self.loads.setdefault(e.buffer, []).append((e.indices, into))
+            for i in e.indices:
+                self.expr(i, into)
+        for attr in ("a", "b", "cond", "value"):
+            sub = getattr(e, attr, None)
+            if isinstance(sub, Expr):
+                self.expr(sub, into)
+        for sub in getattr(e, "args", ()) or ():
+            if isinstance(sub, Expr):
+                self.expr(sub, into)
+
+    def stmt(self, s: object, loop_vars: tuple[str, ...]) -> None:
+        if isinstance(s, For):
+            self.extents[s.var] = s.extent
+            for c in s.body:
+                self.stmt(c, loop_vars + (s.var,))
+        elif isinstance(s, If):
+            self.expr(s.cond, None)
+            for c in s.then + s.orelse:
+                self.stmt(c, loop_vars)
+        elif isinstance(s, Store):
+            self.stores.setdefault(s.buffer, []).append((s.indices, loop_vars))
+            for i in s.indices:
+                self.expr(i, None)
+            self.expr(s.value, s)
+        elif isinstance(s, CallExtern):
+            self.extern.update(a for a in s.args if isinstance(a, str))
+            for a in s.args:
+                if isinstance(a, Expr):
+                    self.expr(a, None)
+
+
+def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
+                  outs: Sequence[Buffer]) -> tuple[tuple[str, str], ...]:
+    """(input, output) arena buffers of one kernel that may share bytes.
+
+    Safe when the output is stored by one statement that reaches each element at most once and
+    is never read, and every read of the input (same shape and dtype) sits in that statement's
+    value at the element being stored: element e of the input is then last read just before
+    element e of the output overwrites it. This holds for elementwise kernels and for the
+    epilogue operands of fused kernels (the residual of conv + add).
+    """
+    acc = _Accesses()
+    for s in stmts:
+        acc.stmt(s, ())
+    pairs: list[tuple[str, str]] = []
+    for out in outs:
+        if out.scope != "arena" or out.alias or out.name in acc.extern or out.name in acc.loads:
+            continue
+        sites = acc.stores.get(out.name, [])
+        if len(sites) != 1:
+            continue
+        idx, loop_vars = sites[0]
+        where = _flat(idx, out.shape, acc.extents)
+        if where is None or not _injective(where, loop_vars, acc.extents):
+            continue
+        for x in ins:
+            if (x is None or x.scope != "arena" or x.name == out.name or x.shape != out.shape
+                    or x.dtype != out.dtype or x.name in acc.stores or x.name in acc.extern
+                    or (x.name, out.name) in pairs):
+                continue
+            reads = acc.loads.get(x.name, [])
+            if reads and all(into is not None and into.buffer == out.name and into.indices == idx
+                             and _flat(ix, x.shape, acc.extents) == where for ix, into in reads):
+                pairs.append((x.name, out.name))
+    return tuple(pairs)
 
 
 class _Lowering:
@@ -156,7 +312,9 @@ class _Lowering:
         for x in list(ins) + list(outs):
             if x is not None and x.name not in params:
                 params.append(x.name)
-        self.kernels.append(b.build(params, op_kind=kind or op.kind, op_name=op.name, macs=macs))
+        inplace = inplace_pairs(b._stack[0], ins, outs)
+        self.kernels.append(b.build(params, op_kind=kind or op.kind, op_name=op.name, macs=macs,
+                                    inplace=inplace))
 
     def lower_copy(self, src: Buffer, dst: Buffer, op_name: str) -> None:
         """dst[...] = src[...] element by element in row-major order (shapes may differ)."""

@@ -32,7 +32,7 @@ from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
 from nnc.backends.cortex_m.boards import Board, board_for, memory_ld
 from nnc.backends.cortex_m.toolchain import find_toolchain, tool_for
 from nnc.backends.target import Target, format_size, parse_target
-from nnc.compiler.errors import NncError
+from nnc.errors import NncError
 from nnc.ir.loops import LoopModule
 
 TEMPLATES = Path(__file__).parent / "templates"

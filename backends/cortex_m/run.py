@@ -29,7 +29,7 @@ import numpy as np
 from nnc.backends.cortex_m.boards import BOARDS, Board
 from nnc.backends.cortex_m.build import DEVICE_JSON, FIRMWARE
 from nnc.backends.cortex_m.toolchain import QEMU, find_qemu
-from nnc.compiler.errors import NncError
+from nnc.errors import NncError
 
 ICOUNT_SHIFT = 7
 NS_PER_INSTRUCTION = 1 << ICOUNT_SHIFT

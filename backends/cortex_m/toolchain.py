@@ -7,7 +7,7 @@ import subprocess
 from dataclasses import dataclass
 from functools import lru_cache
 
-from nnc.compiler.errors import NncError
+from nnc.errors import NncError
 
 TOOLCHAIN_PACKAGES = "gcc-arm-none-eabi libnewlib-arm-none-eabi"
 QEMU_PACKAGE = "qemu-system-arm"
