@@ -55,6 +55,13 @@ def test_mlperf_tiny_on_board_matches_host(name, target, host_results):
     assert bench["target"] == target and bench["macs"] == compiled.info["macs"]
     assert bench["instructions"] >= sum(layer["instructions"] for layer in bench["layers"]) > 0
     assert {"name", "op", "instructions", "macs"} <= set(bench["layers"][0])
+    assert bench["flash_bytes"] == compiled.info["firmware"]["flash_bytes"]
+    assert 1 < bench["instructions_per_mac"] < 50
+    # icount makes the counts exact: a second run gives the same figures, layer by layer
+    again = compiled.benchmark(inputs=feeds)
+    assert again["instructions"] == bench["instructions"]
+    assert [la["instructions"] for la in again["layers"]] == \
+        [la["instructions"] for la in bench["layers"]]
     # planner bar (issue 3): the arena stays within 5% of the liveness floor
     assert compiled.info["arena_bytes"] <= 1.05 * compiled.info["arena_floor_bytes"]
 
