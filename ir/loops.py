@@ -16,7 +16,7 @@ Loops carry a kind (serial, parallel, vectorized, unrolled) and a unique name, s
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -264,6 +264,42 @@ class CallExtern(Stmt):
 
     fn: str
     args: tuple[Expr | str, ...]
+
+
+# ---------------------------------------------------------------- traversals
+
+
+def walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
+    """Every statement, pre-order, descending into loop and if bodies."""
+    for s in stmts:
+        yield s
+        if isinstance(s, For):
+            yield from walk_stmts(s.body)
+        elif isinstance(s, If):
+            yield from walk_stmts(s.then)
+            yield from walk_stmts(s.orelse)
+
+
+def sub_exprs(e: Expr) -> tuple[Expr, ...]:
+    """The direct operands of an expression."""
+    if isinstance(e, Load):
+        return e.indices
+    if isinstance(e, Binary):
+        return (e.a, e.b)
+    if isinstance(e, Call):
+        return e.args
+    if isinstance(e, Cast):
+        return (e.value,)
+    if isinstance(e, Select):
+        return (e.cond, e.a, e.b)
+    return ()
+
+
+def uses_var(e: Expr, name: str) -> bool:
+    """Whether loop variable `name` occurs anywhere in `e`."""
+    if isinstance(e, Var):
+        return e.name == name
+    return any(uses_var(x, name) for x in sub_exprs(e))
 
 
 # ---------------------------------------------------------------- schedule steps (data)

@@ -28,8 +28,8 @@ from nnc.ir.loops import (
     Select,
     Stmt,
     Store,
-    Var,
     Vectorize,
+    uses_var,
 )
 from nnc.passes.manager import PassContext, register_pass
 
@@ -48,22 +48,6 @@ def _innermost_loops(body: tuple[Stmt, ...]) -> list[For]:
         elif isinstance(s, If):
             found.extend(_innermost_loops(s.then + s.orelse))
     return found
-
-
-def _uses_var(e: Expr, name: str) -> bool:
-    if isinstance(e, Var):
-        return e.name == name
-    if isinstance(e, Load):
-        return any(_uses_var(i, name) for i in e.indices)
-    if isinstance(e, Binary):
-        return _uses_var(e.a, name) or _uses_var(e.b, name)
-    if isinstance(e, Call):
-        return any(_uses_var(a, name) for a in e.args)
-    if isinstance(e, Cast):
-        return _uses_var(e.value, name)
-    if isinstance(e, Select):
-        return any(_uses_var(x, name) for x in (e.cond, e.a, e.b))
-    return False
 
 
 def _loads(e: Expr, out: list[Load]) -> None:
@@ -109,7 +93,7 @@ def independent_iterations(loop: For) -> bool:
         return False
     written: dict[str, set[tuple[Expr, ...]]] = {}
     for s in stores:
-        if not any(_uses_var(i, loop.var) for i in s.indices):
+        if not any(uses_var(i, loop.var) for i in s.indices):
             return False  # every iteration writes the same element: a reduction
         written.setdefault(s.buffer, set()).add(s.indices)
     for ld in loads:

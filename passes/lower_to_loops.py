@@ -27,8 +27,11 @@ from nnc.ir.loops import (
     KernelBuilder,
     Load,
     LoopModule,
+    Stmt,
     Store,
     Var,
+    sub_exprs,
+    walk_stmts,
 )
 from nnc.ir.ops import ComputeContext, compute_elementwise, get_op, load_broadcast
 from nnc.passes.manager import PassContext, register_pass
@@ -47,41 +50,19 @@ def c_identifier(name: str, used: set[str]) -> str:
     return cand
 
 
-def _stores_and_loads(stmts: Sequence[object], name: str) -> tuple[int, bool]:
+def _stores_and_loads(stmts: Sequence[Stmt], name: str) -> tuple[int, bool]:
     """Count Store statements to `name` and whether anything loads from `name`."""
+
+    def loads_from(e: Expr) -> bool:
+        return (isinstance(e, Load) and e.buffer == name) or any(map(loads_from, sub_exprs(e)))
+
     stores, loads = 0, False
-
-    def visit_expr(e: object) -> None:
-        nonlocal loads
-        if isinstance(e, Load) and e.buffer == name:
-            loads = True
-        for attr in ("a", "b", "cond", "value"):
-            sub = getattr(e, attr, None)
-            if isinstance(sub, Expr):
-                visit_expr(sub)
-        for sub in getattr(e, "args", ()) or ():
-            if isinstance(sub, Expr):
-                visit_expr(sub)
-        for sub in getattr(e, "indices", ()) or ():
-            visit_expr(sub)
-
-    def visit(s: object) -> None:
-        nonlocal stores
-        if isinstance(s, For):
-            for c in s.body:
-                visit(c)
-        elif isinstance(s, If):
-            visit_expr(s.cond)
-            for c in s.then + s.orelse:
-                visit(c)
-        elif isinstance(s, Store):
+    for s in walk_stmts(stmts):
+        if isinstance(s, Store):
             stores += s.buffer == name
-            visit_expr(s.value)
-            for i in s.indices:
-                visit_expr(i)
-
-    for s in stmts:
-        visit(s)
+            loads = loads or loads_from(s.value) or any(map(loads_from, s.indices))
+        elif isinstance(s, If):
+            loads = loads or loads_from(s.cond)
     return stores, loads
 
 

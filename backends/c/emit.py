@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +46,8 @@ from nnc.ir.loops import (
     Stmt,
     Store,
     Var,
+    uses_var,
+    walk_stmts,
 )
 from nnc.ir.types import itemsize
 
@@ -254,36 +256,10 @@ class CExpr:
         return self.text if self.prec <= max_prec else f"({self.text})"
 
 
-def _walk_stmts(stmts: Iterable[Stmt]) -> Iterator[Stmt]:
-    for s in stmts:
-        yield s
-        if isinstance(s, For):
-            yield from _walk_stmts(s.body)
-        elif isinstance(s, If):
-            yield from _walk_stmts(s.then)
-            yield from _walk_stmts(s.orelse)
-
-
-def _uses_var(e: Expr, var: str) -> bool:
-    if isinstance(e, Var):
-        return e.name == var
-    if isinstance(e, Load):
-        return any(_uses_var(i, var) for i in e.indices)
-    if isinstance(e, Binary):
-        return _uses_var(e.a, var) or _uses_var(e.b, var)
-    if isinstance(e, Call):
-        return any(_uses_var(a, var) for a in e.args)
-    if isinstance(e, Cast):
-        return _uses_var(e.value, var)
-    if isinstance(e, Select):
-        return _uses_var(e.cond, var) or _uses_var(e.a, var) or _uses_var(e.b, var)
-    return False
-
-
 def written_buffers(stmts: Iterable[Stmt], extern_writable: Callable[[str], bool]) -> set[str]:
     """Buffers stored to in `stmts`; a CallExtern may write the buffers `extern_writable` allows."""
     out: set[str] = set()
-    for s in _walk_stmts(stmts):
+    for s in walk_stmts(stmts):
         if isinstance(s, Store):
             out.add(s.buffer)
         elif isinstance(s, CallExtern):
@@ -567,12 +543,12 @@ class CStyleEmitter:
     def _vector_safe(self, s: For) -> bool:
         """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
         lands on the same element in every iteration (an accumulation into a buffer)."""
-        for st in _walk_stmts(s.body):
+        for st in walk_stmts(s.body):
             if isinstance(st, Store):
                 buf = self.buffer(st.buffer)
                 if buf.scope == "local" and not buf.shape:
                     continue  # a scalar local is a register: compilers handle reductions
-                if not any(_uses_var(i, s.var) for i in st.indices):
+                if not any(uses_var(i, s.var) for i in st.indices):
                     return False
             elif isinstance(st, CallExtern):
                 return False
