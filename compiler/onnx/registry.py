@@ -62,7 +62,7 @@ def _load_all() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from nnc.compiler.onnx import elementwise, nn, reduce, shape  # noqa: F401
+        from nnc.compiler.onnx import elementwise, nn, quant, reduce, shape  # noqa: F401
 
 
 class ConversionError(Exception):
