@@ -542,25 +542,14 @@ def test_forked_runner_survives_crashes(tmp_path: Path) -> None:
     assert ok.passed, ok.reason
 
 
-def _nnc_available() -> bool:
-    try:
-        import nnc
-
-        nnc.compile  # noqa: B018
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
 @pytest.mark.slow
-def test_conformance() -> None:
-    if not _nnc_available():
-        pytest.skip("nnc.compile is not available yet")
+def test_conformance(capsys: pytest.CaptureFixture[str]) -> None:
     summary = run_conformance(select_cases(), "nnc", workers=2)
     summary.write_json(Path(os.environ.get("NNC_CONFORMANCE_JSON", DEFAULT_JSON)))
-    if summary.failures:
-        print(summary.table())
-    print(summary.line())
+    with capsys.disabled():  # the pass count belongs in every test log, passing or not
+        if summary.failures:
+            print("\n" + summary.table())
+        print("\n" + summary.line())
     assert summary.rate >= PASS_THRESHOLD, summary.line()
 
 
