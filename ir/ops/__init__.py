@@ -114,7 +114,7 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from nnc.ir.ops import elementwise, nn, quant, reduce, shape  # noqa: F401
+    from nnc.ir.ops import elementwise, int8, nn, quant, reduce, shape  # noqa: F401
 
 
 # ---------------------------------------------------------------- helpers shared by op modules

@@ -1,0 +1,647 @@
+"""int8 ops with TFLite's int8 arithmetic (the arithmetic CMSIS-NN's s8 kernels are bit-exact with):
+conv_s8, fully_connected_s8, max_pool_s8, avg_pool_s8, add_s8, mul_s8.
+
+Canonical forms (layout NCHW; the quantization constants are attributes, the per-channel
+requantization arrays are int32 constant inputs so they live in flash):
+  conv_s8(x, w, multiplier, shift, bias?) {strides, pads, dilations, group, input_zero_point,
+    output_zero_point, act_min, act_max}: x int8 [N, C, *sp], w int8 [OC, C / group, *k]
+    (symmetric: zero point 0), bias int32 [OC]; multiplier/shift int32 [OC] (or [1]).
+    y = clamp(requantize(sum((x - x_zp) * w) + bias) + y_zp, act_min, act_max).
+  fully_connected_s8(x, w, multiplier, shift, bias?) {input_zero_point, weight_zero_point,
+    output_zero_point, act_min, act_max}: x int8 [..., K], w int8 [OC, K] (CMSIS-NN's layout);
+    one multiplier/shift (per tensor) or OC of them (per channel).
+  max_pool_s8 / avg_pool_s8(x) {kernel_shape, strides, pads, ceil_mode, act_min, act_max}: over
+    the taps inside the input (padding never counts); the average rounds half away from zero.
+  add_s8(a, b) {a_zero_point, a_multiplier, a_shift, b_zero_point, b_multiplier, b_shift,
+    left_shift (20), output_zero_point, output_multiplier, output_shift, act_min, act_max} and
+  mul_s8(a, b) {a_zero_point, b_zero_point, output_zero_point, output_multiplier, output_shift,
+    act_min, act_max}: TFLite's int8 Add and Mul; a and b broadcast like numpy.
+
+`requantize` is TFLite's MultiplyByQuantizedMultiplier (x * multiplier * 2^shift / 2^31: a
+saturating rounding doubling high multiply, then a rounding divide by a power of two) in the loop
+IR; `np_requantize` is the same in numpy. Every op's loop nest goes through the former and every
+reference through the latter.
+
+>>> int(np_requantize(np.int64(1000), *quantize_multiplier(0.0123)))
+12
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+
+import numpy as np
+
+from nnc.ir.graph import Attrs
+from nnc.ir.loops import (
+    Buffer,
+    Const,
+    Expr,
+    KernelBuilder,
+    Load,
+    binary,
+    cast,
+    const,
+    logical_and,
+    maximum,
+    minimum,
+    select,
+)
+from nnc.ir.ops import (
+    ComputeContext,
+    InferFn,
+    OpDef,
+    OpError,
+    broadcast_shapes,
+    get_op,
+    load_broadcast,
+    register,
+)
+from nnc.ir.ops.nn import spatial_attrs, tap_range, window_out_size, window_positions
+from nnc.ir.types import TensorType
+
+INT32_MIN = -(2**31)
+INT32_MAX = 2**31 - 1
+INT8_MIN, INT8_MAX = -128, 127
+
+
+# ---------------------------------------------------------------- fixed-point arithmetic (numpy)
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite QuantizeMultiplier: real = multiplier * 2^(shift - 31), multiplier in [2^30, 2^31)."""
+    if real == 0.0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(math.floor(abs(q) * 2**31 + 0.5)) * (1 if q > 0 else -1)  # std::round
+    if abs(q_fixed) == 2**31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:  # TFLite caps the left shift
+        return INT32_MAX, 30
+    return q_fixed, shift
+
+
+def _np_srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values held in int64."""
+    ab = a * b
+    v = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
+
+
+def _np_rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp RoundingDivideByPOT: x / 2^exponent, nearest, ties away from zero."""
+    mask = (np.int64(1) << exponent) - 1
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + ((x & mask) > threshold)
+
+
+def _wrap32(x: np.ndarray) -> np.ndarray:
+    return np.asarray(x, np.int64).astype(np.int32).astype(np.int64)
+
+
+def np_requantize(x: np.ndarray | np.integer, multiplier: np.ndarray | int,
+                  shift: np.ndarray | int) -> np.ndarray:
+    """TFLite MultiplyByQuantizedMultiplier on int32 values (any int dtype), broadcasting;
+    int64 result holding int32 values."""
+    m = np.asarray(multiplier, np.int64)
+    s = np.asarray(shift, np.int64)
+    if s.size and (s.min() < -31 or s.max() > 30):
+        raise OpError(f"requantization shifts must lie in [-31, 30], got {s.min()}..{s.max()}")
+    shifted = _wrap32(np.asarray(x, np.int64) << np.maximum(s, 0))  # wraps like int32 math
+    return _np_rounding_divide_by_pot(_np_srdhm(shifted, m), np.maximum(-s, 0))
+
+
+def _np_finish(total: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int,
+               attrs: Attrs) -> np.ndarray:
+    out = np_requantize(total, multiplier, shift) + attrs.get_int("output_zero_point", 0)
+    return np.clip(out, *_act(attrs)).astype(np.int8)
+
+
+# ---------------------------------------------------------------- fixed-point arithmetic (loop IR)
+
+
+def _i64(e: Expr | int) -> Expr:
+    return const(e, "int64") if isinstance(e, int) else cast(e, "int64")
+
+
+def _static(e: Expr) -> int | None:
+    return int(e.value) if isinstance(e, Const) else None
+
+
+def _bind(b: KernelBuilder, value: Expr, hint: str) -> Load:
+    """Hold `value` in a scalar local, so expressions that use it several times stay small."""
+    buf = b.local(value.dtype, hint)
+    b.store(buf, (), value)
+    return buf[()]
+
+
+def requantize(b: KernelBuilder, x: Expr, multiplier: Expr, shift: Expr) -> Expr:
+    """TFLite MultiplyByQuantizedMultiplier(x, multiplier, shift) as loop IR: int64 arithmetic,
+    intermediates in scalar locals, an int32 result. Constant operands are folded here."""
+    s = _static(shift)
+    m_static = _static(multiplier)
+    left: Expr = const(max(s, 0), "int64") if s is not None else maximum(_i64(shift), 0)
+    if s is None or s > 0:  # x * 2^left wraps like TFLite's int32 multiply
+        x = cast(binary("shl", _i64(x), left), "int32")
+    # Saturating rounding doubling high multiply. gemmlowp's (a*m + nudge) / 2^31, truncating,
+    # with nudge 2^30 for a*m >= 0 and 1 - 2^30 below, equals (a*m + 2^30) >> 31 (arithmetic):
+    # for a*m < 0 the 2^31 - 1 that turns truncation into flooring makes the nudge 2^30 again.
+    # Only INT32_MIN * INT32_MIN overflows the int32 result; it saturates to INT32_MAX.
+    saturates = m_static is None or m_static == INT32_MIN
+    a = _bind(b, _i64(x), "rq_a") if saturates else _i64(x)
+    m = _i64(multiplier)
+    high = binary("shr", a * m + (1 << 30), const(31, "int64"))
+    if saturates:
+        high = select(logical_and(a.eq(INT32_MIN), m.eq(INT32_MIN)), INT32_MAX, high)
+    if s is not None and s >= 0:
+        return cast(high, "int32")
+    # rounding divide by 2^right, ties away from zero (gemmlowp RoundingDivideByPOT)
+    h = _bind(b, high, "rq_h")
+    right: Expr
+    mask: Expr
+    if s is not None:
+        right, mask = const(-s, "int64"), const((1 << -s) - 1, "int64")
+    else:
+        right = _bind(b, maximum(0 - _i64(shift), 0), "rq_right")
+        mask = _bind(b, binary("shl", const(1, "int64"), right) - 1, "rq_mask")
+    threshold = binary("shr", mask, const(1, "int64")) + select(h.lt(0), 1, 0)
+    rounded = binary("shr", h, right) + select(binary("and", h, mask).gt(threshold), 1, 0)
+    return cast(rounded, "int32")
+
+
+def _finish(b: KernelBuilder, total: Expr, multiplier: Expr, shift: Expr, attrs: Attrs) -> Expr:
+    """int8 output: clamp(requantize(total) + output zero point, act_min, act_max)."""
+    r = _i64(requantize(b, total, multiplier, shift)) + attrs.get_int("output_zero_point", 0)
+    lo, hi = _act(attrs)
+    return _clamp_s8(r, lo, hi)
+
+
+def _clamp_s8(v: Expr, lo: int, hi: int, in_int8: bool = False) -> Expr:
+    """v clamped to [lo, hi] as int8; `in_int8`: v is known to lie in the int8 range already."""
+    if lo > INT8_MIN or not in_int8:
+        v = maximum(v, lo)
+    if hi < INT8_MAX or not in_int8:
+        v = minimum(v, hi)
+    return cast(v, "int8")
+
+
+# ---------------------------------------------------------------- attributes and type checks
+
+
+def _act(attrs: Attrs) -> tuple[int, int]:
+    return attrs.get_int("act_min", INT8_MIN), attrs.get_int("act_max", INT8_MAX)
+
+
+def _check_attrs(kind: str, attrs: Attrs, zero_points: Sequence[str]) -> None:
+    for key in zero_points:
+        zp = attrs.get_int(key, 0)
+        if not INT8_MIN <= zp <= INT8_MAX:
+            raise OpError(f"{kind}: {key}={zp} is outside the int8 range")
+    lo, hi = _act(attrs)
+    if not INT8_MIN <= lo <= hi <= INT8_MAX:
+        raise OpError(f"{kind}: activation range [{lo}, {hi}] must be ordered and within int8")
+
+
+def _check_shift_attrs(kind: str, attrs: Attrs, prefixes: Sequence[str]) -> None:
+    for p in prefixes:
+        m, s = attrs.get_int(f"{p}_multiplier", 0), attrs.get_int(f"{p}_shift", 0)
+        if not 0 <= m <= INT32_MAX or not -31 <= s <= 30:
+            raise OpError(f"{kind}: {p}_multiplier={m} must be in [0, 2^31) and {p}_shift={s} "
+                          "in [-31, 30]")
+
+
+def _present(kind: str, types: Sequence[TensorType | None], required: int,
+             total: int) -> list[TensorType | None]:
+    ts = list(types) + [None] * (total - len(types))
+    if len(ts) > total:
+        raise OpError(f"{kind}: expects at most {total} inputs, got {len(types)}")
+    if any(t is None for t in ts[:required]):
+        raise OpError(f"{kind}: the first {required} inputs are required")
+    return ts
+
+
+def _int8(kind: str, t: TensorType, what: str) -> None:
+    if t.dtype != "int8":
+        raise OpError(f"{kind}: {what} must be int8, got {t}")
+
+
+def _requant_inputs(kind: str, mult: TensorType | None, shift: TensorType | None,
+                    bias: TensorType | None, oc: int) -> None:
+    for t, what in ((mult, "multiplier"), (shift, "shift")):
+        assert t is not None
+        if t.dtype != "int32" or t.shape not in ((oc,), (1,)):
+            raise OpError(f"{kind}: {what} {t} must be int32[{oc}] (per channel) or int32[1]")
+    if bias is not None and (bias.dtype != "int32" or bias.shape != (oc,)):
+        raise OpError(f"{kind}: bias {bias} must be int32[{oc}]")
+
+
+def _channel(buf: Buffer, oc: Expr) -> Expr:
+    """Element oc of a per-channel array, or its only element."""
+    return buf[(0,)] if buf.size == 1 else buf[oc]
+
+
+def _np_channel(v: np.ndarray, rank: int, axis: int) -> np.ndarray:
+    """A per-channel array shaped to broadcast along `axis` of a rank-`rank` tensor."""
+    shape = [1] * rank
+    shape[axis] = -1
+    return np.asarray(v, np.int64).reshape(shape)
+
+
+# Tensor indexing, kept in one place so a layout change (NHWC) touches only these two.
+
+
+def _act_at(buf: Buffer, n: Expr, c: Expr, spatial: Sequence[Expr]) -> Load:
+    """Activation element (n, c, *spatial); NCHW."""
+    return buf[(n, c, *spatial)]
+
+
+def _filter_at(buf: Buffer, oc: Expr, ic: Expr, taps: Sequence[Expr | int]) -> Load:
+    """Conv filter element (oc, ic within the group, *taps); OIHW."""
+    return buf[(oc, ic, *taps)]
+
+
+# ---------------------------------------------------------------- conv_s8
+
+
+def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    kind = "conv_s8"
+    x, w, mult, shift, bias = _present(kind, types, 4, 5)
+    assert x is not None and w is not None
+    _int8(kind, x, "input")
+    _int8(kind, w, "weight")
+    _check_attrs(kind, attrs, ("input_zero_point", "output_zero_point"))
+    try:
+        t = get_op("conv").infer([x.with_dtype("int32"), w.with_dtype("int32")], attrs)[0]
+    except OpError as e:
+        raise OpError(f"{kind}: {e}") from None
+    _requant_inputs(kind, mult, shift, bias, w.shape[0])
+    return [TensorType(t.shape, "int8")]
+
+
+def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, w, mult, shift, bias = (list(xs) + [None] * 5)[:5]
+    assert x is not None and w is not None and mult is not None and shift is not None
+    x64 = x.astype(np.int64) - attrs.get_int("input_zero_point", 0)  # padding is the zero point
+    acc = np.asarray(get_op("conv").reference([x64, w.astype(np.int64)], attrs)[0])
+    if bias is not None:
+        acc = acc + _np_channel(bias, x.ndim, 1)
+    rank = x.ndim
+    return [_np_finish(_wrap32(acc), _np_channel(mult, rank, 1), _np_channel(shift, rank, 1),
+                       attrs)]
+
+
+def _conv_compute(ctx: ComputeContext) -> None:
+    """For each (n, oc, leading output dims) an int32 row over the last output dim starts at the
+    bias; every tap of the last kernel dim (unrolled) adds (x - x_zp) * w over only the outputs
+    whose input is in range (branch-free, contiguous inner loop); then each element of the row is
+    requantized."""
+    b = ctx.b
+    x, w, mult, shift = ctx.inputs[:4]
+    bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
+    assert x is not None and w is not None and mult is not None and shift is not None
+    out_shape = ctx.outputs[0].shape
+    strides, pb, _, dil = spatial_attrs(ctx.attrs, len(x.shape) - 2)
+    group = int(ctx.attr("group", 1))
+    oc_n, cg, ks = w.shape[0], w.shape[1], w.shape[2:]
+    ocg = oc_n // group
+    x_zp = ctx.attrs.get_int("input_zero_point", 0)
+    ow_n = out_shape[-1]
+    row = b.local("int32", "row", shape=(ow_n,))
+    with b.loops(out_shape[:-1]) as outer:
+        n, oc, olead = outer[0], outer[1], outer[2:]
+        init = bias[oc] if bias is not None else const(0, "int32")
+        with b.loop(ow_n, "j") as j:
+            b.store(row, (j,), init)
+        with b.loop(cg, "c") as icg:
+            ic = icg if group == 1 else (oc // ocg) * cg + icg
+            with b.loops(ks[:-1], "k") as klead:
+                pos, cond = window_positions(
+                    olead, klead, x.shape[2:-1], out_shape[2:-1], ks[:-1], strides[:-1],
+                    dil[:-1], pb[:-1],
+                )
+                with b.if_(cond) if cond is not None else nullcontext():
+                    for kw in range(ks[-1]):
+                        lo, hi = tap_range(kw, x.shape[-1], ow_n, strides[-1], dil[-1], pb[-1])
+                        if lo == hi:
+                            continue
+                        wv = cast(_filter_at(w, oc, icg, (*klead, kw)), "int32")
+                        with b.loop(hi - lo, "j") as t:
+                            o = t + lo if lo else t
+                            xi = o * strides[-1] + (kw * dil[-1] - pb[-1])
+                            xv = cast(_act_at(x, n, ic, (*pos, xi)), "int32")
+                            if x_zp:
+                                xv = xv - x_zp
+                            b.store(row, (o,), row[o] + xv * wv)
+        with b.loop(ow_n, "j") as j:
+            y = _finish(b, row[j], _channel(mult, oc), _channel(shift, oc), ctx.attrs)
+            ctx.store(0, (*outer, j), y)
+
+
+def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    w = ins[1]
+    assert w is not None
+    return outs[0].size * int(np.prod(w.shape[1:]))
+
+
+register(OpDef(
+    "conv_s8", infer=_conv_infer, reference=_conv_reference, compute=_conv_compute,
+    macs=_conv_macs, static_inputs=(2, 3),
+))
+
+
+# ---------------------------------------------------------------- fully_connected_s8
+
+
+def _fc_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    kind = "fully_connected_s8"
+    x, w, mult, shift, bias = _present(kind, types, 4, 5)
+    assert x is not None and w is not None
+    _int8(kind, x, "input")
+    _int8(kind, w, "weight")
+    _check_attrs(kind, attrs, ("input_zero_point", "weight_zero_point", "output_zero_point"))
+    if x.rank < 1 or w.rank != 2 or x.shape[-1] != w.shape[1]:
+        raise OpError(f"{kind}: input {x} and weight {w} differ in depth (the weight must be "
+                      f"[OC, {x.shape[-1] if x.rank else '?'}])")
+    _requant_inputs(kind, mult, shift, bias, w.shape[0])
+    return [TensorType((*x.shape[:-1], w.shape[0]), "int8")]
+
+
+def _fc_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x, w, mult, shift, bias = (list(xs) + [None] * 5)[:5]
+    assert x is not None and w is not None and mult is not None and shift is not None
+    x64 = x.astype(np.int64) - attrs.get_int("input_zero_point", 0)
+    w64 = w.astype(np.int64) - attrs.get_int("weight_zero_point", 0)
+    acc = x64 @ w64.T
+    if bias is not None:
+        acc = acc + bias.astype(np.int64)
+    m, s = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
+    return [_np_finish(_wrap32(acc), m, s, attrs)]
+
+
+def _fc_compute(ctx: ComputeContext) -> None:
+    """One int32 dot product over the depth per output (both operands contiguous)."""
+    b = ctx.b
+    x, w, mult, shift = ctx.inputs[:4]
+    bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
+    assert x is not None and w is not None and mult is not None and shift is not None
+    x_zp = ctx.attrs.get_int("input_zero_point", 0)
+    w_zp = ctx.attrs.get_int("weight_zero_point", 0)
+    acc = b.local("int32")
+    with b.loops(ctx.outputs[0].shape) as idx:
+        lead, oc = idx[:-1], idx[-1]
+        b.store(acc, (), bias[oc] if bias is not None else const(0, "int32"))
+        with b.loop(w.shape[1], "k") as k:
+            xv = cast(x[(*lead, k)], "int32")
+            wv = cast(w[oc, k], "int32")
+            b.store(acc, (), acc[()] + (xv - x_zp if x_zp else xv) * (wv - w_zp if w_zp else wv))
+        ctx.store(0, idx, _finish(b, acc[()], _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+
+
+def _fc_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    w = ins[1]
+    assert w is not None
+    return outs[0].size * w.shape[1]
+
+
+register(OpDef(
+    "fully_connected_s8", infer=_fc_infer, reference=_fc_reference, compute=_fc_compute,
+    macs=_fc_macs, static_inputs=(2, 3),
+))
+
+
+# ---------------------------------------------------------------- max_pool_s8 / avg_pool_s8
+
+
+def _pool_geometry(kind: str, x_shape: Sequence[int], attrs: Attrs) -> tuple[
+        tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(kernel, strides, pads_begin, out_spatial); every window holds a tap inside the input."""
+    nsp = len(x_shape) - 2
+    if "kernel_shape" not in attrs:
+        raise OpError(f"{kind}: kernel_shape attribute is required")
+    ks = attrs.get_ints("kernel_shape")
+    strides, pb, pe, dil = spatial_attrs(attrs, nsp)
+    if len(ks) != nsp or any(d != 1 for d in dil):
+        raise OpError(f"{kind}: kernel_shape {ks} must have {nsp} values; dilations unsupported")
+    if any(p >= k or q >= k for k, p, q in zip(ks, pb, pe, strict=True)):
+        raise OpError(f"{kind}: pads {pb + pe} must be smaller than the kernel {ks}")
+    ceil = bool(attrs.get("ceil_mode", 0))
+    out_sp = tuple(window_out_size(n, k, s, p, q, 1, ceil)
+                   for n, k, s, p, q in zip(x_shape[2:], ks, strides, pb, pe, strict=True))
+    return ks, strides, pb, out_sp
+
+
+def _pool_infer_for(kind: str) -> InferFn:
+    def infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+        (x,) = _present(kind, types, 1, 1)
+        assert x is not None
+        _int8(kind, x, "input")
+        if x.rank < 3:
+            raise OpError(f"{kind}: input {x} must have rank >= 3 (N, C, spatial...)")
+        _check_attrs(kind, attrs, ())
+        out_sp = _pool_geometry(kind, x.shape, attrs)[3]
+        return [TensorType((*x.shape[:2], *out_sp), "int8")]
+
+    return infer
+
+
+def _np_taps(kind: str, x: np.ndarray, attrs: Attrs) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Every kernel tap as a strided view over the input padded with 0, and where it is inside."""
+    ks, strides, pb, out_sp = _pool_geometry(kind, x.shape, attrs)
+    ends = [max(0, (o - 1) * s + k - p - n)
+            for o, s, k, p, n in zip(out_sp, strides, ks, pb, x.shape[2:], strict=True)]
+    widths = [(0, 0), (0, 0), *zip(pb, ends, strict=True)]
+    xp = np.pad(x.astype(np.int64), widths)
+    inside = np.pad(np.ones(x.shape[2:], bool), widths[2:])
+    values, masks = [], []
+    for kidx in np.ndindex(*ks):
+        sl = tuple(slice(k, k + (o - 1) * s + 1, s)
+                   for k, s, o in zip(kidx, strides, out_sp, strict=True))
+        values.append(xp[(slice(None), slice(None), *sl)])
+        masks.append(inside[sl])
+    return values, masks
+
+
+def _max_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    values, masks = _np_taps("max_pool_s8", x, attrs)
+    best = np.maximum.reduce([np.where(m, v, INT8_MIN) for v, m in zip(values, masks,
+                                                                       strict=True)])
+    return [np.clip(best, *_act(attrs)).astype(np.int8)]
+
+
+def _avg_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    x = xs[0]
+    assert x is not None
+    values, masks = _np_taps("avg_pool_s8", x, attrs)
+    total = np.add.reduce([np.where(m, v, 0) for v, m in zip(values, masks, strict=True)])
+    count = np.add.reduce([m.astype(np.int64) for m in masks])
+    half = count // 2
+    # C division truncates: (total +- half) / count rounds half away from zero
+    avg = np.where(total > 0, (total + half) // count, -((half - total) // count))
+    return [np.clip(avg, *_act(attrs)).astype(np.int8)]
+
+
+def _window_count(idx: Sequence[Expr], x_shape: Sequence[int], ks: Sequence[int],
+                  strides: Sequence[int], pb: Sequence[int], out_sp: Sequence[int]) -> Expr:
+    """Number of taps of the window at output `idx` that are inside the input (int32)."""
+    count: Expr = const(1, "int32")
+    fixed = 1
+    for o, n, k, s, p, on in zip(idx, x_shape, ks, strides, pb, out_sp, strict=True):
+        if p == 0 and (on - 1) * s + k <= n:
+            fixed *= k  # no window of this dim is clipped
+            continue
+        start = o * s - p if p else o * s
+        inside = minimum(start + k, n) - maximum(start, 0)
+        count = count * cast(inside, "int32")
+    return count * fixed if fixed != 1 else count
+
+
+def _pool_compute_for(is_max: bool) -> Callable[[ComputeContext], None]:
+    def compute(ctx: ComputeContext) -> None:
+        b = ctx.b
+        x = ctx.inputs[0]
+        assert x is not None
+        out = ctx.outputs[0]
+        kind = "max_pool_s8" if is_max else "avg_pool_s8"
+        ks, strides, pb, out_sp = _pool_geometry(kind, x.shape, ctx.attrs)
+        acc = b.local("int32")
+        lo, hi = _act(ctx.attrs)
+        with b.loops(out.shape) as idx:
+            b.store(acc, (), const(INT8_MIN if is_max else 0, "int32"))
+            with b.loops(ks, "k") as kidx:
+                pos, cond = window_positions(idx[2:], kidx, x.shape[2:], out_sp, ks, strides,
+                                             (1,) * len(ks), pb)
+                v = cast(_act_at(x, idx[0], idx[1], pos), "int32")
+                # a padded tap adds nothing: -128 never beats an inside tap, 0 leaves the sum
+                if cond is not None:
+                    v = select(cond, v, INT8_MIN if is_max else 0)
+                b.store(acc, (), maximum(acc[()], v) if is_max else acc[()] + v)
+            if is_max:
+                ctx.store(0, idx, _clamp_s8(acc[()], lo, hi, in_int8=True))
+            else:
+                _store_average(ctx, idx, acc[()], _window_count(
+                    idx[2:], x.shape[2:], ks, strides, pb, out_sp))
+
+    return compute
+
+
+def _store_average(ctx: ComputeContext, idx: tuple[Expr, ...], total: Expr, count: Expr) -> None:
+    """total / count rounded half away from zero (C division truncates), clamped."""
+    lo, hi = _act(ctx.attrs)
+    count = _bind(ctx.b, count, "cnt")
+    half = count / 2
+    avg = select(total.gt(0), (total + half) / count, (total - half) / count)
+    ctx.store(0, idx, _clamp_s8(avg, lo, hi, in_int8=True))
+
+
+def _pool_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
+    return outs[0].size * int(np.prod(a.get_ints("kernel_shape")))
+
+
+register(OpDef(
+    "max_pool_s8", infer=_pool_infer_for("max_pool_s8"),
+    reference=_max_pool_reference, compute=_pool_compute_for(True),
+    macs=_pool_macs,
+))
+register(OpDef(
+    "avg_pool_s8", infer=_pool_infer_for("avg_pool_s8"),
+    reference=_avg_pool_reference, compute=_pool_compute_for(False),
+    macs=_pool_macs,
+))
+
+
+# ---------------------------------------------------------------- add_s8 / mul_s8
+
+
+def _binary_infer_for(kind: str, zero_points: Sequence[str],
+                      shifts: Sequence[str]) -> InferFn:
+    def infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+        a, bt = _present(kind, types, 2, 2)
+        assert a is not None and bt is not None
+        _int8(kind, a, "input A")
+        _int8(kind, bt, "input B")
+        _check_attrs(kind, attrs, zero_points)
+        _check_shift_attrs(kind, attrs, shifts)
+        left = attrs.get_int("left_shift", 20)
+        if not 0 <= left <= 22:  # (x - zp) << left_shift must stay within int32
+            raise OpError(f"{kind}: left_shift={left} must be in [0, 22]")
+        return [TensorType(broadcast_shapes(a.shape, bt.shape), "int8")]
+
+    return infer
+
+
+def _mult(attrs: Attrs, prefix: str) -> tuple[int, int]:
+    return attrs.get_int(f"{prefix}_multiplier", 0), attrs.get_int(f"{prefix}_shift", 0)
+
+
+def _add_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    a, b = xs[0], xs[1]
+    assert a is not None and b is not None
+    left = attrs.get_int("left_shift", 20)
+    sa = _wrap32((a.astype(np.int64) - attrs.get_int("a_zero_point", 0)) << left)
+    sb = _wrap32((b.astype(np.int64) - attrs.get_int("b_zero_point", 0)) << left)
+    total = _wrap32(np_requantize(sa, *_mult(attrs, "a")) + np_requantize(sb, *_mult(attrs, "b")))
+    return [_np_finish(total, *_mult(attrs, "output"), attrs)]
+
+
+def _i32(v: int) -> Expr:
+    return const(v, "int32")
+
+
+def _add_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    a, bb = ctx.inputs[0], ctx.inputs[1]
+    assert a is not None and bb is not None
+    attrs = ctx.attrs
+    left = attrs.get_int("left_shift", 20)
+    with b.loops(ctx.outputs[0].shape) as idx:
+        terms = []
+        for buf, p in ((a, "a"), (bb, "b")):
+            v = _i64(load_broadcast(buf, idx)) - attrs.get_int(f"{p}_zero_point", 0)
+            shifted = cast(binary("shl", v, const(left, "int64")), "int32")
+            m, s = _mult(attrs, p)
+            terms.append(_i64(requantize(b, shifted, _i32(m), _i32(s))))
+        total = cast(terms[0] + terms[1], "int32")  # wraps like TFLite's int32 sum
+        m, s = _mult(attrs, "output")
+        ctx.store(0, idx, _finish(b, total, _i32(m), _i32(s), attrs))
+
+
+def _mul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+    a, b = xs[0], xs[1]
+    assert a is not None and b is not None
+    prod = ((a.astype(np.int64) - attrs.get_int("a_zero_point", 0))
+            * (b.astype(np.int64) - attrs.get_int("b_zero_point", 0)))
+    return [_np_finish(prod, *_mult(attrs, "output"), attrs)]
+
+
+def _mul_compute(ctx: ComputeContext) -> None:
+    b = ctx.b
+    a, bb = ctx.inputs[0], ctx.inputs[1]
+    assert a is not None and bb is not None
+    attrs = ctx.attrs
+    m, s = _mult(attrs, "output")
+    with b.loops(ctx.outputs[0].shape) as idx:
+        va = cast(load_broadcast(a, idx), "int32") - attrs.get_int("a_zero_point", 0)
+        vb = cast(load_broadcast(bb, idx), "int32") - attrs.get_int("b_zero_point", 0)
+        ctx.store(0, idx, _finish(b, va * vb, _i32(m), _i32(s), attrs))  # |va * vb| < 2^16
+
+
+register(OpDef(
+    "add_s8",
+    infer=_binary_infer_for(
+        "add_s8", ("a_zero_point", "b_zero_point", "output_zero_point"), ("a", "b", "output")),
+    reference=_add_reference, compute=_add_compute,
+))
+register(OpDef(
+    "mul_s8",
+    infer=_binary_infer_for(
+        "mul_s8", ("a_zero_point", "b_zero_point", "output_zero_point"), ("output",)),
+    reference=_mul_reference, compute=_mul_compute,
+))
