@@ -1,0 +1,211 @@
+"""Calibration: real-value ranges of every float activation, measured with the graph interpreter.
+
+Runs `nnc.ir.interp.run_graph` over the samples (the same op references the compiler folds
+with, so there is one implementation of each op) and reduces each float graph input and op
+output to a range (min, max):
+
+- `minmax`: the observed extremes.
+- `percentile`: from a histogram, cutting (100 - p)% of the values — split over both tails when
+  asymmetric, from |x| when symmetric (onnxruntime's PercentileCalibrater).
+- `entropy`: the clipping threshold minimising the KL divergence between the histogram and its
+  `num_quantized_bins`-level quantization (TensorRT's method, onnxruntime's EntropyCalibrater).
+
+Histograms use one fixed range per tensor (the extremes from a first pass over the samples), so
+the result does not depend on sample order. Activations are cached between the two passes up to
+`cache_bytes`; past that the interpreter runs again. Non-finite values are ignored.
+
+>>> # ranges = calibrate(graph, samples, method="entropy")   # {value name: (min, max)}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Literal
+
+import numpy as np
+
+from nnc.errors import NncError
+from nnc.ir.graph import Graph
+from nnc.ir.interp import run_graph
+from nnc.ir.types import is_float
+
+Method = Literal["minmax", "percentile", "entropy"]
+METHODS: tuple[str, ...] = ("minmax", "percentile", "entropy")
+Range = tuple[float, float]
+
+
+def float_activations(graph: Graph) -> list[str]:
+    """Names of the float graph inputs and float op outputs, in definition order."""
+    names = [v.name for v in graph.inputs if is_float(v.type.dtype)]
+    names += [v.name for op in graph.ops for v in op.outputs if is_float(v.type.dtype)]
+    return names
+
+
+def _finite(a: np.ndarray) -> np.ndarray:
+    flat = np.asarray(a).ravel()
+    return flat if np.isfinite(flat).all() else flat[np.isfinite(flat)]
+
+
+def calibrate(
+    graph: Graph,
+    samples: Iterable[Mapping[str, np.ndarray]],
+    method: str = "minmax",
+    percentile: float = 99.99,
+    num_bins: int = 2048,
+    *,
+    symmetric: bool = False,
+    num_quantized_bins: int = 128,
+    cache_bytes: int = 256 << 20,
+) -> dict[str, Range]:
+    """{value name: (min, max)} for every float activation of `graph` over `samples`.
+
+    `symmetric` picks one threshold a for both sides (percentile: from a histogram of |x|):
+    minmax returns (-a, a); the histogram methods clamp (-a, a) to the observed extremes, as
+    onnxruntime does (so a ReLU output still gets (0, a)).
+    """
+    if method not in METHODS:
+        raise NncError(f"unknown calibration method {method!r}; choose one of {list(METHODS)}")
+    if not 0.0 < percentile <= 100.0:
+        raise NncError(f"percentile must be in (0, 100], got {percentile}")
+    if num_bins < num_quantized_bins or num_quantized_bins < 2:
+        raise NncError(f"need num_bins ({num_bins}) >= num_quantized_bins "
+                       f"({num_quantized_bins}) >= 2")
+    feeds = list(samples)
+    if not feeds:
+        raise NncError("calibration needs at least one sample")
+    names = float_activations(graph)
+
+    # pass 1: extremes (and the activations, while they fit in the cache)
+    lo = dict.fromkeys(names, np.inf)
+    hi = dict.fromkeys(names, -np.inf)
+    cache: list[dict[str, np.ndarray]] | None = None if method == "minmax" else []
+    cached = 0
+    for feed in feeds:
+        env = run_graph(graph, feed, keep_all=True)
+        kept: dict[str, np.ndarray] = {}
+        for n in names:
+            x = _finite(env[n])
+            if x.size:
+                lo[n] = min(lo[n], float(x.min()))
+                hi[n] = max(hi[n], float(x.max()))
+            kept[n] = x
+            cached += x.nbytes
+        if cache is not None:
+            if cached <= cache_bytes:
+                cache.append(kept)
+            else:
+                cache = None  # too big: pass 2 runs the interpreter again
+    extremes = {n: (lo[n], hi[n]) if lo[n] <= hi[n] else (0.0, 0.0) for n in names}
+    if method == "minmax":
+        return {n: _symmetrize(r) if symmetric else r for n, r in extremes.items()}
+
+    # pass 2: one histogram per tensor over a range fixed by pass 1
+    on_abs = method == "percentile" and symmetric
+    bounds = {n: max(abs(a), abs(b)) for n, (a, b) in extremes.items()}
+    hists = {n: np.zeros(num_bins, dtype=np.int64) for n in names}
+
+    def add(values: Mapping[str, np.ndarray]) -> None:
+        for n in names:
+            t = bounds[n]
+            if t == 0.0:
+                continue
+            x = _finite(values[n])
+            if on_abs:
+                hists[n] += np.histogram(np.abs(x), num_bins, range=(0.0, t))[0]
+            else:
+                hists[n] += np.histogram(x, num_bins, range=(-t, t))[0]
+
+    if cache is not None:
+        for kept in cache:
+            add(kept)
+    else:
+        for feed in feeds:
+            add(run_graph(graph, feed, keep_all=True))
+
+    ranges: dict[str, Range] = {}
+    for n in names:
+        t = bounds[n]
+        if t == 0.0:
+            ranges[n] = extremes[n]
+            continue
+        if on_abs:
+            edges = np.linspace(0.0, t, num_bins + 1)
+        else:
+            edges = np.linspace(-t, t, num_bins + 1)
+        if method == "percentile":
+            r = _percentile_range(hists[n], edges, percentile, on_abs)
+        else:
+            r = _entropy_range(hists[n], edges, num_quantized_bins)
+        if symmetric and not on_abs:
+            r = _symmetrize(r)
+        ranges[n] = (max(r[0], extremes[n][0]), min(r[1], extremes[n][1]))
+    return ranges
+
+
+def _symmetrize(r: Range) -> Range:
+    a = max(abs(r[0]), abs(r[1]))
+    return (-a, a)
+
+
+def _percentile_range(hist: np.ndarray, edges: np.ndarray, percentile: float,
+                      on_abs: bool) -> Range:
+    """onnxruntime's rule: the lower edge of the bin where the CDF crosses the cut."""
+    cdf = np.cumsum(hist / hist.sum())
+    if on_abs:
+        a = float(edges[np.searchsorted(cdf, percentile / 100.0)])
+        return (-a, a)
+    cut = (100.0 - percentile) / 200.0
+    return (float(edges[np.searchsorted(cdf, cut)]),
+            float(edges[np.searchsorted(cdf, 1.0 - cut)]))
+
+
+def _smooth(p: np.ndarray, eps: float = 1e-4) -> np.ndarray | None:
+    """Give empty bins a little mass (taken from the others) so KL stays finite."""
+    zeros = p == 0
+    n_zeros = int(zeros.sum())
+    n_nonzeros = p.size - n_zeros
+    if n_nonzeros == 0:
+        return None
+    eps1 = eps * n_zeros / n_nonzeros
+    if eps1 >= p[~zeros].min():  # too sparse to smooth: treat the window as unusable
+        return None
+    return p + np.where(zeros, eps, -eps1)
+
+
+def _kl(p: np.ndarray, q: np.ndarray) -> float:
+    p = p / p.sum()
+    q = q / q.sum()
+    return float(np.sum(p * np.log(p / q)))
+
+
+def _entropy_range(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: int) -> Range:
+    """TensorRT's KL threshold search over windows centred on the zero bin.
+
+    Window i covers bins [z - i, z + i + 1) (z = num_bins // 2, as onnxruntime indexes); the
+    outliers are folded into its end bins to form p, the window is merged into
+    `num_quantized_bins` levels and spread back over its non-empty bins to form q.
+    """
+    h = hist.astype(np.float64)
+    num_bins = h.size
+    zero = num_bins // 2
+    half_q = num_quantized_bins // 2
+    prefix = np.concatenate(([0.0], np.cumsum(h)))
+    best, best_kl = (float(edges[0]), float(edges[-1])), np.inf
+    for i in range(half_q, zero + 1):
+        start, end = zero - i, min(zero + i + 1, num_bins)
+        sliced = h[start:end]
+        p = sliced.copy()
+        p[0] += prefix[start]
+        p[-1] += prefix[-1] - prefix[end]
+        nonzero = p != 0
+        merged = sliced.size // num_quantized_bins
+        # level j merges bins [j*merged, (j+1)*merged); the last level also takes the remainder
+        level = np.minimum(np.arange(sliced.size) // merged, num_quantized_bins - 1)
+        mass = np.bincount(level, weights=sliced, minlength=num_quantized_bins)
+        count = np.bincount(level, weights=nonzero, minlength=num_quantized_bins)
+        q = np.where(nonzero, mass[level] / np.maximum(count[level], 1.0), 0.0)
+        ps, qs = _smooth(p), _smooth(q)
+        kl = np.inf if ps is None or qs is None else _kl(ps, qs)
+        if kl < best_kl:
+            best_kl, best = kl, (float(edges[start]), float(edges[end]))
+    return best
