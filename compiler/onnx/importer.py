@@ -84,6 +84,7 @@ class GraphBuilder:
         self.constants: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
         self.names: dict[str, str] = {}  # ONNX value name -> graph-IR name
+        # generated names avoid every ONNX name (`reserved`); ONNX names are claimed when defined
         self.used = set(reserved)
         self.defined: set[str] = set()
 
@@ -141,8 +142,7 @@ class GraphBuilder:
             names = []
             for k, (r, t) in enumerate(zip(results, out_types, strict=True)):
                 arr = np.asarray(r).astype(t.dtype, copy=False).reshape(t.shape)
-                names.append(self.add_constant(arr, f"{node.name or kind}_c", hints[k] or None)
-                             if hints[k] else self.add_constant(arr, f"{node.name or kind}_c"))
+                names.append(self.add_constant(arr, f"{node.name or kind}_c", hints[k] or None))
             return names
         values = []
         for k, t in enumerate(out_types):
@@ -264,9 +264,6 @@ def import_model(
     reserved = {n for node in g.node for n in list(node.input) + list(node.output) if n}
     reserved |= {vi.name for vi in g.input} | init_names
     b = GraphBuilder(reserved)
-    b.used = set()  # ONNX names are claimed as they are defined, generated ones avoid `reserved`
-    b.used |= reserved
-    b.defined = set()
     inputs = []
     for vi in real_inputs:
         fixed = tuple(int(d) for d in shapes[vi.name]) if vi.name in shapes else None
