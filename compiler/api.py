@@ -29,7 +29,7 @@ from nnc.compiler.onnx.importer import import_model
 from nnc.compiler.pipeline import default_pipeline
 from nnc.ir.graph import Graph
 from nnc.ir.loops import LoopModule
-from nnc.passes.manager import PassError, PassManager
+from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
 
 METADATA = "nnc.json"
 
@@ -161,6 +161,72 @@ def _io_desc(graph: Graph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return [d(v) for v in graph.inputs], [d(v) for v in graph.outputs]
 
 
+RANDOM_CALIBRATION_SAMPLES = 20
+
+
+def _quantize_front(
+    graph: Graph, steps: list[PipelineStep], tgt: Any, dump_ir: Any, quantize: str,
+    calibration: Any, method: str, times: dict[str, float],
+) -> tuple[Graph, list[PipelineStep], dict[str, Any], PassManager]:
+    """Run the float graph passes (those before fuse-ops / lowering), calibrate on their result,
+    and return (float graph, the remaining steps led by quantize, quantization info, the
+    pass manager that ran the float passes)."""
+    from nnc.passes.calibrate import METHODS, calibrate
+    from nnc.passes.quant_scheme import load_calibration_data, random_calibration_data
+
+    if quantize != "int8":
+        raise NncError(f"quantize={quantize!r} is not supported; use 'int8'")
+    if calibration is None:
+        raise NncError("quantize='int8' needs calibration data (a .npz, a folder of .npy, a "
+                       "dict of arrays, or 'random')")
+    if method not in METHODS:
+        raise NncError(f"unknown calibration method {method!r}; choose one of {list(METHODS)}")
+    split = next((i for i, s in enumerate(steps) if s.name in ("fuse-ops", "lower-to-loops")),
+                 len(steps))
+    rest = [s for s in steps[split:] if s.name != "quantize"]
+    pre = PassManager([s for s in steps[:split] if s.name != "quantize"], target=tgt,
+                      dump_dir=Path(dump_ir) / "float" if dump_ir else None)
+    float_graph = pre.run(graph)
+    t0 = time.perf_counter()
+    if isinstance(calibration, str) and calibration == "random":
+        samples = random_calibration_data(float_graph, RANDOM_CALIBRATION_SAMPLES)
+    else:
+        samples = load_calibration_data(calibration, float_graph.inputs)
+    ranges = calibrate(float_graph, samples, method)
+    times["calibration"] = time.perf_counter() - t0
+    info: dict[str, Any] = {
+        "scheme": "int8", "calibration_method": method, "calibration_samples": len(samples),
+        "random_calibration": isinstance(calibration, str) and calibration == "random",
+        "ranges": ranges, "samples": samples,
+    }
+    return float_graph, [PipelineStep("quantize", None), *rest], info, pre
+
+
+def _accuracy(float_graph: Graph, quant_graph: Graph,
+              samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
+    """Output SQNR (dB) of the int8 graph vs the float graph over `samples` (graph interpreter),
+    and how many ops were quantized."""
+    from nnc.ir.interp import run_graph
+    from nnc.passes.quant_scheme import sqnr_db
+
+    names = float_graph.output_names()
+    ref: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for s in samples:
+        a, b = run_graph(float_graph, s), run_graph(quant_graph, s)
+        for n in names:
+            ref[n].append(np.asarray(a[n], np.float64).ravel())
+            got[n].append(np.asarray(b[n], np.float64).ravel())
+    sqnr = {n: sqnr_db(np.concatenate(ref[n]), np.concatenate(got[n])) for n in names}
+    int8_ops = [op.kind for op in quant_graph.ops if op.kind.endswith("_s8")]
+    float_ops = sorted({op.kind for op in quant_graph.ops
+                        if not op.kind.endswith("_s8") and op.kind not in
+                        ("quantize_linear", "dequantize_linear", "reshape")})
+    return {"output_sqnr_db": {n: round(v, 2) if np.isfinite(v) else str(v)
+                               for n, v in sqnr.items()},
+            "int8_ops": len(int8_ops), "float_ops": float_ops}
+
+
 def compile(  # noqa: A001 - the public name users expect
     model: str | os.PathLike[str] | onnx.ModelProto,
     target: str = "host",
@@ -173,26 +239,51 @@ def compile(  # noqa: A001 - the public name users expect
     bench: bool = True,
     ram: int | str | None = None,
     flash: int | str | None = None,
+    quantize: str | None = None,
+    calibration: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
+    calibration_method: str = "minmax",
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
     With `output_dir` the project is written there (built in a temporary directory next to it and
     renamed into place only on success); without, into a temporary directory that lives as long as
     the returned object. `bench=False` skips linking the host benchmark executable. `ram`/`flash`
-    override a microcontroller target's memory sizes (bytes or "512K", "2M")."""
+    override a microcontroller target's memory sizes (bytes or "512K", "2M").
+
+    `quantize="int8"` quantizes after the float graph passes (before fuse-ops) with ranges
+    calibrated on `calibration` (a .npz keyed by input name with samples on the first axis, a
+    folder of .npy, a dict of such arrays, or "random": 20 random samples, with a warning) by
+    `calibration_method` ("minmax", "percentile" or "entropy"); nnc.json gets the output SQNR of
+    the int8 graph against the float one on the calibration samples."""
     tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     graph = import_model(model, input_shapes)
     times["import"] = time.perf_counter() - t0
 
-    pm = PassManager(pipeline or default_pipeline(tgt.kind), target=tgt, dump_dir=dump_ir)
+    try:
+        steps = parse_pipeline(pipeline or default_pipeline(tgt.kind))
+    except PassError as e:
+        raise NncError(str(e)) from None
+    quant_info: dict[str, Any] | None = None
+    pre_timings: list[tuple[str, float]] = []
+    pre_text = ""
     t0 = time.perf_counter()
     try:
+        if quantize is not None:
+            graph, steps, quant_info, pre = _quantize_front(
+                graph, steps, tgt, dump_ir, quantize, calibration, calibration_method, times)
+            pre_timings, pre_text = pre.timings, pre.pipeline_text()
+        pm = PassManager(steps, target=tgt, dump_dir=dump_ir)
+        if quant_info is not None:
+            pm.facts["quant_ranges"] = quant_info.pop("ranges")
         module = pm.run(graph)
     except PassError as e:
         raise NncError(f"compilation failed: {e}") from e
-    times["passes"] = time.perf_counter() - t0
+    times["passes"] = time.perf_counter() - t0 - times.get("calibration", 0.0)
+    if quant_info is not None:
+        quant_info.update(_accuracy(graph, pm.facts["quantized_graph"],
+                                    quant_info.pop("samples")))
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
@@ -216,10 +307,13 @@ def compile(  # noqa: A001 - the public name users expect
         "weight_bytes": int(sum(np.asarray(a).nbytes for a in module.constants.values())),
         "arena_bytes": int(module.arena_size),
         "arena_floor_bytes": int(memory.get("floor_bytes", module.arena_size)),
-        "pipeline": pm.pipeline_text(),
-        "pass_times_s": {f"{i:02d}-{n}": round(t, 4) for i, (n, t) in enumerate(pm.timings)},
+        "pipeline": ",".join(filter(None, (pre_text, pm.pipeline_text()))),
+        "pass_times_s": {f"{i:02d}-{n}": round(t, 4)
+                         for i, (n, t) in enumerate(pre_timings + pm.timings)},
         "layers": [{"name": k.op_name, "op": k.op_kind, "macs": k.macs} for k in module.kernels],
     }
+    if quant_info is not None:
+        info["quantization"] = quant_info
 
     keep = None
     if output_dir is None:

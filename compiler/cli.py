@@ -21,6 +21,15 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     from nnc.compiler.api import compile as nnc_compile
     from nnc.compiler.onnx.importer import parse_input_shapes
 
+    if args.quantize is None and (args.calibration or args.calibration_method):
+        raise NncError("--calibration/--calibration-method need --quantize int8")
+    if args.quantize is not None and not args.calibration:
+        raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
+                       "'random')")
+    if args.calibration == "random":
+        print("nnc: WARNING: calibrating on RANDOM data (--calibration random): the int8 model's "
+              "accuracy on real inputs will likely be poor; pass representative samples",
+              file=sys.stderr)
     model = nnc_compile(
         args.model,
         target=args.target,
@@ -30,6 +39,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         dump_ir=args.dump_ir,
         ram=args.ram,
         flash=args.flash,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        calibration_method=args.calibration_method or "minmax",
     )
     t = model.compile_time_s
     info = model.info
@@ -42,6 +54,11 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
               f"RAM {fw['ram_bytes']:,} B (arena + {fw['stack_bytes']:,} B stack) of "
               f"{info['ram_bytes_limit']:,} B")
+    if "quantization" in info:
+        q = info["quantization"]
+        sqnr = ", ".join(f"{k} {v} dB" for k, v in q["output_sqnr_db"].items())
+        print(f"  int8: {q['int8_ops']} int8 ops, float ops {q['float_ops'] or 'none'}; output "
+              f"SQNR vs float on {q['calibration_samples']} calibration samples: {sqnr}")
     print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
     return 0
 
@@ -148,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--flash", help="flash of the real part, e.g. 2M (default: the board's)")
     c.add_argument("--pipeline", help="pass pipeline (default: the target's)")
     c.add_argument("--dump-ir", metavar="DIR", help="write the IR after every pass into DIR")
+    c.add_argument("--quantize", choices=["int8"], help="post-training quantization")
+    c.add_argument("--calibration", metavar="DATA",
+                   help="calibration samples: .npz (key = input name, samples on the first "
+                   "axis), a folder of .npy, or 'random' (poor accuracy; warns)")
+    c.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"],
+                   help="how ranges are taken from the calibration data (default: minmax)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")

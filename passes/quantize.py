@@ -1,0 +1,398 @@
+"""quantize: rewrite a float graph into TFLite-style int8 ops from calibrated ranges.
+
+    %c = conv(%x, %w, %b); %y = relu(%c); %p = softmax(%y)
+    →  %x_q8 = quantize_linear(%x, ...)
+       %y_q8 = conv_s8(%x_q8, %w_s8, %mult, %shift, %b_s32) {act_min = output zero point, ...}
+       %y = dequantize_linear(%y_q8, ...); %p = softmax(%y)
+
+Run on the float graph after fold-constants / eliminate-dead-code / fold-batchnorm and before
+fuse-ops. Rewritten: conv (incl. depthwise), gemm and matmul with a constant weight (and a following
+constant bias add) → fully_connected_s8, max_pool / average_pool / global_average_pool → *_pool_s8,
+add / mul → add_s8 / mul_s8, reshape on an int8 value stays int8. A relu or clip right after a
+rewritten op folds into its output clamp. Weights are per-channel symmetric int8, biases int32,
+requantization multipliers/shifts int32 constants; every int8 value's `TensorType.quant` holds its
+(asymmetric, per-tensor) parameters from the calibrated range. quantize_linear is inserted where an
+int8 op needs a float value, dequantize_linear where a float op or a graph output needs an int8
+value, so any graph still runs: ops without an int8 form (softmax, ...) stay float.
+
+The pass takes the ranges from `ctx.facts["quant_ranges"]` (`{float value name: (min, max)}`, as
+`nnc.passes.calibrate.calibrate` returns them) and leaves the quantized graph there too, under
+`ctx.facts["quantized_graph"]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from nnc.errors import NncError
+from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
+from nnc.ir.types import QuantParams, TensorType
+from nnc.passes.manager import PassContext, register_pass
+from nnc.passes.quant_scheme import (
+    INT8_MAX,
+    INT8_MIN,
+    activation_params,
+    bias_params,
+    quantize,
+    quantize_multiplier,
+    weight_params,
+)
+
+Range = tuple[float, float]
+ADD_LEFT_SHIFT = 20  # TFLite's int8 Add
+
+
+def _const(name: str, data: np.ndarray, quant: QuantParams | None = None) -> Constant:
+    arr = np.array(data, copy=True)
+    arr.setflags(write=False)
+    t = TensorType(tuple(int(d) for d in arr.shape), str(arr.dtype), None, quant)
+    return Constant(Value(name, t), arr)
+
+
+def _multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pairs = [quantize_multiplier(float(r)) for r in np.ravel(reals)]
+    return (np.array([m for m, _ in pairs], np.int32), np.array([s for _, s in pairs], np.int32))
+
+
+def _clamp_of(op: Op, q: QuantParams) -> tuple[int, int] | None:
+    """The int8 clamp a relu / clip applies to a value quantized with `q`, or None."""
+    scale, zp = q.scale[0], q.zero_point[0]
+
+    def code(v: float) -> int:
+        return int(np.clip(zp + np.round(v / scale), INT8_MIN, INT8_MAX))
+
+    if op.kind == "relu":
+        return code(0.0), INT8_MAX
+    if op.kind == "clip":
+        lo = code(op.attrs.get_float("min")) if "min" in op.attrs else INT8_MIN
+        hi = code(op.attrs.get_float("max")) if "max" in op.attrs else INT8_MAX
+        return lo, hi
+    return None
+
+
+class _Rewriter:
+    """Walks the float graph in order and emits the mixed int8 / float graph."""
+
+    def __init__(self, graph: Graph, ranges: Mapping[str, Range]) -> None:
+        self.g = graph
+        self.ranges = ranges
+        self.types = graph.value_types()
+        self.consts = graph.constant_map()
+        self.users = graph.consumers()
+        self.outputs = set(graph.output_names())
+        self.taken = set(self.types) | {op.name for op in graph.ops}
+        self.new_consts: list[Constant] = list(graph.constants)
+        self.ops: list[Op] = []
+        self.q8: dict[str, str] = {}  # float value name -> its int8 twin
+        self.floats: set[str] = {v.name for v in graph.inputs} | set(self.consts)
+        self.folded: set[int] = set()  # ids of relu/clip ops folded into the op before them
+        self.qtypes: dict[str, TensorType] = {}  # types of the int8 values made so far
+
+    # --- naming and constants
+
+    def fresh(self, hint: str) -> str:
+        name, k = hint, 1
+        while name in self.taken:
+            k += 1
+            name = f"{hint}_{k}"
+        self.taken.add(name)
+        return name
+
+    def add_const(self, hint: str, data: np.ndarray, quant: QuantParams | None = None) -> str:
+        c = _const(self.fresh(hint), data, quant)
+        self.new_consts.append(c)
+        return c.name
+
+    # --- value conversions
+
+    def params(self, name: str) -> QuantParams | None:
+        """Activation parameters of float value `name` from its calibrated range."""
+        r = self.ranges.get(name)
+        if r is None or self.types[name].dtype != "float32":
+            return None
+        return activation_params(float(r[0]), float(r[1]))
+
+    def int8_of(self, name: str) -> str | None:
+        """The int8 twin of `name`, quantizing it (constant or float activation) if needed."""
+        if name in self.q8:
+            return self.q8[name]
+        t = self.types[name]
+        if t.dtype != "float32":
+            return None
+        if name in self.consts:
+            data = self.consts[name]
+            cq = activation_params(float(data.min(initial=0.0)), float(data.max(initial=0.0)))
+            qname = self.add_const(f"{name}_q8", quantize(data, cq), cq)
+            self.q8[name] = qname
+            self.qtypes[qname] = TensorType(data.shape, "int8", None, cq)
+            return qname
+        q = self.params(name)
+        if q is None:
+            return None
+        out = Value(self.fresh(f"{name}_q8"), TensorType(t.shape, "int8", t.layout, q))
+        scale = self.add_const(f"{name}_scale", np.array([q.scale[0]], np.float32))
+        zp = self.add_const(f"{name}_zp", np.array([q.zero_point[0]], np.int8))
+        self.ops.append(Op("quantize_linear", (self.float_of(name), scale, zp), (out,),
+                           Attrs.of(dtype="int8"), name=out.name))
+        self.q8[name] = out.name
+        self.qtypes[out.name] = out.type
+        return out.name
+
+    def float_of(self, name: str) -> str:
+        """`name` as a float value, dequantizing its int8 twin on first use."""
+        if not name or name in self.floats:
+            return name
+        qname = self.q8[name]
+        q = self.qtypes[qname].quant
+        assert q is not None
+        scale = self.add_const(f"{name}_scale", np.array([q.scale[0]], np.float32))
+        zp = self.add_const(f"{name}_zp", np.array([q.zero_point[0]], np.int8))
+        out = Value(name, self.types[name])
+        self.ops.append(Op("dequantize_linear", (qname, scale, zp), (out,),
+                           Attrs.of(dtype="float32"), name=self.fresh(f"{name}_dq")))
+        self.floats.add(name)
+        return name
+
+    # --- output of a rewritten op, with a following relu / clip folded into its clamp
+
+    def output(self, op: Op, q: QuantParams | None = None) -> tuple[str, QuantParams, int, int]:
+        """(float name the int8 result stands for, its params, act_min, act_max)."""
+        name = op.outputs[0].name
+        users = self.users.get(name, [])
+        if name not in self.outputs and len(users) == 1 and users[0].kind in ("relu", "clip"):
+            nxt = users[0]
+            nq = q if q is not None else self.params(nxt.outputs[0].name)
+            if nq is not None and nxt.outputs[0].type.dtype == "float32":
+                clamp = _clamp_of(nxt, nq)
+                assert clamp is not None
+                self.folded.add(id(nxt))
+                return nxt.outputs[0].name, nq, clamp[0], clamp[1]
+        oq = q if q is not None else self.params(name)
+        if oq is None:
+            raise _Skip
+        return name, oq, INT8_MIN, INT8_MAX
+
+    def emit(self, kind: str, inputs: tuple[str, ...], stands_for: str, q: QuantParams,
+             attrs: Mapping[str, object], op_name: str) -> None:
+        t = self.types[stands_for]
+        out = Value(self.fresh(f"{stands_for}_q8"), TensorType(t.shape, "int8", t.layout, q))
+        self.ops.append(Op(kind, inputs, (out,), Attrs.of(dict(attrs)),
+                           name=self.fresh(f"{op_name or stands_for}_s8")))
+        self.q8[stands_for] = out.name
+        self.qtypes[out.name] = out.type
+
+    # --- the rewrite rules
+
+    def run(self) -> Graph:
+        for op in self.g.ops:
+            if id(op) in self.folded:
+                continue
+            mark = (len(self.ops), len(self.new_consts), dict(self.q8), set(self.folded),
+                    set(self.floats), set(self.taken))
+            try:
+                if self.rewrite(op):
+                    continue
+            except _Skip:
+                pass
+            # undo a partial rewrite, then keep the op float
+            self.ops = self.ops[:mark[0]]
+            self.new_consts = self.new_consts[:mark[1]]
+            self.q8, self.folded, self.floats, self.taken = mark[2], mark[3], mark[4], mark[5]
+            self.ops.append(op.with_(inputs=tuple(self.float_of(n) for n in op.inputs)))
+            self.floats.update(v.name for v in op.outputs)
+        for v in self.g.outputs:
+            self.float_of(v.name)
+        used = {n for op in self.ops for n in op.inputs}
+        consts = tuple(c for c in self.new_consts if c.name in used)
+        return self.g.replace(constants=consts, ops=tuple(self.ops))
+
+    def rewrite(self, op: Op) -> bool:
+        if op.body is not None or len(op.outputs) != 1:
+            return False
+        if op.outputs[0].type.dtype != "float32":
+            return False
+        rule = getattr(self, f"_rw_{op.kind}", None)
+        return bool(rule(op)) if rule is not None else False
+
+    def _act_in(self, name: str) -> tuple[str, QuantParams]:
+        """A non-constant float32 activation input as int8 (raises _Skip if impossible)."""
+        if name in self.consts:
+            raise _Skip
+        q8 = self.int8_of(name)
+        if q8 is None:
+            raise _Skip
+        q = self.qtypes[q8].quant
+        assert q is not None
+        return q8, q
+
+    def _weighted(self, op: Op, kind: str, x: str, w: np.ndarray, bias: np.ndarray | None,
+                  attrs: dict[str, object], out_op: Op | None = None) -> bool:
+        """conv_s8 / fully_connected_s8 from float weight [OC, ...] and bias [OC]."""
+        xq, xp = self._act_in(x)
+        stands, oq, lo, hi = self.output(out_op or op)
+        wq = weight_params(w, 0)
+        ws = np.asarray(wq.scale, np.float64)
+        reals = np.float64(np.float32(xp.scale[0])) * ws / np.float64(np.float32(oq.scale[0]))
+        mult, shift = _multipliers(reals)
+        base = op.name or stands
+        inputs = [xq, self.add_const(f"{base}_w_s8", quantize(w, wq, narrow_range=True), wq),
+                  self.add_const(f"{base}_mult", mult), self.add_const(f"{base}_shift", shift)]
+        if bias is not None:
+            bq = bias_params(xp.scale[0], wq.scale)
+            inputs.append(self.add_const(f"{base}_b_s32", quantize(bias, bq, "int32", True), bq))
+        attrs.update(input_zero_point=xp.zero_point[0], output_zero_point=oq.zero_point[0],
+                     act_min=lo, act_max=hi)
+        self.emit(kind, tuple(inputs), stands, oq, attrs, op.name)
+        return True
+
+    def _rw_conv(self, op: Op) -> bool:
+        if op.inputs[1] not in self.consts or len(self.types[op.inputs[0]].shape) < 3:
+            return False
+        b = op.inputs[2] if len(op.inputs) > 2 and op.inputs[2] else None
+        if b is not None and b not in self.consts:
+            return False
+        bias = self.consts[b] if b else None
+        attrs: dict[str, object] = {k: op.attrs[k] for k in ("strides", "pads", "dilations",
+                                                              "group") if k in op.attrs}
+        return self._weighted(op, "conv_s8", op.inputs[0], self.consts[op.inputs[1]], bias, attrs)
+
+    def _rw_gemm(self, op: Op) -> bool:
+        a = op.attrs
+        if a.get_int("trans_a", 0) or op.inputs[1] not in self.consts:
+            return False
+        w = self.consts[op.inputs[1]].astype(np.float32)
+        w = (w if a.get_int("trans_b", 0) else w.T) * np.float32(a.get_float("alpha", 1.0))
+        n = w.shape[0]
+        bias = None
+        if len(op.inputs) > 2 and op.inputs[2]:
+            c = self.consts.get(op.inputs[2])
+            if c is None or c.size not in (1, n) or (c.size == n and c.shape[-1] != n):
+                return False
+            bias = np.broadcast_to(c.reshape(-1), (n,)) * np.float32(a.get_float("beta", 1.0))
+        return self._weighted(op, "fully_connected_s8", op.inputs[0], w, bias, {})
+
+    def _rw_matmul(self, op: Op) -> bool:
+        w = self.consts.get(op.inputs[1])
+        if w is None or w.ndim != 2 or op.inputs[0] in self.consts:
+            return False
+        n = w.shape[1]
+        name = op.outputs[0].name
+        users = self.users.get(name, [])
+        bias, out_op = None, None
+        if name not in self.outputs and len(users) == 1 and users[0].kind == "add":
+            add = users[0]
+            other = next((i for i in add.inputs if i != name), None)
+            c = self.consts.get(other) if other else None
+            if (c is not None and add.inputs.count(name) == 1 and c.size == n
+                    and c.shape[-1] == n and add.outputs[0].type.shape == op.outputs[0].type.shape):
+                bias, out_op = c.reshape(-1), add
+                self.folded.add(id(add))
+        return self._weighted(op, "fully_connected_s8", op.inputs[0], w.T.copy(), bias, {},
+                              out_op)
+
+    def _pool(self, op: Op, kind: str, attrs: dict[str, object]) -> bool:
+        xq, xp = self._act_in(op.inputs[0])
+        stands, oq, lo, hi = self.output(op, xp)  # pools keep the input's parameters
+        attrs.update(act_min=lo, act_max=hi)
+        self.emit(kind, (xq,), stands, oq, attrs, op.name)
+        return True
+
+    def _pool_attrs(self, op: Op) -> dict[str, object] | None:
+        if any(d != 1 for d in op.attrs.get_ints("dilations", (1,))):
+            return None
+        ks = op.attrs.get_ints("kernel_shape")
+        pads = op.attrs.get_ints("pads", (0,) * (2 * len(ks)))
+        if any(p >= k for p, k in zip(pads, ks + ks, strict=True)):
+            return None
+        return {k: op.attrs[k] for k in ("kernel_shape", "strides", "pads", "ceil_mode")
+                if k in op.attrs}
+
+    def _rw_max_pool(self, op: Op) -> bool:
+        attrs = self._pool_attrs(op)
+        return attrs is not None and self._pool(op, "max_pool_s8", attrs)
+
+    def _rw_average_pool(self, op: Op) -> bool:
+        attrs = self._pool_attrs(op)
+        if attrs is None:
+            return False
+        if op.attrs.get_int("count_include_pad", 0) and any(op.attrs.get_ints("pads", ())):
+            return False  # avg_pool_s8 never counts padding
+        return self._pool(op, "avg_pool_s8", attrs)
+
+    def _rw_global_average_pool(self, op: Op) -> bool:
+        spatial = self.types[op.inputs[0]].shape[2:]
+        return bool(spatial) and self._pool(op, "avg_pool_s8", {"kernel_shape": spatial})
+
+    def _rw_reshape(self, op: Op) -> bool:
+        if op.inputs[0] not in self.q8:
+            return False  # only carry values that are int8 already
+        xq, xp = self._act_in(op.inputs[0])
+        self.emit("reshape", (xq,), op.outputs[0].name, xp, dict(op.attrs), op.name)
+        return True
+
+    def _binary_in(self, op: Op) -> tuple[str, QuantParams, str, QuantParams]:
+        if len(op.inputs) != 2 or all(n in self.consts for n in op.inputs):
+            raise _Skip
+        ins = []
+        for n in op.inputs:
+            q8 = self.int8_of(n)
+            if q8 is None:
+                raise _Skip
+            q = self.qtypes[q8].quant
+            assert q is not None
+            ins += [q8, q]
+        return ins[0], ins[1], ins[2], ins[3]  # type: ignore[return-value]
+
+    def _rw_add(self, op: Op) -> bool:
+        a, ap, b, bp = self._binary_in(op)
+        stands, oq, lo, hi = self.output(op)
+        sa, sb, so = (np.float64(np.float32(p.scale[0])) for p in (ap, bp, oq))
+        twice_max = 2.0 * max(sa, sb)
+        ma, sha = quantize_multiplier(sa / twice_max)
+        mb, shb = quantize_multiplier(sb / twice_max)
+        mo, sho = quantize_multiplier(twice_max / ((1 << ADD_LEFT_SHIFT) * so))
+        attrs = dict(a_zero_point=ap.zero_point[0], a_multiplier=ma, a_shift=sha,
+                     b_zero_point=bp.zero_point[0], b_multiplier=mb, b_shift=shb,
+                     left_shift=ADD_LEFT_SHIFT, output_zero_point=oq.zero_point[0],
+                     output_multiplier=mo, output_shift=sho, act_min=lo, act_max=hi)
+        self.emit("add_s8", (a, b), stands, oq, attrs, op.name)
+        return True
+
+    def _rw_mul(self, op: Op) -> bool:
+        a, ap, b, bp = self._binary_in(op)
+        stands, oq, lo, hi = self.output(op)
+        real = (np.float64(np.float32(ap.scale[0])) * np.float64(np.float32(bp.scale[0]))
+                / np.float64(np.float32(oq.scale[0])))
+        mo, sho = quantize_multiplier(real)
+        attrs = dict(a_zero_point=ap.zero_point[0], b_zero_point=bp.zero_point[0],
+                     output_zero_point=oq.zero_point[0], output_multiplier=mo,
+                     output_shift=sho, act_min=lo, act_max=hi)
+        self.emit("mul_s8", (a, b), stands, oq, attrs, op.name)
+        return True
+
+
+class _Skip(Exception):
+    """This op cannot be rewritten (no range, a float-only input, ...): keep it float."""
+
+
+def quantize_graph(graph: Graph, ranges: Mapping[str, Range]) -> Graph:
+    """`graph` with every op that has an int8 form rewritten to it (see the module docstring).
+
+    `ranges` maps float value names to calibrated (min, max); ops whose values have no range stay
+    float. Graph inputs and outputs keep their float types.
+    """
+    return _Rewriter(graph, ranges).run()
+
+
+@register_pass("quantize")
+def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
+    """Rewrite into int8 ops from the calibrated ranges in ctx.facts["quant_ranges"]."""
+    ranges = ctx.facts.get("quant_ranges")
+    if ranges is None:
+        raise NncError("quantize needs calibrated ranges (ctx.facts['quant_ranges']); "
+                       "use nnc.compile(..., quantize='int8', calibration=...)")
+    out = quantize_graph(graph, ranges)
+    ctx.facts["quantized_graph"] = out
+    return out
