@@ -20,7 +20,9 @@ requantization arrays are int32 constant inputs so they live in flash):
 `requantize` is TFLite's MultiplyByQuantizedMultiplier (x * multiplier * 2^shift / 2^31: a
 saturating rounding doubling high multiply, then a rounding divide by a power of two) in the loop
 IR; `np_requantize` is the same in numpy. Every op's loop nest goes through the former and every
-reference through the latter.
+reference through the latter. The conv loop nest is the one shared with conv_integer and
+qlinear_conv (`nnc.ir.ops.quant.conv_int32_rows`); a layout change (NHWC) starts there and at
+`_act_at`.
 
 >>> int(np_requantize(np.int64(1000), *quantize_multiplier(0.0123)))
 12
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -59,7 +60,8 @@ from nnc.ir.ops import (
     load_broadcast,
     register,
 )
-from nnc.ir.ops.nn import spatial_attrs, tap_range, window_out_size, window_positions
+from nnc.ir.ops.nn import spatial_attrs, window_out_size, window_positions
+from nnc.ir.ops.quant import conv_int32_rows
 from nnc.ir.types import TensorType
 
 INT32_MIN = -(2**31)
@@ -261,11 +263,6 @@ def _act_at(buf: Buffer, n: Expr, c: Expr, spatial: Sequence[Expr]) -> Load:
     return buf[(n, c, *spatial)]
 
 
-def _filter_at(buf: Buffer, oc: Expr, ic: Expr, taps: Sequence[Expr | int]) -> Load:
-    """Conv filter element (oc, ic within the group, *taps); OIHW."""
-    return buf[(oc, ic, *taps)]
-
-
 # ---------------------------------------------------------------- conv_s8
 
 
@@ -297,50 +294,17 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
 
 
 def _conv_compute(ctx: ComputeContext) -> None:
-    """For each (n, oc, leading output dims) an int32 row over the last output dim starts at the
-    bias; every tap of the last kernel dim (unrolled) adds (x - x_zp) * w over only the outputs
-    whose input is in range (branch-free, contiguous inner loop); then each element of the row is
-    requantized."""
-    b = ctx.b
+    """The shared integer conv loop nest (`conv_int32_rows`: int32 rows, branch-free contiguous
+    taps) with each accumulator requantized, offset and clamped on the way out."""
     x, w, mult, shift = ctx.inputs[:4]
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
-    out_shape = ctx.outputs[0].shape
-    strides, pb, _, dil = spatial_attrs(ctx.attrs, len(x.shape) - 2)
-    group = int(ctx.attr("group", 1))
-    oc_n, cg, ks = w.shape[0], w.shape[1], w.shape[2:]
-    ocg = oc_n // group
     x_zp = ctx.attrs.get_int("input_zero_point", 0)
-    ow_n = out_shape[-1]
-    row = b.local("int32", "row", shape=(ow_n,))
-    with b.loops(out_shape[:-1]) as outer:
-        n, oc, olead = outer[0], outer[1], outer[2:]
-        init = bias[oc] if bias is not None else const(0, "int32")
-        with b.loop(ow_n, "j") as j:
-            b.store(row, (j,), init)
-        with b.loop(cg, "c") as icg:
-            ic = icg if group == 1 else (oc // ocg) * cg + icg
-            with b.loops(ks[:-1], "k") as klead:
-                pos, cond = window_positions(
-                    olead, klead, x.shape[2:-1], out_shape[2:-1], ks[:-1], strides[:-1],
-                    dil[:-1], pb[:-1],
-                )
-                with b.if_(cond) if cond is not None else nullcontext():
-                    for kw in range(ks[-1]):
-                        lo, hi = tap_range(kw, x.shape[-1], ow_n, strides[-1], dil[-1], pb[-1])
-                        if lo == hi:
-                            continue
-                        wv = cast(_filter_at(w, oc, icg, (*klead, kw)), "int32")
-                        with b.loop(hi - lo, "j") as t:
-                            o = t + lo if lo else t
-                            xi = o * strides[-1] + (kw * dil[-1] - pb[-1])
-                            xv = cast(_act_at(x, n, ic, (*pos, xi)), "int32")
-                            if x_zp:
-                                xv = xv - x_zp
-                            b.store(row, (o,), row[o] + xv * wv)
-        with b.loop(ow_n, "j") as j:
-            y = _finish(b, row[j], _channel(mult, oc), _channel(shift, oc), ctx.attrs)
-            ctx.store(0, (*outer, j), y)
+
+    def store(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
+        ctx.store(0, idx, _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+
+    conv_int32_rows(ctx, x, w, const(x_zp, "int32") if x_zp else None, None, bias, store)
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:

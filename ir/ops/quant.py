@@ -305,11 +305,14 @@ def _conv_integer_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> li
     return [_np_conv_acc(x, xz, w, wz, None, attrs)]
 
 
-def _conv_loops(ctx: ComputeContext, x: Buffer, w: Buffer, xz: Buffer | None, wz: Buffer | None,
-                bias: Buffer | None, store: Store) -> None:
-    """For each (n, oc, leading output dims) an int32 row over the last output dim starts at the
-    bias; each tap of the last kernel dim (unrolled) adds (x - x_zp) * (w - w_zp) over only the
-    outputs whose input is in range, so the inner loop is branch-free and contiguous."""
+def conv_int32_rows(ctx: ComputeContext, x: Buffer, w: Buffer, x_zero: Expr | None,
+                    wz: Buffer | None, bias: Buffer | None, store: Store) -> None:
+    """The integer conv loop nest shared by conv_integer, qlinear_conv and conv_s8 (NCHW/OIHW).
+
+    For each (n, oc, leading output dims) an int32 row over the last output dim starts at the
+    bias; each tap of the last kernel dim (unrolled) adds (x - x_zero) * (w - w_zp) over only the
+    outputs whose input is in range, so the inner loop is branch-free and contiguous; then
+    `store(index, accumulator, oc)` finishes each element (requantize, clamp, ...)."""
     b = ctx.b
     out_shape = ctx.outputs[0].shape
     nsp = len(x.shape) - 2
@@ -341,7 +344,7 @@ def _conv_loops(ctx: ComputeContext, x: Buffer, w: Buffer, xz: Buffer | None, wz
                         with b.loop(hi - lo, "j") as t:
                             o = t + lo if lo else t
                             xi = o * strides[-1] + (kw * dil[-1] - pb[-1])
-                            xv = _centered(x[(n, ic, *pos, xi)], None if xz is None else _first(xz))
+                            xv = _centered(x[(n, ic, *pos, xi)], x_zero)
                             b.store(row, (o,), row[o] + xv * wv)
         with b.loop(ow_n, "j") as j:
             store((*outer, j), row[j], oc)
@@ -350,7 +353,8 @@ def _conv_loops(ctx: ComputeContext, x: Buffer, w: Buffer, xz: Buffer | None, wz
 def _conv_integer_compute(ctx: ComputeContext) -> None:
     x, w, xz, wz = (list(ctx.inputs) + [None] * 4)[:4]
     assert x is not None and w is not None
-    _conv_loops(ctx, x, w, xz, wz, None, lambda idx, acc, oc: ctx.store(0, idx, acc))
+    x_zero = None if xz is None else _first(xz)
+    conv_int32_rows(ctx, x, w, x_zero, wz, None, lambda idx, acc, oc: ctx.store(0, idx, acc))
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -414,7 +418,7 @@ def _qlinear_conv_compute(ctx: ComputeContext) -> None:
         mult = _multiplier(_first(xs), wsv, _first(ys))
         ctx.store(0, idx, _requant(acc, mult, _first(yz), out_dtype))
 
-    _conv_loops(ctx, x, w, xz, wz, bias, store)
+    conv_int32_rows(ctx, x, w, None if xz is None else _first(xz), wz, bias, store)
 
 
 def _qlinear_conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType],
