@@ -97,20 +97,30 @@ def _inputs(ctx: ConvertContext, n: int) -> list[str]:
 # ---------------------------------------------------------------- conv
 
 
-@converter("Conv")
-def convert_conv(ctx: ConvertContext) -> list[str]:
-    x = _data_type(ctx, 0, 3)
-    w = _data_type(ctx, 1, 3)
+def _kernel_strides_dilations(ctx: ConvertContext, x: TensorType, w: TensorType
+                              ) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """The kernel (from the weight, checked against kernel_shape), strides and dilations."""
     nsp = x.rank - 2
     kernel = w.shape[2:]
     given = ctx.attr("kernel_shape")
     if given is not None and tuple(given) != kernel:
         raise ConversionError(f"kernel_shape {list(given)} disagrees with weight shape {w.shape}")
-    strides = _ints(ctx, "strides", nsp, 1)
-    dilations = _ints(ctx, "dilations", nsp, 1)
+    return kernel, _ints(ctx, "strides", nsp, 1), _ints(ctx, "dilations", nsp, 1)
+
+
+def conv_attrs(ctx: ConvertContext, x: TensorType, w: TensorType) -> dict[str, object]:
+    """Conv's canonical attributes (auto_pad resolved into pads); shared with the integer and
+    QLinear convs."""
+    kernel, strides, dilations = _kernel_strides_dilations(ctx, x, w)
     pads = _window_pads(ctx, x.shape[2:], kernel, strides, dilations)
-    attrs = dict(strides=strides, pads=pads, dilations=dilations, group=int(ctx.attr("group", 1)))
-    return ctx.emit("conv", _inputs(ctx, 3), attrs, outputs=_single_output(ctx))
+    return dict(strides=strides, pads=pads, dilations=dilations, group=int(ctx.attr("group", 1)))
+
+
+@converter("Conv")
+def convert_conv(ctx: ConvertContext) -> list[str]:
+    x = _data_type(ctx, 0, 3)
+    w = _data_type(ctx, 1, 3)
+    return ctx.emit("conv", _inputs(ctx, 3), conv_attrs(ctx, x, w), outputs=_single_output(ctx))
 
 
 @converter("ConvTranspose")
@@ -121,12 +131,7 @@ def convert_conv_transpose(ctx: ConvertContext) -> list[str]:
     x = _data_type(ctx, 0, 3)
     w = _data_type(ctx, 1, 3)
     nsp = x.rank - 2
-    kernel = w.shape[2:]
-    given = ctx.attr("kernel_shape")
-    if given is not None and tuple(given) != kernel:
-        raise ConversionError(f"kernel_shape {list(given)} disagrees with weight shape {w.shape}")
-    strides = _ints(ctx, "strides", nsp, 1)
-    dilations = _ints(ctx, "dilations", nsp, 1)
+    kernel, strides, dilations = _kernel_strides_dilations(ctx, x, w)
     out_pad = list(_ints(ctx, "output_padding", nsp, 0))
     mode = _auto_pad(ctx)
     natural = [

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import onnx
 
-from nnc.compiler.onnx.nn import _data_type, _ints, _single_output, _window_pads
+from nnc.compiler.onnx.nn import _data_type, _single_output, conv_attrs
 from nnc.compiler.onnx.registry import ConversionError, ConvertContext, converter
 from nnc.ir.ops.quant import DEQUANT_DTYPES, QUANT_DTYPES
 from nnc.ir.types import DTYPES, QuantParams, TensorType
@@ -161,19 +161,6 @@ def convert_dequantize_linear(ctx: ConvertContext) -> list[str]:
 # ---------------------------------------------------------------- integer and QLinear ops
 
 
-def _conv_attrs(ctx: ConvertContext, x: TensorType, w: TensorType) -> dict[str, object]:
-    """Conv's canonical attributes (auto_pad resolved), as the Conv converter makes them."""
-    nsp = x.rank - 2
-    kernel = w.shape[2:]
-    given = ctx.attr("kernel_shape")
-    if given is not None and tuple(given) != kernel:
-        raise ConversionError(f"kernel_shape {list(given)} disagrees with weight shape {w.shape}")
-    strides = _ints(ctx, "strides", nsp, 1)
-    dilations = _ints(ctx, "dilations", nsp, 1)
-    pads = _window_pads(ctx, x.shape[2:], kernel, strides, dilations)
-    return dict(strides=strides, pads=pads, dilations=dilations, group=int(ctx.attr("group", 1)))
-
-
 def _present(ctx: ConvertContext, n: int) -> list[str]:
     names = [ctx.input(i) for i in range(n)]
     while names and not names[-1]:
@@ -190,7 +177,7 @@ def _require(ctx: ConvertContext, indices: Sequence[int], what: str) -> None:
 @converter("ConvInteger", since=10)
 def convert_conv_integer(ctx: ConvertContext) -> list[str]:
     x, w = _data_type(ctx, 0, 3), _data_type(ctx, 1, 3)
-    return ctx.emit("conv_integer", _present(ctx, 4), _conv_attrs(ctx, x, w),
+    return ctx.emit("conv_integer", _present(ctx, 4), conv_attrs(ctx, x, w),
                     outputs=_single_output(ctx))
 
 
@@ -205,7 +192,7 @@ def convert_matmul_integer(ctx: ConvertContext) -> list[str]:
 def convert_qlinear_conv(ctx: ConvertContext) -> list[str]:
     _require(ctx, range(8), "QLinearConv")
     x, w = _data_type(ctx, 0, 3), _data_type(ctx, 3, 3)
-    out = ctx.emit("qlinear_conv", _present(ctx, 9), _conv_attrs(ctx, x, w),
+    out = ctx.emit("qlinear_conv", _present(ctx, 9), conv_attrs(ctx, x, w),
                    outputs=_single_output(ctx))
     _annotate(ctx, ctx.input(0), _quant_params(ctx, 1, 2, None))
     _annotate(ctx, ctx.input(3), _quant_params(ctx, 4, 5, 0))
