@@ -25,6 +25,16 @@ from nnc.ir.types import TensorType, tensor_type_of
 AttrValue = int | float | str | bool | tuple["AttrValue", ...]
 
 
+def fresh_name(base: str, used: set[str]) -> str:
+    """`base`, or the first of `base_1`, `base_2`, ... not in `used`; records the name in `used`."""
+    name, n = base, 0
+    while name in used:
+        n += 1
+        name = f"{base}_{n}"
+    used.add(name)
+    return name
+
+
 def _freeze(value: Any) -> AttrValue:
     if isinstance(value, (bool, int, float, str)):
         return value

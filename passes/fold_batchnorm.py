@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
+from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
 from nnc.ir.types import is_float
 from nnc.passes.manager import PassContext, register_pass
 
@@ -30,12 +30,7 @@ class _Names:
         self.used = set(graph.value_types())
 
     def fresh(self, base: str) -> str:
-        name, n = base, 0
-        while name in self.used:
-            n += 1
-            name = f"{base}_{n}"
-        self.used.add(name)
-        return name
+        return fresh_name(base, self.used)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from nnc.ir.graph import Graph, Op
+from nnc.ir.graph import Graph, Op, fresh_name
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -41,13 +41,7 @@ def c_identifier(name: str, used: set[str]) -> str:
     base = re.sub(r"[^A-Za-z0-9_]", "_", name) or "t"
     if base[0].isdigit():
         base = "t_" + base
-    base = base[:48]
-    cand, n = base, 1
-    while cand in used:
-        cand = f"{base}_{n}"
-        n += 1
-    used.add(cand)
-    return cand
+    return fresh_name(base[:48], used)
 
 
 def _stores_and_loads(stmts: Sequence[Stmt], name: str) -> tuple[int, bool]:

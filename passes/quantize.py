@@ -27,7 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from nnc.errors import NncError
-from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
+from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
 from nnc.ir.types import QuantParams, TensorType
 from nnc.passes.manager import PassContext, register_pass
 from nnc.passes.quant_scheme import (
@@ -93,12 +93,7 @@ class _Rewriter:
     # --- naming and constants
 
     def fresh(self, hint: str) -> str:
-        name, k = hint, 1
-        while name in self.taken:
-            k += 1
-            name = f"{hint}_{k}"
-        self.taken.add(name)
-        return name
+        return fresh_name(hint, self.taken)
 
     def add_const(self, hint: str, data: np.ndarray, quant: QuantParams | None = None) -> str:
         c = _const(self.fresh(hint), data, quant)

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from nnc.ir.graph import fresh_name
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -135,11 +136,7 @@ class NameTable:
             base = "v_" + base
         if base in _C_RESERVED:
             base += "_"
-        cname, n = base, 1
-        while cname in self.used:
-            cname, n = f"{base}_{n}", n + 1
-        self.used.add(cname)
-        return cname
+        return fresh_name(base, self.used)
 
     def __getitem__(self, name: str) -> str:
         return self.names[name]

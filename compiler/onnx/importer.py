@@ -28,7 +28,7 @@ from nnc.compiler.onnx.registry import (
     find_converter,
     supported_op_types,
 )
-from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
+from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
 from nnc.ir.ops import OpError, get_op
 from nnc.ir.types import TensorType
 
@@ -89,15 +89,7 @@ class GraphBuilder:
         self.defined: set[str] = set()
 
     def fresh(self, hint: str) -> str:
-        hint = hint or "v"
-        if hint not in self.used:
-            self.used.add(hint)
-            return hint
-        n = 1
-        while f"{hint}_{n}" in self.used:
-            n += 1
-        self.used.add(f"{hint}_{n}")
-        return f"{hint}_{n}"
+        return fresh_name(hint or "v", self.used)
 
     def define(self, onnx_name: str, hint: str | None = None) -> str:
         """A new graph-IR name for a value; the ONNX name itself when still free."""
