@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +29,16 @@ DEFAULT_JSON = ROOT / "benchmarks" / "results" / "bench_cortex_m.json"
 TARGETS = ("cortex-m7", "cortex-m4", "cortex-m55")
 
 
-def measure(name: str, target: str) -> dict[str, Any]:
+@cache
+def _model_and_host_outputs(name: str) -> tuple[Any, dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """The model, its input and the host target's outputs (compiled once per model)."""
     model = MODELS[name]()
     feeds = sample_input(model)
-    host = nnc.compile(model, target="host", bench=False).run(feeds)
+    return model, feeds, nnc.compile(model, target="host", bench=False).run(feeds)
+
+
+def measure(name: str, target: str) -> dict[str, Any]:
+    model, feeds, host = _model_and_host_outputs(name)
     t0 = time.perf_counter()
     compiled = nnc.compile(model, target=target)
     wall = time.perf_counter() - t0
