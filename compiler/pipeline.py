@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 GRAPH_PASSES = (
+    "fuse-qdq",  # an already-quantized model's QDQ / QLinear patterns → int8 ops
     "fold-constants",
     "eliminate-dead-code",
     "fold-batchnorm",
     "fold-constants",
+    "layout-nhwc",  # int8 convs/pools channels-last; a no-op on float graphs
     "fuse-ops",
 )
 

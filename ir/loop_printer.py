@@ -70,7 +70,7 @@ def format_stmt(s: Stmt, indent: int = 1) -> list[str]:
                 lines += format_stmt(c, indent + 1)
         return lines + [f"{pad}}}"]
     if isinstance(s, CallExtern):
-        args = ", ".join(a if isinstance(a, str) else format_expr(a) for a in s.args)
+        args = ", ".join((a or "_") if isinstance(a, str) else format_expr(a) for a in s.args)
         return [f"{pad}call @{s.fn}({args})"]
     raise TypeError(f"not a statement: {s!r}")
 

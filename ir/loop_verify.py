@@ -104,7 +104,7 @@ def _check_stmt(s: Stmt, bufs: dict[str, Buffer], scope: set[str], where: str) -
     elif isinstance(s, CallExtern):
         for a in s.args:
             if isinstance(a, str):
-                if a not in bufs:
+                if a and a not in bufs:  # "" is an absent optional buffer (a NULL pointer)
                     raise LoopVerifyError(f"{where}: call @{s.fn} names undeclared buffer %{a}")
             else:
                 _check_expr(a, bufs, scope, where)

@@ -260,7 +260,8 @@ class If(Stmt):
 
 @dataclass(frozen=True, slots=True)
 class CallExtern(Stmt):
-    """A call to an external kernel (e.g. CMSIS-NN); string args name buffers."""
+    """A call to an external kernel (e.g. CMSIS-NN); string args name buffers ("" for an absent
+    optional one, passed as NULL), the other args are scalars."""
 
     fn: str
     args: tuple[Expr | str, ...]

@@ -1,10 +1,13 @@
 """default-schedule: give every kernel without a schedule a simple default one.
 
-For now: each innermost loop (a loop with no loop inside) whose extent is at least `min_extent`
-gets a `Vectorize` step, when its iterations are independent: every store in it writes an index
+Each innermost loop (a loop with no loop inside) whose extent is at least `min_extent` gets a
+`Vectorize` step when its iterations are independent: every store in it writes an index
 that depends on the loop variable (so reductions into an accumulator stay serial), a buffer it
 both loads and stores is read only at the index it writes, and it calls no external kernel.
-Kernels that already carry a schedule (from the tuner or the user) are left alone.
+On Cortex-M an innermost reduction (a dot product: not independent) whose extent is a multiple
+of 4 is split by 4 and the inner loop unrolled, since gcc does not unroll there and the loop
+overhead would match the multiply-accumulate. Kernels that already carry a schedule (from the
+tuner or the user) are left alone.
 
     for i in 0..4 { for j in 0..16 { y[i, j] = relu(x[i, j]) } }   →   schedule [Vectorize("j")]
 """
@@ -26,8 +29,10 @@ from nnc.ir.loops import (
     LoopModule,
     ScheduleStep,
     Select,
+    Split,
     Stmt,
     Store,
+    Unroll,
     Vectorize,
     uses_var,
 )
@@ -37,6 +42,9 @@ from nnc.passes.manager import PassContext, register_pass
 @dataclass(frozen=True)
 class DefaultScheduleOptions:
     min_extent: int = 4
+    # Cortex-M: unroll reduction loops (dot products) by this factor, which gcc -O3 does not do
+    # there; 0 = the target's default (4 on Cortex-M, none on the host, where gcc vectorizes)
+    unroll_reductions: int = 0
 
 
 def _innermost_loops(body: tuple[Stmt, ...]) -> list[For]:
@@ -103,22 +111,27 @@ def independent_iterations(loop: For) -> bool:
     return True
 
 
-def default_steps(kernel: Kernel, min_extent: int) -> tuple[ScheduleStep, ...]:
-    return tuple(
-        Vectorize(loop.var)
-        for loop in _innermost_loops(kernel.body)
-        if loop.extent >= min_extent and independent_iterations(loop)
-    )
+def default_steps(kernel: Kernel, min_extent: int,
+                  unroll_reductions: int = 0) -> tuple[ScheduleStep, ...]:
+    steps: list[ScheduleStep] = []
+    for loop in _innermost_loops(kernel.body):
+        if loop.extent >= min_extent and independent_iterations(loop):
+            steps.append(Vectorize(loop.var))
+        elif (unroll_reductions > 1 and loop.extent >= 2 * unroll_reductions
+              and loop.extent % unroll_reductions == 0):
+            steps += [Split(loop.var, unroll_reductions), Unroll(f"{loop.var}_i")]
+    return tuple(steps)
 
 
 @register_pass("default-schedule", options=DefaultScheduleOptions)
 def default_schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
     """Record a default schedule (vectorize independent innermost loops) on unscheduled kernels."""
     opts = ctx.options if ctx.options is not None else DefaultScheduleOptions()
+    unroll = opts.unroll_reductions or (4 if getattr(ctx.target, "kind", "") == "cortex-m" else 0)
     kernels = []
     for k in module.kernels:
         if not k.schedule:
-            steps = default_steps(k, opts.min_extent)
+            steps = default_steps(k, opts.min_extent, unroll)
             if steps:
                 k = k.replace(schedule=steps)
         kernels.append(k)

@@ -200,9 +200,18 @@ def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
     return tuple(pairs)
 
 
+@dataclass(frozen=True)
+class LowerOptions:
+    # "cmsis-nn": int8 ops CMSIS-NN can run become calls into it (nnc.backends.cmsis_nn);
+    # the rest, and everything with "generated", get nnc's own loop nests
+    kernels: str = "generated"
+
+
 class _Lowering:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, kernels: str = "generated", mve: bool = False) -> None:
         self.graph = graph
+        self.cmsis = kernels == "cmsis-nn"
+        self.mve = mve  # size library scratch for Helium (Cortex-M55)
         self.used: set[str] = set()
         self.buf: dict[str, Buffer] = {}  # graph value name -> buffer
         self.extra: list[Buffer] = []  # buffers with no graph value (flat views for copies)
@@ -219,7 +228,32 @@ class _Lowering:
         return c_identifier(f"k{len(self.kernels)}_{kind}", self.used)
 
     # ---- kernels
+    def lower_extern(self, op: Op) -> bool:
+        """op as a CMSIS-NN call, with its scratch in the arena; False if CMSIS-NN can't."""
+        from nnc.backends.cmsis_nn import lower_cmsis
+
+        name = self.kernel_name(op.kind)
+
+        def scratch(nbytes: int) -> Buffer | None:
+            if nbytes <= 0:
+                return None
+            b = Buffer(c_identifier(f"{name}_scratch", self.used), (nbytes,), "int8", "arena")
+            self.extra.append(b)
+            return b
+
+        mark = len(self.extra)
+        ins = [self.buf[n] if n else None for n in op.inputs]
+        outs = [self.buf[v.name] for v in op.outputs]
+        k = lower_cmsis(op, name, ins, outs, scratch, opdef_macs(op, self.graph), self.mve)
+        if k is None:
+            del self.extra[mark:]
+            return False
+        self.kernels.append(k)
+        return True
+
     def lower_plain(self, op: Op) -> None:
+        if self.cmsis and self.lower_extern(op):
+            return
         opdef = get_op(op.kind)
         b = KernelBuilder(self.kernel_name(op.kind))
         ins = [self.buf[n] if n else None for n in op.inputs]
@@ -339,7 +373,7 @@ class _Lowering:
                 if op.outputs[0].name in self.outputs:
                     self.lower_copy(self.buf[op.inputs[0]], self.buf[op.outputs[0].name], op.name)
             elif op.body is not None:
-                if not self.lower_fused(op):
+                if self.cmsis and _cmsis_anchor(op) or not self.lower_fused(op):
                     self.lower_unfused(op)
             else:
                 self.lower_plain(op)
@@ -370,6 +404,15 @@ class _Lowering:
             self.lower_plain(inner)
 
 
+def _cmsis_anchor(op: Op) -> bool:
+    """Whether a fused op starts with an op CMSIS-NN may run (then it is lowered op by op, the
+    anchor as a library call)."""
+    from nnc.backends.cmsis_nn import supports
+
+    assert op.body is not None
+    return supports(op.body.ops[0])
+
+
 def opdef_macs(op: Op, graph: Graph) -> int:
     opdef = get_op(op.kind)
     if opdef.macs is None:
@@ -379,7 +422,11 @@ def opdef_macs(op: Op, graph: Graph) -> int:
     return int(opdef.macs(in_types, [v.type for v in op.outputs], op.attrs))
 
 
-@register_pass("lower-to-loops")
+@register_pass("lower-to-loops", LowerOptions)
 def lower_to_loops(graph: Graph, ctx: PassContext) -> LoopModule:
-    """Lower every op to a kernel (one loop nest per fused group)."""
-    return _Lowering(graph).run()
+    """Lower every op to a kernel (one loop nest per fused group, or a CMSIS-NN call)."""
+    opts = ctx.options or LowerOptions()
+    if opts.kernels not in ("generated", "cmsis-nn"):
+        raise ValueError(f"kernels={opts.kernels!r}: choose 'generated' or 'cmsis-nn'")
+    mve = "mve" in getattr(ctx.target, "features", ())
+    return _Lowering(graph, opts.kernels, mve).run()

@@ -62,7 +62,9 @@ def registered_passes() -> dict[str, PassInfo]:
 
 
 _BUILTIN = (
-    "fold_constants", "eliminate_dead_code", "fold_batchnorm", "quantize", "fuse_ops", "order_ops",
+    "fold_constants", "eliminate_dead_code", "fold_batchnorm", "quantize", "layout_nhwc",
+    "fuse_qdq", "fuse_ops",
+    "order_ops",
     "lower_to_loops", "default_schedule", "schedule", "plan_memory", "check_fit",
 )
 

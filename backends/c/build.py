@@ -22,6 +22,13 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.emit import TEMPLATES, WEIGHTS_INLINE_LIMIT, emit_c
+from nnc.backends.cmsis_nn import (
+    Library,
+    find_library,
+    module_uses_cmsis,
+    project_files,
+    stage,
+)
 from nnc.backends.target import Target, parse_target
 from nnc.ir.loops import LoopModule
 
@@ -52,10 +59,12 @@ class BuildResult:
 
 
 def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target: Target,
-                  prefix: str = "nnc", opt_level: int = 3) -> Path:
-    """Write the emitted files, the runtime (headers + bench driver) and a Makefile."""
+                  prefix: str = "nnc", opt_level: int = 3, cmsis: Library | None = None) -> Path:
+    """Write the emitted files, the runtime (headers + bench driver) and a Makefile; with
+    `cmsis`, the CMSIS-NN library the model calls (see nnc.backends.cmsis_nn.stage)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    incs, srcs = stage(cmsis, out) if cmsis is not None else ([], [])
     for stale in ("weights.c", "weights.bin"):  # left over from an earlier, bigger model
         if stale not in files:
             (out / stale).unlink(missing_ok=True)
@@ -72,8 +81,8 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
                       keep_trailing_newline=True)
     makefile = env.get_template("Makefile.j2").render(
         model=prefix, target=target.name, cc=target.cc, opt_level=opt_level,
-        cflags=shlex.join(target.cflags + WARNINGS), ldflags=shlex.join(target.ldflags),
-        prefix=prefix, model_srcs=_model_sources(out),
+        cflags=shlex.join(target.cflags + WARNINGS + tuple(f"-I{i}" for i in incs)),
+        ldflags=shlex.join(target.ldflags), prefix=prefix, model_srcs=_model_sources(out) + srcs,
         has_weights_bin=(out / "weights.bin").exists())
     (out / "Makefile").write_text(makefile)
     return out
@@ -107,16 +116,24 @@ def _run_all(commands: Sequence[Sequence[str]], cwd: Path) -> str:
 
 
 def build_project(out_dir: str | Path, target: Target | str = "host", opt_level: int = 3,
-                  prefix: str = "nnc", werror: bool = False, bench: bool = True) -> BuildResult:
+                  prefix: str = "nnc", werror: bool = False, bench: bool = True,
+                  cmsis: Library | None = None) -> BuildResult:
     """Compile a written project into `libmodel.so` (and the `bench` executable)."""
     start = time.perf_counter()
     tgt = parse_target(target)
     out = Path(out_dir)
+    incs, lib_srcs = project_files(cmsis, out) if cmsis is not None else ([], [])
     base = [tgt.cc, f"-O{opt_level}", *tgt.cflags, *WARNINGS, *(["-Werror"] if werror else []),
-            "-I."]
-    objects = [src.replace(".c", ".o") for src in _model_sources(out)]
+            "-I.", *(f"-I{i}" for i in incs)]
+    srcs = _model_sources(out)
+    objects = [src.replace(".c", ".o") for src in srcs]
     compiles = [[*base, "-fPIC", "-c", src, "-o", obj]
-                for src, obj in zip(_model_sources(out), objects, strict=True)]
+                for src, obj in zip(srcs, objects, strict=True)]
+    # the library without -Werror: its warnings are not ours to fix
+    base_lib = [a for a in base if a != "-Werror"]
+    for src in lib_srcs:
+        objects.append(f"cmsis_nn_{Path(src).stem}.o")
+        compiles.append([*base_lib, "-fPIC", "-c", src, "-o", objects[-1]])
     if bench:
         compiles.append([*base, "-D_POSIX_C_SOURCE=199309L", f"-DNNC_PREFIX={prefix}",
                          "-c", "bench_main.c", "-o", "bench_main.o"])
@@ -133,9 +150,13 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
 
 def build(module: LoopModule, out_dir: str | Path, target: Target | str = "host",
           opt_level: int = 3, prefix: str = "nnc", werror: bool = False,
-          bench: bool = True, weights_inline_limit: int = WEIGHTS_INLINE_LIMIT) -> BuildResult:
-    """Emit `module` as C, write the project into `out_dir` and compile it."""
+          bench: bool = True, weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
+          cmsis: Library | None = None) -> BuildResult:
+    """Emit `module` as C, write the project into `out_dir` and compile it. A module with
+    CMSIS-NN calls builds against `cmsis` (default: CMSIS_NN_PATH, else the portable one)."""
     tgt = parse_target(target)
     files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit)
-    write_project(files, out_dir, tgt, prefix, opt_level)
-    return build_project(out_dir, tgt, opt_level, prefix, werror, bench)
+    if cmsis is None and module_uses_cmsis(module):
+        cmsis = find_library()
+    write_project(files, out_dir, tgt, prefix, opt_level, cmsis)
+    return build_project(out_dir, tgt, opt_level, prefix, werror, bench, cmsis)

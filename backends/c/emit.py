@@ -25,6 +25,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -307,6 +308,8 @@ class CStyleEmitter:
         self.vars: dict[str, str] = {}  # loop variable -> C name, for the loops open now
         self.touched: set[str] = set()  # buffers the emitted text of this kernel mentions
         self.loaded: set[str] = set()  # ... and those it reads
+        self.externs: list[Any] = []  # cmsis_nn.ExternCode of every external call emitted
+        self.kernel_fname = ""
 
     # ---- types
 
@@ -587,12 +590,22 @@ class CStyleEmitter:
         return lines + [pad + "}"]
 
     def stmt_callextern(self, s: CallExtern, depth: int) -> list[str]:
-        args = [self.names[self.buffer(a).name] if isinstance(a, str) else self.text(a)
-                for a in s.args]
-        names = [a for a in s.args if isinstance(a, str)]
+        names = [a for a in s.args if isinstance(a, str) and a]
         self.touched.update(names)
         self.loaded.update(names)
-        return [f"{self.indent_unit * depth}{s.fn}({', '.join(args)});"]
+        pad = self.indent_unit * depth
+        from nnc.backends import cmsis_nn
+
+        if cmsis_nn.is_cmsis_call(s.fn):
+            tag = f"{self.kernel_fname}_c{len(self.externs)}"
+            code = cmsis_nn.render_call(s, {a: self.names[self.buffer(a).name] for a in names},
+                                        tag)
+            self.externs.append(code)
+            inner = [ln if ln.startswith("#") else pad + self.indent_unit + ln for ln in code.body]
+            return [pad + "{", *inner, pad + "}"]
+        args = [(self.names[self.buffer(a).name] if a else "NULL") if isinstance(a, str)
+                else self.text(a) for a in s.args]
+        return [f"{pad}{s.fn}({', '.join(args)});"]
 
     # ---- kernels
 
@@ -611,6 +624,7 @@ class CStyleEmitter:
                restrict: set[str], names: NameTable) -> str:
         """C function for kernel `k`; `names` already holds the params' C names."""
         self.names = NameTable(parent=names)
+        self.kernel_fname = fname
         self.names.names.update({b.name: names[b.name] for b in params})
         self.vars, self.touched, self.loaded = {}, set(), set()
         self.buffers = {b.name: b for b in params}
@@ -930,6 +944,10 @@ class _ModuleEmitter:
             outputs=self.tensor_descs(m.outputs, m.output_names, "output"),
             layers=layers, weights_size=len(extra.get("weights.bin", b"")),
             uses_memcpy=bool(copies),
+            extern_includes=sorted({i for c in self.em.externs for i in c.includes}),
+            extern_globals=[g for c in self.em.externs for g in c.globals],
+            extern_init=[i for c in self.em.externs for i in c.init],
+            extern_status=bool(self.em.externs),
         )
         env = _template_env()
         files: dict[str, str | bytes] = {

@@ -29,6 +29,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
+from nnc.backends.cmsis_nn import Library, find_library, module_uses_cmsis, stage
 from nnc.backends.cortex_m.boards import Board, board_for, memory_ld
 from nnc.backends.cortex_m.toolchain import find_toolchain, tool_for
 from nnc.backends.target import Target, format_size, parse_target
@@ -117,10 +118,11 @@ class _Plan:
 
     def __init__(self, target: Target, board: Board, cc: str, opt_level: int, prefix: str,
                  model_srcs: Sequence[str], board_srcs: Sequence[str], num_layers: int,
-                 defines: Sequence[str]) -> None:
+                 defines: Sequence[str], model_includes: Sequence[str] = ()) -> None:
         self.cflags = (*board.cpu_flags, *target.cflags, *SECTION_FLAGS, "-fstack-usage",
                        *WARNINGS)
-        self.model_flags = ("-I.", "-I../board", *PROFILE_HOOKS)
+        self.model_flags = ("-I.", *(f"-I{i}" for i in model_includes), "-I../board",
+                            *PROFILE_HOOKS)
         self.board_flags = ("-I.", "-I../model", f"-DNNC_PREFIX={prefix}",
                             f"-DNNC_LAYER_CAPACITY={max(num_layers, 1)}",
                             *(f"-D{d}" for d in defines))
@@ -147,8 +149,9 @@ class _Plan:
 def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path,
                            target: Target | str, module: LoopModule, opt_level: int = 3,
                            prefix: str = "nnc", defines: Sequence[str] = (),
-                           cc: str | None = None) -> _Plan:
-    """Write model/, board/, the Makefiles and device.json; returns the build plan."""
+                           cc: str | None = None, cmsis: Library | None = None) -> _Plan:
+    """Write model/, board/, the Makefiles and device.json; returns the build plan. With
+    `cmsis`, model/ builds the CMSIS-NN library the model calls too."""
     tgt = parse_target(target)
     board = _board(tgt)
     out = Path(out_dir)
@@ -171,13 +174,15 @@ def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path
                                                               board.ram_bytes):
         (board_dir / "memory.ld").write_text(memory_ld(board, flash, ram))
 
-    model_srcs = sorted(n for n in files if n.endswith(".c"))
+    incs, lib_srcs = stage(cmsis, model_dir) if cmsis is not None else ([], [])
+    model_srcs = sorted(n for n in files if n.endswith(".c")) + lib_srcs
     board_srcs = sorted(f.name for f in board_dir.glob("*.c"))
     plan = _Plan(tgt, board, cc or tgt.cc, opt_level, prefix, model_srcs, board_srcs,
-                 len(module.kernels), defines)
+                 len(module.kernels), defines, incs)
     env = _env()
     has_bin = "weights.bin" in files
-    lib_flags = shlex.join((*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS))
+    lib_flags = shlex.join((*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS,
+                            *(f"-I{i}" for i in incs)))
     common = dict(model=module.name, target=tgt.name, prefix=prefix, opt_level=opt_level,
                   srcs=model_srcs, has_weights_bin=has_bin)
     (model_dir / "Makefile").write_text(env.get_template("model.Makefile.j2").render(
@@ -284,7 +289,7 @@ def check_fits(info: FirmwareInfo, target: Target, meta: Mapping[str, Any]) -> N
 def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
                    target: Target | str, module: LoopModule, opt_level: int = 3,
                    prefix: str = "nnc", defines: Sequence[str] = (),
-                   check_memory: bool = True) -> FirmwareInfo:
+                   check_memory: bool = True, cmsis: Library | None = None) -> FirmwareInfo:
     """Write the firmware project for `module` (emitted as `files`) and build firmware.elf.
 
     `defines` are extra NAME=VALUE macros for the board code (tests use NNC_TEST_FAULT_LAYER).
@@ -294,7 +299,10 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
     tgt = parse_target(target)
     tools = find_toolchain(tgt.cc)
     out = Path(out_dir)
-    plan = write_firmware_project(files, out, tgt, module, opt_level, prefix, defines)
+    if cmsis is None and module_uses_cmsis(module):
+        cmsis = find_library()
+    plan = write_firmware_project(files, out, tgt, module, opt_level, prefix, defines,
+                                  cmsis=cmsis)
     build_dir = out / "build"
     if build_dir.exists():
         shutil.rmtree(build_dir)

@@ -17,6 +17,11 @@ requantization arrays are int32 constant inputs so they live in flash):
   mul_s8(a, b) {a_zero_point, b_zero_point, output_zero_point, output_multiplier, output_shift,
     act_min, act_max}: TFLite's int8 Add and Mul; a and b broadcast like numpy.
 
+Layout: conv_s8, max_pool_s8 and avg_pool_s8 take `layout="NHWC"` (the `layout-nhwc` pass sets it
+on Cortex-M, where CMSIS-NN wants it): activations [N, *sp, C], conv weights [OC, *k, C / group]
+(OHWI), depthwise weights (group == C > 1) [1, *k, OC] as TFLite and CMSIS-NN store them. The NHWC
+loop nests accumulate over the contiguous channel dimension; the references transpose to NCHW.
+
 `requantize` is TFLite's MultiplyByQuantizedMultiplier (x * multiplier * 2^shift / 2^31: a
 saturating rounding doubling high multiply, then a rounding divide by a power of two) in the loop
 IR; `np_requantize` is the same in numpy. Every op's loop nest goes through the former and every
@@ -60,7 +65,7 @@ from nnc.ir.ops import (
     load_broadcast,
     register,
 )
-from nnc.ir.ops.nn import spatial_attrs, window_out_size, window_positions
+from nnc.ir.ops.nn import maybe_if, spatial_attrs, window_out_size, window_positions
 from nnc.ir.ops.quant import conv_int32_rows
 from nnc.ir.types import TensorType
 
@@ -263,7 +268,60 @@ def _act_at(buf: Buffer, n: Expr, c: Expr, spatial: Sequence[Expr]) -> Load:
     return buf[(n, c, *spatial)]
 
 
+# ---------------------------------------------------------------- layouts
+
+
+def is_nhwc(attrs: Attrs) -> bool:
+    layout = attrs.get("layout", "NCHW")
+    if layout not in ("NCHW", "NHWC"):
+        raise OpError(f"layout={layout!r} must be 'NCHW' or 'NHWC'")
+    return layout == "NHWC"
+
+
+def to_nhwc_perm(rank: int) -> tuple[int, ...]:
+    """Transpose permutation NCHW -> NHWC (channels last) for a rank-`rank` tensor."""
+    return (0, *range(2, rank), 1)
+
+
+def to_nchw_perm(rank: int) -> tuple[int, ...]:
+    """Transpose permutation NHWC -> NCHW."""
+    return (0, rank - 1, *range(1, rank - 1))
+
+
+def is_depthwise(group: int, channels: int) -> bool:
+    return group > 1 and group == channels
+
+
+def conv_weight_perm(rank: int, depthwise: bool) -> tuple[int, ...]:
+    """Transpose permutation of conv weights OIHW -> NHWC form: OHWI, or [1, *k, OC] when
+    depthwise (I is 1 there)."""
+    return (1, *range(2, rank), 0) if depthwise else (0, *range(2, rank), 1)
+
+
+def _inverse(perm: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(i) for i in np.argsort(perm))
+
+
+def _shape_perm(shape: Sequence[int], perm: Sequence[int]) -> tuple[int, ...]:
+    return tuple(shape[p] for p in perm)
+
+
+def _nchw_attrs(attrs: Attrs) -> Attrs:
+    return Attrs.of({k: attrs[k] for k in attrs if k != "layout"})
+
+
 # ---------------------------------------------------------------- conv_s8
+
+
+def _conv_nchw_types(x: TensorType, w: TensorType,
+                     attrs: Attrs) -> tuple[TensorType, TensorType]:
+    """x and w of an NHWC conv_s8 as the NCHW / OIHW types they stand for."""
+    if x.rank < 3 or w.rank != x.rank:
+        raise OpError(f"conv_s8: input {x} and weight {w} must have the same rank >= 3")
+    dw = is_depthwise(attrs.get_int("group", 1), x.shape[-1])
+    wperm = _inverse(conv_weight_perm(w.rank, dw))
+    return (TensorType(_shape_perm(x.shape, to_nchw_perm(x.rank)), x.dtype),
+            TensorType(_shape_perm(w.shape, wperm), w.dtype))
 
 
 def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
@@ -273,17 +331,27 @@ def _conv_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tensor
     _int8(kind, x, "input")
     _int8(kind, w, "weight")
     _check_attrs(kind, attrs, ("input_zero_point", "output_zero_point"))
+    nhwc = is_nhwc(attrs)
+    xn, wn = _conv_nchw_types(x, w, attrs) if nhwc else (x, w)
     try:
-        t = get_op("conv").infer([x.with_dtype("int32"), w.with_dtype("int32")], attrs)[0]
+        t = get_op("conv").infer([xn.with_dtype("int32"), wn.with_dtype("int32")],
+                                 _nchw_attrs(attrs))[0]
     except OpError as e:
         raise OpError(f"{kind}: {e}") from None
-    _requant_inputs(kind, mult, shift, bias, w.shape[0])
-    return [TensorType(t.shape, "int8")]
+    _requant_inputs(kind, mult, shift, bias, wn.shape[0])
+    shape = _shape_perm(t.shape, to_nhwc_perm(t.rank)) if nhwc else t.shape
+    return [TensorType(shape, "int8", "NHWC" if nhwc else None)]
 
 
 def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
     x, w, mult, shift, bias = (list(xs) + [None] * 5)[:5]
     assert x is not None and w is not None and mult is not None and shift is not None
+    if is_nhwc(attrs):
+        dw = is_depthwise(attrs.get_int("group", 1), x.shape[-1])
+        xn = x.transpose(to_nchw_perm(x.ndim))
+        wn = w.transpose(_inverse(conv_weight_perm(w.ndim, dw)))
+        (y,) = _conv_reference([xn, wn, mult, shift, bias], _nchw_attrs(attrs))
+        return [np.ascontiguousarray(y.transpose(to_nhwc_perm(y.ndim)))]
     x64 = x.astype(np.int64) - attrs.get_int("input_zero_point", 0)  # padding is the zero point
     acc = np.asarray(get_op("conv").reference([x64, w.astype(np.int64)], attrs)[0])
     if bias is not None:
@@ -300,6 +368,9 @@ def _conv_compute(ctx: ComputeContext) -> None:
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
     x_zp = ctx.attrs.get_int("input_zero_point", 0)
+    if is_nhwc(ctx.attrs):
+        _conv_nhwc_compute(ctx, x, w, mult, shift, bias, x_zp)
+        return
 
     def store(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
         ctx.store(0, idx, _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
@@ -307,9 +378,68 @@ def _conv_compute(ctx: ComputeContext) -> None:
     conv_int32_rows(ctx, x, w, const(x_zp, "int32") if x_zp else None, None, bias, store)
 
 
+def _centered(v: Load, zero_point: int) -> Expr:
+    """An int8 element as int32, minus the zero point."""
+    return cast(v, "int32") - zero_point if zero_point else cast(v, "int32")
+
+
+def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, shift: Buffer,
+                       bias: Buffer | None, x_zp: int) -> None:
+    """NHWC conv: per output pixel, the window's taps (bounds checked once per tap) accumulate
+    over the contiguous input channels. Regular and grouped convs keep one scalar accumulator
+    per output channel; depthwise ones a row over the output channels (the contiguous dim of
+    both the input and the [1, *k, OC] weights)."""
+    b = ctx.b
+    out = ctx.outputs[0]
+    nsp = len(x.shape) - 2
+    strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
+    group = ctx.attrs.get_int("group", 1)
+    c_in, oc_n = x.shape[-1], out.shape[-1]
+    ks = w.shape[1:-1]
+    in_sp, out_sp = x.shape[1:-1], out.shape[1:-1]
+
+    def finish(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
+        ctx.store(0, idx, _finish(b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+
+    if is_depthwise(group, c_in):
+        per = oc_n // c_in  # channel multiplier
+        row = b.local("int32", "acc", shape=(oc_n,))
+        with b.loops(out.shape[:-1]) as outer:
+            n, pixel = outer[0], outer[1:]
+            with b.loop(oc_n, "oc") as oc:
+                b.store(row, (oc,), cast(bias[oc], "int32") if bias is not None
+                        else const(0, "int32"))
+            with b.loops(ks, "k") as kidx:
+                pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
+                with maybe_if(b, cond):
+                    with b.loop(oc_n, "oc") as oc:
+                        ic = oc if per == 1 else oc / per
+                        xv = _centered(x[(n, *pos, ic)], x_zp)
+                        b.store(row, (oc,), row[oc] + xv * cast(w[(0, *kidx, oc)], "int32"))
+            with b.loop(oc_n, "oc") as oc:
+                finish((*outer, oc), row[oc], oc)
+        return
+    cg, ocg = c_in // group, oc_n // group
+    acc = b.local("int32", "acc")
+    with b.loops(out.shape) as idx:
+        n, pixel, oc = idx[0], idx[1:-1], idx[-1]
+        b.store(acc, (), cast(bias[oc], "int32") if bias is not None else const(0, "int32"))
+        base = None if group == 1 else _bind(b, (oc / ocg) * cg, "ic0")
+        with b.loops(ks, "k") as kidx:
+            pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
+            with maybe_if(b, cond):
+                with b.loop(cg, "c") as c:
+                    ic = c if base is None else base + c
+                    xv = _centered(x[(n, *pos, ic)], x_zp)
+                    b.store(acc, (), acc[()] + xv * cast(w[(oc, *kidx, c)], "int32"))
+        finish(idx, acc[()], oc)
+
+
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
-    w = ins[1]
-    assert w is not None
+    x, w = ins[0], ins[1]
+    assert x is not None and w is not None
+    if is_nhwc(a):  # taps x input channels per group
+        return outs[0].size * int(np.prod(w.shape[1:-1])) * (x.shape[-1] // a.get_int("group", 1))
     return outs[0].size * int(np.prod(w.shape[1:]))
 
 
@@ -408,6 +538,10 @@ def _pool_infer_for(kind: str) -> InferFn:
         if x.rank < 3:
             raise OpError(f"{kind}: input {x} must have rank >= 3 (N, C, spatial...)")
         _check_attrs(kind, attrs, ())
+        if is_nhwc(attrs):
+            nchw = _shape_perm(x.shape, to_nchw_perm(x.rank))
+            out_sp = _pool_geometry(kind, nchw, attrs)[3]
+            return [TensorType((x.shape[0], *out_sp, x.shape[-1]), "int8", "NHWC")]
         out_sp = _pool_geometry(kind, x.shape, attrs)[3]
         return [TensorType((*x.shape[:2], *out_sp), "int8")]
 
@@ -429,6 +563,21 @@ def _np_taps(kind: str, x: np.ndarray, attrs: Attrs) -> tuple[list[np.ndarray], 
         values.append(xp[(slice(None), slice(None), *sl)])
         masks.append(inside[sl])
     return values, masks
+
+
+def _nhwc_reference(fn: Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]]
+                    ) -> Callable[[Sequence[np.ndarray | None], Attrs], list[np.ndarray]]:
+    """A pool reference that also takes layout="NHWC" (through NCHW)."""
+
+    def reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
+        x = xs[0]
+        assert x is not None
+        if not is_nhwc(attrs):
+            return fn(xs, attrs)
+        (y,) = fn([x.transpose(to_nchw_perm(x.ndim))], _nchw_attrs(attrs))
+        return [np.ascontiguousarray(y.transpose(to_nhwc_perm(y.ndim)))]
+
+    return reference
 
 
 def _max_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
@@ -474,9 +623,12 @@ def _pool_compute_for(is_max: bool) -> Callable[[ComputeContext], None]:
         assert x is not None
         out = ctx.outputs[0]
         kind = "max_pool_s8" if is_max else "avg_pool_s8"
+        lo, hi = _act(ctx.attrs)
+        if is_nhwc(ctx.attrs):
+            _pool_nhwc(ctx, x, kind, is_max)
+            return
         ks, strides, pb, out_sp = _pool_geometry(kind, x.shape, ctx.attrs)
         acc = b.local("int32")
-        lo, hi = _act(ctx.attrs)
         with b.loops(out.shape) as idx:
             b.store(acc, (), const(INT8_MIN if is_max else 0, "int32"))
             with b.loops(ks, "k") as kidx:
@@ -496,10 +648,41 @@ def _pool_compute_for(is_max: bool) -> Callable[[ComputeContext], None]:
     return compute
 
 
+def _pool_nhwc(ctx: ComputeContext, x: Buffer, kind: str, is_max: bool) -> None:
+    """NHWC pooling: per output pixel, a row over the channels (contiguous) takes each tap of
+    the window inside the input (bounds checked once per tap)."""
+    b = ctx.b
+    out = ctx.outputs[0]
+    nchw = _shape_perm(x.shape, to_nchw_perm(len(x.shape)))
+    ks, strides, pb, out_sp = _pool_geometry(kind, nchw, ctx.attrs)
+    ch = x.shape[-1]
+    in_sp = x.shape[1:-1]
+    lo, hi = _act(ctx.attrs)
+    row = b.local("int32", "acc", shape=(ch,))
+    with b.loops(out.shape[:-1]) as outer:
+        n, pixel = outer[0], outer[1:]
+        with b.loop(ch, "c") as c:
+            b.store(row, (c,), const(INT8_MIN if is_max else 0, "int32"))
+        with b.loops(ks, "k") as kidx:
+            pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides,
+                                         (1,) * len(ks), pb)
+            with maybe_if(b, cond), b.loop(ch, "c") as c:
+                v = cast(x[(n, *pos, c)], "int32")
+                b.store(row, (c,), maximum(row[c], v) if is_max else row[c] + v)
+        if is_max:
+            with b.loop(ch, "c") as c:
+                ctx.store(0, (*outer, c), _clamp_s8(row[c], lo, hi, in_int8=True))
+        else:
+            count = _bind(b, _window_count(pixel, in_sp, ks, strides, pb, out_sp), "cnt")
+            with b.loop(ch, "c") as c:
+                _store_average(ctx, (*outer, c), row[c], count)
+
+
 def _store_average(ctx: ComputeContext, idx: tuple[Expr, ...], total: Expr, count: Expr) -> None:
     """total / count rounded half away from zero (C division truncates), clamped."""
     lo, hi = _act(ctx.attrs)
-    count = _bind(ctx.b, count, "cnt")
+    if not isinstance(count, Load | Const):
+        count = _bind(ctx.b, count, "cnt")
     half = count / 2
     avg = select(total.gt(0), (total + half) / count, (total - half) / count)
     ctx.store(0, idx, _clamp_s8(avg, lo, hi, in_int8=True))
@@ -511,12 +694,12 @@ def _pool_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
 
 register(OpDef(
     "max_pool_s8", infer=_pool_infer_for("max_pool_s8"),
-    reference=_max_pool_reference, compute=_pool_compute_for(True),
+    reference=_nhwc_reference(_max_pool_reference), compute=_pool_compute_for(True),
     macs=_pool_macs,
 ))
 register(OpDef(
     "avg_pool_s8", infer=_pool_infer_for("avg_pool_s8"),
-    reference=_avg_pool_reference, compute=_pool_compute_for(False),
+    reference=_nhwc_reference(_avg_pool_reference), compute=_pool_compute_for(False),
     macs=_pool_macs,
 ))
 

@@ -232,7 +232,7 @@ def tap_range(k: int, size: int, out_size: int, s: int, d: int, pb: int) -> tupl
     return lo, max(lo, hi)
 
 
-def _maybe_if(b: KernelBuilder, cond: Expr | None) -> AbstractContextManager[None]:
+def maybe_if(b: KernelBuilder, cond: Expr | None) -> AbstractContextManager[None]:
     return nullcontext() if cond is None else b.if_(cond)
 
 
@@ -288,7 +288,7 @@ def _conv_compute(ctx: ComputeContext) -> None:
                     olead, klead, x.shape[2:2 + lead], out.shape[2:2 + lead], ks[:lead],
                     strides[:lead], dil[:lead], pb[:lead],
                 )
-                with _maybe_if(b, cond):
+                with maybe_if(b, cond):
                     for ktile in np.ndindex(*ks[lead:]):
                         taps(ics, icgs, pos, klead, ktile)
 
@@ -314,7 +314,7 @@ def _conv_compute(ctx: ComputeContext) -> None:
                         [strides[-2]], [dil[-2]], [pb[-2]],
                     )
                     row_cond = None if whole else row_cond
-                with _maybe_if(b, row_cond), b.loop(hi_w - lo_w, "j") as t:
+                with maybe_if(b, row_cond), b.loop(hi_w - lo_w, "j") as t:
                     o = _add(t, lo_w)
                     xi = _add(_mul(o, strides[-1]), ktile[-1] * dil[-1] - pb[-1])
                     kc = tuple(const(k, "int64") for k in ktile)

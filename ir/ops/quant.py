@@ -25,12 +25,11 @@ output channel (conv) or column (matmul).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
 
 import numpy as np
 
 from nnc.ir.graph import Attrs
-from nnc.ir.loops import Buffer, Expr, KernelBuilder, call, cast, const, maximum, minimum
+from nnc.ir.loops import Buffer, Expr, call, cast, const, maximum, minimum
 from nnc.ir.ops import (
     ComputeContext,
     OpDef,
@@ -39,7 +38,7 @@ from nnc.ir.ops import (
     get_op,
     register,
 )
-from nnc.ir.ops.nn import spatial_attrs, tap_range, window_positions
+from nnc.ir.ops.nn import maybe_if, spatial_attrs, tap_range, window_positions
 from nnc.ir.types import TensorType
 
 QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16"})
@@ -132,10 +131,6 @@ def _np_centered(x: np.ndarray, zp: np.ndarray | None, shape: tuple[int, ...] = 
         return x32
     z = zp.astype(np.int32)
     return x32 - (z.reshape(()) if z.size == 1 else z.reshape(shape or z.shape))
-
-
-def _maybe_if(b: KernelBuilder, cond: Expr | None) -> AbstractContextManager[None]:
-    return nullcontext() if cond is None else b.if_(cond)
 
 
 def _multiplier(s1: Expr, s2: Expr, s3: Expr) -> Expr:
@@ -335,7 +330,7 @@ def conv_int32_rows(ctx: ComputeContext, x: Buffer, w: Buffer, x_zero: Expr | No
                     olead, klead, x.shape[2:-1], out_shape[2:-1], ks[:-1], strides[:-1],
                     dil[:-1], pb[:-1],
                 )
-                with _maybe_if(b, cond):
+                with maybe_if(b, cond):
                     for kw in range(ks[-1]):
                         lo, hi = tap_range(kw, x.shape[-1], ow_n, strides[-1], dil[-1], pb[-1])
                         if lo == hi:

@@ -506,3 +506,49 @@ def test_int8_graph_prints_and_parses_back():
     text = print_graph(_int8_graph(np.random.default_rng(3)))
     assert "conv_s8" in text and "input_zero_point = -5" in text
     assert print_graph(parse_graph(text)) == text
+
+
+# ---------------------------------------------------------------- NHWC layout
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_nhwc_conv_s8_equals_nchw(seed):
+    """layout="NHWC" (OHWI weights; depthwise [1, KH, KW, OC]) gives the NCHW op's result,
+    transposed, in the loop nest and the reference."""
+    from nnc.ir.ops.int8 import conv_weight_perm, is_depthwise
+
+    rng = np.random.default_rng(900 + seed)
+    kind = seed % 3
+    if kind == 0:
+        inputs, attrs = _conv_case(rng, dilate=seed == 3)
+    elif kind == 1:
+        inputs, attrs = _conv_case(rng, ch_mult=1 + seed % 2, dilate=seed == 4)
+    else:
+        inputs, attrs = _conv_case(rng, group=2)
+    want = _ref("conv_s8", inputs, **attrs)
+    x, wt = inputs[:2]
+    dw = is_depthwise(attrs["group"], x.shape[1])
+    nhwc = [_nhwc(x), np.ascontiguousarray(wt.transpose(conv_weight_perm(4, dw))), *inputs[2:]]
+    got = check_op("conv_s8", nhwc, dict(attrs, layout="NHWC"), constant_inputs=CONV_CONSTS)[0]
+    np.testing.assert_array_equal(got, _nhwc(want))
+
+
+@pytest.mark.parametrize("kind", ["max_pool_s8", "avg_pool_s8"])
+@pytest.mark.parametrize("seed", range(4))
+def test_nhwc_pools_equal_nchw(kind, seed):
+    rng = np.random.default_rng(950 + seed)
+    kh, kw = (int(v) for v in rng.integers(1, 4, 2))
+    pads = (int(rng.integers(0, kh)), int(rng.integers(0, kw))) * 2
+    x = _s8(rng, (1 + seed % 2, 3, int(rng.integers(kh, 7)), int(rng.integers(kw, 7))))
+    attrs = dict(kernel_shape=(kh, kw), strides=(1 + seed % 2, 1), pads=pads,
+                 ceil_mode=seed == 1, act_min=-100, act_max=120)
+    want = _ref(kind, [x], **attrs)
+    got = check_op(kind, [_nhwc(x)], dict(attrs, layout="NHWC"))[0]
+    np.testing.assert_array_equal(got, _nhwc(want))
+
+
+def test_nhwc_rejects_unknown_layout():
+    x = np.zeros((1, 2, 2, 2), np.int8)
+    with pytest.raises(OpError, match="layout"):
+        get_op("max_pool_s8").infer([TensorType(x.shape, "int8")],
+                                    Attrs.of(kernel_shape=(1, 1), layout="NCWH"))
