@@ -19,7 +19,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
@@ -30,6 +30,9 @@ from nnc.compiler.pipeline import default_pipeline
 from nnc.ir.graph import Graph
 from nnc.ir.loops import LoopModule
 from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
+
+if TYPE_CHECKING:
+    from nnc.compiler.report import QuantReport
 
 METADATA = "nnc.json"
 
@@ -71,6 +74,17 @@ class CompiledModel:
     @property
     def outputs(self) -> list[dict[str, Any]]:
         return list(self.info["outputs"])
+
+    @property
+    def quant_report(self) -> QuantReport | None:
+        """The int8 accuracy report (a `nnc.compiler.report.QuantReport`; `print` it for the
+        table) of a model compiled with quantize="int8", report=True; None otherwise."""
+        data = self.info.get("quantization", {}).get("report")
+        if data is None:
+            return None
+        from nnc.compiler.report import QuantReport
+
+        return QuantReport.from_json(data)
 
     def random_inputs(self, seed: int = 0) -> dict[str, np.ndarray]:
         rng = np.random.default_rng(seed)
@@ -143,15 +157,38 @@ class CompiledModel:
 
 
 def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
-                prefix: str, bench: bool) -> None:
+                prefix: str, bench: bool, cmsis: Any = None) -> None:
     from nnc.backends.c.build import BuildError, build_project, write_project
 
-    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level)
+    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis)
     try:
-        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench)
+        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis)
     except BuildError as e:
         raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
                        f"report it): {str(e).splitlines()[0]}") from e
+
+
+def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
+                   cmsis_nn: str | os.PathLike[str] | None) -> tuple[list[PipelineStep], Any]:
+    """The pipeline with lower-to-loops set to `kernels`, and the CMSIS-NN library to build
+    against (None with generated kernels)."""
+    from nnc.backends.cmsis_nn import KERNEL_CHOICES, find_library
+    from nnc.passes.lower_to_loops import LowerOptions
+
+    # a CMSIS-NN path asks for CMSIS-NN kernels, on the host too
+    choice = kernels or ("cmsis-nn" if tgt.kind == "cortex-m" or cmsis_nn else "generated")
+    if choice not in KERNEL_CHOICES:
+        raise NncError(f"kernels={choice!r} is not supported; choose one of "
+                       f"{list(KERNEL_CHOICES)}")
+    if cmsis_nn is not None and choice != "cmsis-nn":
+        raise NncError("a CMSIS-NN path is only used with kernels='cmsis-nn'")
+    out = []
+    for s in steps:
+        if s.name == "lower-to-loops" and (kernels is not None
+                                           or s.options in (None, LowerOptions())):
+            s = PipelineStep(s.name, LowerOptions(kernels=choice))
+        out.append(s)
+    return out, (find_library(cmsis_nn) if choice == "cmsis-nn" else None)
 
 
 def _io_desc(graph: Graph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -166,11 +203,13 @@ RANDOM_CALIBRATION_SAMPLES = 20
 
 def _quantize_front(
     graph: Graph, steps: list[PipelineStep], tgt: Any, dump_ir: Any, quantize: str,
-    calibration: Any, method: str, times: dict[str, float],
+    calibration: Any, method: str, times: dict[str, float], evaluation: Any = None,
 ) -> tuple[Graph, list[PipelineStep], dict[str, Any], PassManager]:
     """Run the float graph passes (those before fuse-ops / lowering), calibrate on their result,
     and return (float graph, the remaining steps led by quantize, quantization info, the
-    pass manager that ran the float passes)."""
+    pass manager that ran the float passes). Without `evaluation` data the last 20% of the
+    calibration samples are held out of calibration to evaluate the int8 graph on."""
+    from nnc.compiler.report import SEPARATE, split_holdout
     from nnc.passes.calibrate import METHODS, calibrate
     from nnc.passes.quant_scheme import load_calibration_data, random_calibration_data
 
@@ -181,8 +220,8 @@ def _quantize_front(
                        "dict of arrays, or 'random')")
     if method not in METHODS:
         raise NncError(f"unknown calibration method {method!r}; choose one of {list(METHODS)}")
-    split = next((i for i, s in enumerate(steps) if s.name in ("fuse-ops", "lower-to-loops")),
-                 len(steps))
+    split = next((i for i, s in enumerate(steps)
+                  if s.name in ("layout-nhwc", "fuse-ops", "lower-to-loops")), len(steps))
     rest = [s for s in steps[split:] if s.name != "quantize"]
     pre = PassManager([s for s in steps[:split] if s.name != "quantize"], target=tgt,
                       dump_dir=Path(dump_ir) / "float" if dump_ir else None)
@@ -192,39 +231,37 @@ def _quantize_front(
         samples = random_calibration_data(float_graph, RANDOM_CALIBRATION_SAMPLES)
     else:
         samples = load_calibration_data(calibration, float_graph.inputs)
+    if evaluation is None:
+        samples, eval_samples, eval_source = split_holdout(samples)
+    else:
+        try:
+            eval_samples = load_calibration_data(evaluation, float_graph.inputs)
+        except NncError as e:
+            raise NncError(f"evaluation data: {e}") from None
+        eval_source = SEPARATE
     ranges = calibrate(float_graph, samples, method)
     times["calibration"] = time.perf_counter() - t0
     info: dict[str, Any] = {
         "scheme": "int8", "calibration_method": method, "calibration_samples": len(samples),
         "random_calibration": isinstance(calibration, str) and calibration == "random",
-        "ranges": ranges, "samples": samples,
+        "ranges": ranges, "eval_samples": eval_samples, "eval_source": eval_source,
     }
     return float_graph, [PipelineStep("quantize", None), *rest], info, pre
 
 
-def _accuracy(float_graph: Graph, quant_graph: Graph,
-              samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, Any]:
-    """Output SQNR (dB) of the int8 graph vs the float graph over `samples` (graph interpreter),
-    and how many ops were quantized."""
-    from nnc.ir.interp import run_graph
-    from nnc.passes.quant_scheme import sqnr_db
+def _accuracy_report(float_graph: Graph, facts: Mapping[str, Any],
+                     samples: Sequence[Mapping[str, np.ndarray]], source: str,
+                     layers: bool) -> dict[str, Any]:
+    """nnc.json's accuracy keys for the quantized graph the quantize pass left in `facts`, plus
+    the per-layer report under "report" when `layers`."""
+    from nnc.compiler.report import quant_report, quant_summary
 
-    names = float_graph.output_names()
-    ref: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    got: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for s in samples:
-        a, b = run_graph(float_graph, s), run_graph(quant_graph, s)
-        for n in names:
-            ref[n].append(np.asarray(a[n], np.float64).ravel())
-            got[n].append(np.asarray(b[n], np.float64).ravel())
-    sqnr = {n: sqnr_db(np.concatenate(ref[n]), np.concatenate(got[n])) for n in names}
-    int8_ops = [op.kind for op in quant_graph.ops if op.kind.endswith("_s8")]
-    float_ops = sorted({op.kind for op in quant_graph.ops
-                        if not op.kind.endswith("_s8") and op.kind not in
-                        ("quantize_linear", "dequantize_linear", "reshape")})
-    return {"output_sqnr_db": {n: round(v, 2) if np.isfinite(v) else str(v)
-                               for n, v in sqnr.items()},
-            "int8_ops": len(int8_ops), "float_ops": float_ops}
+    quant_graph = facts["quantized_graph"]
+    rep = quant_report(float_graph, quant_graph, facts["quant_map"], samples, source, layers)
+    info = quant_summary(rep, quant_graph)
+    if layers:
+        info["report"] = rep.to_json()
+    return info
 
 
 def compile(  # noqa: A001 - the public name users expect
@@ -242,6 +279,10 @@ def compile(  # noqa: A001 - the public name users expect
     quantize: str | None = None,
     calibration: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
     calibration_method: str = "minmax",
+    evaluation: str | os.PathLike[str] | Mapping[str, np.ndarray] | None = None,
+    report: bool = False,
+    kernels: str | None = None,
+    cmsis_nn: str | os.PathLike[str] | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -253,8 +294,18 @@ def compile(  # noqa: A001 - the public name users expect
     `quantize="int8"` quantizes after the float graph passes (before fuse-ops) with ranges
     calibrated on `calibration` (a .npz keyed by input name with samples on the first axis, a
     folder of .npy, a dict of such arrays, or "random": 20 random samples, with a warning) by
-    `calibration_method` ("minmax", "percentile" or "entropy"); nnc.json gets the output SQNR of
-    the int8 graph against the float one on the calibration samples."""
+    `calibration_method` ("minmax", "percentile" or "entropy"). The int8 graph is evaluated
+    against the float one on `evaluation` (same forms as `calibration`; default: the last 20% of
+    the calibration samples, held out of calibration): nnc.json's "quantization" gets the output
+    SQNR and top-1 agreement; `report=True` adds the per-layer SQNR report (`nnc.compiler.report`)
+    there and as `CompiledModel.quant_report`.
+
+    `kernels` picks who runs the int8 ops: "cmsis-nn" (the default on Cortex-M: calls into
+    CMSIS-NN, built from `cmsis_nn` / $CMSIS_NN_PATH, else nnc's portable CMSIS-NN subset) or
+    "generated" (nnc's own loop nests; the default on the host). Ops CMSIS-NN lacks are
+    generated either way."""
+    if quantize is None and (report or evaluation is not None):
+        raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -265,6 +316,7 @@ def compile(  # noqa: A001 - the public name users expect
         steps = parse_pipeline(pipeline or default_pipeline(tgt.kind))
     except PassError as e:
         raise NncError(str(e)) from None
+    steps, library = _kernel_choice(steps, tgt, kernels, cmsis_nn)
     quant_info: dict[str, Any] | None = None
     pre_timings: list[tuple[str, float]] = []
     pre_text = ""
@@ -272,7 +324,8 @@ def compile(  # noqa: A001 - the public name users expect
     try:
         if quantize is not None:
             graph, steps, quant_info, pre = _quantize_front(
-                graph, steps, tgt, dump_ir, quantize, calibration, calibration_method, times)
+                graph, steps, tgt, dump_ir, quantize, calibration, calibration_method, times,
+                evaluation)
             pre_timings, pre_text = pre.timings, pre.pipeline_text()
         pm = PassManager(steps, target=tgt, dump_dir=dump_ir)
         if quant_info is not None:
@@ -282,8 +335,10 @@ def compile(  # noqa: A001 - the public name users expect
         raise NncError(f"compilation failed: {e}") from e
     times["passes"] = time.perf_counter() - t0 - times.get("calibration", 0.0)
     if quant_info is not None:
-        quant_info.update(_accuracy(graph, pm.facts["quantized_graph"],
-                                    quant_info.pop("samples")))
+        t0 = time.perf_counter()
+        quant_info.update(_accuracy_report(graph, pm.facts, quant_info.pop("eval_samples"),
+                                           quant_info.pop("eval_source"), report))
+        times["accuracy"] = time.perf_counter() - t0
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
@@ -291,6 +346,9 @@ def compile(  # noqa: A001 - the public name users expect
 
     t0 = time.perf_counter()
     files = emit_c(module, prefix=prefix)
+    from nnc.backends.cmsis_nn import module_uses_cmsis
+
+    cmsis = library if module_uses_cmsis(module) else None
     times["codegen"] = time.perf_counter() - t0
 
     inputs, outputs = _io_desc(graph)
@@ -304,6 +362,10 @@ def compile(  # noqa: A001 - the public name users expect
         "outputs": outputs,
         "macs": int(sum(k.macs for k in module.kernels)),
         "num_kernels": len(module.kernels),
+        "kernel_library": (None if cmsis is None else
+                           "cmsis-nn (portable)" if cmsis.portable else f"cmsis-nn ({cmsis.root})"),
+        "library_calls": sum(1 for k in module.kernels if k.body and type(k.body[0]).__name__
+                             == "CallExtern"),
         "weight_bytes": int(sum(np.asarray(a).nbytes for a in module.constants.values())),
         "arena_bytes": int(module.arena_size),
         "arena_floor_bytes": int(memory.get("floor_bytes", module.arena_size)),
@@ -331,11 +393,12 @@ def compile(  # noqa: A001 - the public name users expect
     try:
         t0 = time.perf_counter()
         if tgt.kind == "host":
-            _build_host(files, staging, tgt, opt_level, prefix, bench)
+            _build_host(files, staging, tgt, opt_level, prefix, bench, cmsis)
         else:
             from nnc.backends.cortex_m.build import build_firmware
 
-            fw = build_firmware(files, staging, tgt, module, opt_level=opt_level, prefix=prefix)
+            fw = build_firmware(files, staging, tgt, module, opt_level=opt_level, prefix=prefix,
+                                cmsis=cmsis)
             info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
                                 fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
                                 "ram_bytes": fw.arena_bytes + fw.stack_bytes}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,6 +24,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
 
     if args.quantize is None and (args.calibration or args.calibration_method):
         raise NncError("--calibration/--calibration-method need --quantize int8")
+    if args.quantize is None and (args.report or args.report_json or args.eval):
+        raise NncError("--report/--report-json/--eval need --quantize int8")
+    if args.report_json:
+        _check_writable(args.report_json)  # before the compile, not after
     if args.quantize is not None and not args.calibration:
         raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
                        "'random')")
@@ -42,6 +47,10 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         calibration=args.calibration,
         calibration_method=args.calibration_method or "minmax",
+        evaluation=args.eval,
+        report=bool(args.report or args.report_json),
+        kernels=args.kernels,
+        cmsis_nn=args.cmsis_nn,
     )
     t = model.compile_time_s
     info = model.info
@@ -49,6 +58,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(f"  kernels {info['num_kernels']}, MACs {info['macs']:,}, "
           f"weights {info['weight_bytes']:,} B, arena {info['arena_bytes']:,} B "
           f"(floor {info['arena_floor_bytes']:,} B)")
+    if info.get("kernel_library"):
+        print(f"  {info['library_calls']} kernels call {info['kernel_library']}")
     if "firmware" in info:
         fw = info["firmware"]
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
@@ -57,10 +68,30 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if "quantization" in info:
         q = info["quantization"]
         sqnr = ", ".join(f"{k} {v} dB" for k, v in q["output_sqnr_db"].items())
-        print(f"  int8: {q['int8_ops']} int8 ops, float ops {q['float_ops'] or 'none'}; output "
-              f"SQNR vs float on {q['calibration_samples']} calibration samples: {sqnr}")
+        ev = q["evaluation"]
+        print(f"  int8: {q['int8_ops']} int8 ops, float ops {q['float_ops'] or 'none'}; "
+              f"calibrated on {q['calibration_samples']} samples; output SQNR vs float on "
+              f"{ev['samples']} {ev['data']}: {sqnr}")
     print("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in t.items()))
+    rep = model.quant_report
+    if args.report:
+        print()
+        print(rep.table())
+    if args.report_json:
+        rep.save_json(args.report_json)
+        print(f"accuracy report written to {args.report_json}")
     return 0
+
+
+def _check_writable(path: str) -> None:
+    p = Path(path)
+    if p.is_dir():
+        raise NncError(f"--report-json {path}: is a directory; give a file name")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise NncError(f"--report-json {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise NncError(f"--report-json {path}: not writable")
 
 
 def _load_npz(path: str) -> dict:
@@ -171,6 +202,19 @@ def build_parser() -> argparse.ArgumentParser:
                    "axis), a folder of .npy, or 'random' (poor accuracy; warns)")
     c.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"],
                    help="how ranges are taken from the calibration data (default: minmax)")
+    c.add_argument("--eval", metavar="DATA",
+                   help="evaluation samples for the accuracy figures, same forms as "
+                   "--calibration (default: the last 20%% of the calibration data, held out)")
+    c.add_argument("--report", action="store_true",
+                   help="print the int8 accuracy report: per-layer SQNR vs float, output SQNR, "
+                   "max error and top-1 agreement on the evaluation samples")
+    c.add_argument("--report-json", metavar="PATH", help="write the accuracy report as JSON")
+    c.add_argument("--kernels", choices=["cmsis-nn", "generated"],
+                   help="who runs the int8 ops: calls into CMSIS-NN (default on Cortex-M) or "
+                   "nnc's generated loop nests (default on the host)")
+    c.add_argument("--cmsis-nn", metavar="PATH",
+                   help="a CMSIS-NN checkout to build against (default: $CMSIS_NN_PATH, else "
+                   "nnc's portable CMSIS-NN subset)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")

@@ -18,6 +18,7 @@ import nnc
 from benchmarks.models import MODELS, sample_input
 from benchmarks.models.mlperf_tiny import EXPECTED
 from nnc.compiler.onnx.importer import import_model
+from nnc.compiler.report import split_holdout
 from nnc.errors import NncError
 from nnc.ir.interp import run_graph
 from nnc.passes.calibrate import calibrate
@@ -71,7 +72,8 @@ def test_mlperf_tiny_int8_on_host(name, host_int8):
     assert params * 0.9 < compiled.info["weight_bytes"] < params * 1.6
     # the compiled host C computes exactly what the graph interpreter says the int8 graph does
     g = PassManager(FLOAT_PASSES).run(import_model(model))
-    qg = quantize_graph(g, calibrate(g, load_calibration_data(cal, g.inputs)))
+    calibration = split_holdout(load_calibration_data(cal, g.inputs))[0]  # as compile does
+    qg = quantize_graph(g, calibrate(g, calibration))
     feeds = sample_input(model)
     got = compiled.run(feeds)["output"]
     want = run_graph(qg, feeds)["output"]
@@ -130,7 +132,8 @@ def test_cli_quantize_with_npz_and_method(tiny_model, tmp_path):
     assert "SQNR" in r.stdout and "WARNING" not in r.stderr
     info = json.loads((out / "nnc.json").read_text())
     q = info["quantization"]
-    assert q["calibration_method"] == "percentile" and q["calibration_samples"] == 6
+    # 6 samples: 5 calibrate, the last one is held out to evaluate on
+    assert q["calibration_method"] == "percentile" and q["calibration_samples"] == 5
     assert q["output_sqnr_db"]["y"] > 10 and q["float_ops"] == ["softmax"]
     assert "quantize" in info["pipeline"]
     layer_ops = " ".join(lay["op"] for lay in info["layers"])
@@ -169,6 +172,6 @@ def test_api_quantize_user_errors(tiny_model):
 def test_api_quantize_from_dict(tiny_model):
     x = np.random.default_rng(2).standard_normal((4, 1, 2, 4, 4)).astype(np.float32)
     m = nnc.compile(tiny_model, quantize="int8", calibration={"x": x}, bench=False)
-    assert m.info["quantization"]["calibration_samples"] == 4
+    assert m.info["quantization"]["calibration_samples"] == 3  # one of 4 held out
     y = m.run({"x": x[0]})["y"]
     assert y.shape == (1, 3) and abs(float(y.sum()) - 1.0) < 1e-5
