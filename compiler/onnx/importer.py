@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from nnc.compiler.errors import NncError
+from nnc.compiler.onnx.quant import MS_DOMAIN_OPS
 from nnc.compiler.onnx.registry import (
     ConversionError,
     ConvertContext,
@@ -128,7 +129,8 @@ class GraphBuilder:
         out_types = out_types[: len(hints)] if outputs is not None else out_types
         present = [n for n in inputs if n]
         if present and all(n in self.constants for n in present) and all(
-                t.size <= FOLD_LIMIT for t in out_types):
+                t.size <= FOLD_LIMIT for t in out_types) and not _keeps_integer_weight(
+                kind, [self.types[n] for n in present]):
             args = [self.constants[n] if n else None for n in inputs]
             results = list(opdef.reference(args, frozen))
             names = []
@@ -146,6 +148,12 @@ class GraphBuilder:
             values.append(Value(name, t))
         self.ops.append(Op(kind, tuple(inputs), tuple(values), frozen, name=node.name or ""))
         return [v.name for v in values]
+
+
+def _keeps_integer_weight(kind: str, in_types: Sequence[TensorType]) -> bool:
+    """dequantize_linear of a constant integer tensor stays an op at import, so the weight stays
+    integer for fuse-qdq (fold-constants folds whatever that pass leaves)."""
+    return kind == "dequantize_linear" and in_types[0].dtype in ("int8", "uint8", "int32")
 
 
 def _default_opset(model: onnx.ModelProto) -> int:
@@ -190,6 +198,8 @@ def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> Tenso
 def _check_supported(model: onnx.ModelProto, opset: int) -> None:
     missing = []
     for node in model.graph.node:
+        if node.domain == "com.microsoft" and node.op_type in MS_DOMAIN_OPS:
+            continue
         if node.domain not in ("", "ai.onnx"):
             missing.append(f"{node.op_type} (domain {node.domain}, node '{node.name}')")
         elif find_converter(node.op_type, opset) is None:
@@ -302,9 +312,18 @@ def import_model(
             raise NncError(f"graph output {vi.name!r} is not produced by any node")
         outputs.append(_bind_output(b, vi.name, outputs))
     used = {n for op in b.ops for n in op.inputs} | {v.name for v in outputs}
-    constants = tuple(Constant.of(n, a) for n, a in b.constants.items() if n in used)
+    constants = tuple(_constant(n, a, b.types[n]) for n, a in b.constants.items() if n in used)
     name = re.sub(r"\W", "_", g.name or "model") or "model"
     return Graph(name, tuple(inputs), tuple(outputs), constants, tuple(b.ops))
+
+
+def _constant(name: str, array: np.ndarray, t: TensorType) -> Constant:
+    """A frozen constant that keeps the quantization parameters the converters recorded."""
+    c = Constant.of(name, array)
+    if t.quant is None:
+        return c
+    ct = c.value.type
+    return Constant(Value(name, TensorType(ct.shape, ct.dtype, ct.layout, t.quant)), c.data)
 
 
 def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:

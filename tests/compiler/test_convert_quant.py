@@ -297,11 +297,13 @@ def _quantized(fmt, reduce_range, op_types=None):
 
 
 def _lsb_agreement(model, compiled, level, n=20):
-    """Fraction of output elements within 1 LSB of onnxruntime (outputs quantized with the
-    last QuantizeLinear's scale), and the largest difference in LSBs."""
+    """Fraction of output elements within 1 LSB of onnxruntime (one LSB: the output scale of
+    the last quantized op — QLinearConv/QLinearMatMul's y_scale or a QuantizeLinear's scale),
+    and the largest difference in LSBs."""
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
-    last_q = [n for n in model.graph.node if n.op_type == "QuantizeLinear"][-1]
-    scale = inits[last_q.input[1]]
+    last = [n for n in model.graph.node
+            if n.op_type in ("QuantizeLinear", "QLinearConv", "QLinearMatMul")][-1]
+    scale = inits[last.input[1] if last.op_type == "QuantizeLinear" else last.input[6]]
     diffs = []
     for _ in range(n):
         x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
