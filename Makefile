@@ -9,6 +9,7 @@ NNC    := $(VENV)/bin/nnc
 DEMO_MODEL := benchmarks/models/kws.onnx
 DEMO_OUT   := demo_out
 DEMO_TARGET ?= cortex-m7
+DEMO_CAL   := benchmarks/models/kws_calibration.npz
 
 .PHONY: install toolchain demo test test-fast bench conformance lint clean
 
@@ -36,10 +37,17 @@ $(VENV)/.installed: pyproject.toml
 $(DEMO_MODEL): install benchmarks/models/mlperf_tiny.py
 	$(PY) -m benchmarks.models.mlperf_tiny benchmarks/models
 
-demo: install $(DEMO_MODEL)
+$(DEMO_CAL): $(DEMO_MODEL) benchmarks/models/calibration.py
+	$(PY) -m benchmarks.models.calibration $(DEMO_MODEL) $@
+
+# float32, then int8 (CMSIS-NN kernels on Cortex-M) with its accuracy report
+demo: install $(DEMO_MODEL) $(DEMO_CAL)
 	$(NNC) compile $(DEMO_MODEL) --target $(DEMO_TARGET) -o $(DEMO_OUT)
 	$(NNC) run $(DEMO_OUT)
 	$(NNC) bench $(DEMO_OUT)
+	$(NNC) compile $(DEMO_MODEL) --target $(DEMO_TARGET) --quantize int8 --calibration $(DEMO_CAL) --report -o $(DEMO_OUT)_int8
+	$(NNC) run $(DEMO_OUT)_int8
+	$(NNC) bench $(DEMO_OUT)_int8
 
 test: install
 	$(PY) -m pytest -q

@@ -159,8 +159,9 @@ def _device_report(r: dict) -> str:
         "",
         f"{r['target']} ({r['board']}): {r['instructions']:,} instructions (emulated, not cycles), "
         f"{r['macs']:,} MACs, {ipm_total if ipm_total is not None else '-'} instructions/MAC",
-        f"RAM {r['ram_bytes']:,} B (arena {r['arena_bytes']:,} + scratch {r['scratch_bytes']:,} "
-        f"+ stack {r['stack_bytes']:,}), flash {r['flash_bytes']:,} B",
+        f"RAM {r['ram_bytes']:,} B (arena {r['arena_bytes']:,}"
+        + (f" incl. up to {r['scratch_bytes']:,} library scratch" if r["scratch_bytes"] else "")
+        + f" + stack {r['stack_bytes']:,}), flash {r['flash_bytes']:,} B",
     ]
     return "\n".join(lines)
 

@@ -88,7 +88,10 @@ def describe_module(module: LoopModule, prefix: str = "nnc") -> dict[str, Any]:
                     "macs": int(k.macs)} for k in module.kernels],
         "macs": int(sum(k.macs for k in module.kernels)),
         "arena_bytes": int(module.arena_size),
-        "scratch_bytes": 0,  # no kernel library with scratch buffers yet
+        # the largest kernel-library scratch buffer; it is planned inside the arena
+        "library_scratch_bytes": max((b.nbytes for b in module.buffers
+                                      if b.name.endswith("_scratch") and b.scope == "arena"),
+                                     default=0),
         "weight_bytes": int(sum(a.nbytes for a in module.constants.values())),
     }
 

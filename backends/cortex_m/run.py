@@ -237,7 +237,8 @@ class DeviceModel:
                            "instructions_per_mac": round(n / lay["macs"], 3) if lay["macs"]
                            else None})
         stack = int(fw.get("stack_bytes", 0))
-        arena, scratch = int(self.info["arena_bytes"]), int(self.info.get("scratch_bytes", 0))
+        arena = int(self.info["arena_bytes"])
+        scratch = int(self.info.get("library_scratch_bytes", 0))  # inside the arena
         return {
             "target": self.target,
             "board": self.board.name,
@@ -245,7 +246,7 @@ class DeviceModel:
             "instructions": instructions,
             "instructions_per_mac": round(instructions / macs, 3) if macs else None,
             "macs": macs,
-            "ram_bytes": arena + scratch + stack,
+            "ram_bytes": arena + stack,
             "arena_bytes": arena,
             "scratch_bytes": scratch,
             "stack_bytes": stack,

@@ -70,7 +70,7 @@ def test_host_cmsis_calls_equal_generated_kernels():
     assert "arm_" not in (gen.source_dir / "model.c").read_text()
     assert lib.info["library_calls"] == 7 and lib.info["kernel_library"] == "cmsis-nn (portable)"
     assert (lib.source_dir / "cmsis_nn" / "Include" / "arm_nnfunctions.h").exists()
-    for i in range(4):
+    for _ in range(4):
         x = {"x": RNG.standard_normal([1, 3, 8, 8]).astype(np.float32)}
         a, b = gen.run(x), lib.run(x)
         np.testing.assert_array_equal(a["y"], b["y"])

@@ -28,7 +28,9 @@ extern const nnc_tensor_desc net_inputs[];
 extern const nnc_tensor_desc net_outputs[];
 extern const nnc_layer_desc net_layers[];
 
-/* Prepares the model; call once before net_run. Returns 0 on success. */
+/* Prepares the model; call once before net_run. Returns 0 on success; with CMSIS-NN
+ * kernels, -3 when the library asks for more scratch than nnc planned (a CMSIS-NN release newer
+ * than nnc knows: recompile with it via --cmsis-nn). */
 int net_init(void);
 /* Runs the model once. Returns 0 on success, nonzero on bad arguments. */
 int net_run(const void *const *inputs, void *const *outputs);
