@@ -176,7 +176,7 @@ class _Rewriter:
         """op(transpose(a), transpose(b), consts of one element) → transpose(op(a, b))."""
         y = op.outputs[0]
         perm = None
-        inputs = []
+        inputs: list[str] = []
         for n in op.inputs:
             if not n:
                 inputs.append(n)

@@ -422,23 +422,24 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
     cg, ocg = c_in // group, oc_n // group
     acc = b.local("int32", "acc")
     with b.loops(out.shape) as idx:
-        n, pixel, oc = idx[0], idx[1:-1], idx[-1]
-        b.store(acc, (), cast(bias[oc], "int32") if bias is not None else const(0, "int32"))
-        base = None if group == 1 else _bind(b, (oc / ocg) * cg, "ic0")
+        n, pixel, o = idx[0], idx[1:-1], idx[-1]
+        b.store(acc, (), cast(bias[o], "int32") if bias is not None else const(0, "int32"))
+        base = None if group == 1 else _bind(b, (o / ocg) * cg, "ic0")
         with b.loops(ks, "k") as kidx:
             pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
             with maybe_if(b, cond):
                 with b.loop(cg, "c") as c:
                     ic = c if base is None else base + c
                     xv = _centered(x[(n, *pos, ic)], x_zp)
-                    b.store(acc, (), acc[()] + xv * cast(w[(oc, *kidx, c)], "int32"))
-        finish(idx, acc[()], oc)
+                    b.store(acc, (), acc[()] + xv * cast(w[(o, *kidx, c)], "int32"))
+        finish(idx, acc[()], o)
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
     x, w = ins[0], ins[1]
-    assert x is not None and w is not None
+    assert w is not None
     if is_nhwc(a):  # taps x input channels per group
+        assert x is not None
         return outs[0].size * int(np.prod(w.shape[1:-1])) * (x.shape[-1] // a.get_int("group", 1))
     return outs[0].size * int(np.prod(w.shape[1:]))
 
