@@ -8,7 +8,7 @@ output to a range (min, max):
 - `percentile`: from a histogram, cutting (100 - p)% of the values — split over both tails when
   asymmetric, from |x| when symmetric (onnxruntime's PercentileCalibrater).
 - `entropy`: the clipping threshold minimising the KL divergence between the histogram and its
-  `num_quantized_bins`-level quantization (TensorRT's method, onnxruntime's EntropyCalibrater).
+  int8 quantization (TensorRT's method, fitted to asymmetric int8; see `_entropy_range`).
 
 Histograms use one fixed range per tensor (the extremes from a first pass over the samples), so
 the result does not depend on sample order. Activations are cached between the two passes up to
@@ -179,30 +179,45 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _entropy_range(hist: np.ndarray, edges: np.ndarray, num_quantized_bins: int) -> Range:
-    """TensorRT's KL threshold search over windows centred on the zero bin.
+    """TensorRT's KL threshold search, fitted to asymmetric int8.
 
-    Window i covers bins [z - i, z + i + 1) (z = num_bins // 2, as onnxruntime indexes); the
-    outliers are folded into its end bins to form p, the window is merged into
-    `num_quantized_bins` levels and spread back over its non-empty bins to form q.
+    Candidate i is the window of bins [z - i, z + i + 1) around zero (z = num_bins // 2, as
+    onnxruntime indexes) clamped to the bins that hold data: that clamped range is what
+    `activation_params` quantizes, with all 2 * `num_quantized_bins` int8 levels. Outliers fold
+    into its end bins to form p; the window's bins spread evenly over those levels, merged, and
+    spread back over its non-empty bins form q. Windows with fewer bins than levels are skipped
+    (their rounding error would hide inside bins, so they would look best).
+
+    onnxruntime instead merges the whole symmetric window into `num_quantized_bins` levels
+    (7-bit quantization; 6-bit for a ReLU output, whose negative half is empty) and piles the
+    remainder into the last level (favouring widths that are multiples of the level count):
+    both make it clip far too hard. The zero bin is capped at its neighbours' count for the
+    search (as pytorch-quantization does): zero is exact in int8, so a ReLU's spike of zeros is
+    no rounding error.
     """
     h = hist.astype(np.float64)
     num_bins = h.size
     zero = num_bins // 2
-    half_q = num_quantized_bins // 2
+    levels = 2 * num_quantized_bins
+    h[zero] = min(h[zero], max(h[zero - 1], h[zero + 1] if zero + 1 < num_bins else 0.0))
+    filled = np.flatnonzero(hist)
+    if filled.size == 0:
+        return float(edges[0]), float(edges[-1])
+    first, last = int(filled[0]), int(filled[-1]) + 1
+    windows = {(max(zero - i, first), min(zero + i + 1, last)) for i in range(zero + 1)}
+    candidates = sorted({(a, b) for a, b in windows if b - a >= levels} | {(first, last)})
     prefix = np.concatenate(([0.0], np.cumsum(h)))
-    best, best_kl = (float(edges[0]), float(edges[-1])), np.inf
-    for i in range(half_q, zero + 1):
-        start, end = zero - i, min(zero + i + 1, num_bins)
+    best, best_kl = (float(edges[first]), float(edges[last])), np.inf
+    for start, end in candidates:
         sliced = h[start:end]
         p = sliced.copy()
         p[0] += prefix[start]
         p[-1] += prefix[-1] - prefix[end]
         nonzero = p != 0
-        merged = sliced.size // num_quantized_bins
-        # level j merges bins [j*merged, (j+1)*merged); the last level also takes the remainder
-        level = np.minimum(np.arange(sliced.size) // merged, num_quantized_bins - 1)
-        mass = np.bincount(level, weights=sliced, minlength=num_quantized_bins)
-        count = np.bincount(level, weights=nonzero, minlength=num_quantized_bins)
+        n = min(levels, sliced.size)
+        level = np.arange(sliced.size) * n // sliced.size
+        mass = np.bincount(level, weights=sliced, minlength=n)
+        count = np.bincount(level, weights=nonzero, minlength=n)
         q = np.where(nonzero, mass[level] / np.maximum(count[level], 1.0), 0.0)
         ps, qs = _smooth(p), _smooth(q)
         kl = np.inf if ps is None or qs is None else _kl(ps, qs)

@@ -17,7 +17,8 @@ value, so any graph still runs: ops without an int8 form (softmax, ...) stay flo
 
 The pass takes the ranges from `ctx.facts["quant_ranges"]` (`{float value name: (min, max)}`, as
 `nnc.passes.calibrate.calibrate` returns them) and leaves the quantized graph there too, under
-`ctx.facts["quantized_graph"]`.
+`ctx.facts["quantized_graph"]`, with `ctx.facts["quant_map"]` = {int8 value name: the float value
+it stands for} (what the accuracy report compares layer by layer).
 """
 
 from __future__ import annotations
@@ -388,6 +389,9 @@ def quantize_int8(graph: Graph, ctx: PassContext) -> Graph:
     if ranges is None:
         raise NncError("quantize needs calibrated ranges (ctx.facts['quant_ranges']); "
                        "use nnc.compile(..., quantize='int8', calibration=...)")
-    out = quantize_graph(graph, ranges)
+    rewriter = _Rewriter(graph, ranges)
+    out = rewriter.run()
     ctx.facts["quantized_graph"] = out
+    values = set(out.value_types())
+    ctx.facts["quant_map"] = {q: f for f, q in rewriter.q8.items() if q in values}
     return out
