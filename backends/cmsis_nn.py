@@ -92,9 +92,14 @@ def stage(lib: Library, project: Path) -> tuple[list[str], list[str]]:
     return project_files(lib, project)
 
 
+def library_calls(module: LoopModule) -> int:
+    """How many kernels of `module` call CMSIS-NN."""
+    return sum(any(isinstance(s, CallExtern) and is_cmsis_call(s.fn) for s in walk_stmts(k.body))
+               for k in module.kernels)
+
+
 def module_uses_cmsis(module: LoopModule) -> bool:
-    return any(isinstance(s, CallExtern) and is_cmsis_call(s.fn)
-               for k in module.kernels for s in walk_stmts(k.body))
+    return library_calls(module) > 0
 
 
 # ---------------------------------------------------------------- scratch sizes (bytes)

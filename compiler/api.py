@@ -346,9 +346,9 @@ def compile(  # noqa: A001 - the public name users expect
 
     t0 = time.perf_counter()
     files = emit_c(module, prefix=prefix)
-    from nnc.backends.cmsis_nn import module_uses_cmsis
+    from nnc.backends.cmsis_nn import library_calls
 
-    cmsis = library if module_uses_cmsis(module) else None
+    cmsis = library if library_calls(module) else None
     times["codegen"] = time.perf_counter() - t0
 
     inputs, outputs = _io_desc(graph)
@@ -364,8 +364,7 @@ def compile(  # noqa: A001 - the public name users expect
         "num_kernels": len(module.kernels),
         "kernel_library": (None if cmsis is None else
                            "cmsis-nn (portable)" if cmsis.portable else f"cmsis-nn ({cmsis.root})"),
-        "library_calls": sum(1 for k in module.kernels if k.body and type(k.body[0]).__name__
-                             == "CallExtern"),
+        "library_calls": library_calls(module),
         "weight_bytes": int(sum(np.asarray(a).nbytes for a in module.constants.values())),
         "arena_bytes": int(module.arena_size),
         "arena_floor_bytes": int(memory.get("floor_bytes", module.arena_size)),
