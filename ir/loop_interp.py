@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from nnc.ir.fixed_point import np_requantize
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -69,6 +70,7 @@ _FUNCS: dict[str, Callable[..., Any]] = {
     "asin": np.arcsin, "acos": np.arccos, "atan": np.arctan, "sinh": np.sinh, "cosh": np.cosh,
     "asinh": np.arcsinh, "acosh": np.arccosh, "atanh": np.arctanh, "sign": _sign,
     "fmod": np.fmod, "isnan": np.isnan, "isinf": np.isinf, "log1p": np.log1p, "expm1": np.expm1,
+    "requantize": np_requantize,
 }
 
 

@@ -38,6 +38,9 @@ INTRINSICS = (
     "exp", "log", "sqrt", "tanh", "erf", "floor", "ceil", "round", "abs", "neg", "not",
     "sin", "cos", "tan", "asin", "acos", "atan", "sinh", "cosh", "asinh", "acosh", "atanh",
     "sign", "fmod", "isnan", "isinf", "log1p", "expm1",
+    # requantize(x, multiplier, shift), all int32: TFLite's MultiplyByQuantizedMultiplier
+    # (nnc.ir.fixed_point), one call so backends emit it as one tight 32-bit routine
+    "requantize",
 )
 
 Number = int | float | bool
@@ -196,6 +199,8 @@ def binary(op: str, a: Any, b: Any) -> Expr:
 def call(fn: str, *args: Expr, dtype: str | None = None) -> Expr:
     if fn not in INTRINSICS:
         raise ValueError(f"unknown intrinsic {fn!r}")
+    if fn == "requantize" and (len(args) != 3 or any(a.dtype != "int32" for a in args)):
+        raise TypeError("requantize takes three int32 operands (x, multiplier, shift)")
     if dtype is None:
         dtype = "bool" if fn in ("isnan", "isinf") else args[0].dtype
     return Call(fn, tuple(args), dtype)

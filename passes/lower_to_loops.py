@@ -14,6 +14,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from nnc.ir.graph import Graph, Op, fresh_name
 from nnc.ir.loops import (
     Binary,
@@ -217,6 +219,27 @@ class _Lowering:
         self.extra: list[Buffer] = []  # buffers with no graph value (flat views for copies)
         self.kernels: list[Kernel] = []
         self.outputs = {v.name for v in graph.outputs}
+        self.constants: dict[str, np.ndarray] = {}  # buffer name -> data
+        self.graph_constants = graph.constant_map()
+
+    def packed(self, op: Op) -> Op:
+        """op with the constant inputs its loop nest prefers (`OpDef.pack`: packed weights,
+        folded input offsets) as new constant buffers; op itself when it has none."""
+        pack = get_op(op.kind).pack
+        if pack is None:
+            return op
+        arrays = [self.graph_constants.get(n) if n else None for n in op.inputs]
+        found = pack(op.attrs, arrays, [bool(n) for n in op.inputs])
+        if found is None:
+            return op
+        attrs, replaced = found
+        inputs = list(op.inputs) + [""] * (max(replaced, default=0) + 1 - len(op.inputs))
+        for k, data in replaced.items():
+            key = f"{op.name or op.kind}.packed{k}"
+            b = self.new_buffer(key, tuple(data.shape), data.dtype.name, "constant")
+            self.constants[b.name] = data
+            inputs[k] = key
+        return op.with_(inputs=tuple(inputs), attrs=attrs)
 
     def new_buffer(self, value_name: str, shape: tuple[int, ...], dtype: str, scope: str,
                    alias: str | None = None) -> Buffer:
@@ -256,9 +279,10 @@ class _Lowering:
             return
         opdef = get_op(op.kind)
         b = KernelBuilder(self.kernel_name(op.kind))
-        ins = [self.buf[n] if n else None for n in op.inputs]
+        packed = self.packed(op)
+        ins = [self.buf[n] if n else None for n in packed.inputs]
         outs = [self.buf[v.name] for v in op.outputs]
-        ctx = ComputeContext(b, op, ins, outs)
+        ctx = ComputeContext(b, packed, ins, outs)
         if opdef.compute is not None:
             opdef.compute(ctx)
         else:
@@ -273,7 +297,8 @@ class _Lowering:
         if opdef.alias or len(anchor.outputs) != 1:
             return False
         b = KernelBuilder(self.kernel_name(anchor.kind))
-        ins = [self.buf[n] if n else None for n in anchor.inputs]
+        packed = self.packed(anchor)
+        ins = [self.buf[n] if n else None for n in packed.inputs]
         target = self.buf[op.outputs[0].name]
         av = anchor.outputs[0]
         virtual = Buffer(c_identifier(av.name + "_v", set(self.used)), av.type.shape,
@@ -297,7 +322,7 @@ class _Lowering:
                 chain = e_op.outputs[0].name
             return value
 
-        ctx = ComputeContext(b, anchor, ins, [virtual], apply_epilogue, target)
+        ctx = ComputeContext(b, packed, ins, [virtual], apply_epilogue, target)
         if opdef.compute is not None:
             opdef.compute(ctx)
         else:
@@ -346,7 +371,7 @@ class _Lowering:
         used_consts = {n for op in g.ops for n in op.inputs} | self.outputs
         for v in g.inputs:
             self.new_buffer(v.name, v.type.shape, v.type.dtype, "input")
-        constants = {}
+        constants = self.constants
         for c in g.constants:
             if c.name in used_consts:
                 b = self.new_buffer(c.name, c.value.type.shape, c.value.type.dtype, "constant")
@@ -382,6 +407,13 @@ class _Lowering:
         out_names = tuple(out_bufs[v.name].name if v.name in out_bufs else self.buf[v.name].name
                           for v in g.outputs)
         buffers = list(self.buf.values()) + list(out_bufs.values()) + self.extra
+        # constants a packed copy replaced everywhere stay out of flash
+        used = {p for k in self.kernels for p in k.params} | set(out_names)
+        used |= {b.alias for b in buffers if b.alias and b.name in used}
+        for b in buffers:
+            if b.scope == "constant" and b.name not in used:
+                del constants[b.name]
+        buffers = [b for b in buffers if b.scope != "constant" or b.name in used]
         return LoopModule(
             name=c_identifier(g.name or "model", set()),
             buffers=tuple(buffers),

@@ -102,7 +102,7 @@ _C_RESERVED = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if inline
 int long register restrict return short signed sizeof static struct switch typedef union unsigned
 void volatile while _Bool _Complex _Imaginary _Float16 __fp16 nnc_f16 bool true false NULL NAN
-INFINITY isnan isinf main memcpy memset size_t int8_t int16_t int32_t int64_t uint8_t uint16_t
+INFINITY isnan isinf main memcpy memset size_t ptrdiff_t int8_t int16_t int32_t int64_t uint8_t uint16_t
 uint32_t uint64_t INT64_C UINT64_C INT64_MIN INT32_MIN arena inputs outputs asm fortran and or
 xor not and_eq or_eq xor_eq not_eq bitand bitor compl abs labs div min max errno
 """.split()) | frozenset(_LIBM.values()) | frozenset(v + "f" for v in _LIBM.values())
@@ -239,6 +239,16 @@ _HELPERS: dict[str, str] = {
     "sign/f": "static inline T nnc_sign_X(T a) { return a > 0 ? 1 : (a < 0 ? -1 : a); }",
     "sign/i": "static inline T nnc_sign_X(T a) { return (T)((a > 0) - (a < 0)); }",
     "sign/u": "static inline T nnc_sign_X(T a) { return (T)(a > 0); }",
+    # TFLite MultiplyByQuantizedMultiplier (nnc.ir.fixed_point) in 32-bit arithmetic around one
+    # 32x32->64 multiply-accumulate: x * 2^left, the saturating rounding doubling high multiply,
+    # then a rounding divide by 2^right (ties away from zero). Inlined, a constant shift folds.
+    "requantize": "static inline int32_t nnc_requantize_X(int32_t x, int32_t m, int32_t s) {\n"
+                  "    int32_t left = s > 0 ? s : 0, right = s > 0 ? 0 : -s;\n"
+                  "    int32_t a = (int32_t)((uint32_t)x << left);\n"
+                  "    int32_t h = (a == INT32_MIN && m == INT32_MIN) ? INT32_MAX\n"
+                  "        : (int32_t)(((int64_t)a * m + (INT64_C(1) << 30)) >> 31);\n"
+                  "    int32_t mask = (int32_t)((UINT32_C(1) << right) - 1u);\n"
+                  "    return (h >> right) + ((h & mask) > (mask >> 1) + (h < 0));\n}",
 }
 
 
@@ -474,6 +484,9 @@ class CStyleEmitter:
                 return CExpr(f"0u - {xs[0].at(UNARY)}", ADD) if dt == "uint32" \
                     else CExpr(f"UINT64_C(0) - {xs[0].at(UNARY)}", ADD)
             return self.wrap_narrow(f"-{xs[0].at(UNARY)}", UNARY, dt)
+        if fn == "requantize":
+            return CExpr(f"{self.helper('requantize', 'int32')}"
+                         f"({', '.join(x.text for x in xs)})", PRIMARY)
         if fn == "sign":
             kind = "sign/f" if dt in _FLOATS else ("sign/u" if dt in _UNSIGNED else "sign/i")
             return CExpr(f"{self.helper(kind, dt)}({xs[0].text})", PRIMARY)
@@ -563,7 +576,7 @@ class CStyleEmitter:
         pragma = self.loop_pragma(s)
         if pragma:
             lines.append(pad + pragma)
-        lines.append(f"{pad}for (int64_t {var} = 0; {var} < {s.extent}; ++{var}) {{")
+        lines.append(f"{pad}for (ptrdiff_t {var} = 0; {var} < {s.extent}; ++{var}) {{")
         lines += self.block(s.body, depth + 1)
         if outer is None:
             del self.vars[s.var]

@@ -28,6 +28,11 @@ InferFn = Callable[[Sequence["TensorType | None"], Attrs], Sequence[TensorType]]
 ReferenceFn = Callable[[Sequence["np.ndarray | None"], Attrs], Sequence[np.ndarray]]
 ScalarFn = Callable[[Sequence[Expr], Attrs, str], Expr]
 MacsFn = Callable[[Sequence["TensorType | None"], Sequence[TensorType], Attrs], int]
+# (attrs, each input slot's compile-time constant or None, whether each slot has an input) ->
+# None, or the attrs and the replaced inputs (by position) the op's loop nest prefers: packed
+# weights, folded offsets. Only the generated loop nest sees them; the graph keeps its form.
+PackFn = Callable[[Attrs, Sequence["np.ndarray | None"], Sequence[bool]],
+                  "tuple[Attrs, dict[int, np.ndarray]] | None"]
 
 
 class OpError(Exception):
@@ -79,6 +84,8 @@ class OpDef:
     fusable: bool = True
     # input positions that must be constants at compile time (e.g. shape of reshape)
     static_inputs: tuple[int, ...] = field(default=())
+    # constants rewritten for the generated loop nest (see PackFn)
+    pack: PackFn | None = None
 
 
 _REGISTRY: dict[str, OpDef] = {}
@@ -114,7 +121,7 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
-    from nnc.ir.ops import elementwise, int8, nn, quant, reduce, shape  # noqa: F401
+    from nnc.ir.ops import elementwise, int8, int8_softmax, nn, quant, reduce, shape  # noqa: F401
 
 
 # ---------------------------------------------------------------- helpers shared by op modules

@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir import fixed_point
+from nnc.ir.fixed_point import INT32_MAX, INT32_MIN, wrap32
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Buffer,
@@ -48,9 +50,9 @@ from nnc.ir.loops import (
     KernelBuilder,
     Load,
     binary,
+    call,
     cast,
     const,
-    logical_and,
     maximum,
     minimum,
     select,
@@ -69,9 +71,10 @@ from nnc.ir.ops.nn import maybe_if, spatial_attrs, window_out_size, window_posit
 from nnc.ir.ops.quant import conv_int32_rows
 from nnc.ir.types import TensorType
 
-INT32_MIN = -(2**31)
-INT32_MAX = 2**31 - 1
 INT8_MIN, INT8_MAX = -128, 127
+# Output channels one conv / fully-connected loop nest computes at once (accumulators held in
+# registers; each input element is loaded once for all of them).
+OC_BLOCK = 4
 
 
 # ---------------------------------------------------------------- fixed-point arithmetic (numpy)
@@ -93,35 +96,13 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     return q_fixed, shift
 
 
-def _np_srdhm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """gemmlowp SaturatingRoundingDoublingHighMul of int32 values held in int64."""
-    ab = a * b
-    v = ab + np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    high = np.where(v >= 0, v >> 31, -((-v) >> 31))  # C division truncates toward zero
-    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high)
-
-
-def _np_rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
-    """gemmlowp RoundingDivideByPOT: x / 2^exponent, nearest, ties away from zero."""
-    mask = (np.int64(1) << exponent) - 1
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + ((x & mask) > threshold)
-
-
-def _wrap32(x: np.ndarray) -> np.ndarray:
-    return np.asarray(x, np.int64).astype(np.int32).astype(np.int64)
-
-
 def np_requantize(x: np.ndarray | np.integer, multiplier: np.ndarray | int,
                   shift: np.ndarray | int) -> np.ndarray:
-    """TFLite MultiplyByQuantizedMultiplier on int32 values (any int dtype), broadcasting;
-    int64 result holding int32 values."""
-    m = np.asarray(multiplier, np.int64)
-    s = np.asarray(shift, np.int64)
-    if s.size and (s.min() < -31 or s.max() > 30):
-        raise OpError(f"requantization shifts must lie in [-31, 30], got {s.min()}..{s.max()}")
-    shifted = _wrap32(np.asarray(x, np.int64) << np.maximum(s, 0))  # wraps like int32 math
-    return _np_rounding_divide_by_pot(_np_srdhm(shifted, m), np.maximum(-s, 0))
+    """`nnc.ir.fixed_point.np_requantize`; a shift outside [-31, 30] is an OpError."""
+    try:
+        return fixed_point.np_requantize(x, multiplier, shift)
+    except ValueError as e:
+        raise OpError(str(e)) from None
 
 
 def _np_finish(total: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarray | int,
@@ -149,44 +130,24 @@ def _bind(b: KernelBuilder, value: Expr, hint: str) -> Load:
 
 
 def requantize(b: KernelBuilder, x: Expr, multiplier: Expr, shift: Expr) -> Expr:
-    """TFLite MultiplyByQuantizedMultiplier(x, multiplier, shift) as loop IR: int64 arithmetic,
-    intermediates in scalar locals, an int32 result. Constant operands are folded here."""
-    s = _static(shift)
-    m_static = _static(multiplier)
-    left: Expr = const(max(s, 0), "int64") if s is not None else maximum(_i64(shift), 0)
-    if s is None or s > 0:  # x * 2^left wraps like TFLite's int32 multiply
-        x = cast(binary("shl", _i64(x), left), "int32")
-    # Saturating rounding doubling high multiply. gemmlowp's (a*m + nudge) / 2^31, truncating,
-    # with nudge 2^30 for a*m >= 0 and 1 - 2^30 below, equals (a*m + 2^30) >> 31 (arithmetic):
-    # for a*m < 0 the 2^31 - 1 that turns truncation into flooring makes the nudge 2^30 again.
-    # Only INT32_MIN * INT32_MIN overflows the int32 result; it saturates to INT32_MAX.
-    saturates = m_static is None or m_static == INT32_MIN
-    a = _bind(b, _i64(x), "rq_a") if saturates else _i64(x)
-    m = _i64(multiplier)
-    high = binary("shr", a * m + (1 << 30), const(31, "int64"))
-    if saturates:
-        high = select(logical_and(a.eq(INT32_MIN), m.eq(INT32_MIN)), INT32_MAX, high)
-    if s is not None and s >= 0:
-        return cast(high, "int32")
-    # rounding divide by 2^right, ties away from zero (gemmlowp RoundingDivideByPOT)
-    h = _bind(b, high, "rq_h")
-    right: Expr
-    mask: Expr
-    if s is not None:
-        right, mask = const(-s, "int64"), const((1 << -s) - 1, "int64")
-    else:
-        right = _bind(b, maximum(0 - _i64(shift), 0), "rq_right")
-        mask = _bind(b, binary("shl", const(1, "int64"), right) - 1, "rq_mask")
-    threshold = binary("shr", mask, const(1, "int64")) + select(h.lt(0), 1, 0)
-    rounded = binary("shr", h, right) + select(binary("and", h, mask).gt(threshold), 1, 0)
-    return cast(rounded, "int32")
+    """TFLite MultiplyByQuantizedMultiplier(x, multiplier, shift) as loop IR: the `requantize`
+    intrinsic on int32 operands (`nnc.ir.fixed_point`; the C backend emits one 32-bit routine
+    with a single 32x32->64 multiply). `b` is kept for callers that bind operands."""
+    del b
+    return call("requantize", _as_i32(x), _as_i32(multiplier), _as_i32(shift))
+
+
+def _as_i32(e: Expr) -> Expr:
+    return e if e.dtype == "int32" else cast(e, "int32")
 
 
 def _finish(b: KernelBuilder, total: Expr, multiplier: Expr, shift: Expr, attrs: Attrs) -> Expr:
-    """int8 output: clamp(requantize(total) + output zero point, act_min, act_max)."""
-    r = _i64(requantize(b, total, multiplier, shift)) + attrs.get_int("output_zero_point", 0)
+    """int8 output: clamp(requantize(total) + output zero point, act_min, act_max), in int32:
+    clamping to [act_min - zp, act_max - zp] before adding zp is the same and cannot overflow."""
+    zp = attrs.get_int("output_zero_point", 0)
     lo, hi = _act(attrs)
-    return _clamp_s8(r, lo, hi)
+    r = minimum(maximum(requantize(b, total, multiplier, shift), lo - zp), hi - zp)
+    return cast(r + zp if zp else r, "int8")
 
 
 def _clamp_s8(v: Expr, lo: int, hi: int, in_int8: bool = False) -> Expr:
@@ -357,7 +318,7 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     if bias is not None:
         acc = acc + _np_channel(bias, x.ndim, 1)
     rank = x.ndim
-    return [_np_finish(_wrap32(acc), _np_channel(mult, rank, 1), _np_channel(shift, rank, 1),
+    return [_np_finish(wrap32(acc), _np_channel(mult, rank, 1), _np_channel(shift, rank, 1),
                        attrs)]
 
 
@@ -395,12 +356,33 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
     strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
     group = ctx.attrs.get_int("group", 1)
     c_in, oc_n = x.shape[-1], out.shape[-1]
-    ks = w.shape[1:-1]
+    w_shape = ctx.attrs.get_ints("weight_shape", w.shape)  # packed weights are flat
+    ks = w_shape[1:-1]
     in_sp, out_sp = x.shape[1:-1], out.shape[1:-1]
 
     def finish(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
         ctx.store(0, idx, _finish(b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
 
+    if is_depthwise(group, c_in) and oc_n == c_in and oc_n % OC_BLOCK == 0:
+        # OC_BLOCK adjacent channels at a time, accumulators in registers; a tap's bounds check
+        # is shared by the block
+        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
+        with b.loops(out.shape[:-1]) as outer:
+            n, pixel = outer[0], outer[1:]
+            with b.loop(oc_n // OC_BLOCK, "cb") as cb:
+                c0 = cb * OC_BLOCK
+                for j, a in enumerate(accs):
+                    b.store(a, (), cast(bias[c0 + j], "int32") if bias is not None
+                            else const(0, "int32"))
+                with b.loops(ks, "k") as kidx:
+                    pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
+                    with maybe_if(b, cond):
+                        for j, a in enumerate(accs):
+                            xv = _centered(x[(n, *pos, c0 + j)], x_zp)
+                            b.store(a, (), a[()] + xv * cast(w[(0, *kidx, c0 + j)], "int32"))
+                for j, a in enumerate(accs):
+                    finish((*outer, c0 + j), a[()], c0 + j)
+        return
     if is_depthwise(group, c_in):
         per = oc_n // c_in  # channel multiplier
         row = b.local("int32", "acc", shape=(oc_n,))
@@ -420,19 +402,138 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
                 finish((*outer, oc), row[oc], oc)
         return
     cg, ocg = c_in // group, oc_n // group
+    packed = ctx.attrs.get_int("weight_packing", 0) == OC_BLOCK
+    blocks = oc_n // OC_BLOCK if group == 1 else 0
+    taps = int(np.prod(ks))
+    # with the input offset folded into the bias, a tap in the padding adds back zp * sum(w)
+    # over its channels (`_conv_pack`), int32 [OC * taps]
+    pad_fix = ctx.inputs[5] if len(ctx.inputs) > 5 else None
+
+    def tap(kidx: Sequence[Expr]) -> Expr:
+        flat = kidx[0]
+        for k, extent in zip(kidx[1:], ks[1:], strict=True):
+            flat = flat * extent + k
+        return flat
+
+    def w_block(ob: Expr, j: int, kidx: Sequence[Expr], c: Expr) -> Load:
+        if packed:  # [OC / 4, taps, C, 4]: the block's 4 weights of a tap and channel adjoin
+            return w[((ob * taps + tap(kidx)) * c_in + c) * OC_BLOCK + j,]
+        return w[(ob * OC_BLOCK + j, *kidx, c)]
+
+    def w_row(o: Expr, kidx: Sequence[Expr], c: Expr) -> Load:
+        if packed:  # the channels after the blocks, OHWI, after them
+            first = blocks * OC_BLOCK
+            return w[first * taps * c_in + ((o - first) * taps + tap(kidx)) * c_in + c,]
+        return w[(o, *kidx, c)]
+
+    if blocks:  # OC_BLOCK output channels at a time: each input byte loaded once for all of them
+        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
+        with b.loops(out.shape[:-1]) as outer:
+            n, pixel = outer[0], outer[1:]
+            with b.loop(blocks, "ob") as ob:
+                o0 = ob * OC_BLOCK
+                for j, a in enumerate(accs):
+                    b.store(a, (), cast(bias[o0 + j], "int32") if bias is not None
+                            else const(0, "int32"))
+                with b.loops(ks, "k") as kidx:
+                    pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
+                    with maybe_if(b, cond):
+                        with b.loop(c_in, "c") as c:
+                            xv = _bind(b, _centered(x[(n, *pos, c)], x_zp), "xv")
+                            for j, a in enumerate(accs):
+                                wv = cast(w_block(ob, j, kidx, c), "int32")
+                                b.store(a, (), a[()] + xv * wv)
+                    if cond is not None and pad_fix is not None:
+                        with b.if_(call("not", cond)):
+                            for j, a in enumerate(accs):
+                                fix = pad_fix[(ob * OC_BLOCK + j) * taps + tap(kidx),]
+                                b.store(a, (), a[()] + fix)
+                for j, a in enumerate(accs):
+                    finish((*outer, o0 + j), a[()], o0 + j)
+    if blocks * OC_BLOCK == oc_n:
+        return
     acc = b.local("int32", "acc")
-    with b.loops(out.shape) as idx:
-        n, pixel, o = idx[0], idx[1:-1], idx[-1]
-        b.store(acc, (), cast(bias[o], "int32") if bias is not None else const(0, "int32"))
-        base = None if group == 1 else _bind(b, (o / ocg) * cg, "ic0")
-        with b.loops(ks, "k") as kidx:
-            pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
-            with maybe_if(b, cond):
-                with b.loop(cg, "c") as c:
-                    ic = c if base is None else base + c
-                    xv = _centered(x[(n, *pos, ic)], x_zp)
-                    b.store(acc, (), acc[()] + xv * cast(w[(o, *kidx, c)], "int32"))
-        finish(idx, acc[()], o)
+    first = blocks * OC_BLOCK  # the channels the blocks leave (all of them for grouped convs)
+    with b.loops(out.shape[:-1]) as outer:
+        n, pixel = outer[0], outer[1:]
+        with b.loop(oc_n - first, "oc") as t:
+            o = t + first if first else t
+            b.store(acc, (), cast(bias[o], "int32") if bias is not None else const(0, "int32"))
+            base = None if group == 1 else _bind(b, (o / ocg) * cg, "ic0")
+            with b.loops(ks, "k") as kidx:
+                pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
+                with maybe_if(b, cond):
+                    with b.loop(cg, "c") as c:
+                        ic = c if base is None else base + c
+                        xv = _centered(x[(n, *pos, ic)], x_zp)
+                        b.store(acc, (), acc[()] + xv * cast(w_row(o, kidx, c), "int32"))
+                if cond is not None and pad_fix is not None:
+                    with b.if_(call("not", cond)):
+                        b.store(acc, (), acc[()] + pad_fix[o * taps + tap(kidx),])
+            finish((*outer, o), acc[()], o)
+
+
+def _fold_offset(attrs: Attrs, key: str, w: np.ndarray, bias: np.ndarray | None,
+                 ) -> tuple[Attrs, np.ndarray] | None:
+    """sum((x - zp) * w) + bias == sum(x * w) + (bias - zp * sum(w)) exactly (int32 wraps both
+    ways): the input offset folded into the bias, or None when there is none or it overflows."""
+    zp = attrs.get_int(key, 0)
+    if not zp:
+        return None
+    folded = (np.zeros(w.shape[0], np.int64) if bias is None else bias.astype(np.int64)) \
+        - zp * w.reshape(w.shape[0], -1).astype(np.int64).sum(axis=1)
+    if folded.min() < INT32_MIN or folded.max() > INT32_MAX:
+        return None
+    return attrs.set(**{key: 0}), folded.astype(np.int32)
+
+
+def _pack_rows(w: np.ndarray) -> np.ndarray:
+    """[OC, ...] int8 weights as [OC / OC_BLOCK, ..., OC_BLOCK] (flat) then the remaining rows."""
+    oc = w.shape[0]
+    first = oc // OC_BLOCK * OC_BLOCK
+    rows = w.reshape(oc, -1)
+    blocked = rows[:first].reshape(oc // OC_BLOCK, OC_BLOCK, -1).transpose(0, 2, 1)
+    return np.ascontiguousarray(np.concatenate([blocked.ravel(), rows[first:].ravel()]))
+
+
+def _pack_weights(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+                  fold: bool) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """Shared by conv (group 1, NHWC) and fully connected: weights packed by OC_BLOCK output
+    channels, the input offset folded into the bias when every tap reads the input (`fold`)."""
+    w = arrays[1]
+    bias = arrays[4] if len(arrays) > 4 else None
+    if w is None or w.shape[0] < OC_BLOCK:
+        return None
+    replaced: dict[int, np.ndarray] = {1: _pack_rows(w)}
+    attrs = attrs.set(weight_packing=OC_BLOCK, weight_shape=tuple(int(d) for d in w.shape))
+    bias_known = bias is not None or len(present) < 5 or not present[4]  # constant, or none
+    folded = _fold_offset(attrs, "input_zero_point", w, bias) if fold and bias_known else None
+    if folded is not None:
+        attrs, replaced[4] = folded
+    return attrs, replaced
+
+
+def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+               ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """Group-1 NHWC convs: weights packed by OC_BLOCK; the input offset folded into the bias.
+    With padding, a tap outside the input then owes zp * sum over its channels of w (what
+    (pad - zp) * w, pad = zp, contributes to the unfolded sum): an int32 [OC, taps] input 5."""
+    w = arrays[1]
+    zp = attrs.get_int("input_zero_point", 0)
+    if not is_nhwc(attrs) or w is None or attrs.get_int("group", 1) != 1:
+        return None
+    _, pb, pe, _ = spatial_attrs(attrs, w.ndim - 2)
+    padded = any(pb) or any(pe)
+    # a padded conv with few input channels (a first layer) gains less from the fold than the
+    # padding check's second branch costs
+    found = _pack_weights(attrs, arrays, present, fold=not padded or w.shape[-1] >= 8)
+    if found is None:
+        return None
+    new_attrs, replaced = found
+    if zp and padded and 4 in replaced:
+        per_tap = w.reshape(w.shape[0], -1, w.shape[-1]).astype(np.int64).sum(axis=2)
+        replaced[5] = (zp * per_tap).astype(np.int32).ravel()  # |zp * 127 * C| < 2^31
+    return new_attrs, replaced
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -446,7 +547,7 @@ def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
 
 register(OpDef(
     "conv_s8", infer=_conv_infer, reference=_conv_reference, compute=_conv_compute,
-    macs=_conv_macs, static_inputs=(2, 3),
+    macs=_conv_macs, static_inputs=(2, 3), pack=_conv_pack,
 ))
 
 
@@ -476,26 +577,66 @@ def _fc_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndar
     if bias is not None:
         acc = acc + bias.astype(np.int64)
     m, s = np.asarray(mult, np.int64), np.asarray(shift, np.int64)
-    return [_np_finish(_wrap32(acc), m, s, attrs)]
+    return [_np_finish(wrap32(acc), m, s, attrs)]
 
 
 def _fc_compute(ctx: ComputeContext) -> None:
-    """One int32 dot product over the depth per output (both operands contiguous)."""
+    """Dot products over the contiguous depth, OC_BLOCK outputs at a time (each input element
+    loaded once for all of them; weights packed that way by `_fc_pack`), then the rest."""
     b = ctx.b
     x, w, mult, shift = ctx.inputs[:4]
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
     x_zp = ctx.attrs.get_int("input_zero_point", 0)
     w_zp = ctx.attrs.get_int("weight_zero_point", 0)
-    acc = b.local("int32")
-    with b.loops(ctx.outputs[0].shape) as idx:
-        lead, oc = idx[:-1], idx[-1]
-        b.store(acc, (), bias[oc] if bias is not None else const(0, "int32"))
-        with b.loop(w.shape[1], "k") as k:
-            xv = cast(x[(*lead, k)], "int32")
-            wv = cast(w[oc, k], "int32")
-            b.store(acc, (), acc[()] + (xv - x_zp if x_zp else xv) * (wv - w_zp if w_zp else wv))
-        ctx.store(0, idx, _finish(b, acc[()], _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+    out = ctx.outputs[0]
+    oc_n, depth = out.shape[-1], x.shape[-1]
+    packed = ctx.attrs.get_int("weight_packing", 0) == OC_BLOCK
+    blocks = oc_n // OC_BLOCK if packed else 0
+    first = blocks * OC_BLOCK
+
+    def start(o: Expr) -> Expr:
+        return cast(bias[o], "int32") if bias is not None else const(0, "int32")
+
+    def weight(o: Expr, k: Expr, j: int | None) -> Expr:
+        if j is not None:  # o is the block
+            wv: Expr = cast(w[(o * depth + k) * OC_BLOCK + j,], "int32")
+        elif packed:
+            wv = cast(w[first * depth + (o - first) * depth + k,], "int32")
+        else:
+            wv = cast(w[o, k], "int32")
+        return wv - w_zp if w_zp else wv
+
+    if blocks:
+        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
+        with b.loops(out.shape[:-1]) as lead, b.loop(blocks, "ob") as ob:
+            o0 = ob * OC_BLOCK
+            for j, a in enumerate(accs):
+                b.store(a, (), start(o0 + j))
+            with b.loop(depth, "k") as k:
+                xv = _bind(b, _centered(x[(*lead, k)], x_zp), "xv")
+                for j, a in enumerate(accs):
+                    b.store(a, (), a[()] + xv * weight(ob, k, j))
+            for j, a in enumerate(accs):
+                o = o0 + j
+                ctx.store(0, (*lead, o), _finish(b, a[()], _channel(mult, o), _channel(shift, o),
+                                                 ctx.attrs))
+    if first == oc_n:
+        return
+    acc = b.local("int32", "acc")
+    with b.loops(out.shape[:-1]) as lead, b.loop(oc_n - first, "oc") as t:
+        o = t + first if first else t
+        b.store(acc, (), start(o))
+        with b.loop(depth, "k") as k:
+            b.store(acc, (), acc[()] + _centered(x[(*lead, k)], x_zp) * weight(o, k, None))
+        ctx.store(0, (*lead, o), _finish(b, acc[()], _channel(mult, o), _channel(shift, o),
+                                         ctx.attrs))
+
+
+def _fc_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+             ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    return _pack_weights(attrs, arrays, present,
+                         fold=attrs.get_int("weight_zero_point", 0) == 0)
 
 
 def _fc_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -506,7 +647,7 @@ def _fc_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: At
 
 register(OpDef(
     "fully_connected_s8", infer=_fc_infer, reference=_fc_reference, compute=_fc_compute,
-    macs=_fc_macs, static_inputs=(2, 3),
+    macs=_fc_macs, static_inputs=(2, 3), pack=_fc_pack,
 ))
 
 
@@ -733,9 +874,9 @@ def _add_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nda
     a, b = xs[0], xs[1]
     assert a is not None and b is not None
     left = attrs.get_int("left_shift", 20)
-    sa = _wrap32((a.astype(np.int64) - attrs.get_int("a_zero_point", 0)) << left)
-    sb = _wrap32((b.astype(np.int64) - attrs.get_int("b_zero_point", 0)) << left)
-    total = _wrap32(np_requantize(sa, *_mult(attrs, "a")) + np_requantize(sb, *_mult(attrs, "b")))
+    sa = wrap32((a.astype(np.int64) - attrs.get_int("a_zero_point", 0)) << left)
+    sb = wrap32((b.astype(np.int64) - attrs.get_int("b_zero_point", 0)) << left)
+    total = wrap32(np_requantize(sa, *_mult(attrs, "a")) + np_requantize(sb, *_mult(attrs, "b")))
     return [_np_finish(total, *_mult(attrs, "output"), attrs)]
 
 
@@ -752,11 +893,11 @@ def _add_compute(ctx: ComputeContext) -> None:
     with b.loops(ctx.outputs[0].shape) as idx:
         terms = []
         for buf, p in ((a, "a"), (bb, "b")):
-            v = _i64(load_broadcast(buf, idx)) - attrs.get_int(f"{p}_zero_point", 0)
-            shifted = cast(binary("shl", v, const(left, "int64")), "int32")
+            v = cast(load_broadcast(buf, idx), "int32") - attrs.get_int(f"{p}_zero_point", 0)
+            shifted = binary("shl", v, _i32(left)) if left else v  # |v| < 2^8, left <= 22
             m, s = _mult(attrs, p)
-            terms.append(_i64(requantize(b, shifted, _i32(m), _i32(s))))
-        total = cast(terms[0] + terms[1], "int32")  # wraps like TFLite's int32 sum
+            terms.append(requantize(b, shifted, _i32(m), _i32(s)))
+        total = terms[0] + terms[1]  # int32, wraps like TFLite's int32 sum
         m, s = _mult(attrs, "output")
         ctx.store(0, idx, _finish(b, total, _i32(m), _i32(s), attrs))
 

@@ -20,7 +20,7 @@ from nnc.ir.ops.int8 import np_requantize, quantize_multiplier, requantize
 from nnc.ir.parser import parse_graph
 from nnc.ir.printer import print_graph
 from nnc.ir.types import TensorType
-from nnc.passes.manager import PassManager
+from nnc.passes.manager import PassContext, PassManager
 from nnc.testing import check_op
 from tests.backends.cmsis_nn import tflite_reference as tfl
 
@@ -552,3 +552,65 @@ def test_nhwc_rejects_unknown_layout():
     with pytest.raises(OpError, match="layout"):
         get_op("max_pool_s8").infer([TensorType(x.shape, "int8")],
                                     Attrs.of(kernel_shape=(1, 1), layout="NCWH"))
+
+
+def _wide_conv_case(rng, oc, c, pads, zp, bias=True):
+    kh, kw = 3, 2
+    x = _s8(rng, (1, int(rng.integers(5, 8)), int(rng.integers(4, 7)), c))
+    wt = _s8(rng, (oc, kh, kw, c), lo=-127)
+    mult, shift = _multipliers(rng, oc)
+    lo, hi = _act(rng)
+    attrs = dict(strides=(1, 2), pads=pads, dilations=(1, 1), group=1, layout="NHWC",
+                 input_zero_point=zp, output_zero_point=int(rng.integers(-128, 128)),
+                 act_min=lo, act_max=hi)
+    inputs = [x, wt, mult, shift]
+    if bias:
+        inputs.append(rng.integers(-(2**15), 2**15, oc).astype(np.int32))
+    return inputs, attrs
+
+
+@pytest.mark.parametrize("oc, c, pads, zp, bias", [
+    (4, 8, (0, 0, 0, 0), 17, True),      # blocks only; offset folded into the bias
+    (7, 9, (1, 1, 1, 0), -128, True),    # padded: folded offset + padding correction, tail
+    (6, 3, (2, 1, 0, 1), 5, False),      # few input channels: packed, offset not folded
+    (9, 16, (1, 0, 1, 1), 0, False),     # no offset to fold
+    (13, 8, (0, 0, 0, 0), -3, False),    # no bias: the folded offset becomes one
+])
+@pytest.mark.parametrize("const_w", [True, False])
+def test_blocked_conv_s8_with_packed_weights_matches_reference(oc, c, pads, zp, bias, const_w):
+    """Group-1 NHWC convs run OC_BLOCK output channels at a time; with constant weights the
+    lowering packs them and folds the input offset into the bias (`_conv_pack`)."""
+    rng = np.random.default_rng(oc * 100 + c)
+    inputs, attrs = _wide_conv_case(rng, oc, c, pads, zp, bias)
+    consts = CONV_CONSTS if const_w else (2, 3, 4)
+    check_op("conv_s8", inputs, attrs, constant_inputs=consts)
+
+
+@pytest.mark.parametrize("oc, depth, x_zp, w_zp, bias", [
+    (4, 10, 9, 0, True), (11, 7, -128, 0, False), (6, 5, 3, -2, True), (2, 9, 4, 0, True)])
+def test_blocked_fully_connected_s8_with_packed_weights(oc, depth, x_zp, w_zp, bias):
+    rng = np.random.default_rng(oc + depth)
+    x = _s8(rng, (3, depth))
+    wt = _s8(rng, (oc, depth), lo=-127)
+    mult, shift = _multipliers(rng, oc)
+    inputs = [x, wt, mult, shift] + ([rng.integers(-5000, 5000, oc).astype(np.int32)]
+                                      if bias else [])
+    attrs = dict(input_zero_point=x_zp, weight_zero_point=w_zp, output_zero_point=-7)
+    check_op("fully_connected_s8", inputs, attrs, constant_inputs=CONV_CONSTS)
+
+
+def test_packing_folds_offset_only_in_the_loop_nest():
+    """The graph keeps canonical weights; the loop module holds the packed copy instead."""
+    from nnc.ir.ops.int8 import OC_BLOCK
+    from nnc.passes.lower_to_loops import lower_to_loops
+    from nnc.testing import single_op_graph
+
+    rng = np.random.default_rng(3)
+    inputs, attrs = _wide_conv_case(rng, 8, 8, (1, 1, 1, 1), -20)
+    graph = single_op_graph("conv_s8", inputs, attrs, CONV_CONSTS)
+    module = lower_to_loops(graph, PassContext())
+    packed = {n: v for n, v in module.constants.items() if "packed" in n}
+    assert sorted(len(v) for v in packed.values()) == [8, 8 * 6, 8 * 6 * 8]  # bias, fix, w
+    w = next(v for v in packed.values() if v.dtype == np.int8)
+    np.testing.assert_array_equal(w[:OC_BLOCK], inputs[1][:OC_BLOCK, 0, 0, 0])
+    assert len(module.constants) == 2 + len(packed)  # multiplier, shift: the originals are gone
