@@ -9,7 +9,9 @@ reference. nnc quantizes with `nnc.compile(..., quantize="int8", calibration=<np
 calibration_method=m)` and runs the compiled host model (`--engine interp`: the graph interpreter
 on the quantized graph, bit-exact with it and faster). onnxruntime quantizes with
 `quantize_static` (QDQ, per-channel, int8 activations and weights, the matching
-CalibrationMethod, percentile 99.99 like nnc's default) twice, on the model as given and after
+CalibrationMethod, percentile 99.99 like nnc's default; both take the percentile of |x|, which
+is what onnxruntime's PercentileCalibrater does unless CalibTensorRangeSymmetric is set to
+False) twice, on the model as given and after
 `quant_pre_process` (which folds BatchNormalization into Conv and MatMul+Add into Gemm, as
 onnxruntime's docs recommend); the better of the two is the bar. The QDQ models run with
 `ORT_ENABLE_BASIC` (onnxruntime's fused int8 kernels on AVX2 without VNNI are many LSB off with

@@ -89,23 +89,65 @@ def test_percentile_cuts_tails() -> None:
     x = np.linspace(-1.0, 1.0, 10000, dtype=np.float32)[None]
     x[0, 0], x[0, -1] = -50.0, 100.0  # one outlier on each side
     r = calibrate(g, [{"x": x}], method="percentile", percentile=99.9, num_bins=4096)
-    assert -1.1 < r["x"][0] < -0.95 and 0.95 < r["x"][1] < 1.1
+    assert r["x"][0] == pytest.approx(-r["x"][1]) and 0.95 < r["x"][1] < 1.1
     assert r["y"][0] == 0.0 and r["y"][1] < 1.1  # clamped to the observed minimum
     full = calibrate(g, [{"x": x}], method="percentile", percentile=100.0)
     assert full["x"] == pytest.approx((-50.0, 100.0))
-    sym = calibrate(g, [{"x": x}], method="percentile", percentile=99.9, symmetric=True)
-    assert sym["x"][0] == pytest.approx(-sym["x"][1]) and 0.95 < sym["x"][1] < 1.1
+    sides = calibrate(g, [{"x": x}], method="percentile", percentile=99.9, symmetric=False)
+    assert -1.1 < sides["x"][0] < -0.95 and 0.95 < sides["x"][1] < 1.1
 
 
-def test_entropy_clips_outliers_but_not_a_uniform_range() -> None:
-    g = identity_graph([1, 4096])
-    gauss = RNG.standard_normal((1, 4096)).astype(np.float32)
+def test_percentile_cuts_magnitudes_by_default_as_onnxruntime_applies_it() -> None:
+    # half zeros, half uniform on [0, 1]: |x| at 99% cuts the top 1% of all values (a = 0.98);
+    # per side cuts 0.5% from the top (0.99)
+    g = identity_graph([1, 10000])
+    x = np.concatenate([np.zeros(5000), np.linspace(0.0, 1.0, 5000)]).astype(np.float32)[None]
+    default = calibrate(g, [{"x": x}], method="percentile", percentile=99.0)["x"]
+    assert default[0] == 0.0 and default[1] == pytest.approx(0.98, abs=2e-3)
+    sides = calibrate(g, [{"x": x}], method="percentile", percentile=99.0, symmetric=False)
+    assert sides["x"][0] == 0.0 and sides["x"][1] == pytest.approx(0.99, abs=2e-3)
+    assert calibrate(g, [{"x": x}])["x"] == (0.0, 1.0)  # minmax stays asymmetric by default
+
+
+def test_entropy_clips_rare_outliers_only_when_the_data_outweighs_them() -> None:
+    # two outliers at +-40: clipping them to ~4 sigma costs 2 * 36^2 of squared error; it pays
+    # when the rounding error saved on every other value is larger (2^18 values), not with 4096
+    big = identity_graph([1, 1 << 18])
+    gauss = RNG.standard_normal((1, 1 << 18)).astype(np.float32)
     gauss[0, :2] = (-40.0, 40.0)
-    r = calibrate(g, [{"x": gauss}], method="entropy")
+    r = calibrate(big, [{"x": gauss}], method="entropy")
     assert 2.0 < r["x"][1] < 20.0 and -20.0 < r["x"][0] < -2.0
+    small = identity_graph([1, 4096])
+    few = calibrate(small, [{"x": gauss[:, :4096]}], method="entropy")
+    assert few["x"] == pytest.approx((-40.0, 40.0), rel=1e-3)
     uniform = RNG.uniform(-1, 1, (1, 4096)).astype(np.float32)
-    u = calibrate(g, [{"x": uniform}], method="entropy")["x"]
+    u = calibrate(small, [{"x": uniform}], method="entropy")["x"]
     assert u[0] < -0.9 and u[1] > 0.9
+
+
+def relu_like(n: int, seed: int) -> np.ndarray:
+    """Half zeros, a spiky body (narrow modes, as small random-weight convnets give), a mode at
+    0.35 and an exponential tail: KL alone (no squared-error bound) cuts at ~0.57, -10 dB."""
+    rng = np.random.default_rng(seed)
+    body = np.concatenate([rng.normal(c, 0.004, n // 10) for c in (0.05, 0.1, 0.17, 0.2)])
+    tail = rng.normal(0.35, 0.01, n // 10)
+    spread = rng.exponential(0.1, n // 10)
+    x = np.concatenate([np.zeros(n // 2), body, tail, spread])
+    return np.maximum(x, 0.0).astype(np.float32)[None]
+
+
+def test_entropy_never_loses_squared_error_against_the_data_range() -> None:
+    from nnc.passes.quant_scheme import activation_params, dequantize, quantize, sqnr_db
+
+    x = relu_like(1 << 16, 3)
+    g = identity_graph(list(x.shape))
+    lo, hi = calibrate(g, [{"x": x}], method="entropy")["x"]
+    assert lo == 0.0 and 0.4 < hi < float(x.max())  # it does cut the sparse far tail
+    sqnr = {}
+    for name, r in (("entropy", (lo, hi)), ("minmax", (0.0, float(x.max())))):
+        qp = activation_params(*r)
+        sqnr[name] = sqnr_db(x, dequantize(quantize(x, qp), qp))
+    assert sqnr["entropy"] >= sqnr["minmax"] - 0.05, sqnr
 
 
 def test_entropy_window_search_on_a_gaussian_histogram() -> None:
@@ -170,8 +212,12 @@ def ort_ranges(tmp_path: Path, proto: onnx.ModelProto, samples: list[dict[str, n
 
 @pytest.mark.parametrize("method, ours, extra", [
     (CalibrationMethod.MinMax, {"method": "minmax"}, {}),
-    (CalibrationMethod.Percentile, {"method": "percentile", "percentile": 99.9},
+    (CalibrationMethod.Percentile, {"method": "percentile", "percentile": 99.9,
+                                    "symmetric": False},
      {"num_bins": 2048, "percentile": 99.9, "symmetric": False}),
+    # the defaults on both sides: what quantize_static does with CalibPercentile alone
+    (CalibrationMethod.Percentile, {"method": "percentile", "percentile": 99.99},
+     {"percentile": 99.99}),
     (CalibrationMethod.Percentile, {"method": "percentile", "percentile": 99.99,
                                     "symmetric": True},
      {"num_bins": 2048, "percentile": 99.99, "symmetric": True}),
