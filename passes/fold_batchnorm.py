@@ -5,8 +5,13 @@
 
 - After a `conv` (weights [OC, IC/g, k...], constant, optional constant bias) or a `gemm` (constant
   b and optional constant c) whose output only feeds the batch norm: `a` is folded into the weights'
-  output-channel axis and `shift` into the bias. A rank-2 `matmul` with constant [K, N] weights
-  becomes such a `gemm`.
+  output-channel axis and `shift` into the bias. A rank-2 `matmul` with constant [K, N] weights,
+  or such a matmul plus a constant bias (`add`, the matmul's only user), becomes such a `gemm`:
+
+      %m = matmul(%x, %w); %s = add(%m, %c); %y = batch_normalization(%s, ...)
+      →  %y = gemm(%x, %w * a, %c * a + shift)        (a, shift over the feature axis N)
+
+  (rank 2 only: there the batch norm's channel axis 1 is the matmul's feature axis).
 - Any other batch norm with constant parameters becomes `mul(x, a)` then `add(., shift)` with
   constants shaped [C, 1, ...] that broadcast over the spatial axes, so fuse-ops can make them an
   epilogue of the op producing x.
@@ -108,13 +113,35 @@ class _Folder:
                   self.const(f"{c_name or b_name}_bn_bias", c, dtype))
         return gemm.with_(inputs=inputs, outputs=bn.outputs, attrs=gemm.attrs.set(beta=1.0))
 
-    def fold_matmul(self, mm: Op, bn: Op, f: _Affine) -> Op | None:
-        """A rank-2 matmul with constant weights is a gemm without c."""
+    def fold_matmul(self, mm: Op, bn: Op, f: _Affine, c_name: str = "") -> Op | None:
+        """A rank-2 matmul with constant weights is a gemm (with c = `c_name`, if given)."""
         w = self.consts.get(mm.inputs[1])
         if w is None or w.ndim != 2 or self.types[mm.inputs[0]].rank != 2:
             return None
         attrs = Attrs.of(alpha=1.0, beta=1.0, trans_a=0, trans_b=0)
-        return self.fold_gemm(Op("gemm", mm.inputs[:2], mm.outputs, attrs, mm.name), bn, f)
+        inputs = (*mm.inputs[:2], c_name) if c_name else mm.inputs[:2]
+        return self.fold_gemm(Op("gemm", inputs, mm.outputs, attrs, mm.name), bn, f)
+
+    def fold_matmul_add(self, add: Op, bn: Op, f: _Affine) -> Op | None:
+        """add(matmul(x, w), c) with constant w and c (either operand order) is a gemm with c;
+        the gemm takes the add's place and the matmul goes."""
+        if len(add.inputs) != 2 or add.inputs[0] == add.inputs[1]:
+            return None
+        for m_name, c_name in (add.inputs, add.inputs[::-1]):
+            mm = self.producers.get(m_name)
+            c = self.consts.get(c_name)
+            if mm is None or mm.kind != "matmul" or c is None or id(mm) in self.replaced:
+                continue
+            out = self.types[add.outputs[0].name]
+            if (m_name in self.outputs or self.users.get(m_name, []) != [add] or c.ndim > 2
+                    or self.types[m_name].shape != out.shape
+                    or np.broadcast_shapes(c.shape, out.shape) != out.shape):
+                return None
+            folded = self.fold_matmul(mm, bn, f, c_name)
+            if folded is not None:
+                self.replaced[id(mm)] = []
+            return folded
+        return None
 
     def to_mul_add(self, bn: Op, f: _Affine) -> list[Op] | None:
         x_type = self.types[bn.inputs[0]]
@@ -132,7 +159,8 @@ class _Folder:
         ]
 
     def run(self) -> Graph:
-        folders = {"conv": self.fold_conv, "gemm": self.fold_gemm, "matmul": self.fold_matmul}
+        folders = {"conv": self.fold_conv, "gemm": self.fold_gemm, "matmul": self.fold_matmul,
+                   "add": self.fold_matmul_add}
         for op in self.graph.ops:
             if op.kind != "batch_normalization" or len(op.outputs) != 1:
                 continue
@@ -169,5 +197,6 @@ class _Folder:
 
 @register_pass("fold-batchnorm")
 def fold_batchnorm(graph: Graph, ctx: PassContext) -> Graph:
-    """Fold batch norms into the preceding conv/gemm weights, or rewrite them as mul+add."""
+    """Fold batch norms into the preceding conv/gemm/matmul(+add) weights, or rewrite them as
+    mul+add."""
     return _Folder(graph).run()

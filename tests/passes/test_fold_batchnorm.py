@@ -162,3 +162,90 @@ def test_unrelated_unused_constants_stay() -> None:
     after = run(before)
     assert "other" in [c.name for c in after.constants]
     assert not {"scale", "bias", "mean", "var"} & {c.name for c in after.constants}
+
+
+@pytest.mark.parametrize("bias_first", [False, True])
+@pytest.mark.parametrize("c_shape", [(4,), (1, 4)])
+def test_matmul_add_bn_becomes_gemm_with_bias(bias_first: bool, c_shape: tuple[int, ...]) -> None:
+    add_in = ("c", "m") if bias_first else ("m", "c")
+    before = build({"a": (2, 3)}, {"w": RNG.standard_normal((3, 4)),
+                                   "c": RNG.standard_normal(c_shape), **bn_params(4)}, [
+        ("matmul", ("a", "w"), {}, "m"),
+        ("add", add_in, {}, "s"),
+        ("batch_normalization", ("s", *BN), {"epsilon": 1e-3}, "y"),
+        ("relu", ("y",), {}, "r"),
+    ], ["r"])
+    after = run(before)
+    assert print_graph(after, elide_constants=True) == (
+        "graph @g(%a: f32[2,3]) -> (%r: f32[2,4]) {\n"
+        "  const %w_bn: f32[3,4] = dense<...>\n"
+        f"  const %c_bn_bias: f32[{','.join(map(str, c_shape))}] = dense<...>\n"
+        "  %y: f32[2,4] = gemm(%a, %w_bn, %c_bn_bias) {alpha = 1.0, beta = 1.0, trans_a = 0, "
+        "trans_b = 0} loc(\"m_op\")\n"
+        "  %r: f32[2,4] = relu(%y) loc(\"r_op\")\n"
+        "  return %r\n"
+        "}\n"
+    )
+    same_numerics(before, after)
+
+
+def test_matmul_add_with_a_second_consumer_keeps_its_weights() -> None:
+    before = build({"a": (2, 3)}, {"w": RNG.standard_normal((3, 4)), "c": RNG.standard_normal(4),
+                                   **bn_params(4)}, [
+        ("matmul", ("a", "w"), {}, "m"),
+        ("add", ("m", "c"), {}, "s"),
+        ("batch_normalization", ("s", *BN), {}, "y"),
+        ("relu", ("m",), {}, "z"),
+    ], ["y", "z"])
+    after = run(before)
+    assert [op.kind for op in after.ops] == ["matmul", "add", "mul", "add", "relu"]
+    same_numerics(before, after)
+
+
+@pytest.mark.parametrize("case", ["rank3", "runtime-bias", "bias-broadcasts-up"])
+def test_matmul_add_bn_not_on_the_feature_axis_or_not_constant_stays(case: str) -> None:
+    """Rank 3: the batch norm's channel axis 1 is not the matmul's feature axis (same size here,
+    so only the axis tells them apart). A runtime bias, or one that broadcasts the sum to a
+    larger shape, is no gemm c."""
+    inputs: dict[str, tuple[int, ...]] = {"a": (1, 4, 5) if case == "rank3" else (1, 3)}
+    consts = {"w": RNG.standard_normal((5, 4) if case == "rank3" else (3, 4)), **bn_params(4)}
+    if case == "runtime-bias":
+        inputs["c"] = (4,)
+    else:
+        consts["c"] = RNG.standard_normal((2, 4) if case == "bias-broadcasts-up" else (4,))
+    before = build(inputs, consts, [
+        ("matmul", ("a", "w"), {}, "m"),
+        ("add", ("m", "c"), {}, "s"),
+        ("batch_normalization", ("s", *BN), {}, "y"),
+    ], ["y"])
+    after = run(before)
+    assert [op.kind for op in after.ops] == ["matmul", "add", "mul", "add"]
+    same_numerics(before, after)
+
+
+def test_ad_autoencoder_folds_every_bn_and_matches_onnxruntime() -> None:
+    """MLPerf Tiny AD (Dense → BN → ReLU, Dense alternating Gemm and MatMul+Add): after the float
+    passes only gemm/relu remain, with onnxruntime's outputs; quantize then makes a pure chain of
+    fully_connected_s8 (no int8 mul/add standing for a BN)."""
+    ort = pytest.importorskip("onnxruntime")
+    from benchmarks.models import MODELS
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.passes.calibrate import calibrate
+    from nnc.passes.manager import PassManager
+    from nnc.passes.quantize import quantize_graph
+
+    model = MODELS["ad"]()
+    g = PassManager("fold-constants,eliminate-dead-code,fold-batchnorm,fold-constants").run(
+        import_model(model))
+    assert {op.kind for op in g.ops} == {"gemm", "relu", "reshape"}
+    assert [op.kind for op in g.ops].count("gemm") == 10
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(1)
+    samples = [{"input": rng.standard_normal((1, 640)).astype(np.float32)} for _ in range(8)]
+    for s in samples[:3]:
+        np.testing.assert_allclose(run_graph(g, s)["output"], sess.run(None, s)[0],
+                                   rtol=1e-4, atol=1e-4)
+    q = quantize_graph(g, calibrate(g, samples))
+    kinds = [op.kind for op in q.ops]
+    assert kinds == ["quantize_linear", *["fully_connected_s8"] * 10, "reshape",
+                     "dequantize_linear"], kinds
