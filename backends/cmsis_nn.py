@@ -34,6 +34,7 @@ from nnc.errors import NncError
 from nnc.ir.graph import Op
 from nnc.ir.loops import Buffer, CallExtern, Const, Kernel, KernelBuilder, LoopModule, walk_stmts
 from nnc.ir.ops.int8 import is_depthwise, is_nhwc
+from nnc.ir.ops.int8_softmax import rows_of
 from nnc.ir.ops.nn import spatial_attrs
 
 PORTABLE_ROOT = Path(__file__).resolve().parent.parent / "runtime_c" / "cmsis_nn"
@@ -263,6 +264,16 @@ def _elementwise(op: Op, c: _Call) -> tuple[str, tuple[str | Const, ...]] | None
         a.get_int("output_shift", 0), lo, hi, out.size))
 
 
+def _softmax(op: Op, c: _Call) -> tuple[str, tuple[str | Const, ...]] | None:
+    x = c.ins[0]
+    assert x is not None
+    rows, row_size = rows_of(x.shape, op.attrs)
+    a = op.attrs
+    return "arm_softmax_s8", (x.name, c.out.name, *_ints(
+        rows, row_size, a.get_int("input_multiplier"), a.get_int("input_left_shift"),
+        a.get_int("diff_min")))
+
+
 _LOWERINGS = {
     "conv_s8": _conv,
     "fully_connected_s8": _fc,
@@ -270,6 +281,7 @@ _LOWERINGS = {
     "avg_pool_s8": _pool,
     "add_s8": _elementwise,
     "mul_s8": _elementwise,
+    "softmax_s8": _softmax,
 }
 
 
@@ -408,6 +420,9 @@ def render_call(call: CallExtern, names: Mapping[str, str], tag: str) -> ExternC
         a, b, y = bufs
         body += _checked(f"{fn}({a}, {b}, {ints[0]}, {ints[1]}, {y}, "
                          f"{', '.join(map(str, ints[2:]))})")
+    elif fn == "arm_softmax_s8":  # returns nothing: no status to check
+        x, y = bufs
+        body.append(f"{fn}({x}, {', '.join(map(str, ints))}, {y});")
     else:
         raise NncError(f"unknown CMSIS-NN call {fn!r}")
     return ExternCode((HEADER,), tuple(g), tuple(body), init)

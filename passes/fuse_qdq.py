@@ -11,10 +11,14 @@ Rewritten (int8 activations only; uint8 models keep their float QDQ form):
 - DQ → max_pool / average_pool / global_average_pool → Q with the same scale and zero point in and
   out → max_pool_s8 / avg_pool_s8;
 - DQ, DQ → add / mul → Q → add_s8 / mul_s8;  DQ → reshape → Q (same parameters) → int8 reshape;
+- DQ → softmax over the trailing axes → Q with scale 1/256, zero point -128 → softmax_s8 (other
+  output parameters keep the float softmax and warn);
 - qlinear_conv / qlinear_matmul with int8 operands and symmetric constant int8 weights → conv_s8 /
   fully_connected_s8 (onnxruntime's com.microsoft QLinearAdd & co. arrive as QDQ from the importer).
-The requantization multipliers and shifts are computed as `quantize` computes them (TFLite
-QuantizeMultiplier of x_scale * w_scale / y_scale). The rewritten op takes over the Q's output value
+The requantization multipliers and shifts of x_scale * w_scale / y_scale are TFLite's fixed-point
+pairs, encoded so that TFLite's arithmetic rounds once, as onnxruntime's float requantization
+does (`_single_rounding_multipliers`: shift 0 for M in [2^-11, 0.5); add_s8 / mul_s8 use
+QuantizeMultiplier as `quantize` does). The rewritten op takes over the Q's output value
 (name and type, with its `TensorType.quant`), so consumers need no rewiring; anything that does not
 match stays as it is. Graph inputs and outputs keep their types. Run it right after import, before
 fold-constants (the importer keeps dequantize_linear of constant weights unfolded for it).
@@ -22,11 +26,17 @@ fold-constants (the importer keeps dequantize_linear of constant weights unfolde
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
+from nnc.ir.ops import OpError
+from nnc.ir.ops.int8_softmax import MAX_ROW as SOFTMAX_MAX_ROW
+from nnc.ir.ops.int8_softmax import OUTPUT_SCALE as SOFTMAX_OUTPUT_SCALE
+from nnc.ir.ops.int8_softmax import OUTPUT_ZERO_POINT as SOFTMAX_OUTPUT_ZERO_POINT
+from nnc.ir.ops.int8_softmax import rows_of, softmax_s8_params
 from nnc.ir.types import QuantParams, TensorType
 from nnc.passes.fold_constants import drop_unused_constants
 from nnc.passes.manager import PassContext, register_pass
@@ -64,6 +74,29 @@ def _same(a: QuantParams, b: QuantParams) -> bool:
 
 def _f64(scale: float) -> np.float64:
     return np.float64(np.float32(scale))
+
+
+# Below this M, rounding M * 2^31 to an integer (up to |acc| * 2^-32 LSB off for outputs up to
+# 2^7 LSB, |acc| <= 2^7 / M) can cost more than the double rounding does (about M LSB).
+SINGLE_ROUNDING_MIN = 2.0**-11
+
+
+def _single_rounding_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, shift) int32 arrays with which TFLite's requantization rounds once.
+
+    QuantizeMultiplier normalizes M < 0.5 to a multiplier in [2^30, 2^31) and a right shift, so
+    the arithmetic rounds twice (doubling high multiply, then rounding shift) and puts ~0.1-0.3% of
+    codes 1 LSB off onnxruntime's single float rounding (AD: 80% exact, 97.7% within 1 LSB after
+    ten layers). Multiplier round(M * 2^31) with shift 0 is the same arithmetic with an exact
+    shift. Used for M in [SINGLE_ROUNDING_MIN, 0.5); M >= 0.5 rounds once already.
+    >>> [v.tolist() for v in _single_rounding_multipliers(np.array([0.01, 0.75, 2.0**-12]))]
+    [[21474836, 1610612736, 1073741824], [0, 0, -11]]
+    """
+    mult, shift = _multipliers(reals)
+    flat = np.ravel(reals).astype(np.float64)
+    single = (flat >= SINGLE_ROUNDING_MIN) & (shift < 0)
+    mult = np.where(single, np.floor(flat * 2.0**31 + 0.5), mult).astype(np.int32)
+    return mult, np.where(single, 0, shift).astype(np.int32)
 
 
 class _Fuser:
@@ -205,7 +238,7 @@ class _Fuser:
         xq, xp = self.activation(x)
         swallowed, out, yq, lo, hi = self.quantized_output(op)
         reals = _f64(xp.scale[0]) * w_scales / _f64(yq.scale[0])
-        mult, shift = _multipliers(reals)
+        mult, shift = _single_rounding_multipliers(reals)
         base = op.name or out.name
         n = self.type_of(w).shape[0]
         inputs = [xq, w, self.add_const(f"{base}_mult", mult),
@@ -281,6 +314,32 @@ class _Fuser:
         _need(_same(xp, yq))
         return self.make("reshape", [xq], out, dict(op.attrs), op), swallowed
 
+    def rule_softmax(self, op: Op) -> tuple[Op, list[Op]]:
+        """DQ → softmax over the trailing axes → Q → softmax_s8, when Q has softmax_s8's fixed
+        output parameters (scale 1/256, zero point -128; onnxruntime's int8 QDQ and
+        QLinearSoftmax use them); other parameters keep the float softmax, with a warning."""
+        shape = self.type_of(op.inputs[0]).shape
+        axes = sorted(a % len(shape) for a in op.attrs.get_ints("axes", (-1,))) if shape else []
+        _need(bool(axes) and axes == list(range(axes[0], len(shape))))
+        xq, xp = self.activation(op.inputs[0])
+        swallowed, out, yq, _, _ = self.quantized_output(op, clamp=False)
+        if (np.float32(yq.scale[0]) != np.float32(SOFTMAX_OUTPUT_SCALE)
+                or yq.zero_point[0] != SOFTMAX_OUTPUT_ZERO_POINT):
+            warnings.warn(
+                f"fuse-qdq: softmax {op.name or out.name!r} stays float: its output is quantized "
+                f"with scale {yq.scale[0]:g}, zero point {yq.zero_point[0]}, and int8 softmax "
+                f"(TFLite, CMSIS-NN) outputs scale 1/256, zero point {SOFTMAX_OUTPUT_ZERO_POINT}",
+                stacklevel=2)
+            raise _NoMatch
+        try:
+            mult, shift, diff_min = softmax_s8_params(xp.scale[0])
+        except OpError:
+            raise _NoMatch from None  # an input scale below 2^-26
+        attrs: dict[str, object] = dict(axis=axes[0], input_multiplier=mult,
+                                        input_left_shift=shift, diff_min=diff_min)
+        _need(rows_of(shape, Attrs.of(attrs))[1] <= SOFTMAX_MAX_ROW)
+        return self.make("softmax_s8", [xq], out, attrs, op), swallowed
+
     def binary(self, op: Op) -> tuple[str, QuantParams, str, QuantParams]:
         _need(len(op.inputs) == 2)
         a, ap = self.activation(op.inputs[0])
@@ -332,7 +391,7 @@ class _Fuser:
         return op.inputs[x], xp, op.inputs[w], scales, value, yq
 
     def requant_consts(self, base: str, reals: np.ndarray) -> list[str]:
-        mult, shift = _multipliers(reals)
+        mult, shift = _single_rounding_multipliers(reals)
         return [self.add_const(f"{base}_mult", mult), self.add_const(f"{base}_shift", shift)]
 
     def rule_qlinear_conv(self, op: Op) -> tuple[Op, list[Op]]:

@@ -3,17 +3,20 @@
     %c = conv(%x, %w, %b); %y = relu(%c); %p = softmax(%y)
     →  %x_q8 = quantize_linear(%x, ...)
        %y_q8 = conv_s8(%x_q8, %w_s8, %mult, %shift, %b_s32) {act_min = output zero point, ...}
-       %y = dequantize_linear(%y_q8, ...); %p = softmax(%y)
+       %p_q8 = softmax_s8(%y_q8) {input_multiplier, input_left_shift, diff_min, axis}
+       %p = dequantize_linear(%p_q8, 1/256, -128)
 
 Run on the float graph after fold-constants / eliminate-dead-code / fold-batchnorm and before
 fuse-ops. Rewritten: conv (incl. depthwise), gemm and matmul with a constant weight (and a following
 constant bias add) → fully_connected_s8, max_pool / average_pool / global_average_pool → *_pool_s8,
-add / mul → add_s8 / mul_s8, reshape on an int8 value stays int8. A relu or clip right after a
+add / mul → add_s8 / mul_s8, softmax over the trailing axes → softmax_s8 (output scale 1/256,
+zero point -128, as TFLite), reshape on an int8 value stays int8. A relu or clip right after a
 rewritten op folds into its output clamp. Weights are per-channel symmetric int8, biases int32,
 requantization multipliers/shifts int32 constants; every int8 value's `TensorType.quant` holds its
 (asymmetric, per-tensor) parameters from the calibrated range. quantize_linear is inserted where an
 int8 op needs a float value, dequantize_linear where a float op or a graph output needs an int8
-value, so any graph still runs: ops without an int8 form (softmax, ...) stay float.
+value, so any graph still runs: ops without an int8 form (a softmax over a middle axis, ...) stay
+float.
 
 The pass takes the ranges from `ctx.facts["quant_ranges"]` (`{float value name: (min, max)}`, as
 `nnc.passes.calibrate.calibrate` returns them) and leaves the quantized graph there too, under
@@ -29,6 +32,11 @@ import numpy as np
 
 from nnc.errors import NncError
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
+from nnc.ir.ops import OpError
+from nnc.ir.ops.int8_softmax import MAX_ROW as SOFTMAX_MAX_ROW
+from nnc.ir.ops.int8_softmax import OUTPUT_SCALE as SOFTMAX_OUTPUT_SCALE
+from nnc.ir.ops.int8_softmax import OUTPUT_ZERO_POINT as SOFTMAX_OUTPUT_ZERO_POINT
+from nnc.ir.ops.int8_softmax import rows_of, softmax_s8_params
 from nnc.ir.types import QuantParams, TensorType
 from nnc.passes.manager import PassContext, register_pass
 from nnc.passes.quant_scheme import (
@@ -366,6 +374,27 @@ class _Rewriter:
                      output_zero_point=oq.zero_point[0], output_multiplier=mo,
                      output_shift=sho, act_min=lo, act_max=hi)
         self.emit("mul_s8", (a, b), stands, oq, attrs, op.name)
+        return True
+
+    def _rw_softmax(self, op: Op) -> bool:
+        """Softmax over the trailing axes (the last one, as TFLite) → softmax_s8, whose output
+        parameters are fixed: scale 1/256, zero point -128 (TFLite, QLinearSoftmax)."""
+        x = op.inputs[0]
+        shape = self.types[x].shape
+        axes = sorted(a % len(shape) for a in op.attrs.get_ints("axes", (-1,))) if shape else []
+        if not axes or axes != list(range(axes[0], len(shape))):
+            return False  # a softmax over a middle axis stays float
+        xq, xp = self._act_in(x)
+        try:
+            mult, shift, diff_min = softmax_s8_params(xp.scale[0])
+        except OpError:
+            return False  # an input scale below 2^-26: no int8 softmax
+        attrs = dict(axis=axes[0], input_multiplier=mult, input_left_shift=shift,
+                     diff_min=diff_min)
+        if rows_of(shape, Attrs.of(attrs))[1] > SOFTMAX_MAX_ROW:
+            return False
+        oq = QuantParams((SOFTMAX_OUTPUT_SCALE,), (SOFTMAX_OUTPUT_ZERO_POINT,))
+        self.emit("softmax_s8", (xq,), op.outputs[0].name, oq, attrs, op.name)
         return True
 
 

@@ -134,7 +134,7 @@ def test_cli_quantize_with_npz_and_method(tiny_model, tmp_path):
     q = info["quantization"]
     # 6 samples: 5 calibrate, the last one is held out to evaluate on
     assert q["calibration_method"] == "percentile" and q["calibration_samples"] == 5
-    assert q["output_sqnr_db"]["y"] > 10 and q["float_ops"] == ["softmax"]
+    assert q["output_sqnr_db"]["y"] > 10 and q["float_ops"] == []
     assert "quantize" in info["pipeline"]
     layer_ops = " ".join(lay["op"] for lay in info["layers"])
     assert "conv_s8" in layer_ops and "fully_connected_s8" in layer_ops, layer_ops
@@ -174,4 +174,4 @@ def test_api_quantize_from_dict(tiny_model):
     m = nnc.compile(tiny_model, quantize="int8", calibration={"x": x}, bench=False)
     assert m.info["quantization"]["calibration_samples"] == 3  # one of 4 held out
     y = m.run({"x": x[0]})["y"]
-    assert y.shape == (1, 3) and abs(float(y.sum()) - 1.0) < 1e-5
+    assert y.shape == (1, 3) and abs(float(y.sum()) - 1.0) < 3 / 256  # int8 softmax: 1/256 steps

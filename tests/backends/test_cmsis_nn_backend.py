@@ -89,6 +89,31 @@ def test_mlperf_host_cmsis_equals_generated(name):
     np.testing.assert_array_equal(gen.run(x)[out], lib.run(x)[out])
 
 
+@pytest.mark.parametrize("logit_scale", [0.3, 6.0])
+def test_fc_softmax_head_cmsis_equals_generated(logit_scale):
+    """A classifier head (gemm → softmax over the last axis, 3 rows): the softmax runs as
+    arm_softmax_s8 on the CMSIS-NN path and as the generated softmax_s8 loop nest otherwise,
+    bit-identical; large logits (most outputs -128) and small ones."""
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
+             helper.make_node("Softmax", ["g"], ["y"], axis=-1)]
+    g = helper.make_graph(
+        nodes, "head", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3, 20])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 12])],
+        [numpy_helper.from_array(_w(12, 20) * logit_scale, "w"),
+         numpy_helper.from_array(_w(12), "b")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    cal = {"x": RNG.standard_normal([8, 3, 20]).astype(np.float32)}
+    gen, lib = _compile(model, cal, "generated"), _compile(model, cal, "cmsis-nn")
+    src = (lib.source_dir / "model.c").read_text()
+    assert "arm_softmax_s8(" in src and "arm_fully_connected" in src
+    assert lib.info["library_calls"] == 2
+    for _ in range(4):
+        x = {"x": RNG.standard_normal([3, 20]).astype(np.float32)}
+        a, b = gen.run(x)["y"], lib.run(x)["y"]
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(np.round(a * 256), a * 256)  # int8 softmax: 1/256 steps
+
+
 def test_project_makefile_rebuilds_with_the_library(tmp_path):
     m = _compile(_net(), _cal([1, 3, 8, 8]), "cmsis-nn", output_dir=tmp_path / "out")
     make = subprocess.run(["make", "-C", str(m.source_dir), "clean", "libmodel.so"],
@@ -160,7 +185,7 @@ def test_board_cmsis_equals_generated(target):
     cal = {inp.name: RNG.standard_normal([4, *shape]).astype(np.float32)}
     lib = nnc.compile(model, target=target, quantize="int8", calibration=cal)
     gen = _compile(model, cal, "generated", target=target)
-    assert lib.info["library_calls"] == 11
+    assert lib.info["library_calls"] == 12  # 11 conv / pool / FC layers and the softmax
     x = {inp.name: RNG.standard_normal(shape).astype(np.float32)}
     out = model.graph.output[0].name
     np.testing.assert_array_equal(gen.run(x)[out], lib.run(x)[out])

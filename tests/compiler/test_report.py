@@ -111,7 +111,7 @@ def test_layer_and_output_figures_match_a_direct_computation():
     expect = [(i, op.kind) for i, op in enumerate(q.ops) if op.outputs[0].type.dtype == "int8"]
     assert [(s.index, s.op) for s in rep.layers] == expect
     assert [s.op for s in rep.layers] == ["quantize_linear", "conv_s8", "max_pool_s8", "reshape",
-                                          "fully_connected_s8"]
+                                          "fully_connected_s8", "softmax_s8"]
     refs = [run_graph(g, s, keep_all=True) for s in evals]
     gots = [run_graph(q, s, keep_all=True) for s in evals]
     for st in rep.layers:

@@ -136,6 +136,43 @@ def test_add_mul_with_relu_and_constant_operand():
     assert _sqnr(g, q, samples) > 25
 
 
+def test_softmax_becomes_softmax_s8_with_fixed_output_params():
+    from nnc.ir.ops.int8_softmax import softmax_s8_params
+    from nnc.ir.types import QuantParams
+
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], transB=1),
+             helper.make_node("Softmax", ["g"], ["y"], axis=-1)]
+    samples = _samples((2, 16))
+    g, q = _quantized(_model(nodes, {"w": _w(10, 16) * 3, "b": _w(10)}, [2, 16], [2, 10]),
+                      samples)
+    assert [op.kind for op in q.ops] == ["quantize_linear", "fully_connected_s8", "softmax_s8",
+                                         "dequantize_linear"]
+    fc, sm, dq = q.ops[1:]
+    assert sm.inputs == (fc.outputs[0].name,)
+    x_scale = fc.outputs[0].type.quant.scale[0]
+    mult, shift, diff_min = softmax_s8_params(x_scale)
+    assert dict(sm.attrs) == dict(axis=1, input_multiplier=mult, input_left_shift=shift,
+                                  diff_min=diff_min)
+    assert sm.outputs[0].type.quant == QuantParams((1 / 256,), (-128,))
+    consts = q.constant_map()
+    assert consts[dq.inputs[1]].tolist() == [1 / 256] and consts[dq.inputs[2]].tolist() == [-128]
+    for s in samples:
+        got = run_graph(q, s)["y"]
+        np.testing.assert_array_equal(np.round(got * 256), got * 256)  # 1/256 steps
+        np.testing.assert_allclose(got, run_graph(g, s)["y"], atol=0.05)
+    assert _sqnr(g, q, samples) > 25
+
+
+def test_softmax_over_a_middle_axis_stays_float():
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"]),
+             helper.make_node("Softmax", ["c"], ["y"], axis=1)]
+    samples = _samples((1, 2, 3, 3))
+    g, q = _quantized(_model(nodes, {"w": _w(4, 2, 1, 1)}, [1, 2, 3, 3], [1, 4, 3, 3]),
+                      samples)
+    assert [op.kind for op in q.ops] == ["quantize_linear", "conv_s8", "dequantize_linear",
+                                         "softmax"]
+
+
 def test_float_op_in_the_middle_gets_dequantize_and_quantize():
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
              helper.make_node("Sigmoid", ["c"], ["s"]),

@@ -121,7 +121,8 @@ void arm_softmax_s8(const int8_t *input,
         for (int32_t c = 0; c < row_size; c++) {
             const int32_t diff = in[c] - max;
             int32_t res = INT8_MIN;
-            if (diff >= diff_min) {
+            /* a sum >= 2^28 makes the shift 32..35 (undefined in C): every output rounds to 0 */
+            if (diff >= diff_min && bits_over_unit <= 31) {
                 const int32_t scaled = scale_diff(diff, mult, shift);
                 const int32_t p = arm_nn_doubling_high_mult(reciprocal, exp_on_negative_values(scaled));
                 res = arm_nn_clamp(arm_nn_divide_by_power_of_two(p, bits_over_unit) + INT8_MIN,
