@@ -6,8 +6,8 @@ that depends on the loop variable (so reductions into an accumulator stay serial
 both loads and stores is read only at the index it writes, and it calls no external kernel.
 On Cortex-M an innermost reduction (a dot product: not independent) whose extent is a multiple
 of 4 is split by 4 and the inner loop unrolled, since gcc does not unroll there and the loop
-overhead would match the multiply-accumulate; one of at most 4 iterations is unrolled whole. Kernels that already carry a schedule (from the
-tuner or the user) are left alone.
+overhead would match the multiply-accumulate; one of at most 4 iterations is unrolled whole.
+Kernels that already carry a schedule (from the tuner or the user) are left alone.
 
     for i in 0..4 { for j in 0..16 { y[i, j] = relu(x[i, j]) } }   →   schedule [Vectorize("j")]
 """

@@ -102,9 +102,10 @@ _C_RESERVED = frozenset("""
 auto break case char const continue default do double else enum extern float for goto if inline
 int long register restrict return short signed sizeof static struct switch typedef union unsigned
 void volatile while _Bool _Complex _Imaginary _Float16 __fp16 nnc_f16 bool true false NULL NAN
-INFINITY isnan isinf main memcpy memset size_t ptrdiff_t int8_t int16_t int32_t int64_t uint8_t uint16_t
-uint32_t uint64_t INT64_C UINT64_C INT64_MIN INT32_MIN arena inputs outputs asm fortran and or
-xor not and_eq or_eq xor_eq not_eq bitand bitor compl abs labs div min max errno
+INFINITY isnan isinf main memcpy memset size_t ptrdiff_t int8_t int16_t int32_t int64_t uint8_t
+uint16_t uint32_t uint64_t INT64_C UINT64_C INT64_MIN INT32_MIN INT32_MAX UINT32_C arena inputs
+outputs asm fortran and or xor not and_eq or_eq xor_eq not_eq bitand bitor compl abs labs div
+min max errno
 """.split()) | frozenset(_LIBM.values()) | frozenset(v + "f" for v in _LIBM.values())
 
 
