@@ -339,6 +339,11 @@ def _conv_compute(ctx: ComputeContext) -> None:
     conv_int32_rows(ctx, x, w, const(x_zp, "int32") if x_zp else None, None, bias, store)
 
 
+def _bias_at(bias: Buffer | None, o: Expr) -> Expr:
+    """An accumulator's start: the int32 bias of output channel o, or 0."""
+    return cast(bias[o], "int32") if bias is not None else const(0, "int32")
+
+
 def _centered(v: Load, zero_point: int) -> Expr:
     """An int8 element as int32, minus the zero point."""
     return cast(v, "int32") - zero_point if zero_point else cast(v, "int32")
@@ -372,8 +377,7 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
             with b.loop(oc_n // OC_BLOCK, "cb") as cb:
                 c0 = cb * OC_BLOCK
                 for j, a in enumerate(accs):
-                    b.store(a, (), cast(bias[c0 + j], "int32") if bias is not None
-                            else const(0, "int32"))
+                    b.store(a, (), _bias_at(bias, c0 + j))
                 with b.loops(ks, "k") as kidx:
                     pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
                     with maybe_if(b, cond):
@@ -389,8 +393,7 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
         with b.loops(out.shape[:-1]) as outer:
             n, pixel = outer[0], outer[1:]
             with b.loop(oc_n, "oc") as oc:
-                b.store(row, (oc,), cast(bias[oc], "int32") if bias is not None
-                        else const(0, "int32"))
+                b.store(row, (oc,), _bias_at(bias, oc))
             with b.loops(ks, "k") as kidx:
                 pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
                 with maybe_if(b, cond):
@@ -433,8 +436,7 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
             with b.loop(blocks, "ob") as ob:
                 o0 = ob * OC_BLOCK
                 for j, a in enumerate(accs):
-                    b.store(a, (), cast(bias[o0 + j], "int32") if bias is not None
-                            else const(0, "int32"))
+                    b.store(a, (), _bias_at(bias, o0 + j))
                 with b.loops(ks, "k") as kidx:
                     pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
                     with maybe_if(b, cond):
@@ -458,7 +460,7 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
         n, pixel = outer[0], outer[1:]
         with b.loop(oc_n - first, "oc") as t:
             o = t + first if first else t
-            b.store(acc, (), cast(bias[o], "int32") if bias is not None else const(0, "int32"))
+            b.store(acc, (), _bias_at(bias, o))
             base = None if group == 1 else _bind(b, (o / ocg) * cg, "ic0")
             with b.loops(ks, "k") as kidx:
                 pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
@@ -595,9 +597,6 @@ def _fc_compute(ctx: ComputeContext) -> None:
     blocks = oc_n // OC_BLOCK if packed else 0
     first = blocks * OC_BLOCK
 
-    def start(o: Expr) -> Expr:
-        return cast(bias[o], "int32") if bias is not None else const(0, "int32")
-
     def weight(o: Expr, k: Expr, j: int | None) -> Expr:
         if j is not None:  # o is the block
             wv: Expr = cast(w[(o * depth + k) * OC_BLOCK + j,], "int32")
@@ -612,7 +611,7 @@ def _fc_compute(ctx: ComputeContext) -> None:
         with b.loops(out.shape[:-1]) as lead, b.loop(blocks, "ob") as ob:
             o0 = ob * OC_BLOCK
             for j, a in enumerate(accs):
-                b.store(a, (), start(o0 + j))
+                b.store(a, (), _bias_at(bias, o0 + j))
             with b.loop(depth, "k") as k:
                 xv = _bind(b, _centered(x[(*lead, k)], x_zp), "xv")
                 for j, a in enumerate(accs):
@@ -626,7 +625,7 @@ def _fc_compute(ctx: ComputeContext) -> None:
     acc = b.local("int32", "acc")
     with b.loops(out.shape[:-1]) as lead, b.loop(oc_n - first, "oc") as t:
         o = t + first if first else t
-        b.store(acc, (), start(o))
+        b.store(acc, (), _bias_at(bias, o))
         with b.loop(depth, "k") as k:
             b.store(acc, (), acc[()] + _centered(x[(*lead, k)], x_zp) * weight(o, k, None))
         ctx.store(0, (*lead, o), _finish(b, acc[()], _channel(mult, o), _channel(shift, o),
