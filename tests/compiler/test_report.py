@@ -121,7 +121,9 @@ def test_layer_and_output_figures_match_a_direct_computation():
                               * qp.scale[0] for x in gots])
         assert st.sqnr_db == pytest.approx(sqnr_db(ref, got), abs=1e-9)
         assert st.max_abs_error == pytest.approx(float(np.abs(ref - got).max()))
-        assert 10 < st.sqnr_db < 60 and st.clipped == 0.0  # evaluation ~ calibration data
+        assert 10 < st.sqnr_db < 60  # evaluation ~ calibration data
+        # softmax_s8's fixed range tops out at 255/256: a confident class clips there
+        assert st.clipped == 0.0 or st.op == "softmax_s8"
     (out,) = rep.outputs
     ref = np.concatenate([r["y"] for r in refs])
     got = np.concatenate([x["y"] for x in gots])
