@@ -235,7 +235,7 @@ class _Lowering:
         attrs, replaced = found
         inputs = list(op.inputs) + [""] * (max(replaced, default=0) + 1 - len(op.inputs))
         for k, data in replaced.items():
-            key = f"{op.name or op.kind}.packed{k}"
+            key = f"{op.name or op.kind}#{len(self.kernels)}.packed{k}"  # unique per kernel
             b = self.new_buffer(key, tuple(data.shape), data.dtype.name, "constant")
             self.constants[b.name] = data
             inputs[k] = key

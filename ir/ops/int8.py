@@ -114,14 +114,6 @@ def _np_finish(total: np.ndarray, multiplier: np.ndarray | int, shift: np.ndarra
 # ---------------------------------------------------------------- fixed-point arithmetic (loop IR)
 
 
-def _i64(e: Expr | int) -> Expr:
-    return const(e, "int64") if isinstance(e, int) else cast(e, "int64")
-
-
-def _static(e: Expr) -> int | None:
-    return int(e.value) if isinstance(e, Const) else None
-
-
 def _bind(b: KernelBuilder, value: Expr, hint: str) -> Load:
     """Hold `value` in a scalar local, so expressions that use it several times stay small."""
     buf = b.local(value.dtype, hint)
