@@ -303,6 +303,11 @@ def flat_index(indices: Sequence[Expr], shape: Sequence[int]) -> Expr:
 # ---------------------------------------------------------------- the C-style emitter
 
 
+# float -> integer casts go through a wider signed type first (see CStyleEmitter.expr_cast)
+_FLOAT_TO_INT_VIA = {"int8": "int32_t", "int16": "int32_t", "uint8": "int32_t",
+                     "uint16": "int32_t", "uint32": "int64_t"}
+
+
 class CStyleEmitter:
     """Emits loop-IR expressions, statements and kernels as C text, one method per node kind.
 
@@ -311,6 +316,9 @@ class CStyleEmitter:
 
     indent_unit = "    "
     storage_types = STORAGE_TYPES
+    # lines before each kernel's signature: NNC_KERNEL (nnc_runtime.h) hides kernels from GCC's
+    # interprocedural analysis, which miscompiles them (docs/gcc-pure-const-bug.md)
+    kernel_attributes: tuple[str, ...] = ("NNC_KERNEL",)
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
@@ -524,6 +532,15 @@ class CStyleEmitter:
             v = CExpr(f"NNC_F16({v.text})", PRIMARY)
         elif self.compute_type(src) == self.compute_type(dst):
             return v  # e.g. a loaded half is a float already; bool 0/1 is a valid uint8
+        if src in _FLOATS and dst == "uint64":  # negative: wrap through int64, like numpy
+            u = CExpr(f"(uint64_t){v.at(UNARY)}", UNARY)
+            w = CExpr(f"(uint64_t)(int64_t){v.at(UNARY)}", UNARY)
+            return CExpr(f"{v.at(REL)} < 0 ? {w.at(LOR)} : {u.at(LOR)}", COND)
+        if src in _FLOATS and dst in _FLOAT_TO_INT_VIA:
+            # float -> a narrow or unsigned integer is undefined in C outside the target's range
+            # (x86 AVX-512 saturates to UINT_MAX); numpy wraps: convert to a wide signed integer
+            # first, whose conversion to `dst` is modular
+            v = CExpr(f"({_FLOAT_TO_INT_VIA[dst]}){v.at(UNARY)}", UNARY)
         return CExpr(f"({self.compute_type(dst)}){v.at(UNARY)}", UNARY)
 
     def expr_select(self, e: Select) -> CExpr:
@@ -658,7 +675,7 @@ class CStyleEmitter:
         head += [f"{pad}(void){self.names[b.name]};" for b in k.locals
                  if b.name not in self.loaded]
         signature = f"static void {fname}({', '.join(decls) or 'void'})"
-        return "\n".join([signature, "{"] + head + body + ["}"])
+        return "\n".join([*self.kernel_attributes, signature, "{"] + head + body + ["}"])
 
 
 # ---------------------------------------------------------------- module assembly

@@ -63,6 +63,20 @@ typedef struct nnc_layer_desc {
 #define NNC_ALIGN(n)
 #endif
 
+/* Every generated kernel is opaque to the compiler's interprocedural analysis. GCC 12.2 (at least
+ * arm-none-eabi; -O2 and up) deletes calls to a kernel it wrongly finds `const`: IPA-CP clones it
+ * with constant arena pointers, IV-opts then addresses one buffer as MEM[0B + integer], and
+ * ipa-pure-const reads that as a NULL dereference that ends the block, so the store after it is
+ * never seen. `noipa` cuts every link of that chain; a kernel call costs a few instructions.
+ * Reproducer and analysis: docs/gcc-pure-const-bug.md. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 8
+#define NNC_KERNEL __attribute__((noipa))
+#elif defined(__GNUC__) && !defined(__clang__)
+#define NNC_KERNEL __attribute__((noinline, noclone))
+#else
+#define NNC_KERNEL
+#endif
+
 /* Loop hints. `vectorized` loops are free of loop-carried memory dependences (the scheduler
  * guarantees it), which `GCC ivdep` asserts; scalar reductions stay correct because ivdep only
  * concerns memory. Clang warns when a requested vectorization fails, so it gets no hint. */

@@ -27,6 +27,7 @@ static const float conv_bias[3] NNC_ALIGN(16) = {
 static uint8_t net_arena[72] NNC_ALIGN(16);
 
 /* conv1d_relu: conv+relu 'Conv_0', 108 MACs */
+NNC_KERNEL
 static void k0_conv1d_relu(const float *restrict input, const float *restrict conv_weight, const float *restrict conv_bias, float *restrict t0)
 {
     float acc0 = 0;
@@ -48,6 +49,7 @@ static void k0_conv1d_relu(const float *restrict input, const float *restrict co
 }
 
 /* pair_max: max_pool 'Pool_1', 9 MACs */
+NNC_KERNEL
 static void k1_pair_max(const float *restrict t0_flat, float *restrict output)
 {
     for (ptrdiff_t i0 = 0; i0 < 9; ++i0) {
