@@ -17,8 +17,8 @@ the Cortex-M builds only (docs/gcc-pure-const-bug.md); nothing failed, outputs w
 
 prints a table (model x variant: "=" identical to the reference; "~" only an output that a float op
 computes differs, within FLOAT_TAIL_RTOL, as libm does between targets; else the mismatching
-elements and the largest difference in LSB) and exits 1 on any int8 difference. `make test` runs a bounded version
-(tests/test_int8_differential.py).
+elements and the largest difference in LSB) and exits 1 on any int8 difference. `make test` runs
+it (tests/test_int8_differential.py).
 """
 
 from __future__ import annotations
