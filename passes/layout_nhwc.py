@@ -9,7 +9,7 @@ Cortex-M loop nests want them, with as few transposes left as the graph allows.
 then, to a fixed point:
 - a transpose of a transpose is one transpose, or none when they cancel
   (NHWC → NCHW → NHWC between two convs);
-- elementwise int8 ops (add_s8, mul_s8, per-tensor quantize/dequantize, relu, clip) whose
+- elementwise int8 ops (add_s8, mul_s8, lut_s8, per-tensor quantize/dequantize, relu, clip) whose
   activation inputs are all transposed the same way run before the transpose instead, so it
   can meet the next op's inverse (residual adds between convs);
 - a reshape of an NHWC tensor transposed back to NCHW whose users are all fully_connected_s8 with
@@ -42,7 +42,8 @@ from nnc.passes.eliminate_dead_code import eliminate_dead_code_graph
 from nnc.passes.manager import PassContext, register_pass
 
 CHANNELS_LAST = ("conv_s8", "max_pool_s8", "avg_pool_s8")
-ELEMENTWISE = ("add_s8", "mul_s8", "quantize_linear", "dequantize_linear", "relu", "clip")
+ELEMENTWISE = ("add_s8", "mul_s8", "lut_s8", "quantize_linear", "dequantize_linear", "relu",
+               "clip")
 
 
 def _perm(op: Op) -> tuple[int, ...]:
@@ -182,7 +183,7 @@ class _Rewriter:
                 inputs.append(n)
                 continue
             if n in self.consts:
-                if self.consts[n].size != 1:
+                if self.consts[n].size != 1 and not (op.kind == "lut_s8" and n == op.inputs[1]):
                     return None
                 inputs.append(n)
                 continue

@@ -32,7 +32,7 @@ import numpy as np
 
 from nnc.errors import NncError
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
-from nnc.ir.ops import OpError
+from nnc.ir.ops import OpError, get_op
 from nnc.ir.ops.int8_softmax import MAX_ROW as SOFTMAX_MAX_ROW
 from nnc.ir.ops.int8_softmax import OUTPUT_SCALE as SOFTMAX_OUTPUT_SCALE
 from nnc.ir.ops.int8_softmax import OUTPUT_ZERO_POINT as SOFTMAX_OUTPUT_ZERO_POINT
@@ -195,15 +195,21 @@ class _Rewriter:
                 continue
             mark = (len(self.ops), len(self.new_consts), dict(self.q8), set(self.folded),
                     set(self.floats), set(self.taken))
-            try:
-                if self.rewrite(op):
-                    continue
-            except _Skip:
-                pass
-            # undo a partial rewrite, then keep the op float
-            self.ops = self.ops[:mark[0]]
-            self.new_consts = self.new_consts[:mark[1]]
-            self.q8, self.folded, self.floats, self.taken = mark[2], mark[3], mark[4], mark[5]
+            done = False
+            for rule in (self.rewrite, self._rw_lut):
+                try:
+                    if rule(op):
+                        done = True
+                        break
+                except _Skip:
+                    pass
+                # undo a partial rewrite before the next rule, or before keeping the op float
+                self.ops = self.ops[:mark[0]]
+                self.new_consts = self.new_consts[:mark[1]]
+                self.q8, self.folded = dict(mark[2]), set(mark[3])
+                self.floats, self.taken = set(mark[4]), set(mark[5])
+            if done:
+                continue
             self.ops.append(op.with_(inputs=tuple(self.float_of(n) for n in op.inputs)))
             self.floats.update(v.name for v in op.outputs)
         for v in self.g.outputs:
@@ -374,6 +380,42 @@ class _Rewriter:
                      output_zero_point=oq.zero_point[0], output_multiplier=mo,
                      output_shift=sho, act_min=lo, act_max=hi)
         self.emit("mul_s8", (a, b), stands, oq, attrs, op.name)
+        return True
+
+    def _rw_lut(self, op: Op) -> bool:
+        """An elementwise float op of one int8 activation (other inputs scalar constants) →
+        lut_s8: the op's numpy reference run on the 256 dequantized int8 values, quantized with
+        the output's parameters. Exact on every target, and one load per element."""
+        if op.body is not None or len(op.outputs) != 1 or op.outputs[0].type.dtype != "float32":
+            return False
+        try:
+            opdef = get_op(op.kind)
+        except KeyError:
+            return False
+        if opdef.scalar is None or not opdef.fusable:
+            return False
+        acts = [n for n in op.inputs if n and n not in self.consts]
+        if len(acts) != 1 or acts[0] not in self.q8 or any(
+                self.consts[n].size != 1 for n in op.inputs if n in self.consts):
+            return False
+        x = acts[0]
+        if self.types[x].shape != op.outputs[0].type.shape:
+            return False  # a broadcast against a constant: not one value in, one out
+        xq = self.q8[x]
+        xp = self.qtypes[xq].quant
+        assert xp is not None
+        levels = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int32)
+        real = ((levels - xp.zero_point[0]) * np.float32(xp.scale[0])).astype(np.float32)
+        args = [real if n == x else (np.asarray(self.consts[n]).reshape(()) if n else None)
+                for n in op.inputs]
+        with np.errstate(all="ignore"):
+            ys = np.asarray(opdef.reference(args, op.attrs)[0], np.float32)
+        if ys.shape != real.shape or not np.all(np.isfinite(ys)):
+            return False
+        stands, oq, lo, hi = self.output(op)
+        table = np.clip(quantize(ys, oq), lo, hi).astype(np.int8)
+        tname = self.add_const(f"{stands}_lut", table)
+        self.emit("lut_s8", (xq, tname), stands, oq, {}, op.name)
         return True
 
     def _rw_softmax(self, op: Op) -> bool:

@@ -121,6 +121,7 @@ def _load_all() -> None:
     if _LOADED:
         return
     _LOADED = True
+    import nnc.ir.ops.int8_lut  # noqa: F401
     from nnc.ir.ops import elementwise, int8, int8_softmax, nn, quant, reduce, shape  # noqa: F401
 
 

@@ -9,6 +9,7 @@ import nnc
 from nnc.compiler.onnx.importer import import_model
 from nnc.errors import NncError
 from nnc.ir.interp import run_graph
+from nnc.ir.ops import get_op
 from nnc.ir.verify import verify_graph
 from nnc.passes.calibrate import calibrate
 from nnc.passes.manager import PassManager
@@ -175,15 +176,42 @@ def test_softmax_over_a_middle_axis_stays_float():
 
 def test_float_op_in_the_middle_gets_dequantize_and_quantize():
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
-             helper.make_node("Sigmoid", ["c"], ["s"]),
+             helper.make_node("Softmax", ["c"], ["s"], axis=1),  # a middle axis: no int8 form
              helper.make_node("Conv", ["s", "w2"], ["y"])]
     inits = {"w1": _w(2, 2, 1, 1), "w2": _w(3, 2, 1, 1)}
     samples = _samples((1, 2, 3, 3))
     g, q = _quantized(_model(nodes, inits, [1, 2, 3, 3], [1, 3, 3, 3]), samples)
     assert [op.kind for op in q.ops] == [
-        "quantize_linear", "conv_s8", "dequantize_linear", "sigmoid", "quantize_linear",
+        "quantize_linear", "conv_s8", "dequantize_linear", "softmax", "quantize_linear",
         "conv_s8", "dequantize_linear"]
     assert q.ops[3].inputs == ("c",) and q.ops[3].outputs[0].type.dtype == "float32"
+    assert _sqnr(g, q, samples) > 25
+
+
+@pytest.mark.parametrize("op_type, attrs", [("Sigmoid", {}), ("Tanh", {}), ("HardSwish", {}),
+                                            ("HardSigmoid", {"alpha": 0.2, "beta": 0.5})])
+def test_unary_float_op_between_int8_layers_becomes_a_table(op_type, attrs):
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
+             helper.make_node(op_type, ["c"], ["s"], **attrs),
+             helper.make_node("Conv", ["s", "w2"], ["y"])]
+    inits = {"w1": _w(2, 2, 1, 1), "w2": _w(3, 2, 1, 1)}
+    samples = _samples((1, 2, 3, 3))
+    model = _model(nodes, inits, [1, 2, 3, 3], [1, 3, 3, 3])
+    model.opset_import[0].version = max(model.opset_import[0].version, 14)
+    g, q = _quantized(model, samples)
+    assert [op.kind for op in q.ops] == [
+        "quantize_linear", "conv_s8", "lut_s8", "conv_s8", "dequantize_linear"]
+    lut = q.ops[2]
+    xq, oq = q.value_types()[lut.inputs[0]].quant, lut.outputs[0].type.quant
+    table = q.constant_map()[lut.inputs[1]]
+    assert table.shape == (256,) and table.dtype == np.int8
+    # entry k is the float op on int8 value k - 128, quantized with the output's parameters
+    xs = (np.arange(-128, 128) - xq.zero_point[0]) * np.float32(xq.scale[0])
+    unary = next(op for op in g.ops if op.kind != "conv")
+    ref = get_op(unary.kind).reference([xs.astype(np.float32)], unary.attrs)[0]
+    want = np.clip(np.round(ref / oq.scale[0]) + oq.zero_point[0], -128, 127)
+    assert np.abs(table.astype(int) - want).max() <= 1  # halves: away from zero vs to even
+    assert np.count_nonzero(table.astype(int) != want) <= 2
     assert _sqnr(g, q, samples) > 25
 
 
