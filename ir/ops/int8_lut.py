@@ -26,9 +26,11 @@ OFFSET = 128  # table index of int8 value 0
 
 
 def _infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
-    if len(types) != 2 or types[0] is None or types[1] is None:
+    if len(types) != 2:
         raise OpError("lut_s8 takes (x, table)")
     x, table = types
+    if x is None or table is None:
+        raise OpError("lut_s8 takes (x, table)")
     if x.dtype != "int8":
         raise OpError(f"lut_s8: input must be int8, got {x.dtype}")
     if table.dtype != "int8" or table.shape != (TABLE_SIZE,):
