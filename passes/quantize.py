@@ -51,6 +51,7 @@ from nnc.passes.quant_scheme import (
 
 Range = tuple[float, float]
 ADD_LEFT_SHIFT = 20  # TFLite's int8 Add
+LUT_LOOKAHEAD = 16  # ops after a lut_s8 region's first one that may still belong to it
 
 
 def _const(name: str, data: np.ndarray, quant: QuantParams | None = None) -> Constant:
@@ -98,6 +99,7 @@ class _Rewriter:
         self.floats: set[str] = {v.name for v in graph.inputs} | set(self.consts)
         self.folded: set[int] = set()  # ids of relu/clip ops folded into the op before them
         self.qtypes: dict[str, TensorType] = {}  # types of the int8 values made so far
+        self.index = {id(op): i for i, op in enumerate(graph.ops)}
 
     # --- naming and constants
 
@@ -196,7 +198,9 @@ class _Rewriter:
             mark = (len(self.ops), len(self.new_consts), dict(self.q8), set(self.folded),
                     set(self.floats), set(self.taken))
             done = False
-            for rule in (self.rewrite, self._rw_lut):
+            # a multi-op unary region as one table first (one rounding instead of one per op),
+            # then the op's own int8 rule, then a one-op table
+            for rule in (lambda o: self._rw_lut(o, min_ops=2), self.rewrite, self._rw_lut):
                 try:
                     if rule(op):
                         done = True
@@ -382,11 +386,11 @@ class _Rewriter:
         self.emit("mul_s8", (a, b), stands, oq, attrs, op.name)
         return True
 
-    def _rw_lut(self, op: Op) -> bool:
-        """An elementwise float op of one int8 activation (other inputs scalar constants) →
-        lut_s8: the op's numpy reference run on the 256 dequantized int8 values, quantized with
-        the output's parameters. Exact on every target, and one load per element."""
+    def _lut_step(self, op: Op, values: set[str], shape: tuple[int, ...]) -> bool:
+        """Whether `op` is an elementwise float op of `values` and scalar constants only."""
         if op.body is not None or len(op.outputs) != 1 or op.outputs[0].type.dtype != "float32":
+            return False
+        if op.outputs[0].type.shape != shape or id(op) in self.folded:
             return False
         try:
             opdef = get_op(op.kind)
@@ -394,28 +398,62 @@ class _Rewriter:
             return False
         if opdef.scalar is None or not opdef.fusable:
             return False
+        return all(not n or n in values or (n in self.consts and self.consts[n].size == 1)
+                   for n in op.inputs) and any(n in values for n in op.inputs)
+
+    def _lut_region(self, op: Op, x: str) -> list[Op]:
+        """The longest run of elementwise ops from `op` computing one value from int8 `x` and
+        scalar constants alone, whose only value used elsewhere is its last op's output (Paddle's
+        hard-swish x * clip(x + 3, 0, 6) / 6 is one such region of four ops)."""
+        shape = self.types[x].shape
+        region, values = [op], {x, op.outputs[0].name}
+        start = self.index[id(op)]
+        for other in self.g.ops[start + 1:start + 1 + LUT_LOOKAHEAD]:
+            if self._lut_step(other, values, shape):
+                region.append(other)
+                values.add(other.outputs[0].name)
+        for k in range(len(region), 0, -1):
+            inside = {id(o) for o in region[:k]}
+            made = {o.outputs[0].name for o in region[:k]}
+            exits = {n for n in made if n in self.outputs
+                     or any(id(u) not in inside for u in self.users.get(n, []))}
+            if exits <= {region[k - 1].outputs[0].name}:
+                return region[:k]
+        return [op]
+
+    def _rw_lut(self, op: Op, min_ops: int = 1) -> bool:
+        """Elementwise float ops of one int8 activation (other inputs scalar constants) →
+        lut_s8: their numpy references run on the 256 dequantized int8 values, quantized with
+        the last output's parameters. Exact on every target, and one load per element."""
         acts = [n for n in op.inputs if n and n not in self.consts]
-        if len(acts) != 1 or acts[0] not in self.q8 or any(
-                self.consts[n].size != 1 for n in op.inputs if n in self.consts):
+        if len(acts) != 1 or acts[0] not in self.q8:
             return False
         x = acts[0]
-        if self.types[x].shape != op.outputs[0].type.shape:
-            return False  # a broadcast against a constant: not one value in, one out
-        xq = self.q8[x]
-        xp = self.qtypes[xq].quant
+        if not self._lut_step(op, {x}, self.types[x].shape):
+            return False
+        region = self._lut_region(op, x) if min_ops > 1 else [op]
+        if len(region) < min_ops:
+            return False
+        xp = self.qtypes[self.q8[x]].quant
         assert xp is not None
         levels = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int32)
-        real = ((levels - xp.zero_point[0]) * np.float32(xp.scale[0])).astype(np.float32)
-        args = [real if n == x else (np.asarray(self.consts[n]).reshape(()) if n else None)
-                for n in op.inputs]
+        env = {x: ((levels - xp.zero_point[0]) * np.float32(xp.scale[0])).astype(np.float32)}
         with np.errstate(all="ignore"):
-            ys = np.asarray(opdef.reference(args, op.attrs)[0], np.float32)
-        if ys.shape != real.shape or not np.all(np.isfinite(ys)):
+            for o in region:
+                args = [env[n] if n in env else (np.asarray(self.consts[n]).reshape(())
+                                                 if n else None) for n in o.inputs]
+                env[o.outputs[0].name] = np.asarray(
+                    get_op(o.kind).reference(args, o.attrs)[0], np.float32)
+        last = region[-1]
+        ys = env[last.outputs[0].name]
+        if ys.shape != levels.shape or not np.all(np.isfinite(ys)):
             return False
-        stands, oq, lo, hi = self.output(op)
+        for o in region[1:]:
+            self.folded.add(id(o))
+        stands, oq, lo, hi = self.output(last)
         table = np.clip(quantize(ys, oq), lo, hi).astype(np.int8)
         tname = self.add_const(f"{stands}_lut", table)
-        self.emit("lut_s8", (xq, tname), stands, oq, {}, op.name)
+        self.emit("lut_s8", (self.q8[x], tname), stands, oq, {}, last.name or op.name)
         return True
 
     def _rw_softmax(self, op: Op) -> bool:

@@ -215,6 +215,27 @@ def test_unary_float_op_between_int8_layers_becomes_a_table(op_type, attrs):
     assert _sqnr(g, q, samples) > 25
 
 
+def test_paddle_hard_swish_chain_is_one_table():
+    """x * clip(x + 3, 0, 6) / 6 between convs: four float ops of one int8 value, one lut_s8
+    (one rounding instead of four); an intermediate used elsewhere ends the region."""
+    three, six, zero = (numpy_helper.from_array(np.array(v, np.float32), n)
+                        for v, n in ((3.0, "three"), (6.0, "six"), (0.0, "zero")))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
+             helper.make_node("Add", ["c", "three"], ["a"]),
+             helper.make_node("Clip", ["a", "zero", "six"], ["r"]),
+             helper.make_node("Mul", ["c", "r"], ["m"]),
+             helper.make_node("Div", ["m", "six"], ["h"]),
+             helper.make_node("Conv", ["h", "w2"], ["y"])]
+    inits = {"w1": _w(2, 2, 1, 1), "w2": _w(3, 2, 1, 1)}
+    samples = _samples((1, 2, 3, 3))
+    model = _model(nodes, inits, [1, 2, 3, 3], [1, 3, 3, 3])
+    model.graph.initializer.extend([three, six, zero])
+    g, q = _quantized(model, samples)
+    assert [op.kind for op in q.ops] == [
+        "quantize_linear", "conv_s8", "lut_s8", "conv_s8", "dequantize_linear"]
+    assert _sqnr(g, q, samples) > 25
+
+
 def test_intermediate_graph_output_is_not_folded():
     nodes, inits = CONV_RELU
     samples = _samples((1, 3, 4, 4))
