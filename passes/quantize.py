@@ -456,6 +456,46 @@ class _Rewriter:
         self.emit("lut_s8", (self.q8[x], tname), stands, oq, {}, last.name or op.name)
         return True
 
+    def _requantized(self, q8: str, to: QuantParams) -> str:
+        """int8 value `q8` in parameters `to`: itself when they match, else an identity lut_s8
+        (exact requantization, one load per element)."""
+        q = self.qtypes[q8].quant
+        assert q is not None
+        if (q.scale[0], q.zero_point[0]) == (to.scale[0], to.zero_point[0]):
+            return q8
+        levels = np.arange(INT8_MIN, INT8_MAX + 1, dtype=np.int32)
+        real = ((levels - q.zero_point[0]) * np.float32(q.scale[0])).astype(np.float32)
+        table = self.add_const(f"{q8}_requant_lut", quantize(real, to))
+        t = self.qtypes[q8]
+        out = Value(self.fresh(f"{q8}_rq"), TensorType(t.shape, "int8", t.layout, to))
+        self.ops.append(Op("lut_s8", (q8, table), (out,), Attrs.of({}), name=out.name))
+        self.qtypes[out.name] = out.type
+        return out.name
+
+    def _rw_resize(self, op: Op) -> bool:
+        """Nearest-neighbour resize moves int8 codes: same parameters in and out."""
+        if op.attrs.get("mode", "nearest") != "nearest" or any(op.inputs[1:]):
+            return False
+        xq, xp = self._act_in(op.inputs[0])
+        self.emit("resize", (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
+        return True
+
+    def _rw_concat(self, op: Op) -> bool:
+        """int8 concat in the output's calibrated parameters; an input in other parameters is
+        requantized first (TFLite's converter forces one scale instead)."""
+        stands = op.outputs[0].name
+        oq = self.params(stands)
+        if oq is None or not op.inputs or any(not n for n in op.inputs):
+            raise _Skip
+        ins = []
+        for n in op.inputs:
+            q8 = self.int8_of(n)
+            if q8 is None:
+                raise _Skip
+            ins.append(self._requantized(q8, oq))
+        self.emit("concat", tuple(ins), stands, oq, dict(op.attrs.items()), op.name)
+        return True
+
     def _rw_softmax(self, op: Op) -> bool:
         """Softmax over the trailing axes (the last one, as TFLite) → softmax_s8, whose output
         parameters are fixed: scale 1/256, zero point -128 (TFLite, QLinearSoftmax)."""
