@@ -396,7 +396,7 @@ def render_call(call: CallExtern, names: Mapping[str, str], tag: str) -> ExternC
         if scratch:  # Helium kernels read the kernel sums from the context buffer
             body += ["#if defined(ARM_MATH_MVEI)",
                      f"arm_vector_sum_s8((int32_t *){scratch}, {depth}, {oc}, {w}, {in_off}, "
-                     f"{bias or 'NULL'});", "#endif"]
+                     f"{w_off}, {bias or 'NULL'});", "#endif"]
         body += _checked(f"{fn}(&ctx, &{tag}_params, &quant, &{tag}_input, {x}, &{tag}_filter, "
                          f"{w}, &{tag}_bias, {bias or 'NULL'}, &{tag}_output, {y})")
         init = _scratch_check(f"arm_fully_connected_s8_get_buffer_size(&{tag}_filter)", size)
