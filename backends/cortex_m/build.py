@@ -28,7 +28,13 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
+from nnc.backends.c.build import (
+    RUNTIME_DIR,
+    WARNINGS,
+    BuildError,
+    _run_all,
+    explain_failure,
+)
 from nnc.backends.cmsis_nn import Library, find_library, module_uses_cmsis, stage
 from nnc.backends.cortex_m.boards import Board, board_for, memory_ld
 from nnc.backends.cortex_m.toolchain import find_toolchain, tool_for
@@ -115,6 +121,12 @@ class _Compile:
     obj: str  # relative to out_dir
     flags: str  # MODEL_FLAGS | BOARD_FLAGS
 
+    @property
+    def prerequisite(self) -> str:
+        """The source as the top-level Makefile names it (relative to out_dir, or absolute: a
+        CMSIS-NN checkout's sources are compiled where they are)."""
+        return self.src if Path(self.src).is_absolute() else f"{self.dir}/{self.src}"
+
 
 class _Plan:
     """The flags and commands of one firmware build, shared by the Makefile and Python."""
@@ -184,14 +196,16 @@ def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path
                  len(module.kernels), defines, incs)
     env = _env()
     has_bin = "weights.bin" in files
-    lib_flags = shlex.join((*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS,
-                            *(f"-I{i}" for i in incs)))
+    lib_flags = (*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS)
     common = dict(model=module.name, target=tgt.name, prefix=prefix, opt_level=opt_level,
                   srcs=model_srcs, has_weights_bin=has_bin)
     (model_dir / "Makefile").write_text(env.get_template("model.Makefile.j2").render(
-        cc=plan.cc, ar=tool_for(plan.cc, "ar"), cflags=lib_flags, **common))
+        cc=plan.cc, ar=tool_for(plan.cc, "ar"), rules=_library_rules(files, model_srcs),
+        cflags=shlex.join((*lib_flags, *(f"-I{i}" for i in incs))), **common))
+    cmake_incs = [i if Path(i).is_absolute() else f"${{CMAKE_CURRENT_SOURCE_DIR}}/{i}"
+                  for i in incs]
     (model_dir / "CMakeLists.txt").write_text(env.get_template("CMakeLists.txt.j2").render(
-        cc=plan.cc, cflags=lib_flags, **common))
+        cc=plan.cc, cflags=shlex.join(lib_flags), includes=cmake_incs, **common))
     from nnc.backends.cortex_m.run import qemu_command
 
     (out / "Makefile").write_text(env.get_template("firmware.Makefile.j2").render(
@@ -206,6 +220,20 @@ def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path
                 target_flash_bytes=tgt.flash_bytes, opt_level=opt_level)
     (out / DEVICE_JSON).write_text(json.dumps(meta, indent=1))
     return plan
+
+
+def _library_rules(files: Mapping[str, str | bytes],
+                   srcs: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(source, object, extra prerequisites) of model/Makefile: the model's sources depend on
+    its headers; a checkout's sources (absolute paths) get objects here, not in the checkout."""
+    deps = " model.h nnc_runtime.h" + (" weights.bin" if "weights.bin" in files else "")
+    rules = []
+    for src in srcs:
+        if Path(src).is_absolute():
+            rules.append((src, f"cmsis_nn_{Path(src).stem}.o", ""))
+        else:
+            rules.append((src, src[:-2] + ".o", deps if src in files else ""))
+    return rules
 
 
 def _board(target: Target) -> Board:
@@ -323,11 +351,12 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
         _run_all([link], out)
         commands.append(link)
     except BuildError as e:
-        detail = e.stderr.strip().splitlines()
-        overflow = [ln for ln in detail if "overflow" in ln or "RAM overflow" in ln]
-        reason = (overflow or detail or [str(e)])[0]
-        raise NncError(f"building the {tgt.name} firmware failed: {reason} "
-                       f"(command: {shlex.join(e.command)[:300]})") from None
+        overflow = [ln.strip() for ln in e.stderr.splitlines()
+                    if "RAM overflow" in ln or re.search(r"region `?\w+'? overflowed", ln)]
+        if e.source is None and overflow:  # the linker's: the model does not fit the RAM/flash
+            raise NncError(f"linking the {tgt.name} firmware failed: {overflow[0]}; use a "
+                           "bigger part (--ram/--flash) or a smaller model") from None
+        raise explain_failure(e, f"the {tgt.name} firmware", out, cmsis) from None
 
     elf = out / FIRMWARE
     text, data, bss = _sizes(tools.size, elf)
