@@ -37,7 +37,7 @@ from nnc.backends.c.build import (
 )
 from nnc.backends.cmsis_nn import Library, find_library, module_uses_cmsis, stage
 from nnc.backends.cortex_m.boards import Board, board_for, memory_ld
-from nnc.backends.cortex_m.toolchain import find_toolchain, tool_for
+from nnc.backends.cortex_m.toolchain import find_toolchain, supports_callgraph_info, tool_for
 from nnc.backends.target import Target, format_size, parse_target
 from nnc.errors import NncError
 from nnc.ir.loops import LoopModule
@@ -54,7 +54,10 @@ PROFILE_HOOKS = ("-include", "nnc_board.h", "-DNNC_LAYER_BEGIN(i)=nnc_layer_begi
 @dataclass(frozen=True, slots=True)
 class FirmwareInfo:
     """Sizes of a built firmware. flash = text + data (what the flash holds); static RAM =
-    data + bss (the model's arena included); stack = estimate from -fstack-usage."""
+    data + bss (the model's arena included); stack = compile-time estimate: the deepest chain
+    of -fstack-usage frames through the call graph (-fcallgraph-info) of everything compiled
+    (model, CMSIS-NN, board code; newlib's functions count 0). `DeviceModel.benchmark` measures
+    the real figure on the board."""
 
     out_dir: Path
     elf: Path
@@ -134,8 +137,9 @@ class _Plan:
     def __init__(self, target: Target, board: Board, cc: str, opt_level: int, prefix: str,
                  model_srcs: Sequence[str], board_srcs: Sequence[str], num_layers: int,
                  defines: Sequence[str], model_includes: Sequence[str] = ()) -> None:
+        callgraph = ("-fcallgraph-info=su",) if supports_callgraph_info(cc) else ()
         self.cflags = (*board.cpu_flags, *target.cflags, *SECTION_FLAGS, "-fstack-usage",
-                       *WARNINGS)
+                       *callgraph, *WARNINGS)
         self.model_flags = ("-I.", *(f"-I{i}" for i in model_includes), "-I../board",
                             *PROFILE_HOOKS)
         self.board_flags = ("-I.", "-I../model", f"-DNNC_PREFIX={prefix}",
@@ -276,6 +280,58 @@ def estimate_stack(frames: Mapping[str, int], kernels: Sequence[str], prefix: st
             + frames.get(f"{prefix}_run", 0) + deepest)
 
 
+_CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "([^"]*)"')
+_CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
+_CI_FRAME = re.compile(r"\\n(\d+) bytes \(([\w,]+)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class CallGraph:
+    """Frames and calls of the functions of a build, from gcc's -fcallgraph-info=su (.ci)
+    files: `frames[f]` bytes (functions compiled elsewhere, e.g. newlib's, have none), and
+    `calls[f]` the functions f calls. Static functions are named "file:f"."""
+
+    frames: Mapping[str, int]
+    calls: Mapping[str, frozenset[str]]
+
+    def deepest(self, root: str) -> int:
+        """Bytes of the deepest chain of frames from `root` (recursion counts one round;
+        functions without frames count 0)."""
+        memo: dict[str, int] = {}
+        active: set[str] = set()
+
+        def depth(f: str) -> int:
+            if f in memo:
+                return memo[f]
+            if f in active:  # recursion: nnc's code has none; do not loop
+                return 0
+            active.add(f)
+            below = max((depth(g) for g in self.calls.get(f, ())), default=0)
+            active.discard(f)
+            memo[f] = self.frames.get(f, 0) + below
+            return memo[f]
+
+        return depth(root)
+
+
+def call_graph(build_dir: Path) -> CallGraph | None:
+    """The call graph of the .ci files in `build_dir`, or None when there are none."""
+    files = sorted(build_dir.glob("*.ci"))
+    if not files:
+        return None
+    frames: dict[str, int] = {}
+    calls: dict[str, set[str]] = {}
+    for ci in files:
+        text = ci.read_text(errors="replace")
+        for title, label in _CI_NODE.findall(text):
+            m = _CI_FRAME.search(label)
+            if m:
+                frames[title] = max(frames.get(title, 0), int(m.group(1)))
+        for src, dst in _CI_EDGE.findall(text):
+            calls.setdefault(src, set()).add(dst)
+    return CallGraph(frames, {f: frozenset(g) for f, g in calls.items()})
+
+
 def _kernel_functions(model_c: str) -> list[str]:
     """Names of the kernel functions in model.c (static void k<i>_...(...))."""
     return re.findall(r"^static void (k\d+_\w+)\(", model_c, flags=re.M)
@@ -362,8 +418,12 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
     text, data, bss = _sizes(tools.size, elf)
     meta = json.loads((out / DEVICE_JSON).read_text())
     model_c = str(files.get("model.c", ""))
-    frames = stack_usage(build_dir, prefix)
-    stack = estimate_stack(frames, _kernel_functions(model_c), prefix)
+    graph = call_graph(build_dir)
+    if graph is not None:
+        stack = graph.deepest("Reset_Handler")
+    else:  # a compiler without -fcallgraph-info: the frames of the model's own chain
+        stack = estimate_stack(stack_usage(build_dir, prefix), _kernel_functions(model_c),
+                               prefix)
     info = FirmwareInfo(out_dir=out, elf=elf, board=meta["board"], target=tgt.name,
                         text_bytes=text, data_bytes=data, bss_bytes=bss,
                         arena_bytes=int(meta["arena_bytes"]), stack_bytes=stack,
@@ -374,6 +434,7 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
     meta["firmware"].update(flash_bytes=info.flash_bytes, static_ram_bytes=info.static_ram_bytes,
                             build_seconds=round(info.seconds, 3))
     meta["current_layer_address"] = _symbol_address(tools.nm, elf, "nnc_current_layer")
+    meta["stack_top_address"] = _symbol_address(tools.nm, elf, "__StackTop")
     (out / DEVICE_JSON).write_text(json.dumps(meta, indent=1))
     if check_memory:
         check_fits(info, tgt, meta)
