@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
+from nnc import config
 from nnc.compiler.errors import NncError
 from nnc.compiler.onnx.importer import import_model
 from nnc.compiler.pipeline import default_pipeline
@@ -158,14 +159,15 @@ class CompiledModel:
 
 def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
                 prefix: str, bench: bool, cmsis: Any = None) -> None:
-    from nnc.backends.c.build import BuildError, build_project, write_project
+    from nnc.backends.c.build import BuildError, build_project, explain_failure, write_project
 
     write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis)
     try:
         build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis)
     except BuildError as e:
-        raise NncError(f"the C compiler failed on the generated code (a bug in nnc, please "
-                       f"report it): {str(e).splitlines()[0]}") from e
+        if not e.command or e.stderr == "" and "not found" in str(e):
+            raise NncError(str(e).splitlines()[0]) from None  # no compiler: the user's setup
+        raise explain_failure(e, f"the {tgt.name} build", out, cmsis) from None
 
 
 def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
@@ -283,6 +285,7 @@ def compile(  # noqa: A001 - the public name users expect
     report: bool = False,
     kernels: str | None = None,
     cmsis_nn: str | os.PathLike[str] | None = None,
+    keep_failed: bool = False,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -303,7 +306,11 @@ def compile(  # noqa: A001 - the public name users expect
     `kernels` picks who runs the int8 ops: "cmsis-nn" (the default on Cortex-M: calls into
     CMSIS-NN, built from `cmsis_nn` / $CMSIS_NN_PATH, else nnc's portable CMSIS-NN subset) or
     "generated" (nnc's own loop nests; the default on the host). Ops CMSIS-NN lacks are
-    generated either way."""
+    generated either way.
+
+    A project the C compiler fails on raises `GeneratedCodeError` (nnc's bug) or, when a
+    CMSIS-NN checkout's sources fail, `LibraryBuildError` (an NncError), with the compiler's
+    first errors; `keep_failed=True` (or NNC_DEBUG=1) keeps the failed project and names it."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -408,8 +415,28 @@ def compile(  # noqa: A001 - the public name users expect
             if final.exists():
                 shutil.rmtree(final)
             staging.rename(final)
-    except BaseException:
-        if staging != final:
-            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException as e:
+        from nnc.backends.c.build import FailedBuild
+
+        if isinstance(e, FailedBuild) and (keep_failed or config.debug()):
+            e.project, e.kept = _keep(staging, final, keep), True
+        else:
+            if isinstance(e, FailedBuild):
+                e.kept = False
+            if staging != final:
+                shutil.rmtree(staging, ignore_errors=True)
         raise
     return CompiledModel(final, info, keep)
+
+
+def _keep(staging: Path, final: Path, temporary: Any) -> Path:
+    """Where a failed project stays: next to the output directory as `<name>.failed-XXXX` (its
+    staging folder, renamed), or, for a compile into a temporary directory (removed with it), a
+    new folder in the system's temp."""
+    if staging != final or temporary is None:
+        kept = staging.with_name(f"{final.name}.failed-{staging.name.rsplit('.', 1)[-1]}")
+        staging.rename(kept)
+        return kept
+    kept = Path(tempfile.mkdtemp(prefix="nnc-failed-"))
+    shutil.move(str(staging), kept / "model")
+    return kept / "model"

@@ -1,7 +1,9 @@
 """The `nnc` command line: compile, run, bench, inspect.
 
 User errors (NncError: bad file, unsupported op, dynamic shape, wrong input...) print one line and
-exit with code 2; internal errors print one line too unless NNC_DEBUG=1 asks for the traceback.
+exit with code 2; internal errors print one line too unless NNC_DEBUG=1 asks for the traceback,
+and exit with 1. Generated C the compiler rejects is an internal error too: the compiler's first
+errors are printed, and --keep-failed / NNC_DEBUG=1 keeps the project.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         report=bool(args.report or args.report_json),
         kernels=args.kernels,
         cmsis_nn=args.cmsis_nn,
+        keep_failed=args.keep_failed,
     )
     t = model.compile_time_s
     info = model.info
@@ -63,8 +66,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if "firmware" in info:
         fw = info["firmware"]
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
-              f"RAM {fw['ram_bytes']:,} B (arena + {fw['stack_bytes']:,} B stack) of "
-              f"{info['ram_bytes_limit']:,} B")
+              f"RAM {fw['ram_bytes']:,} B (arena + {fw['stack_bytes']:,} B stack, estimated "
+              f"from the call graph; `nnc bench` measures it) of {info['ram_bytes_limit']:,} B")
     if "quantization" in info:
         q = info["quantization"]
         sqnr = ", ".join(f"{k} {v} dB" for k, v in q["output_sqnr_db"].items())
@@ -161,7 +164,8 @@ def _device_report(r: dict) -> str:
         f"{r['macs']:,} MACs, {ipm_total if ipm_total is not None else '-'} instructions/MAC",
         f"RAM {r['ram_bytes']:,} B (arena {r['arena_bytes']:,}"
         + (f" incl. up to {r['scratch_bytes']:,} library scratch" if r["scratch_bytes"] else "")
-        + f" + stack {r['stack_bytes']:,}), flash {r['flash_bytes']:,} B",
+        + f" + stack {r['stack_bytes']:,} {r.get('stack_source', 'estimate')}), "
+        f"flash {r['flash_bytes']:,} B",
     ]
     return "\n".join(lines)
 
@@ -216,6 +220,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cmsis-nn", metavar="PATH",
                    help="a CMSIS-NN checkout to build against (default: $CMSIS_NN_PATH, else "
                    "nnc's portable CMSIS-NN subset)")
+    c.add_argument("--keep-failed", action="store_true",
+                   help="keep the generated project when the C compiler fails on it, and print "
+                   "its path (NNC_DEBUG=1 does too)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")
@@ -242,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from nnc.backends.c.build import GeneratedCodeError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
@@ -250,6 +259,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nnc: error: {e}", file=sys.stderr)
         return 2
+    except GeneratedCodeError as e:  # the C compiler rejected nnc's own code: nnc's bug
+        if config.debug():
+            traceback.print_exc()
+        print(f"nnc: internal error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("nnc: interrupted", file=sys.stderr)
         return 130

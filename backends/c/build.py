@@ -11,11 +11,15 @@ linked into both the shared library (for `HostModel`) and the benchmark executab
 
 from __future__ import annotations
 
+import os
+import re
 import shlex
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +34,7 @@ from nnc.backends.cmsis_nn import (
     stage,
 )
 from nnc.backends.target import Target, parse_target
+from nnc.errors import NncError
 from nnc.ir.loops import LoopModule
 
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime_c"
@@ -39,13 +44,136 @@ BENCH = "bench"
 
 
 class BuildError(Exception):
-    """The C compiler failed; carries the command and the compiler's stderr."""
+    """The C compiler failed; carries the command, the compiler's stderr and the source it was
+    compiling (None for a link)."""
 
-    def __init__(self, message: str, command: Sequence[str] = (), stderr: str = "") -> None:
+    def __init__(self, message: str, command: Sequence[str] = (), stderr: str = "",
+                 cwd: Path | None = None) -> None:
         self.command = tuple(command)
         self.stderr = stderr
+        self.cwd = cwd
+        self.source = _compiled_source(self.command)
         detail = f"\n$ {shlex.join(self.command)}\n{stderr}" if self.command else ""
         super().__init__(message + detail)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The compiled source as a path (relative ones resolved against the command's cwd)."""
+        if self.source is None:
+            return None
+        path = Path(self.source)
+        return path if path.is_absolute() or self.cwd is None else self.cwd / path
+
+
+def _compiled_source(command: Sequence[str]) -> str | None:
+    if "-c" in command:
+        i = list(command).index("-c")
+        return command[i + 1] if i + 1 < len(command) else None
+    return None
+
+
+_DIAGNOSTIC = re.compile(r":\s*(fatal error|error):|undefined reference to|multiple definition of"
+                         r"|region `?\w+'? overflowed|RAM overflow|cannot find -l")
+_EXCERPT = re.compile(r"^\s*(\d+\s*)?\|")  # gcc's source excerpt and caret lines
+
+
+def first_errors(stderr: str, max_errors: int = 3, max_lines: int = 16,
+                 width: int = 240) -> str:
+    """The compiler's first `max_errors` error lines (file:line:col: error: ...), each with the
+    source excerpt gcc prints under it and the "In function" line before it; bounded to
+    `max_lines` lines of at most `width` characters. Without error lines, the last lines."""
+    lines = stderr.splitlines()
+    picked: list[int] = []
+    errors = 0
+    for i, line in enumerate(lines):
+        if errors >= max_errors:
+            break
+        if not _DIAGNOSTIC.search(line):
+            continue
+        errors += 1
+        context = next((j for j in range(i - 1, max(i - 4, -1), -1)
+                        if "In function" in lines[j]), None)
+        if context is not None:
+            picked.append(context)
+        picked.append(i)
+        j = i + 1
+        while j < len(lines) and j <= i + 4 and _EXCERPT.match(lines[j]):
+            picked.append(j)
+            j += 1
+    if not picked:
+        picked = list(range(max(0, len(lines) - max_lines // 2), len(lines)))
+    seen: list[int] = []
+    for i in picked:
+        if i not in seen:
+            seen.append(i)
+    out = [lines[i] if len(lines[i]) <= width else lines[i][:width - 3] + "..."
+           for i in seen[:max_lines]]
+    more = sum(1 for line in lines if _DIAGNOSTIC.search(line)) - errors
+    if more > 0:
+        out.append(f"... and {more} more error line{'s' if more > 1 else ''}")
+    elif len(seen) > max_lines:
+        out.append("...")
+    return "\n".join(out)
+
+
+class FailedBuild(Exception):
+    """A generated project that did not build: a one-line summary, the compiler's first errors
+    and where the project is. `kept`: True when the failed project was kept (its path is
+    printed), False when it was removed (the message says how to keep it), None when the caller
+    never removes it (low-level build functions)."""
+
+    def __init__(self, summary: str, errors: str, project: Path | None) -> None:
+        super().__init__(summary)
+        self.summary = summary
+        self.errors = errors
+        self.project = project
+        self.kept: bool | None = None
+
+    def __str__(self) -> str:
+        if self.kept is True:
+            note = (f"the failed project is kept in {self.project} (`make -C {self.project}` "
+                    "repeats the build)")
+        elif self.kept is False:
+            note = ("run again with --keep-failed (Python: keep_failed=True) or NNC_DEBUG=1 to "
+                    "keep the failed project")
+        else:
+            note = f"the project is in {self.project}"
+        errors = "".join(f"\n  {line}" for line in self.errors.splitlines())
+        return f"{self.summary}:{errors}\n{note}"
+
+
+class GeneratedCodeError(FailedBuild):
+    """The C compiler rejected code nnc wrote (the model, the runtime or nnc's portable
+    CMSIS-NN): a bug in nnc, not in the user's model; the CLI exits with 1."""
+
+
+class LibraryBuildError(FailedBuild, NncError):
+    """A user-supplied CMSIS-NN checkout did not build or link (wrong version, broken tree):
+    a user error (exit 2)."""
+
+
+def explain_failure(error: BuildError, what: str, project: Path,
+                    cmsis: Library | None = None) -> FailedBuild:
+    """The exception to raise for a failed build of `what` ("the cortex-m7 firmware"): the
+    checkout's fault when a source of a real CMSIS-NN checkout failed or the link misses one of
+    its functions, nnc's otherwise."""
+    errors = first_errors(error.stderr or str(error))
+    src = error.source_path
+    real = cmsis is not None and not cmsis.portable
+    if real and src is not None and src.resolve().is_relative_to(cmsis.root):
+        name = src.resolve().relative_to(cmsis.root)
+        return LibraryBuildError(f"building {what} failed in the CMSIS-NN checkout "
+                                 f"{cmsis.root}: {name} does not compile (nnc compiles the "
+                                 "sources its own CMake build compiles for the functions nnc "
+                                 "calls; is the checkout complete and at least v7.0.0?)",
+                                 errors, project)
+    if real and src is None and re.search(r"undefined reference to `arm_", error.stderr):
+        return LibraryBuildError(f"linking {what} against the CMSIS-NN checkout {cmsis.root} "
+                                 "failed: it lacks functions its own headers declare",
+                                 errors, project)
+    where = f" ({error.source})" if error.source else " (link)"
+    return GeneratedCodeError(f"the C compiler rejected the code nnc generated for {what}"
+                              f"{where}; this is an nnc bug, please report it", errors, project)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,27 +220,44 @@ def _model_sources(out: Path) -> list[str]:
     return ["model.c"] + (["weights.c"] if (out / "weights.c").exists() else [])
 
 
-def _run_all(commands: Sequence[Sequence[str]], cwd: Path) -> str:
-    """Run compiler commands in parallel; raise BuildError with stderr of the first failure."""
-    procs = []
-    for cmd in commands:
+def build_jobs() -> int:
+    """How many compiler processes a build runs at once: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _run_all(commands: Sequence[Sequence[str]], cwd: Path, jobs: int | None = None) -> str:
+    """Run compiler commands, at most `jobs` (default `build_jobs()`) at a time; raise BuildError
+    for the first failure in command order (commands not started yet are skipped)."""
+    failed = threading.Event()
+
+    def run(cmd: Sequence[str]) -> tuple[Sequence[str], int, str] | None:
+        if failed.is_set():
+            return None
         try:
-            procs.append((cmd, subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                                                stderr=subprocess.PIPE, text=True)))
-        except FileNotFoundError as e:
-            for _, p in procs:
-                p.kill()
-            raise BuildError(f"C compiler {cmd[0]!r} not found (set NNC_CC)", cmd) from e
-    stderr = []
-    failure: BuildError | None = None
-    for cmd, p in procs:
-        out, err = p.communicate()
-        stderr.append(out + err)
-        if p.returncode != 0 and failure is None:
-            failure = BuildError(f"C compilation failed (exit {p.returncode})", cmd, err or out)
-    if failure is not None:
-        raise failure
-    return "".join(stderr)
+            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        except FileNotFoundError:
+            failed.set()
+            return cmd, -1, ""
+        if proc.returncode != 0:
+            failed.set()
+        return cmd, proc.returncode, proc.stdout + proc.stderr
+
+    with ThreadPoolExecutor(max_workers=min(jobs or build_jobs(), max(len(commands), 1))) as ex:
+        results = list(ex.map(run, commands))
+    log = []
+    for result in results:
+        if result is None:
+            continue
+        cmd, rc, output = result
+        if rc == -1:
+            raise BuildError(f"C compiler {cmd[0]!r} not found (set NNC_CC)", cmd, cwd=cwd)
+        if rc != 0:
+            raise BuildError(f"C compilation failed (exit {rc})", cmd, output, cwd=cwd)
+        log.append(output)
+    return "".join(log)
 
 
 def build_project(out_dir: str | Path, target: Target | str = "host", opt_level: int = 3,

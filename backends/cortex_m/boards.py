@@ -86,9 +86,14 @@ def board_for(target: Target | str) -> Board:
 
 
 def memory_ld(board: Board, flash_bytes: int, ram_bytes: int) -> str:
-    """A memory.ld with the board's origins and the given region sizes."""
+    """A memory.ld with the board's origins and the given region sizes; with more RAM than the
+    board has, it also sets __board_ram_end (the linker script keeps the stack below it)."""
+    board_end = ""
+    if ram_bytes > board.ram_bytes:
+        board_end = (f"/* the emulated board's RAM ends here */\n"
+                     f"__board_ram_end = {board.ram_origin + board.ram_bytes:#010x};\n")
     return (f"/* {board.name}, sizes of target memory (written by nnc) */\n"
             "MEMORY\n{\n"
             f"    FLASH (rx) : ORIGIN = {board.flash_origin:#010x}, LENGTH = {flash_bytes}\n"
             f"    RAM (rwx) : ORIGIN = {board.ram_origin:#010x}, LENGTH = {ram_bytes}\n"
-            "}\n")
+            "}\n" + board_end)

@@ -28,10 +28,16 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
+from nnc.backends.c.build import (
+    RUNTIME_DIR,
+    WARNINGS,
+    BuildError,
+    _run_all,
+    explain_failure,
+)
 from nnc.backends.cmsis_nn import Library, find_library, module_uses_cmsis, stage
 from nnc.backends.cortex_m.boards import Board, board_for, memory_ld
-from nnc.backends.cortex_m.toolchain import find_toolchain, tool_for
+from nnc.backends.cortex_m.toolchain import find_toolchain, supports_callgraph_info, tool_for
 from nnc.backends.target import Target, format_size, parse_target
 from nnc.errors import NncError
 from nnc.ir.loops import LoopModule
@@ -48,7 +54,10 @@ PROFILE_HOOKS = ("-include", "nnc_board.h", "-DNNC_LAYER_BEGIN(i)=nnc_layer_begi
 @dataclass(frozen=True, slots=True)
 class FirmwareInfo:
     """Sizes of a built firmware. flash = text + data (what the flash holds); static RAM =
-    data + bss (the model's arena included); stack = estimate from -fstack-usage."""
+    data + bss (the model's arena included); stack = compile-time estimate: the deepest chain
+    of -fstack-usage frames through the call graph (-fcallgraph-info) of everything compiled
+    (model, CMSIS-NN, board code; newlib's functions count 0). `DeviceModel.benchmark` measures
+    the real figure on the board."""
 
     out_dir: Path
     elf: Path
@@ -115,6 +124,12 @@ class _Compile:
     obj: str  # relative to out_dir
     flags: str  # MODEL_FLAGS | BOARD_FLAGS
 
+    @property
+    def prerequisite(self) -> str:
+        """The source as the top-level Makefile names it (relative to out_dir, or absolute: a
+        CMSIS-NN checkout's sources are compiled where they are)."""
+        return self.src if Path(self.src).is_absolute() else f"{self.dir}/{self.src}"
+
 
 class _Plan:
     """The flags and commands of one firmware build, shared by the Makefile and Python."""
@@ -122,8 +137,9 @@ class _Plan:
     def __init__(self, target: Target, board: Board, cc: str, opt_level: int, prefix: str,
                  model_srcs: Sequence[str], board_srcs: Sequence[str], num_layers: int,
                  defines: Sequence[str], model_includes: Sequence[str] = ()) -> None:
+        callgraph = ("-fcallgraph-info=su",) if supports_callgraph_info(cc) else ()
         self.cflags = (*board.cpu_flags, *target.cflags, *SECTION_FLAGS, "-fstack-usage",
-                       *WARNINGS)
+                       *callgraph, *WARNINGS)
         self.model_flags = ("-I.", *(f"-I{i}" for i in model_includes), "-I../board",
                             *PROFILE_HOOKS)
         self.board_flags = ("-I.", "-I../model", f"-DNNC_PREFIX={prefix}",
@@ -184,14 +200,16 @@ def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path
                  len(module.kernels), defines, incs)
     env = _env()
     has_bin = "weights.bin" in files
-    lib_flags = shlex.join((*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS,
-                            *(f"-I{i}" for i in incs)))
+    lib_flags = (*board.cpu_flags, *tgt.cflags, *SECTION_FLAGS, *WARNINGS)
     common = dict(model=module.name, target=tgt.name, prefix=prefix, opt_level=opt_level,
                   srcs=model_srcs, has_weights_bin=has_bin)
     (model_dir / "Makefile").write_text(env.get_template("model.Makefile.j2").render(
-        cc=plan.cc, ar=tool_for(plan.cc, "ar"), cflags=lib_flags, **common))
+        cc=plan.cc, ar=tool_for(plan.cc, "ar"), rules=_library_rules(files, model_srcs),
+        cflags=shlex.join((*lib_flags, *(f"-I{i}" for i in incs))), **common))
+    cmake_incs = [i if Path(i).is_absolute() else f"${{CMAKE_CURRENT_SOURCE_DIR}}/{i}"
+                  for i in incs]
     (model_dir / "CMakeLists.txt").write_text(env.get_template("CMakeLists.txt.j2").render(
-        cc=plan.cc, cflags=lib_flags, **common))
+        cc=plan.cc, cflags=shlex.join(lib_flags), includes=cmake_incs, **common))
     from nnc.backends.cortex_m.run import qemu_command
 
     (out / "Makefile").write_text(env.get_template("firmware.Makefile.j2").render(
@@ -206,6 +224,20 @@ def write_firmware_project(files: Mapping[str, str | bytes], out_dir: str | Path
                 target_flash_bytes=tgt.flash_bytes, opt_level=opt_level)
     (out / DEVICE_JSON).write_text(json.dumps(meta, indent=1))
     return plan
+
+
+def _library_rules(files: Mapping[str, str | bytes],
+                   srcs: Sequence[str]) -> list[tuple[str, str, str]]:
+    """(source, object, extra prerequisites) of model/Makefile: the model's sources depend on
+    its headers; a checkout's sources (absolute paths) get objects here, not in the checkout."""
+    deps = " model.h nnc_runtime.h" + (" weights.bin" if "weights.bin" in files else "")
+    rules = []
+    for src in srcs:
+        if Path(src).is_absolute():
+            rules.append((src, f"cmsis_nn_{Path(src).stem}.o", ""))
+        else:
+            rules.append((src, src[:-2] + ".o", deps if src in files else ""))
+    return rules
 
 
 def _board(target: Target) -> Board:
@@ -246,6 +278,58 @@ def estimate_stack(frames: Mapping[str, int], kernels: Sequence[str], prefix: st
                   + [frames.get("nnc_layer_begin", 0), frames.get("nnc_layer_end", 0)])
     return (frames.get("Reset_Handler", 0) + frames.get("main", 0)
             + frames.get(f"{prefix}_run", 0) + deepest)
+
+
+_CI_NODE = re.compile(r'node: \{ title: "([^"]+)" label: "([^"]*)"')
+_CI_EDGE = re.compile(r'edge: \{ sourcename: "([^"]+)" targetname: "([^"]+)"')
+_CI_FRAME = re.compile(r"\\n(\d+) bytes \(([\w,]+)\)")
+
+
+@dataclass(frozen=True, slots=True)
+class CallGraph:
+    """Frames and calls of the functions of a build, from gcc's -fcallgraph-info=su (.ci)
+    files: `frames[f]` bytes (functions compiled elsewhere, e.g. newlib's, have none), and
+    `calls[f]` the functions f calls. Static functions are named "file:f"."""
+
+    frames: Mapping[str, int]
+    calls: Mapping[str, frozenset[str]]
+
+    def deepest(self, root: str) -> int:
+        """Bytes of the deepest chain of frames from `root` (recursion counts one round;
+        functions without frames count 0)."""
+        memo: dict[str, int] = {}
+        active: set[str] = set()
+
+        def depth(f: str) -> int:
+            if f in memo:
+                return memo[f]
+            if f in active:  # recursion: nnc's code has none; do not loop
+                return 0
+            active.add(f)
+            below = max((depth(g) for g in self.calls.get(f, ())), default=0)
+            active.discard(f)
+            memo[f] = self.frames.get(f, 0) + below
+            return memo[f]
+
+        return depth(root)
+
+
+def call_graph(build_dir: Path) -> CallGraph | None:
+    """The call graph of the .ci files in `build_dir`, or None when there are none."""
+    files = sorted(build_dir.glob("*.ci"))
+    if not files:
+        return None
+    frames: dict[str, int] = {}
+    calls: dict[str, set[str]] = {}
+    for ci in files:
+        text = ci.read_text(errors="replace")
+        for title, label in _CI_NODE.findall(text):
+            m = _CI_FRAME.search(label)
+            if m:
+                frames[title] = max(frames.get(title, 0), int(m.group(1)))
+        for src, dst in _CI_EDGE.findall(text):
+            calls.setdefault(src, set()).add(dst)
+    return CallGraph(frames, {f: frozenset(g) for f, g in calls.items()})
 
 
 def _kernel_functions(model_c: str) -> list[str]:
@@ -323,18 +407,23 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
         _run_all([link], out)
         commands.append(link)
     except BuildError as e:
-        detail = e.stderr.strip().splitlines()
-        overflow = [ln for ln in detail if "overflow" in ln or "RAM overflow" in ln]
-        reason = (overflow or detail or [str(e)])[0]
-        raise NncError(f"building the {tgt.name} firmware failed: {reason} "
-                       f"(command: {shlex.join(e.command)[:300]})") from None
+        overflow = [ln.strip() for ln in e.stderr.splitlines()
+                    if "RAM overflow" in ln or re.search(r"region `?\w+'? overflowed", ln)]
+        if e.source is None and overflow:  # the linker's: the model does not fit the RAM/flash
+            raise NncError(f"linking the {tgt.name} firmware failed: {overflow[0]}; use a "
+                           "bigger part (--ram/--flash) or a smaller model") from None
+        raise explain_failure(e, f"the {tgt.name} firmware", out, cmsis) from None
 
     elf = out / FIRMWARE
     text, data, bss = _sizes(tools.size, elf)
     meta = json.loads((out / DEVICE_JSON).read_text())
     model_c = str(files.get("model.c", ""))
-    frames = stack_usage(build_dir, prefix)
-    stack = estimate_stack(frames, _kernel_functions(model_c), prefix)
+    graph = call_graph(build_dir)
+    if graph is not None:
+        stack = graph.deepest("Reset_Handler")
+    else:  # a compiler without -fcallgraph-info: the frames of the model's own chain
+        stack = estimate_stack(stack_usage(build_dir, prefix), _kernel_functions(model_c),
+                               prefix)
     info = FirmwareInfo(out_dir=out, elf=elf, board=meta["board"], target=tgt.name,
                         text_bytes=text, data_bytes=data, bss_bytes=bss,
                         arena_bytes=int(meta["arena_bytes"]), stack_bytes=stack,
@@ -345,6 +434,7 @@ def build_firmware(files: Mapping[str, str | bytes], out_dir: str | Path,
     meta["firmware"].update(flash_bytes=info.flash_bytes, static_ram_bytes=info.static_ram_bytes,
                             build_seconds=round(info.seconds, 3))
     meta["current_layer_address"] = _symbol_address(tools.nm, elf, "nnc_current_layer")
+    meta["stack_top_address"] = _symbol_address(tools.nm, elf, "__StackTop")
     (out / DEVICE_JSON).write_text(json.dumps(meta, indent=1))
     if check_memory:
         check_fits(info, tgt, meta)

@@ -35,6 +35,8 @@ ICOUNT_SHIFT = 7
 NS_PER_INSTRUCTION = 1 << ICOUNT_SHIFT
 DEFAULT_TIMEOUT_S = 120.0
 COUNT_NOTE = "instructions executed in QEMU (emulated), not cycles"
+STACK_RESERVE = 4096  # bytes: check-fit's default stack reserve (passes/check_fit.py)
+STACK_REGION = 0x10000  # the linker scripts' default __stack_size
 
 _RESULT = re.compile(r"^NNC_RESULT status=(-?\d+) total_ticks=(\d+) layers=(\d+) "
                      r"stack_bytes=(\d+)", re.M)
@@ -114,15 +116,41 @@ class DeviceModel:
             arrays.append(np.ascontiguousarray(arr))
         return arrays
 
-    def _check_fits_board(self) -> None:
+    def ram_to_run(self) -> dict[str, int]:
+        """What the firmware needs of the board's RAM to run: its static data (the arena
+        included), the input/output buffers main() allocates, and the stack (the compile-time
+        estimate, at least check-fit's reserve): the sum the compile-time check makes."""
         fw = self.info.get("firmware", {})
-        flash, ram = fw.get("flash_bytes", 0), fw.get("static_ram_bytes", 0)
+        static = int(fw.get("static_ram_bytes", 0))
+        io = sum(int(d["nbytes"]) for d in self.inputs + self.outputs)
+        stack = max(int(fw.get("stack_bytes", 0)), STACK_RESERVE)
+        return {"static": static, "arena": int(self.info.get("arena_bytes", 0)), "io": io,
+                "stack": stack, "total": static + io + stack}
+
+    def _check_fits_board(self) -> None:
+        """NncError saying what does not fit when the firmware cannot run on the emulated board
+        (built for a bigger part with --ram/--flash), before QEMU starts."""
+        fw = self.info.get("firmware", {})
+        flash = int(fw.get("flash_bytes", 0))
         b = self.board
-        if flash > b.flash_bytes or ram > b.ram_bytes:
-            raise NncError(f"this firmware needs {flash:,} B of flash and {ram:,} B of RAM but "
-                           f"the emulated board {b.name} has {b.flash_bytes:,} B and "
-                           f"{b.ram_bytes:,} B; it can be built for a bigger part but not run "
-                           "in QEMU")
+        ram = self.ram_to_run()
+        problems = []
+        if flash > b.flash_bytes:
+            problems.append(f"{flash:,} B of flash but the board has {b.flash_bytes:,} B")
+        if ram["total"] > b.ram_bytes:
+            problems.append(
+                f"{ram['total']:,} B of RAM (static {ram['static']:,} B incl. the "
+                f"{ram['arena']:,} B arena + inputs/outputs {ram['io']:,} B + stack "
+                f"{ram['stack']:,} B) but the board has {b.ram_bytes:,} B")
+        top = self.info.get("stack_top_address")
+        if not problems and top is not None and top > b.ram_origin + b.ram_bytes:
+            problems.append(f"its stack at the top of {top - b.ram_origin:,} B of RAM (static "
+                            f"data + the linker's {STACK_REGION:,} B stack region exceed the "
+                            f"board's {b.ram_bytes:,} B)")
+        if problems:
+            raise NncError(f"this firmware cannot run on the emulated {b.name}: it needs "
+                           + "; and ".join(problems)
+                           + "; it can be built for a bigger part but not run in QEMU")
 
     def execute(self, inputs: Mapping[str, Any] | None = None,
                 timeout_s: float | None = None) -> DeviceRun:
@@ -224,7 +252,10 @@ class DeviceModel:
 
     def benchmark(self, inputs: Mapping[str, Any] | None = None,
                   timeout_s: float | None = None) -> dict[str, Any]:
-        """Instruction counts (whole model and per layer), RAM and flash of one run."""
+        """Instruction counts (whole model and per layer), RAM and flash of one run. RAM =
+        arena + stack, the stack measured on the board (the high-water mark of the stack
+        painted before the run: the model's, the kernel library's and the driver's frames);
+        `stack_estimate_bytes` is the compile-time estimate."""
         r = self.execute(inputs, timeout_s)
         fw = self.info.get("firmware", {})
         macs = int(self.info["macs"])
@@ -236,7 +267,8 @@ class DeviceModel:
                            "instructions": n, "macs": lay["macs"],
                            "instructions_per_mac": round(n / lay["macs"], 3) if lay["macs"]
                            else None})
-        stack = int(fw.get("stack_bytes", 0))
+        estimate = int(fw.get("stack_bytes", 0))
+        stack = r.stack_bytes if r.stack_bytes > 0 else estimate  # measured when the board can
         arena = int(self.info["arena_bytes"])
         scratch = int(self.info.get("library_scratch_bytes", 0))  # inside the arena
         return {
@@ -250,7 +282,9 @@ class DeviceModel:
             "arena_bytes": arena,
             "scratch_bytes": scratch,
             "stack_bytes": stack,
+            "stack_source": "measured" if r.stack_bytes > 0 else "estimate",
             "stack_measured_bytes": r.stack_bytes,
+            "stack_estimate_bytes": estimate,
             "static_ram_bytes": int(fw.get("static_ram_bytes", 0)),
             "flash_bytes": int(fw.get("flash_bytes", 0)),
             "weight_bytes": int(self.info.get("weight_bytes", 0)),

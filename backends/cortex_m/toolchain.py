@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 from nnc.errors import NncError
 
@@ -46,6 +48,21 @@ def find_toolchain(cc: str = "arm-none-eabi-gcc") -> Toolchain:
         raise NncError(f"{cc} has no newlib (rdimon.specs not found); install the Debian "
                        "package libnewlib-arm-none-eabi")
     return Toolchain(cc=path, size=tools["size"], nm=tools["nm"])
+
+
+@lru_cache(maxsize=8)
+def supports_callgraph_info(cc: str) -> bool:
+    """Whether `cc` takes -fcallgraph-info=su (GCC 10 and later): per-object call graphs with
+    frame sizes, from which the stack estimate follows the calls into the library."""
+    with tempfile.TemporaryDirectory(prefix="nnc_probe_") as tmp:
+        src = Path(tmp) / "probe.c"
+        src.write_text("int probe(void) { return 0; }\n")
+        try:
+            proc = subprocess.run([cc, "-fcallgraph-info=su", "-c", str(src), "-o",
+                                   str(Path(tmp) / "probe.o")], capture_output=True, cwd=tmp)
+        except OSError:
+            return False
+        return proc.returncode == 0 and (Path(tmp) / "probe.ci").exists()
 
 
 def find_qemu(qemu: str = QEMU) -> str:

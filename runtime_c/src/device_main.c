@@ -135,12 +135,22 @@ static int write_output(int index, const uint8_t *data, size_t nbytes)
     return 0;
 }
 
-/* Fills the unused stack below this frame with a pattern, so the peak use can be read back. */
+/* Fills the unused stack (all of it below the stack pointer) with a pattern, so the peak use
+ * of what runs next can be read back: stack_used() is then exact to the word. In assembly: in C
+ * the compiler may read sp before it pushes this function's own frame (shrink-wrapping) and the
+ * loop would paint over the saved return address. */
 __attribute__((noinline)) static void paint_stack(void)
 {
-    volatile uint32_t *p = &__StackLimit;
-    volatile uint32_t *sp = (volatile uint32_t *)__builtin_frame_address(0) - 64;
-    while (p < sp) *p++ = STACK_PAINT;
+    uint32_t *p = &__StackLimit, *sp;
+    __asm__ volatile("    mov   %1, sp\n"
+                     "1:  cmp   %0, %1\n"
+                     "    bhs   2f\n"
+                     "    str   %2, [%0], #4\n"
+                     "    b     1b\n"
+                     "2:\n"
+                     : "+&r"(p), "=&r"(sp)
+                     : "r"(STACK_PAINT)
+                     : "memory", "cc");
 }
 
 static uint32_t stack_used(void)

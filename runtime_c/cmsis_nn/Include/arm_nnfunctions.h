@@ -108,13 +108,16 @@ arm_cmsis_nn_status arm_fully_connected_per_channel_s8(const cmsis_nn_context *c
                                                        const cmsis_nn_dims *output_dims,
                                                        int8_t *output_data);
 
-/** Row sums of a [vector_rows][vector_cols] int8 matrix times lhs_offset, plus bias_data[row] when
- * bias_data is not NULL (the kernel sums Helium builds of CMSIS-NN keep in the FC context buffer). */
+/** Row sums of a [vector_rows][vector_cols] int8 matrix, each element plus rhs_offset, times
+ * lhs_offset, plus bias_data[row] when bias_data is not NULL (the kernel sums Helium builds of
+ * CMSIS-NN keep in the FC context buffer; lhs_offset = input offset, rhs_offset = filter offset).
+ * The 7-argument form of CMSIS-NN v7.0.0 and later. */
 arm_cmsis_nn_status arm_vector_sum_s8(int32_t *vector_sum_buf,
                                       const int32_t vector_cols,
                                       const int32_t vector_rows,
                                       const int8_t *vector_data,
                                       const int32_t lhs_offset,
+                                      const int32_t rhs_offset,
                                       const int32_t *bias_data);
 
 int32_t arm_fully_connected_s8_get_buffer_size(const cmsis_nn_dims *filter_dims);

@@ -230,13 +230,14 @@ class CmsisNN:
             *map(c_int32, (out_offset, out_mult, out_shift, act[0], act[1], aa.size)))
         return status, out
 
-    def vector_sum(self, w: npt.ArrayLike, lhs_offset: int,
+    def vector_sum(self, w: npt.ArrayLike, lhs_offset: int, rhs_offset: int,
                    bias: npt.ArrayLike | None) -> tuple[int, npt.NDArray[np.int32]]:
+        """arm_vector_sum_s8, the 7-argument form of CMSIS-NN >= v7.0.0."""
         wa = _i8(w)
         ba = None if bias is None else _i32(bias)
         out = np.zeros(wa.shape[0], dtype=np.int32)
         status = self.lib.arm_vector_sum_s8(_ptr(out, c_int32), c_int32(wa.shape[1]),
                                             c_int32(wa.shape[0]), _ptr(wa, c_int8),
-                                            c_int32(lhs_offset),
+                                            c_int32(lhs_offset), c_int32(rhs_offset),
                                             None if ba is None else _ptr(ba, c_int32))
         return status, out

@@ -202,10 +202,15 @@ def test_vector_sum_s8(cmsis: CmsisNN) -> None:
     rng = np.random.default_rng(8)
     w = rng.integers(-127, 128, size=(7, 33))
     bias = rng.integers(-1000, 1000, size=7)
-    status, got = cmsis.vector_sum(w, 5, bias)
+    status, got = cmsis.vector_sum(w, 5, 0, bias)
     assert status == OK
     np.testing.assert_array_equal(got, w.sum(axis=1) * 5 + bias)
-    np.testing.assert_array_equal(cmsis.vector_sum(w, 1, None)[1], w.sum(axis=1))
+    np.testing.assert_array_equal(cmsis.vector_sum(w, 1, 0, None)[1], w.sum(axis=1))
+    # rhs_offset (CMSIS-NN >= v7.0.0) is added to every element before the sum
+    np.testing.assert_array_equal(cmsis.vector_sum(w, -3, 7, bias)[1],
+                                  (w + 7).sum(axis=1) * -3 + bias)
+    # lhs_offset 0: the bias alone
+    np.testing.assert_array_equal(cmsis.vector_sum(w, 0, 7, bias)[1], bias)
 
 
 def test_argument_errors(cmsis: CmsisNN) -> None:

@@ -109,6 +109,11 @@ def test_benchmark_is_deterministic(m7: DeviceModel) -> None:
     assert "not cycles" in first["note"]
     assert first["instructions"] > 0 and first["macs"] == 16 * 8
     assert first["flash_bytes"] > 0 and first["ram_bytes"] >= first["arena_bytes"]
+    # RAM = arena + the stack measured on the board (painted before the run)
+    assert first["stack_source"] == "measured" and first["stack_measured_bytes"] > 0
+    assert first["ram_bytes"] == first["arena_bytes"] + first["stack_measured_bytes"]
+    assert first["stack_bytes"] == first["stack_measured_bytes"]
+    assert first["stack_estimate_bytes"] == m7.info["firmware"]["stack_bytes"] > 0
     assert len(first["layers"]) == len(m7.layers) > 0
     assert sum(la["instructions"] for la in first["layers"]) <= first["instructions"]
     assert {k: v for k, v in first.items() if k != "emulator_wall_s"} == \
@@ -203,3 +208,47 @@ def test_bigger_part_links_but_does_not_run_in_qemu(tmp_path: Path) -> None:
 def test_not_a_firmware_directory(tmp_path: Path) -> None:
     with pytest.raises(NncError, match="no firmware.elf with device.json"):
         DeviceModel(tmp_path)
+
+
+def _relu_model(n: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])], "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, n])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.needs_arm
+def test_run_refuses_what_does_not_fit_the_board(tmp_path: Path) -> None:
+    """Built for a part with 8M of RAM: 4.8 MB of input/output buffers fit it but not the
+    emulated board's 4 MiB. `nnc run` says so before starting QEMU (exit 2, one line)."""
+    import sys
+
+    import nnc
+
+    nnc.compile(_relu_model(600_000), target="cortex-m7", ram="8M", output_dir=tmp_path / "out")
+    dev = DeviceModel(tmp_path / "out", qemu="qemu-system-nonexistent")  # QEMU never starts
+    with pytest.raises(NncError, match=r"cannot run on the emulated mps2-an500: it needs "
+                                       r"[\d,]+ B of RAM \(static [\d,]+ B incl\. the 0 B arena "
+                                       r"\+ inputs/outputs 4,800,000 B \+ stack 4,096 B\) but the "
+                                       r"board has 4,194,304 B; it can be built for a bigger part"):
+        dev.run({"x": np.zeros((1, 600_000), np.float32)})
+    cli = subprocess.run([sys.executable, "-m", "nnc.compiler.cli", "run", str(tmp_path / "out")],
+                         capture_output=True, text=True)
+    assert cli.returncode == 2 and len(cli.stderr.strip().splitlines()) == 1
+    assert "inputs/outputs 4,800,000 B" in cli.stderr and "QEMU exit code" not in cli.stderr
+
+
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.parametrize("target", ["cortex-m7", "cortex-m55"])
+def test_bigger_ram_part_runs_when_it_fits_the_board(module: LoopModule, tmp_path: Path,
+                                                     target: str) -> None:
+    """Linked for 8M of RAM, the stack still sits at the top of the board's 4 MiB (the AN547 has
+    nothing above it), so what fits the board runs."""
+    out = tmp_path / "out"
+    build_firmware(emit_c(module), out, parse_target(target, ram="8M"), module)
+    assert "__board_ram_end" in (out / "board" / "memory.ld").read_text()
+    x = RNG.standard_normal((1, 16)).astype(np.float32)
+    np.testing.assert_allclose(DeviceModel(out).run({"x": x})["y"], reference(x), rtol=1e-4,
+                               atol=1e-6)
