@@ -67,6 +67,7 @@ def _load_all() -> None:
             elementwise,
             nn,
             quant,
+            recurrent,
             reduce,
             shape,
         )
