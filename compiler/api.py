@@ -283,6 +283,7 @@ def compile(  # noqa: A001 - the public name users expect
     report: bool = False,
     kernels: str | None = None,
     cmsis_nn: str | os.PathLike[str] | None = None,
+    bind: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -303,13 +304,18 @@ def compile(  # noqa: A001 - the public name users expect
     `kernels` picks who runs the int8 ops: "cmsis-nn" (the default on Cortex-M: calls into
     CMSIS-NN, built from `cmsis_nn` / $CMSIS_NN_PATH, else nnc's portable CMSIS-NN subset) or
     "generated" (nnc's own loop nests; the default on the host). Ops CMSIS-NN lacks are
-    generated either way."""
+    generated either way.
+
+    `bind` fixes graph inputs to constants at compile time, e.g. `bind={"sr": 16000}` (a number,
+    a list, a numpy array, or the CLI's text forms: "1,2,3", a path to a .npy); the value takes
+    the input's declared dtype and shape. A bound input is no longer an input of the compiled
+    model, and what is computed from it folds: shape operands, an If on its value."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    graph = import_model(model, input_shapes)
+    graph = import_model(model, input_shapes, bind)
     times["import"] = time.perf_counter() - t0
 
     try:
@@ -360,6 +366,7 @@ def compile(  # noqa: A001 - the public name users expect
         "prefix": prefix,
         "inputs": inputs,
         "outputs": outputs,
+        "bound_inputs": sorted(bind or {}),
         "macs": int(sum(k.macs for k in module.kernels)),
         "num_kernels": len(module.kernels),
         "kernel_library": (None if cmsis is None else
