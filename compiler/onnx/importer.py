@@ -1,11 +1,13 @@
 """ONNX → graph IR.
 
-`import_model(model, input_shapes)` loads the model (external data included), fixes dynamic input
-dimensions from `input_shapes`, runs onnx's shape inference as a consistency check, rejects the
-model with one message listing every unsupported op, then converts node by node with the
-converters registered in `nnc.compiler.onnx.{elementwise,nn,shape,reduce}`. Ops whose inputs are
+`import_model(model, input_shapes, bind)` loads the model (external data included), fixes dynamic
+input dimensions from `input_shapes`, makes the inputs in `bind` constants, runs onnx's shape
+inference as a consistency check, rejects the model with one message listing every unsupported op
+(subgraphs included), then converts node by node with the converters registered in
+`nnc.compiler.onnx.{elementwise,nn,shape,reduce,quant,recurrent,control}`. Ops whose inputs are
 all small constants are folded as they are emitted, so shape-only subgraphs (Shape → Gather →
-Concat → Reshape) become constants.
+Concat → Reshape) become constants, and so does an If's condition on a bound input: the If
+converter then inlines the taken branch (`GraphBuilder.inline_graph`).
 """
 
 from __future__ import annotations
