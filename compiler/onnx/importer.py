@@ -349,19 +349,25 @@ def _check_supported(model: onnx.ModelProto, opset: int) -> None:
 
 
 def _toposort(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """The nodes in dependency order: the file's order when it is one (one sweep), otherwise
+    repeated sweeps take each node once what it uses is defined."""
     done = set(available)
-    pending = list(nodes)
+    uses = [node_uses(n) for n in nodes]
+    pending = list(range(len(nodes)))
     order: list[onnx.NodeProto] = []
     while pending:
-        progress = [n for n in pending if all(i in done for i in node_uses(n))]
-        if not progress:
-            n = pending[0]
-            need = [i for i in node_uses(n) if i not in done]
+        rest = []
+        for k in pending:
+            if all(i in done for i in uses[k]):
+                order.append(nodes[k])
+                done.update(o for o in nodes[k].output if o)
+            else:
+                rest.append(k)
+        if len(rest) == len(pending):
+            n = nodes[rest[0]]
+            need = [i for i in uses[rest[0]] if i not in done]
             raise NncError(f"node '{n.name}' ({n.op_type}) uses undefined value(s) {need}")
-        for n in progress:
-            order.append(n)
-            done.update(n.output)
-        pending = [n for n in pending if n not in progress]
+        pending = rest
     return order
 
 

@@ -135,6 +135,8 @@ class ConvertContext:
 
     def bind_hint(self, i: int) -> str:
         """'; fix it with --bind sr=VALUE' when input i is computed from graph inputs."""
+        if i >= len(self.node.input) or not self.node.input[i]:
+            return ""
         feeding = self.builder.graph_inputs_feeding(self.node.input[i])
         if not feeding:
             return ""
