@@ -126,10 +126,12 @@ class CompiledModel:
         expected = {d["name"]: d for d in self.inputs}
         missing = [n for n in expected if n not in inputs]
         extra = [n for n in inputs if n not in expected]
+        bound = [n for n in extra if n in self.info.get("bound_inputs", [])]
         if missing or extra:
             raise NncError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                f"the model's inputs are {list(expected)}")
+                f"the model's inputs are {list(expected)}"
+                + (f" ({bound} were bound at compile time with --bind)" if bound else ""))
         for name, d in expected.items():
             arr = np.asarray(inputs[name])
             if tuple(arr.shape) != tuple(d["shape"]):

@@ -121,6 +121,8 @@ def test_host_build_matches_onnxruntime():
     for seed in range(2):  # state carried across calls, as a VAD is run
         feeds = _feed(seed)
         _close(compiled.run(feeds), _ort(model, feeds, 16000))
+    with pytest.raises(NncError, match=r"unexpected \['sr'\].*bound at compile time"):
+        compiled.run({**feeds, "sr": np.array(16000, np.int64)})
 
 
 @pytest.mark.parametrize("sr", [8000, 44100])

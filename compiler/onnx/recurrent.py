@@ -135,6 +135,8 @@ def _configure(ctx: ConvertContext) -> Recurrence:
     if layout not in (0, 1):
         raise ConversionError(f"layout={layout} is not 0 or 1")
     seq, batch, n_in = (x.shape[1], x.shape[0], x.shape[2]) if layout else x.shape
+    if seq < 1 or batch < 1:
+        raise ConversionError(f"X {x}: the sequence length and batch must be >= 1")
     direction = ctx.attr("direction", "forward")
     dirs = {"forward": ("forward",), "reverse": ("reverse",),
             "bidirectional": ("forward", "reverse")}.get(direction)
