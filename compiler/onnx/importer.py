@@ -97,6 +97,7 @@ class GraphBuilder:
         self.producers: dict[str, onnx.NodeProto] = {}
         self.graph_inputs: set[str] = set()
         self.scope_where: list[str] = []  # "then_branch of If 'a'" per inlined scope
+        self.branch_values: set[str] = set()  # graph-IR values defined in an inlined branch
 
     @property
     def names(self) -> dict[str, str]:
@@ -484,6 +485,8 @@ def _convert_nodes(b: GraphBuilder, nodes: Sequence[onnx.NodeProto], opset: int,
                 raise NncError(f"{where}: output {k} ('{o}') is not supported")
             b.names[o] = results[k]
             b.producers[o] = node
+            if scope:
+                b.branch_values.add(results[k])
 
 
 def _constant(name: str, array: np.ndarray, t: TensorType) -> Constant:
@@ -496,16 +499,16 @@ def _constant(name: str, array: np.ndarray, t: TensorType) -> Constant:
 
 
 def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
-    """The graph output keeps its ONNX name. A value of another name that an op produces (the
-    output of an inlined If branch) is renamed. Otherwise (Identity of an input, a value already
-    bound to another output) an explicit copy (`reshape` to the same shape) gives it its own
-    name; lowering turns a reshape that is an output into a copy."""
+    """The graph output keeps its ONNX name. The output of an inlined If branch that an op
+    produces is renamed. Otherwise (Identity of an input, a value already bound to another
+    output) an explicit copy (`reshape` to the same shape) gives it its own name; lowering turns
+    a reshape that is an output into a copy."""
     ir_name = b.names[onnx_name]
     t = b.types[ir_name]
     free = all(v.name != ir_name for v in bound)
     if ir_name == onnx_name and free:
         return Value(ir_name, t)
-    if free and onnx_name not in b.defined and any(
+    if free and onnx_name not in b.defined and ir_name in b.branch_values and any(
             v.name == ir_name for op in b.ops for v in op.outputs):
         _rename(b, ir_name, onnx_name)
         return Value(onnx_name, t)
