@@ -127,10 +127,12 @@ class CompiledModel:
         expected = {d["name"]: d for d in self.inputs}
         missing = [n for n in expected if n not in inputs]
         extra = [n for n in inputs if n not in expected]
+        bound = [n for n in extra if n in self.info.get("bound_inputs", [])]
         if missing or extra:
             raise NncError(
                 f"inputs do not match the model: missing {missing}, unexpected {extra}; "
-                f"the model's inputs are {list(expected)}")
+                f"the model's inputs are {list(expected)}"
+                + (f" ({bound} were bound at compile time with --bind)" if bound else ""))
         for name, d in expected.items():
             arr = np.asarray(inputs[name])
             if tuple(arr.shape) != tuple(d["shape"]):
@@ -286,6 +288,7 @@ def compile(  # noqa: A001 - the public name users expect
     kernels: str | None = None,
     cmsis_nn: str | os.PathLike[str] | None = None,
     keep_failed: bool = False,
+    bind: Mapping[str, Any] | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -310,13 +313,18 @@ def compile(  # noqa: A001 - the public name users expect
 
     A project the C compiler fails on raises `GeneratedCodeError` (nnc's bug) or, when a
     CMSIS-NN checkout's sources fail, `LibraryBuildError` (an NncError), with the compiler's
-    first errors; `keep_failed=True` (or NNC_DEBUG=1) keeps the failed project and names it."""
+    first errors; `keep_failed=True` (or NNC_DEBUG=1) keeps the failed project and names it.
+
+    `bind` fixes graph inputs to constants at compile time, e.g. `bind={"sr": 16000}` (a number,
+    a list, a numpy array, or the CLI's text forms: "1,2,3", a path to a .npy); the value takes
+    the input's declared dtype and shape. A bound input is no longer an input of the compiled
+    model, and what is computed from it folds: shape operands, an If on its value."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
-    graph = import_model(model, input_shapes)
+    graph = import_model(model, input_shapes, bind)
     times["import"] = time.perf_counter() - t0
 
     try:
@@ -367,6 +375,7 @@ def compile(  # noqa: A001 - the public name users expect
         "prefix": prefix,
         "inputs": inputs,
         "outputs": outputs,
+        "bound_inputs": sorted(bind or {}),
         "macs": int(sum(k.macs for k in module.kernels)),
         "num_kernels": len(module.kernels),
         "kernel_library": (None if cmsis is None else

@@ -22,6 +22,7 @@ from nnc.compiler.errors import NncError
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     from nnc.compiler.api import compile as nnc_compile
+    from nnc.compiler.onnx.bind import parse_bind
     from nnc.compiler.onnx.importer import parse_input_shapes
 
     if args.quantize is None and (args.calibration or args.calibration_method):
@@ -41,6 +42,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         args.model,
         target=args.target,
         input_shapes=parse_input_shapes(args.input_shape or []),
+        bind=parse_bind(args.bind or []),
         output_dir=args.output,
         pipeline=args.pipeline,
         dump_ir=args.dump_ir,
@@ -179,10 +181,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     if not args.model:
         raise NncError("inspect needs a model (or --ops)")
     from nnc.compiler.inspect import inspect_model
+    from nnc.compiler.onnx.bind import parse_bind
     from nnc.compiler.onnx.importer import parse_input_shapes
 
     print(inspect_model(args.model, parse_input_shapes(args.input_shape or []),
-                        optimized=args.optimized))
+                        optimized=args.optimized, bind=parse_bind(args.bind or [])))
     return 0
 
 
@@ -197,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
+    c.add_argument("--bind", action="append", metavar="NAME=VALUE",
+                   help="fix an input to a constant at compile time: a number, a comma list or "
+                   "a .npy file, e.g. sr=16000; the input disappears and what depends on it "
+                   "folds (repeatable)")
     c.add_argument("--ram", help="RAM of the real part, e.g. 512K (default: the emulated board's)")
     c.add_argument("--flash", help="flash of the real part, e.g. 2M (default: the board's)")
     c.add_argument("--pipeline", help="pass pipeline (default: the target's)")
@@ -242,6 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print the graph IR with per-op MACs and parameters")
     i.add_argument("model", nargs="?")
     i.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
+    i.add_argument("--bind", action="append", metavar="NAME=VALUE",
+                   help="fix an input to a constant, as for compile")
     i.add_argument("--optimized", action="store_true", help="after the graph passes")
     i.add_argument("--ops", action="store_true", help="list the supported ONNX ops")
     i.set_defaults(fn=_cmd_inspect)

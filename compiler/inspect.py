@@ -46,13 +46,13 @@ def summary_table(graph: Graph) -> str:
 
 
 def inspect_model(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                  optimized: bool = False) -> str:
+                  optimized: bool = False, bind: Mapping[str, object] | None = None) -> str:
     from nnc.compiler.onnx.importer import import_model
     from nnc.compiler.pipeline import GRAPH_PASSES
     from nnc.ir.printer import print_graph
     from nnc.passes.manager import PassManager
 
-    graph = import_model(model, input_shapes)  # type: ignore[arg-type]
+    graph = import_model(model, input_shapes, bind)  # type: ignore[arg-type]
     if optimized:
         graph = PassManager(",".join(GRAPH_PASSES)).run(graph)  # type: ignore[assignment]
     return print_graph(graph, elide_constants=True) + "\n" + summary_table(graph)

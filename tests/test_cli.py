@@ -49,7 +49,8 @@ def test_compile_run_bench_inspect(small_model, tmp_path):
     assert "matmul" in r.stdout and "MACs" in r.stdout and "24" in r.stdout
 
 
-@pytest.mark.parametrize("case", ["missing", "garbage", "bad_shape_arg", "not_compiled"])
+@pytest.mark.parametrize("case", ["missing", "garbage", "bad_shape_arg", "not_compiled",
+                                  "bad_bind_arg", "bind_unknown_input", "bind_wrong_shape"])
 def test_user_errors_are_one_line_exit_2(case, tmp_path, small_model):
     if case == "missing":
         r = nnc("compile", tmp_path / "nope.onnx", "-o", tmp_path / "o")
@@ -58,6 +59,12 @@ def test_user_errors_are_one_line_exit_2(case, tmp_path, small_model):
         r = nnc("compile", tmp_path / "g.onnx", "-o", tmp_path / "o")
     elif case == "bad_shape_arg":
         r = nnc("compile", small_model[0], "--input-shape", "x=2xZ", "-o", tmp_path / "o")
+    elif case == "bad_bind_arg":
+        r = nnc("compile", small_model[0], "--bind", "x", "-o", tmp_path / "o")
+    elif case == "bind_unknown_input":
+        r = nnc("compile", small_model[0], "--bind", "z=1", "-o", tmp_path / "o")
+    elif case == "bind_wrong_shape":
+        r = nnc("compile", small_model[0], "--bind", "x=1,2", "-o", tmp_path / "o")
     else:
         r = nnc("run", tmp_path)
     assert r.returncode == 2, (r.stdout, r.stderr)

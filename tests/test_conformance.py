@@ -52,7 +52,8 @@ SUPPORTED_OPS = frozenset(
     BatchNormalization InstanceNormalization LayerNormalization LRN Reshape Flatten Transpose
     Squeeze Unsqueeze Concat Split Slice Gather Pad Resize Upsample ReduceMean ReduceSum
     ReduceMax ReduceMin ReduceProd ArgMax ArgMin Cast Identity Dropout Constant ConstantOfShape
-    Shape Expand Tile Where Equal Less Greater Not And Or DepthToSpace SpaceToDepth""".split()
+    Shape Expand Tile Where Equal Less Greater Not And Or DepthToSpace SpaceToDepth LSTM GRU RNN
+    If""".split()
 )
 
 ALLOWED_ELEM_TYPES = frozenset({
@@ -72,6 +73,10 @@ CONST_OPERANDS: dict[str, tuple[int, ...]] = {
     "Resize": (1, 2, 3), "Upsample": (1,), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
     "ReduceMean": _REDUCE, "ReduceSum": _REDUCE, "ReduceMax": _REDUCE, "ReduceMin": _REDUCE,
     "ReduceProd": _REDUCE, "ConstantOfShape": (0,), "Dropout": (1, 2),
+    # recurrent ops: sequence_lens (nnc accepts only a constant equal to the sequence length)
+    "LSTM": (4,), "GRU": (4,), "RNN": (4,),
+    # an If folds at compile time: its condition is what a real model gets from --bind
+    "If": (0,),
 }
 
 RTOL, ATOL = 1e-3, 1e-5

@@ -1,11 +1,13 @@
 """ONNX → graph IR.
 
-`import_model(model, input_shapes)` loads the model (external data included), fixes dynamic input
-dimensions from `input_shapes`, runs onnx's shape inference as a consistency check, rejects the
-model with one message listing every unsupported op, then converts node by node with the
-converters registered in `nnc.compiler.onnx.{elementwise,nn,shape,reduce}`. Ops whose inputs are
+`import_model(model, input_shapes, bind)` loads the model (external data included), fixes dynamic
+input dimensions from `input_shapes`, makes the inputs in `bind` constants, runs onnx's shape
+inference as a consistency check, rejects the model with one message listing every unsupported op
+(subgraphs included), then converts node by node with the converters registered in
+`nnc.compiler.onnx.{elementwise,nn,shape,reduce,quant,recurrent,control}`. Ops whose inputs are
 all small constants are folded as they are emitted, so shape-only subgraphs (Shape → Gather →
-Concat → Reshape) become constants.
+Concat → Reshape) become constants, and so does an If's condition on a bound input: the If
+converter then inlines the taken branch (`GraphBuilder.inline_graph`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
 from nnc.compiler.errors import NncError
+from nnc.compiler.onnx.bind import bound_value
 from nnc.compiler.onnx.quant import MS_DOMAIN_OPS
 from nnc.compiler.onnx.registry import (
     ConversionError,
@@ -84,10 +87,25 @@ class GraphBuilder:
         self.types: dict[str, TensorType] = {}
         self.constants: dict[str, np.ndarray] = {}
         self.ops: list[Op] = []
-        self.names: dict[str, str] = {}  # ONNX value name -> graph-IR name
+        # ONNX value name -> graph-IR name, one dict per graph scope (the model's graph, then the
+        # If branches being inlined: a branch sees the names of the scopes around it)
+        self.scopes: list[dict[str, str]] = [{}]
         # generated names avoid every ONNX name (`reserved`); ONNX names are claimed when defined
         self.used = set(reserved)
         self.defined: set[str] = set()
+        # for error hints: the node producing each ONNX value, and the graph inputs
+        self.producers: dict[str, onnx.NodeProto] = {}
+        self.graph_inputs: set[str] = set()
+        self.scope_where: list[str] = []  # "then_branch of If 'a'" per inlined scope
+        self.branch_values: set[str] = set()  # graph-IR values defined in an inlined branch
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The innermost scope, where the values of the graph being converted are defined."""
+        return self.scopes[-1]
+
+    def visible(self) -> set[str]:
+        return {n for scope in self.scopes for n in scope}
 
     def fresh(self, hint: str) -> str:
         return fresh_name(hint or "v", self.used)
@@ -101,10 +119,53 @@ class GraphBuilder:
         return name
 
     def resolve(self, onnx_name: str) -> str:
+        for scope in reversed(self.scopes):
+            if onnx_name in scope:
+                return scope[onnx_name]
+        raise ConversionError(f"input {onnx_name!r} is not defined before use")
+
+    def inline_graph(self, graph: onnx.GraphProto, opset: int, label: str) -> list[str]:
+        """Convert a subgraph (an If branch) into this graph, in a scope of its own that sees
+        the enclosing values; returns the graph-IR names of its outputs. Its local names get
+        fresh graph-IR names when they collide with names already defined."""
+        where = label + (f" in {self.scope_where[-1]}" if self.scope_where else "")
+        if graph.input:
+            raise ConversionError(f"{where} has inputs {[vi.name for vi in graph.input]}; only "
+                                  "subgraphs without inputs (If branches) can be inlined")
+        missing = _unsupported(graph, opset, where)
+        if missing:
+            raise NncError(_unsupported_message(opset, [m for m, _ in missing]))
+        self.scopes.append({})
+        self.scope_where.append(where)
         try:
-            return self.names[onnx_name]
-        except KeyError:
-            raise ConversionError(f"input {onnx_name!r} is not defined before use") from None
+            for init in graph.initializer:
+                self.names[init.name] = self.add_constant(_initializer(init), "w", init.name)
+            _convert_nodes(self, list(graph.node), opset, where)
+            outs = []
+            for vi in graph.output:
+                try:
+                    outs.append(self.resolve(vi.name))
+                except ConversionError:
+                    raise NncError(f"{where}: output {vi.name!r} is not produced by any "
+                                   "node") from None
+            return outs
+        finally:
+            self.scopes.pop()
+            self.scope_where.pop()
+
+    def graph_inputs_feeding(self, onnx_name: str) -> list[str]:
+        """The graph inputs a value is computed from (through subgraphs' outer-scope uses)."""
+        found, seen, todo = set(), set(), [onnx_name]
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            if n in self.graph_inputs:
+                found.add(n)
+            elif n in self.producers:
+                todo.extend(node_uses(self.producers[n]))
+        return sorted(found)
 
     def add_constant(self, array: np.ndarray, hint: str, name: str | None = None) -> str:
         array = np.asarray(array, order="C")  # (ascontiguousarray would make 0-d arrays 1-d)
@@ -163,67 +224,151 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return 1
 
 
-def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> TensorType:
+def _input_dtype(vi: onnx.ValueInfoProto) -> str:
     tt = vi.type.tensor_type
     if not vi.type.HasField("tensor_type"):
         raise NncError(f"input {vi.name!r}: only tensor inputs are supported")
     if tt.elem_type not in ONNX_DTYPES:
         raise NncError(f"input {vi.name!r}: element type "
                        f"{onnx.TensorProto.DataType.Name(tt.elem_type)} is not supported")
+    return ONNX_DTYPES[tt.elem_type]
+
+
+def _declared_dims(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
+    tt = vi.type.tensor_type
+    return tuple(fixed_dim(d) for d in tt.shape.dim) if tt.HasField("shape") else None
+
+
+def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> TensorType:
+    dtype = _input_dtype(vi)
+    tt = vi.type.tensor_type
     dims = list(tt.shape.dim) if tt.HasField("shape") else None
     if fixed is not None:
         if dims is not None and len(dims) != len(fixed):
             raise NncError(f"--input-shape {vi.name}: rank {len(fixed)} but the model's input has "
                            f"rank {len(dims)}")
         for d, f in zip(dims or [], fixed, strict=False):  # dims is None: nothing to check
-            if d.HasField("dim_value") and d.dim_value != f:
+            if fixed_dim(d) is not None and d.dim_value != f:
                 raise NncError(f"--input-shape {vi.name}: dimension {d.dim_value} is fixed in the "
                                f"model, got {f}")
-        return TensorType(fixed, ONNX_DTYPES[tt.elem_type])
+        return TensorType(fixed, dtype)
     if dims is None:
         raise NncError(f"input {vi.name!r} has no shape; give one with --input-shape "
-                       f"{vi.name}=DxDx...")
+                       f"{vi.name}=DxDx... (or fix its value with --bind {vi.name}=VALUE)")
     shape = []
     for i, d in enumerate(dims):
-        if not d.HasField("dim_value"):
-            what = f"'{d.dim_param}'" if d.dim_param else "unknown"
+        size = fixed_dim(d)
+        if size is None:
+            what = (f"'{d.dim_param}'" if d.dim_param else
+                    f"dim_value {d.dim_value}" if d.HasField("dim_value") else "unknown")
             raise NncError(f"input {vi.name!r} has a dynamic dimension {i} ({what}); fix it with "
                            f"--input-shape {vi.name}="
-                           + "x".join(str(x.dim_value) if x.HasField("dim_value") else "N"
-                                      for x in dims))
-        shape.append(int(d.dim_value))
-    return TensorType(tuple(shape), ONNX_DTYPES[tt.elem_type])
+                           + "x".join(str(x.dim_value) if fixed_dim(x) is not None else "N"
+                                      for x in dims)
+                           + f" (or fix its value with --bind {vi.name}=VALUE)")
+        shape.append(size)
+    return TensorType(tuple(shape), dtype)
 
 
-def _check_supported(model: onnx.ModelProto, opset: int) -> None:
-    missing = []
-    for node in model.graph.node:
+def fixed_dim(d: onnx.TensorShapeProto.Dimension) -> int | None:
+    """The size of a dimension the model fixes, None for a dynamic one. Old exporters (Paddle)
+    write dim_value -1 for "unknown", and a model input of size 0 cannot be meant literally,
+    so dim_value <= 0 is dynamic too: --input-shape or --bind gives its size."""
+    return int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else None
+
+
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """(attribute name, graph) of a node's subgraphs: If branches, Loop/Scan bodies."""
+    out = []
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            out.append((a.name, a.g))
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            out.extend((f"{a.name}[{k}]", g) for k, g in enumerate(a.graphs))
+    return out
+
+
+def _graph_names(graph: onnx.GraphProto) -> set[str]:
+    """Every value name in a graph and its subgraphs."""
+    names = {vi.name for vi in [*graph.input, *graph.output]} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        names.update(n for n in [*node.input, *node.output] if n)
+        for _, sub in subgraphs(node):
+            names |= _graph_names(sub)
+    return names
+
+
+def free_names(graph: onnx.GraphProto) -> set[str]:
+    """The names a subgraph uses from the scopes around it."""
+    local = {vi.name for vi in graph.input} | {t.name for t in graph.initializer}
+    local |= {o for node in graph.node for o in node.output if o}
+    used = {n for node in graph.node for n in node_uses(node)} | {vi.name for vi in graph.output}
+    return used - local
+
+
+def node_uses(node: onnx.NodeProto) -> list[str]:
+    """A node's inputs, and the outer-scope values its subgraphs use (an If branch reads values
+    of the enclosing graph without naming them as inputs of the If node)."""
+    uses = [n for n in node.input if n]
+    for _, sub in subgraphs(node):
+        uses.extend(sorted(free_names(sub) - set(uses)))
+    return uses
+
+
+def _unsupported(graph: onnx.GraphProto, opset: int, where: str = ""
+                 ) -> list[tuple[str, bool]]:
+    """(description, inside an If branch) of every op nnc cannot convert, subgraphs included."""
+    missing: list[tuple[str, bool]] = []
+    suffix = f", in {where}" if where else ""
+    for node in graph.node:
         if node.domain == "com.microsoft" and node.op_type in MS_DOMAIN_OPS:
-            continue
-        if node.domain not in ("", "ai.onnx"):
-            missing.append(f"{node.op_type} (domain {node.domain}, node '{node.name}')")
+            pass
+        elif node.domain not in ("", "ai.onnx"):
+            missing.append((f"{node.op_type} (domain {node.domain}, node '{node.name}'{suffix})",
+                            False))
         elif find_converter(node.op_type, opset) is None:
-            missing.append(f"{node.op_type} (node '{node.name}')")
-    if missing:
-        raise NncError(
-            f"unsupported ops at opset {opset}: {'; '.join(missing)}. nnc supports "
+            missing.append((f"{node.op_type} (node '{node.name}'{suffix})", False))
+        for attr, sub in subgraphs(node):
+            inner = f"{attr} of {node.op_type} '{node.name}'" + (f" in {where}" if where else "")
+            branch = node.op_type == "If" and node.domain in ("", "ai.onnx")
+            missing.extend((m, in_if or branch) for m, in_if in _unsupported(sub, opset, inner))
+    return missing
+
+
+def _unsupported_message(opset: int, missing: Sequence[str]) -> str:
+    return (f"unsupported ops at opset {opset}: {'; '.join(missing)}. nnc supports "
             f"{len(supported_op_types())} ONNX ops (nnc inspect --ops lists them)")
 
 
+def _check_supported(model: onnx.ModelProto, opset: int) -> None:
+    """Every unsupported op, subgraphs included, in one message. Ops that are only inside If
+    branches are checked when the branch is inlined instead: a branch that the (folded)
+    condition does not take is never compiled."""
+    missing = _unsupported(model.graph, opset)
+    if any(not in_if for _, in_if in missing):
+        raise NncError(_unsupported_message(opset, [m for m, _ in missing]))
+
+
 def _toposort(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """The nodes in dependency order: the file's order when it is one (one sweep), otherwise
+    repeated sweeps take each node once what it uses is defined."""
     done = set(available)
-    pending = list(nodes)
+    uses = [node_uses(n) for n in nodes]
+    pending = list(range(len(nodes)))
     order: list[onnx.NodeProto] = []
     while pending:
-        progress = [n for n in pending if all(not i or i in done for i in n.input)]
-        if not progress:
-            n = pending[0]
-            need = [i for i in n.input if i and i not in done]
+        rest = []
+        for k in pending:
+            if all(i in done for i in uses[k]):
+                order.append(nodes[k])
+                done.update(o for o in nodes[k].output if o)
+            else:
+                rest.append(k)
+        if len(rest) == len(pending):
+            n = nodes[rest[0]]
+            need = [i for i in uses[rest[0]] if i not in done]
             raise NncError(f"node '{n.name}' ({n.op_type}) uses undefined value(s) {need}")
-        for n in progress:
-            order.append(n)
-            done.update(n.output)
-        pending = [n for n in pending if n not in progress]
+        pending = rest
     return order
 
 
@@ -243,7 +388,11 @@ def _upgrade_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
 def import_model(
     model: str | os.PathLike[str] | onnx.ModelProto,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    bind: Mapping[str, Any] | None = None,
 ) -> Graph:
+    """The graph IR of an ONNX model. `input_shapes` fixes dynamic input dimensions; `bind`
+    fixes inputs to constants (see `nnc.compiler.onnx.bind`): they are no longer inputs of the
+    graph, and what is computed from them folds."""
     proto = load_model(model)
     opset = _default_opset(proto)
     newest = onnx.defs.onnx_opset_version()
@@ -257,17 +406,27 @@ def import_model(
     init_names = {t.name for t in g.initializer}
     real_inputs = [vi for vi in g.input if vi.name not in init_names]
     shapes = dict(input_shapes or {})
-    unknown = set(shapes) - {vi.name for vi in real_inputs}
-    if unknown:
-        raise NncError(f"--input-shape names unknown input(s) {sorted(unknown)}; the model's "
-                       f"inputs are {[vi.name for vi in real_inputs]}")
+    binds = dict(bind or {})
+    for flag, given in (("--input-shape", shapes), ("--bind", binds)):
+        unknown = set(given) - {vi.name for vi in real_inputs}
+        if unknown:
+            raise NncError(f"{flag} names unknown input(s) {sorted(unknown)}; the model's "
+                           f"inputs are {[vi.name for vi in real_inputs]}")
     _check_supported(proto, opset)
 
-    reserved = {n for node in g.node for n in list(node.input) + list(node.output) if n}
-    reserved |= {vi.name for vi in g.input} | init_names
-    b = GraphBuilder(reserved)
+    b = GraphBuilder(_graph_names(g))
+    b.graph_inputs = {vi.name for vi in real_inputs}
     inputs = []
+    bound: dict[str, np.ndarray] = {}
     for vi in real_inputs:
+        if vi.name in binds:
+            arr = bound_value(vi.name, _declared_dims(vi), _input_dtype(vi), binds[vi.name])
+            if vi.name in shapes and tuple(shapes[vi.name]) != arr.shape:
+                raise NncError(f"--input-shape {vi.name}={'x'.join(map(str, shapes[vi.name]))} "
+                               f"disagrees with the shape {list(arr.shape)} of its --bind value")
+            bound[vi.name] = arr
+            b.names[vi.name] = b.add_constant(arr, vi.name, vi.name)
+            continue
         fixed = tuple(int(d) for d in shapes[vi.name]) if vi.name in shapes else None
         t = _value_type(vi, fixed)
         name = b.define(vi.name)
@@ -275,36 +434,10 @@ def import_model(
         b.names[vi.name] = name
         inputs.append(Value(name, t))
     for init in g.initializer:
-        try:
-            arr = numpy_helper.to_array(init)
-        except Exception as e:
-            raise NncError(f"initializer {init.name!r}: cannot read ({e})") from None
-        if str(arr.dtype) not in ONNX_DTYPES.values():
-            raise NncError(f"initializer {init.name!r}: element type {arr.dtype} is not supported")
-        b.names[init.name] = b.add_constant(arr, "w", init.name)
+        b.names[init.name] = b.add_constant(_initializer(init), "w", init.name)
 
-    _check_with_onnx_shape_inference(proto, inputs)
-
-    for node in _toposort(list(g.node), set(b.names)):
-        ctx = ConvertContext(node, opset, b)
-        fn = find_converter(node.op_type, opset)
-        assert fn is not None
-        where = f"node '{node.name}' ({node.op_type}, opset {opset})"
-        try:
-            results = list(fn(ctx))
-        except (ConversionError, OpError) as e:
-            raise NncError(f"{where}: {e}") from None
-        except NncError:
-            raise
-        except Exception as e:
-            raise NncError(f"{where}: cannot convert: {type(e).__name__}: {e}") from e
-        outs = [o for o in node.output]
-        for k, o in enumerate(outs):
-            if not o:
-                continue
-            if k >= len(results) or not results[k]:
-                raise NncError(f"{where}: output {k} ('{o}') is not supported")
-            b.names[o] = results[k]
+    _check_with_onnx_shape_inference(proto, inputs, bound)
+    _convert_nodes(b, list(g.node), opset)
 
     outputs = []
     for vi in g.output:
@@ -317,6 +450,45 @@ def import_model(
     return Graph(name, tuple(inputs), tuple(outputs), constants, tuple(b.ops))
 
 
+def _initializer(init: onnx.TensorProto) -> np.ndarray:
+    try:
+        arr = numpy_helper.to_array(init)
+    except Exception as e:
+        raise NncError(f"initializer {init.name!r}: cannot read ({e})") from None
+    if str(arr.dtype) not in ONNX_DTYPES.values():
+        raise NncError(f"initializer {init.name!r}: element type {arr.dtype} is not supported")
+    return arr
+
+
+def _convert_nodes(b: GraphBuilder, nodes: Sequence[onnx.NodeProto], opset: int,
+                   scope: str = "") -> None:
+    """Convert nodes in dependency order into the builder's innermost scope. `scope` names the
+    subgraph being inlined, for error messages."""
+    suffix = f"; in {scope}" if scope else ""
+    for node in _toposort(nodes, b.visible()):
+        ctx = ConvertContext(node, opset, b)
+        fn = find_converter(node.op_type, opset)
+        assert fn is not None
+        where = f"node '{node.name}' ({node.op_type}, opset {opset}{suffix})"
+        try:
+            results = list(fn(ctx))
+        except (ConversionError, OpError) as e:
+            raise NncError(f"{where}: {e}") from None
+        except NncError:
+            raise
+        except Exception as e:
+            raise NncError(f"{where}: cannot convert: {type(e).__name__}: {e}") from e
+        for k, o in enumerate(node.output):
+            if not o:
+                continue
+            if k >= len(results) or not results[k]:
+                raise NncError(f"{where}: output {k} ('{o}') is not supported")
+            b.names[o] = results[k]
+            b.producers[o] = node
+            if scope:
+                b.branch_values.add(results[k])
+
+
 def _constant(name: str, array: np.ndarray, t: TensorType) -> Constant:
     """A frozen constant that keeps the quantization parameters the converters recorded."""
     c = Constant.of(name, array)
@@ -327,13 +499,19 @@ def _constant(name: str, array: np.ndarray, t: TensorType) -> Constant:
 
 
 def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
-    """The graph output keeps its ONNX name. When it resolved to a value of another name (Identity
-    of an input, a value already bound to another output), an explicit copy (`reshape` to the
-    same shape) gives it its own name; lowering turns a reshape that is an output into a copy."""
+    """The graph output keeps its ONNX name. The output of an inlined If branch that an op
+    produces is renamed. Otherwise (Identity of an input, a value already bound to another
+    output) an explicit copy (`reshape` to the same shape) gives it its own name; lowering turns
+    a reshape that is an output into a copy."""
     ir_name = b.names[onnx_name]
     t = b.types[ir_name]
-    if ir_name == onnx_name and all(v.name != ir_name for v in bound):
+    free = all(v.name != ir_name for v in bound)
+    if ir_name == onnx_name and free:
         return Value(ir_name, t)
+    if free and onnx_name not in b.defined and ir_name in b.branch_values and any(
+            v.name == ir_name for op in b.ops for v in op.outputs):
+        _rename(b, ir_name, onnx_name)
+        return Value(onnx_name, t)
     name = onnx_name if onnx_name not in b.defined else b.fresh(onnx_name)
     b.defined.add(name)
     b.types[name] = t
@@ -342,14 +520,30 @@ def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
     return Value(name, t)
 
 
-def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Value]) -> None:
-    """Run onnx's own shape inference with the fixed input shapes; it catches inconsistent models
-    (mismatched shapes, wrong types) with onnx's message before our converters run."""
+def _rename(b: GraphBuilder, old: str, new: str) -> None:
+    """Rename a value that an op produces, everywhere."""
+    b.ops = [op.with_(inputs=tuple(new if n == old else n for n in op.inputs),
+                      outputs=tuple(Value(new, v.type) if v.name == old else v
+                                    for v in op.outputs)) for op in b.ops]
+    b.types[new] = b.types[old]
+    b.defined.add(new)
+    for scope in b.scopes:
+        for k, v in scope.items():
+            if v == old:
+                scope[k] = new
+
+
+def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Value],
+                                     bound: Mapping[str, np.ndarray]) -> None:
+    """Run onnx's own shape inference with the fixed input shapes (bound inputs as
+    initializers); it catches inconsistent models (mismatched shapes, wrong types) with onnx's
+    message before our converters run."""
     if proto.ByteSize() > (1 << 30):  # protobuf cannot serialize >2 GB; skip the check there
         return
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     del m.graph.value_info[:]
+    _forget_unknown_dims(m.graph)
     byname = {v.name: v for v in inputs}
     for vi in m.graph.input:
         if vi.name in byname:
@@ -357,10 +551,36 @@ def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Va
             del shape.dim[:]
             for d in byname[vi.name].type.shape:
                 shape.dim.add().dim_value = d
-    try:
-        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True, data_prop=True)
-    except onnx.shape_inference.InferenceError as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else "shape inference failed"
-        raise NncError(f"the model is inconsistent (onnx shape inference): {msg}") from None
-    except Exception:
-        return  # inference gaps for exotic ops are not the user's error
+    if bound:
+        kept = [vi for vi in m.graph.input if vi.name not in bound]
+        del m.graph.input[:]
+        m.graph.input.extend(kept)
+        m.graph.initializer.extend(numpy_helper.from_array(a, n) for n, a in bound.items())
+        m.ir_version = max(m.ir_version, 4)  # initializers that are not inputs need IR >= 4
+    for data_prop in (True, False):
+        try:
+            onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True,
+                                              data_prop=data_prop)
+            return
+        except onnx.shape_inference.InferenceError as e:
+            # onnx's data propagation fails on some valid subgraphs ("Data for input 0 already
+            # exists"): only an error that remains without it is the model's
+            if data_prop:
+                continue
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else "shape inference failed"
+            raise NncError(f"the model is inconsistent (onnx shape inference): {msg}") from None
+        except Exception:
+            return  # inference gaps for exotic ops are not the user's error
+
+
+def _forget_unknown_dims(graph: onnx.GraphProto) -> None:
+    """dim_value <= 0 (old exporters' "unknown") becomes an unknown dimension, so onnx does not
+    see a conflict with the size it infers."""
+    for vi in [*graph.input, *graph.output, *graph.value_info]:
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.HasField("shape"):
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value <= 0:
+                    d.ClearField("dim_value")
+    for node in graph.node:
+        for _, sub in subgraphs(node):
+            _forget_unknown_dims(sub)

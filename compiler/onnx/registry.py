@@ -62,7 +62,15 @@ def _load_all() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        from nnc.compiler.onnx import elementwise, nn, quant, reduce, shape  # noqa: F401
+        from nnc.compiler.onnx import (  # noqa: F401
+            control,
+            elementwise,
+            nn,
+            quant,
+            recurrent,
+            reduce,
+            shape,
+        )
 
 
 class ConversionError(Exception):
@@ -121,9 +129,19 @@ class ConvertContext:
         if v is None:
             raise ConversionError(
                 f"input {i} ({what}) must be a compile-time constant; "
-                "nnc supports static shapes only"
+                f"nnc supports static shapes only{self.bind_hint(i)}"
             )
         return v
+
+    def bind_hint(self, i: int) -> str:
+        """'; fix it with --bind sr=VALUE' when input i is computed from graph inputs."""
+        if i >= len(self.node.input) or not self.node.input[i]:
+            return ""
+        feeding = self.builder.graph_inputs_feeding(self.node.input[i])
+        if not feeding:
+            return ""
+        return "; it depends on graph input(s) " + ", ".join(repr(n) for n in feeding) + \
+            ": fix it with " + " ".join(f"--bind {n}=VALUE" for n in feeding)
 
     def attr(self, key: str, default: Any = None) -> Any:
         return self.attrs.get(key, default)
@@ -140,6 +158,11 @@ class ConvertContext:
         """Append a graph-IR op; returns its output names. Pass `outputs=ctx.node.output` for the
         op that produces the node's own outputs, so the ONNX names survive."""
         return self.builder.emit(self.node, kind, inputs, attrs or {}, outputs, num_outputs)
+
+    def inline(self, graph: onnx.GraphProto, label: str) -> list[str]:
+        """Convert a subgraph (an If branch) in place; the graph-IR names of its outputs."""
+        return self.builder.inline_graph(graph, self.opset, f"{label} of {self.node.op_type} "
+                                         f"'{self.node.name}'")
 
     def constant(self, array: np.ndarray, hint: str = "const") -> str:
         """Add a new constant tensor; returns its name."""

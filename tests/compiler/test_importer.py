@@ -121,3 +121,72 @@ def test_opset_the_converter_cannot_upgrade_is_a_clear_error(monkeypatch):
     m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [2])], [_vi("y", [2])], opset=1)
     with pytest.raises(NncError, match="older than 7 .*No adapter for Foo"):
         import_model(m)
+
+
+def test_negative_dim_value_is_dynamic():
+    """Old Paddle exports write dim_value -1 for an unknown dimension (outputs too)."""
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [-1, 3, 48, 192])],
+               [_vi("y", [-1, 3, 48, 192])])
+    with pytest.raises(NncError, match=r"dynamic dimension 0 \(dim_value -1\).*--input-shape "
+                                       r"x=Nx3x48x192.*--bind"):
+        import_model(m)
+    g = import_model(m, parse_input_shapes(["x=1x3x48x192"]))
+    assert g.inputs[0].type.shape == (1, 3, 48, 192)
+    with pytest.raises(NncError, match="dimension 3 is fixed in the model, got 4"):
+        import_model(m, {"x": (1, 4, 48, 192)})
+    m0 = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [0, 4])], [_vi("y", [0, 4])])
+    with pytest.raises(NncError, match=r"dynamic dimension 0 \(dim_value 0\)"):
+        import_model(m0)
+    assert import_model(m0, {"x": (2, 4)}).inputs[0].type.shape == (2, 4)
+
+
+def test_dynamic_shape_error_names_both_flags():
+    m = _model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", None)], [_vi("y", None)])
+    with pytest.raises(NncError, match="no shape; give one with --input-shape x=.*--bind x="):
+        import_model(m)
+
+
+def _branch(nodes, out, inits=()):
+    return helper.make_graph(nodes, "b", [], [_vi(out, None)], list(inits))
+
+
+def test_unsupported_ops_in_subgraphs_are_listed_with_the_top_level_ones():
+    inner = _branch([helper.make_node("NonZero", ["x"], ["nz"], name="deep")], "nz")
+    then_b = _branch([helper.make_node("Unique", ["x"], ["u"], name="uq"),
+                      helper.make_node("If", ["c"], ["v"], name="inner_if", then_branch=inner,
+                                       else_branch=inner)], "u")
+    body = helper.make_graph([helper.make_node("Det", ["x"], ["d"], name="det"),
+                              helper.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                             [_vi("i", [], TensorProto.INT64),
+                              _vi("cond_in", [], TensorProto.BOOL)],
+                             [_vi("cond_out", [], TensorProto.BOOL), _vi("d", None)])
+    nodes = [helper.make_node("If", ["c"], ["y"], name="top_if", then_branch=then_b,
+                              else_branch=_branch([helper.make_node("Relu", ["x"], ["r"])], "r")),
+             helper.make_node("Loop", ["", "c"], ["ys"], name="loop", body=body),
+             helper.make_node("TopK", ["x", "k"], ["t", "ti"], name="tk")]
+    m = _model(nodes, [_vi("x", [3]), _vi("c", [], TensorProto.BOOL), _vi("k", [1], 7)],
+               [_vi("y", None), _vi("ys", None), _vi("t", None)], opset=11)
+    with pytest.raises(NncError) as e:
+        import_model(m)
+    msg = str(e.value)
+    assert msg.count("unsupported ops") == 1 and "\n" not in msg
+    for part in ["Unique (node 'uq', in then_branch of If 'top_if')",
+                 "NonZero (node 'deep', in then_branch of If 'inner_if' in then_branch of If "
+                 "'top_if')",
+                 "Loop (node 'loop')", "Det (node 'det', in body of Loop 'loop')",
+                 "TopK (node 'tk')"]:
+        assert part in msg, part
+    assert "If (node" not in msg  # If itself is supported
+
+
+def test_unsupported_op_only_in_a_branch_not_taken_is_fine():
+    then_b = _branch([helper.make_node("Relu", ["x"], ["r"])], "r")
+    else_b = _branch([helper.make_node("Hardmax", ["x"], ["hm"], name="hm")], "hm")
+    m = _model([helper.make_node("If", ["c"], ["y"], name="if0", then_branch=then_b,
+                                 else_branch=else_b)],
+               [_vi("x", [3]), _vi("c", [], TensorProto.BOOL)], [_vi("y", None)])
+    g = import_model(m, bind={"c": True})
+    assert [op.kind for op in g.ops] == ["relu"]
+    with pytest.raises(NncError, match=r"unsupported ops .*Hardmax \(node 'hm', in else_branch "
+                                       r"of If 'if0'\)"):
+        import_model(m, bind={"c": False})
