@@ -223,6 +223,8 @@ class _Rewriter:
         return self.g.replace(constants=consts, ops=tuple(self.ops))
 
     def rewrite(self, op: Op) -> bool:
+        if op.kind == "split" and op.body is None:
+            return self._rw_split(op)
         if op.body is not None or len(op.outputs) != 1:
             return False
         if op.outputs[0].type.dtype != "float32":
@@ -478,6 +480,30 @@ class _Rewriter:
             return False
         xq, xp = self._act_in(op.inputs[0])
         self.emit("resize", (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
+        return True
+
+    def _rw_slice(self, op: Op) -> bool:
+        """A slice of int8 codes: same parameters in and out (start/end/step are attributes)."""
+        if any(op.inputs[1:]):
+            return False
+        xq, xp = self._act_in(op.inputs[0])
+        self.emit("slice", (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
+        return True
+
+    def _rw_split(self, op: Op) -> bool:
+        """Split moves int8 codes: every piece keeps the input's parameters."""
+        if any(op.inputs[1:]) or any(v.type.dtype != "float32" for v in op.outputs):
+            return False
+        xq, xp = self._act_in(op.inputs[0])
+        outs = []
+        for v in op.outputs:
+            out = Value(self.fresh(f"{v.name}_q8"), TensorType(v.type.shape, "int8",
+                                                               v.type.layout, xp))
+            self.q8[v.name] = out.name
+            self.qtypes[out.name] = out.type
+            outs.append(out)
+        self.ops.append(Op("split", (xq,), tuple(outs), op.attrs,
+                           name=self.fresh(f"{op.name or outs[0].name}_s8")))
         return True
 
     def _rw_concat(self, op: Op) -> bool:

@@ -4,7 +4,8 @@ The MLPerf Tiny four (`mlperf_tiny`) are plain CNN/FC stacks. Real deployments b
 MobileNetV3 squeeze-excite blocks with hard-swish written out the Paddle way (x * clip(x + 3, 0,
 6) / 6) or as the opset-14 HardSwish op, transposes between NCHW and a model's own NHWC input
 (tf2onnx), detector necks (ConvTranspose, Resize, Concat of scales, HardSigmoid gates, Mul with
-broadcasting), grouped and dilated convs, inception-style concats, gated FC layers. Each builder
+broadcasting), grouped and dilated convs, inception-style concats, gated FC layers, a
+bidirectional LSTM. Each builder
 here makes one such model with deterministic weights (seeded numpy, like `mlperf_tiny`), small
 enough to build and run on the emulated boards in seconds.
 
@@ -246,6 +247,23 @@ def build_resize_linear() -> onnx.ModelProto:
     return m.finish_any([("input", [1, 3, 10, 14])], [(y, [1, 6, 10, 14])])
 
 
+def build_lstm_kws() -> onnx.ModelProto:
+    """Keyword-spotting-shaped recurrent model: 10 frames of 12 features → a bidirectional LSTM
+    (16 hidden) → the last hidden states → Gemm → Softmax; 1x10x12 → 1x4."""
+    m = _Zoo("lstm_kws", seed=20)
+    hidden, feats, dirs = 16, 12, 2
+    x = m.node("Transpose", ["input"], "seq_first", perm=[1, 0, 2])  # [T, 1, F]
+    w = m.weight("lstm_w", m.rng.normal(0, 0.3, (dirs, 4 * hidden, feats)))
+    r = m.weight("lstm_r", m.rng.normal(0, 0.3, (dirs, 4 * hidden, hidden)))
+    b = m.weight("lstm_b", m.rng.normal(0, 0.1, (dirs, 8 * hidden)))
+    y, y_h = m.fresh("lstm_y"), m.fresh("lstm_h")
+    m.nodes.append(helper.make_node("LSTM", [x, w, r, b], [y, y_h], name=y_h,
+                                    hidden_size=hidden, direction="bidirectional"))
+    h = m.node("Reshape", [y_h, m.int_const("shape", [1, dirs * hidden])], "flat")
+    out = m.node("Softmax", [m.gemm(h, dirs * hidden, 4)], "softmax", axis=1)
+    return m.finish_any([("input", [1, 10, feats])], [(out, [1, 4])])
+
+
 ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
     "mbv3_se": build_mbv3_se,
     "se_hardswish": build_se_hardswish,
@@ -256,6 +274,7 @@ ZOO: dict[str, Callable[[], onnx.ModelProto]] = {
     "gated_fc": build_gated_fc,
     "broadcast_ops": build_broadcast_ops,
     "resize_linear": build_resize_linear,
+    "lstm_kws": build_lstm_kws,
 }
 
 

@@ -236,6 +236,36 @@ def test_paddle_hard_swish_chain_is_one_table():
     assert _sqnr(g, q, samples) > 25
 
 
+def test_split_slice_concat_resize_move_int8_codes():
+    """Data movement stays int8 with the input's parameters (split, slice, nearest resize); a
+    concat of inputs in other parameters requantizes them with an identity table."""
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]),
+             helper.make_node("Split", ["c"], ["s0", "s1"], axis=1),
+             helper.make_node("Slice", ["s1", "st", "en", "ax"], ["sl"]),
+             helper.make_node("Sigmoid", ["s0"], ["g"]),
+             helper.make_node("Concat", ["g", "sl"], ["cat"], axis=1),
+             helper.make_node("Resize", ["cat", "", "sc"], ["up"], mode="nearest"),
+             helper.make_node("Conv", ["up", "w2"], ["y"])]
+    inits = {"w1": _w(4, 2, 1, 1), "w2": _w(3, 3, 1, 1)}
+    samples = _samples((1, 2, 3, 3))
+    model = _model(nodes, inits, [1, 2, 3, 3], [1, 3, 6, 6])
+    model.graph.initializer.extend([
+        numpy_helper.from_array(np.array(v, np.int64), n)
+        for v, n in (([0], "st"), ([1], "en"), ([1], "ax"))])
+    model.graph.initializer.append(numpy_helper.from_array(
+        np.array([1, 1, 2, 2], np.float32), "sc"))
+    g, q = _quantized(model, samples)
+    kinds = [op.kind for op in q.ops]
+    assert kinds.count("quantize_linear") == 1 and kinds.count("dequantize_linear") == 1
+    for kind in ("split", "slice", "concat", "resize"):
+        op = next(o for o in q.ops if o.kind == kind)
+        assert all(v.type.dtype == "int8" for v in op.outputs), kind
+    split = next(o for o in q.ops if o.kind == "split")
+    tq = q.value_types()
+    assert all(tq[v.name].quant == tq[split.inputs[0]].quant for v in split.outputs)
+    assert _sqnr(g, q, samples) > 20
+
+
 def test_intermediate_graph_output_is_not_folded():
     nodes, inits = CONV_RELU
     samples = _samples((1, 3, 4, 4))
