@@ -1,6 +1,6 @@
 """Every build of an int8 model gives the same bits: the differential test of issue 11.
 
-For each of the 13 test models (MLPerf Tiny four + benchmarks/models/zoo.py: squeeze-excite with
+For each of the 14 test models (MLPerf Tiny four + benchmarks/models/zoo.py: squeeze-excite with
 Paddle and opset-14 hard-swish, unnamed nodes, layout transposes, a detector neck with Resize /
 ConvTranspose / Concat / HardSigmoid gates / broadcast Mul, grouped and dilated convs, ...) the
 int8 outputs of the graph interpreter, the host build (generated and CMSIS-NN kernels), every
