@@ -253,7 +253,7 @@ class _Lowering:
     # ---- kernels
     def lower_extern(self, op: Op) -> bool:
         """op as a CMSIS-NN call, with its scratch in the arena; False if CMSIS-NN can't."""
-        from nnc.backends.cmsis_nn import lower_cmsis
+        from nnc.passes.lower_cmsis_nn import lower_cmsis
 
         name = self.kernel_name(op.kind)
 
@@ -439,7 +439,7 @@ class _Lowering:
 def _cmsis_anchor(op: Op) -> bool:
     """Whether a fused op starts with an op CMSIS-NN may run (then it is lowered op by op, the
     anchor as a library call)."""
-    from nnc.backends.cmsis_nn import supports
+    from nnc.passes.lower_cmsis_nn import supports
 
     assert op.body is not None
     return supports(op.body.ops[0])

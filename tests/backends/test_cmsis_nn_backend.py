@@ -15,8 +15,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import nnc
 from benchmarks.models import MODELS
-from nnc.backends.cmsis_nn import PORTABLE_ROOT, conv_scratch, depthwise_scratch, find_library
+from nnc.backends.cmsis_nn import PORTABLE_ROOT, find_library
 from nnc.errors import NncError
+from nnc.passes.lower_cmsis_nn import conv_scratch, depthwise_scratch
 
 needs_tools = pytest.mark.skipif(
     not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
