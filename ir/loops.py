@@ -16,7 +16,7 @@ Loops carry a kind (serial, parallel, vectorized, unrolled) and a unique name, s
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -301,11 +301,36 @@ def sub_exprs(e: Expr) -> tuple[Expr, ...]:
     return ()
 
 
+def walk_expr(e: Expr) -> Iterator[Expr]:
+    """`e` and every expression inside it, pre-order."""
+    yield e
+    for x in sub_exprs(e):
+        yield from walk_expr(x)
+
+
+def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
+    """`e` rebuilt bottom-up: where `fn(node)` returns an expression it replaces the node (whose
+    operands are already mapped), where it returns None the node stays. The one expression
+    rewriter passes share (substitution, renaming, simplification)."""
+    if isinstance(e, Load):
+        e = replace(e, indices=tuple(map_expr(i, fn) for i in e.indices))
+    elif isinstance(e, Binary):
+        e = replace(e, a=map_expr(e.a, fn), b=map_expr(e.b, fn))
+    elif isinstance(e, Call):
+        e = replace(e, args=tuple(map_expr(a, fn) for a in e.args))
+    elif isinstance(e, Cast):
+        e = replace(e, value=map_expr(e.value, fn))
+    elif isinstance(e, Select):
+        e = replace(e, cond=map_expr(e.cond, fn), a=map_expr(e.a, fn), b=map_expr(e.b, fn))
+    elif not isinstance(e, (Const, Var)):
+        raise TypeError(f"not an expression: {e!r}")
+    out = fn(e)
+    return e if out is None else out
+
+
 def uses_var(e: Expr, name: str) -> bool:
     """Whether loop variable `name` occurs anywhere in `e`."""
-    if isinstance(e, Var):
-        return e.name == name
-    return any(uses_var(x, name) for x in sub_exprs(e))
+    return any(isinstance(x, Var) and x.name == name for x in walk_expr(e))
 
 
 # ---------------------------------------------------------------- schedule steps (data)

@@ -17,10 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnc.ir.loops import (
-    Binary,
-    Call,
     CallExtern,
-    Cast,
     Expr,
     For,
     If,
@@ -28,13 +25,13 @@ from nnc.ir.loops import (
     Load,
     LoopModule,
     ScheduleStep,
-    Select,
     Split,
     Stmt,
     Store,
     Unroll,
     Vectorize,
     uses_var,
+    walk_expr,
 )
 from nnc.passes.manager import PassContext, register_pass
 
@@ -59,21 +56,7 @@ def _innermost_loops(body: tuple[Stmt, ...]) -> list[For]:
 
 
 def _loads(e: Expr, out: list[Load]) -> None:
-    if isinstance(e, Load):
-        out.append(e)
-        for i in e.indices:
-            _loads(i, out)
-    elif isinstance(e, Binary):
-        _loads(e.a, out)
-        _loads(e.b, out)
-    elif isinstance(e, Call):
-        for a in e.args:
-            _loads(a, out)
-    elif isinstance(e, Cast):
-        _loads(e.value, out)
-    elif isinstance(e, Select):
-        for x in (e.cond, e.a, e.b):
-            _loads(x, out)
+    out.extend(x for x in walk_expr(e) if isinstance(x, Load))
 
 
 def _collect(body: tuple[Stmt, ...], stores: list[Store], loads: list[Load]) -> bool:

@@ -16,12 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from nnc.ir.affine import flat_offset, injective
 from nnc.ir.graph import Graph, Op, fresh_name
 from nnc.ir.loops import (
-    Binary,
     Buffer,
     CallExtern,
-    Const,
     Expr,
     For,
     If,
@@ -31,8 +30,7 @@ from nnc.ir.loops import (
     LoopModule,
     Stmt,
     Store,
-    Var,
-    sub_exprs,
+    walk_expr,
     walk_stmts,
 )
 from nnc.ir.ops import ComputeContext, compute_elementwise, get_op, load_broadcast
@@ -50,7 +48,7 @@ def _stores_and_loads(stmts: Sequence[Stmt], name: str) -> tuple[int, bool]:
     """Count Store statements to `name` and whether anything loads from `name`."""
 
     def loads_from(e: Expr) -> bool:
-        return (isinstance(e, Load) and e.buffer == name) or any(map(loads_from, sub_exprs(e)))
+        return any(isinstance(x, Load) and x.buffer == name for x in walk_expr(e))
 
     stores, loads = 0, False
     for s in walk_stmts(stmts):
@@ -60,65 +58,6 @@ def _stores_and_loads(stmts: Sequence[Stmt], name: str) -> tuple[int, bool]:
         elif isinstance(s, If):
             loads = loads or loads_from(s.cond)
     return stores, loads
-
-
-Affine = dict[str, int]  # loop variable -> coefficient; "" -> the constant term
-
-
-def _affine(e: Expr, extents: dict[str, int]) -> Affine | None:
-    """`e` as an integer affine form of loop variables, or None. Variables of extent-1 loops are
-    always 0 and drop out (broadcast loads index such a dimension with the constant 0)."""
-    if isinstance(e, Const) and isinstance(e.value, int) and not isinstance(e.value, bool):
-        return {"": e.value} if e.value else {}
-    if isinstance(e, Var):
-        if e.name not in extents:
-            return None
-        return {e.name: 1} if extents[e.name] > 1 else {}
-    if isinstance(e, Binary) and e.op in ("add", "sub", "mul"):
-        a, b = _affine(e.a, extents), _affine(e.b, extents)
-        if a is None or b is None:
-            return None
-        if e.op == "mul":
-            if set(a) <= {""}:
-                a, b = b, a
-            if not set(b) <= {""}:
-                return None  # a product of two variables
-            k = b.get("", 0)
-            return {v: c * k for v, c in a.items() if c * k}
-        sign = 1 if e.op == "add" else -1
-        out = dict(a)
-        for v, c in b.items():
-            out[v] = out.get(v, 0) + sign * c
-        return {v: c for v, c in out.items() if c}
-    return None
-
-
-def _flat(indices: Sequence[Expr], shape: Sequence[int], extents: dict[str, int]) -> Affine | None:
-    """The row-major element offset of `buffer[indices]` as an affine form."""
-    out: Affine = {}
-    stride = 1
-    for idx, dim in zip(reversed(indices), reversed(shape), strict=True):
-        a = _affine(idx, extents)
-        if a is None:
-            return None
-        for v, c in a.items():
-            out[v] = out.get(v, 0) + c * stride
-        stride *= dim
-    return {v: c for v, c in out.items() if c}
-
-
-def _injective(form: Affine, loop_vars: Sequence[str], extents: dict[str, int]) -> bool:
-    """Whether the loops around a store reach each offset of `form` at most once: every loop of
-    extent > 1 appears, and sorted by |coefficient| each one steps past all smaller ones' range."""
-    live = [v for v in loop_vars if extents[v] > 1]
-    if set(form) - {""} != set(live):
-        return False
-    reach = 0
-    for v in sorted(live, key=lambda v: abs(form[v])):
-        if abs(form[v]) <= reach:
-            return False
-        reach += abs(form[v]) * (extents[v] - 1)
-    return True
 
 
 @dataclass
@@ -132,18 +71,10 @@ class _Accesses:
     loads: dict[str, list[tuple[tuple[Expr, ...], Store | None]]] = field(default_factory=dict)
     extern: set[str] = field(default_factory=set)  # buffers named by external calls
 
-    def expr(self, e: object, into: Store | None) -> None:
-        if isinstance(e, Load):
-            self.loads.setdefault(e.buffer, []).append((e.indices, into))
-            for i in e.indices:
-                self.expr(i, into)
-        for attr in ("a", "b", "cond", "value"):
-            sub = getattr(e, attr, None)
-            if isinstance(sub, Expr):
-                self.expr(sub, into)
-        for sub in getattr(e, "args", ()) or ():
-            if isinstance(sub, Expr):
-                self.expr(sub, into)
+    def expr(self, e: Expr, into: Store | None) -> None:
+        for x in walk_expr(e):
+            if isinstance(x, Load):
+                self.loads.setdefault(x.buffer, []).append((x.indices, into))
 
     def stmt(self, s: object, loop_vars: tuple[str, ...]) -> None:
         if isinstance(s, For):
@@ -187,8 +118,8 @@ def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
         if len(sites) != 1:
             continue
         idx, loop_vars = sites[0]
-        where = _flat(idx, out.shape, acc.extents)
-        if where is None or not _injective(where, loop_vars, acc.extents):
+        where = flat_offset(idx, out.shape, acc.extents)
+        if where is None or not injective(where, loop_vars, acc.extents):
             continue
         for x in ins:
             if (x is None or x.scope != "arena" or x.name == out.name or x.shape != out.shape
@@ -197,7 +128,8 @@ def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
                 continue
             reads = acc.loads.get(x.name, [])
             if reads and all(into is not None and into.buffer == out.name and into.indices == idx
-                             and _flat(ix, x.shape, acc.extents) == where for ix, into in reads):
+                             and flat_offset(ix, x.shape, acc.extents) == where
+                             for ix, into in reads):
                 pairs.append((x.name, out.name))
     return tuple(pairs)
 

@@ -17,28 +17,23 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from nnc.ir.loops import (
-    Binary,
-    Call,
     CallExtern,
-    Cast,
-    Const,
     Expr,
     For,
     Fuse,
     If,
     Kernel,
-    Load,
     LoopModule,
     Parallel,
     Reorder,
     ScheduleStep,
-    Select,
     Split,
     Stmt,
     Store,
     Unroll,
     Var,
     Vectorize,
+    map_expr,
 )
 from nnc.passes.manager import PassContext, register_pass
 
@@ -52,23 +47,7 @@ class ScheduleError(Exception):
 
 def substitute(e: Expr, env: dict[str, Expr]) -> Expr:
     """`e` with the variables named in `env` replaced."""
-    if isinstance(e, Var):
-        return env.get(e.name, e)
-    if isinstance(e, Const):
-        return e
-    if isinstance(e, Load):
-        return replace(e, indices=tuple(substitute(i, env) for i in e.indices))
-    if isinstance(e, Binary):
-        return replace(e, a=substitute(e.a, env), b=substitute(e.b, env))
-    if isinstance(e, Call):
-        return replace(e, args=tuple(substitute(a, env) for a in e.args))
-    if isinstance(e, Cast):
-        return replace(e, value=substitute(e.value, env))
-    if isinstance(e, Select):
-        return replace(
-            e, cond=substitute(e.cond, env), a=substitute(e.a, env), b=substitute(e.b, env)
-        )
-    raise TypeError(f"not an expression: {e!r}")
+    return map_expr(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
 
 
 def substitute_stmt(s: Stmt, env: dict[str, Expr]) -> Stmt:
