@@ -525,17 +525,19 @@ class _Parser:
     def io(self, word: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if not self.accept("ident", word):
             return (), ()
-        bufs: list[str] = []
-        names: list[str] = []
+        items: list[tuple[_Token, str | None]] = []
         first = True
         while first or self.accept("punct", ","):
             first = False
-            bufs.append(self.name(f"a module {word[:-1]} such as %x"))
-            if self.at("str"):
-                names.append(self.dq_string("a name in quotes"))
-        if names and len(names) != len(bufs):
-            raise self.error(f"a user-facing name for every one of the {word} or for none")
-        return tuple(bufs), tuple(names)
+            tok = self.peek()
+            self.name(f"a module {word[:-1]} such as %x")
+            items.append((tok, self.dq_string("a name in quotes") if self.at("str") else None))
+        names = [n for _, n in items if n is not None]
+        if names and len(names) != len(items):
+            tok = next(t for t, n in items if n is None)
+            raise self.fail(tok, f"{word[:-1]} %{tok.text} has no user-facing name (give every "
+                            f"{word[:-1]} one, or none)")
+        return tuple(t.text for t, _ in items), tuple(names)
 
     def module(self, constants: Mapping[str, np.ndarray] | None) -> LoopModule:
         self.word("loop_module")
