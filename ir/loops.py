@@ -16,6 +16,7 @@ Loops carry a kind (serial, parallel, vectorized, unrolled) and a unique name, s
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -425,7 +426,11 @@ class Kernel:
 
     `inplace` lists (input, output) param pairs the output may overwrite: element e of the input
     is read only while computing element e of the output, which is written once. The memory
-    planner may then give both the same bytes when the input dies at this kernel."""
+    planner may then give both the same bytes when the input dies at this kernel.
+
+    `workload` is the kernel's workload key (set by lower-to-loops: what it computes, on which
+    shapes and target, without any names; see docs/architecture.md), `workload_hash` its short
+    digest: kernels with equal keys compute the same thing, so a tuning cache can key on it."""
 
     name: str
     params: tuple[str, ...]
@@ -436,6 +441,14 @@ class Kernel:
     macs: int = 0
     schedule: tuple[ScheduleStep, ...] = ()
     inplace: tuple[tuple[str, str], ...] = ()
+    workload: str = ""
+
+    @property
+    def workload_hash(self) -> str:
+        """The first 12 hex digits of the key's SHA-256 ("" without a key)."""
+        if not self.workload:
+            return ""
+        return hashlib.sha256(self.workload.encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> Kernel:
         return replace(self, **changes)

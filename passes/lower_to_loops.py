@@ -6,18 +6,23 @@ stored, so the chain has no intermediate buffer. If the anchor's loop nest reads
 output or stores it more than once (then an epilogue cannot apply), the fused op is lowered
 unfused instead. Each kernel records the (input, output) buffer pairs that may share memory
 (`Kernel.inplace`, see `inplace_pairs`); plan-memory decides whether they do.
+
+Each kernel also gets its workload key (`Kernel.workload`, see `workload_key`): what it computes
+on which shapes and target, without names, so equal layers share a key and a tuning cache entry.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from nnc.ir.affine import flat_offset, injective
-from nnc.ir.graph import Graph, Op, fresh_name
+from nnc.ir.graph import Attrs, AttrValue, Graph, Op, fresh_name
 from nnc.ir.loops import (
     Buffer,
     CallExtern,
@@ -34,6 +39,8 @@ from nnc.ir.loops import (
     walk_stmts,
 )
 from nnc.ir.ops import ComputeContext, compute_elementwise, get_op, load_broadcast
+from nnc.ir.printer import format_float, format_string
+from nnc.ir.types import TensorType
 from nnc.passes.manager import PassContext, register_pass
 
 
@@ -134,6 +141,94 @@ def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
     return tuple(pairs)
 
 
+# ---------------------------------------------------------------- workload keys
+
+# Inputs that are a layer's data (weights, biases, tables, per-channel statistics): the key has
+# their type only, so layers that differ only in trained values share it. Every other constant
+# input (requantization multipliers and shifts, zero points, scales, clip bounds, exponents)
+# changes the arithmetic and enters the key by value.
+DATA_INPUTS: dict[str, tuple[int, ...]] = {
+    "conv": (1, 2), "conv_transpose": (1, 2), "gemm": (0, 1, 2), "matmul": (0, 1),
+    "conv_s8": (1, 4), "fully_connected_s8": (1, 4), "conv_integer": (1,),
+    "matmul_integer": (0, 1), "qlinear_conv": (3, 8), "qlinear_matmul": (0, 3), "lut_s8": (1,),
+    "batch_normalization": (1, 2, 3, 4), "instance_normalization": (1, 2),
+    "layer_normalization": (1, 2), "prelu": (1,), "gather": (0,),
+}
+INLINE_VALUES = 8  # constants up to this many elements are spelled out, larger ones digested
+_PLAIN = re.compile(r"[A-Za-z0-9_.+-]*")
+
+
+def _key_attr(v: AttrValue) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return format_float(v)
+    if isinstance(v, str):
+        return v if _PLAIN.fullmatch(v) else format_string(v)
+    if isinstance(v, tuple):
+        return "[" + ",".join(_key_attr(x) for x in v) + "]"
+    return str(v)
+
+
+def _key_attrs(attrs: Attrs) -> str:
+    return "{" + ",".join(f"{k}={_key_attr(v)}" for k, v in attrs.items()) + "}"
+
+
+def _key_type(t: TensorType) -> str:
+    """`i8[1,25,5,64]@NHWC`: no quantization parameters, which no compute definition reads
+    (the arithmetic they imply is in attributes and constant inputs)."""
+    return str(TensorType(t.shape, t.dtype, t.layout))
+
+
+def _key_values(data: np.ndarray) -> str:
+    """`[1,-2]` for a small constant, `#<8 hex digits of SHA-256>` of its little-endian bytes
+    otherwise (the type, printed before, fixes shape and dtype)."""
+    a = np.asarray(data)
+    if a.size <= INLINE_VALUES:
+        vals = a.reshape(-1).tolist()
+        return "[" + ",".join(format_float(v) if isinstance(v, float) else str(v)
+                              for v in vals) + "]"
+    raw = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<")).tobytes()
+    return "#" + hashlib.sha256(raw).hexdigest()[:8]
+
+
+def target_key(target: Any) -> str:
+    """`target=<cpu> isa=<vector isa>/<bits> features=<sorted flags>` of a `Target` (or `-`)."""
+    if target is None:
+        return "target=-"
+    cpu = getattr(target, "mcpu", None) or getattr(target, "name", "-")
+    isa = getattr(target, "vector_isa", None) or "-"
+    features = ",".join(sorted(getattr(target, "features", ()))) or "-"
+    return f"target={cpu} isa={isa}/{getattr(target, 'vector_bits', 0)} features={features}"
+
+
+def workload_key(op: Op, types: Mapping[str, TensorType], constants: Mapping[str, np.ndarray],
+                 target: str) -> str:
+    """The workload of the kernel lowered from `op` (a fused op: its anchor and epilogue):
+
+        conv+relu(f32[1,1,49,10], f32[64,1,10,4] const, f32[64] const) -> (f32[1,64,25,5])
+        conv{dilations=[1,1],group=1,pads=[4,1,5,1],strides=[2,2]} relu{} target=host ...
+
+    op kinds, input and output types (shape, dtype, layout), each op's attributes,
+    the values of constant inputs that are not layer data (`DATA_INPUTS`) and `target`
+    (`target_key`); no value, op, buffer or loop names. See docs/architecture.md."""
+    chain = op.body.ops if op.body is not None else (op,)
+    data = {o.inputs[i] for o in chain for i in DATA_INPUTS.get(o.kind, ()) if i < len(o.inputs)}
+    ins = []
+    for n in op.inputs:
+        if not n:
+            ins.append("-")
+            continue
+        text = _key_type(types[n])
+        if n in constants:
+            text += " const" if n in data else f" const={_key_values(constants[n])}"
+        ins.append(text)
+    outs = ", ".join(_key_type(v.type) for v in op.outputs)
+    kinds = "+".join(o.kind for o in chain)
+    attrs = " ".join(o.kind + _key_attrs(o.attrs) for o in chain)
+    return f"{kinds}({', '.join(ins)}) -> ({outs}) {attrs} {target}"
+
+
 @dataclass(frozen=True)
 class LowerOptions:
     # "cmsis-nn": int8 ops CMSIS-NN can run become calls into it (nnc.backends.cmsis_nn);
@@ -142,8 +237,11 @@ class LowerOptions:
 
 
 class _Lowering:
-    def __init__(self, graph: Graph, kernels: str = "generated", mve: bool = False) -> None:
+    def __init__(self, graph: Graph, kernels: str = "generated", mve: bool = False,
+                 target: Any = None) -> None:
         self.graph = graph
+        self.target = target_key(target)
+        self.types = graph.value_types()
         self.cmsis = kernels == "cmsis-nn"
         self.mve = mve  # size library scratch for Helium (Cortex-M55)
         self.used: set[str] = set()
@@ -203,7 +301,7 @@ class _Lowering:
         if k is None:
             del self.extra[mark:]
             return False
-        self.kernels.append(k)
+        self.kernels.append(k.replace(workload=self.workload(op)))
         return True
 
     def lower_plain(self, op: Op) -> None:
@@ -280,7 +378,10 @@ class _Lowering:
                 params.append(x.name)
         inplace = inplace_pairs(b._stack[0], ins, outs)
         self.kernels.append(b.build(params, op_kind=kind or op.kind, op_name=op.name, macs=macs,
-                                    inplace=inplace))
+                                    inplace=inplace, workload=self.workload(op)))
+
+    def workload(self, op: Op) -> str:
+        return workload_key(op, self.types, self.graph_constants, self.target)
 
     def lower_copy(self, src: Buffer, dst: Buffer, op_name: str) -> None:
         """dst[...] = src[...] element by element in row-major order (shapes may differ)."""
@@ -293,8 +394,9 @@ class _Lowering:
         b = KernelBuilder(self.kernel_name("copy"))
         with b.loop(n) as i:
             b.store(fd, (i,), fs[i])
+        key = f"copy({src}) -> ({dst}) {self.target}"
         self.kernels.append(b.build((fs.name, fd.name, src.name, dst.name), op_kind="copy",
-                                    op_name=op_name))
+                                    op_name=op_name, workload=key))
 
     # ---- whole graph
     def run(self) -> LoopModule:
@@ -361,6 +463,7 @@ class _Lowering:
         """Lower a fused op's body op by op, with intermediates in the arena."""
         assert op.body is not None
         final = op.outputs[0].name
+        self.types.update(op.body.value_types())
         for inner in op.body.ops:
             for v in inner.outputs:
                 if v.name != final:
@@ -393,4 +496,4 @@ def lower_to_loops(graph: Graph, ctx: PassContext) -> LoopModule:
     if opts.kernels not in ("generated", "cmsis-nn"):
         raise ValueError(f"kernels={opts.kernels!r}: choose 'generated' or 'cmsis-nn'")
     mve = "mve" in getattr(ctx.target, "features", ())
-    return _Lowering(graph, opts.kernels, mve).run()
+    return _Lowering(graph, opts.kernels, mve, ctx.target).run()
