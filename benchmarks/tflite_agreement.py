@@ -19,7 +19,8 @@ them, output code by output code, for each int8 rounding (`int8_rounding=`) and 
         [--inputs N] [--json out.json]
 
 prints one row per model, rounding and variant: the share of output elements identical to the
-reference, the share within 1 LSB, and the largest difference in LSB.
+reference, the share within 1 LSB, the largest difference in LSB, and whether the build's outputs
+are bit-identical with the interpreter's (=interp); exits 1 if one is not.
 """
 
 from __future__ import annotations
@@ -116,10 +117,16 @@ def agreement(got: Sequence[np.ndarray], want: Sequence[np.ndarray]) -> dict[str
 
 
 def measure(fx: Fixture, variant: str, rounding: str, reference: str = "tflite_ref",
-            n: int | None = None) -> dict[str, Any]:
+            n: int | None = None, interp: Sequence[np.ndarray] | None = None) -> dict[str, Any]:
+    """`agreement` of `variant`'s outputs with `reference`; with the interpreter's outputs
+    (`interp`), also whether the build gives exactly those ("same_as_interp")."""
     got = (interp_outputs(fx, rounding, n) if variant == "interp"
            else build_outputs(fx, variant, rounding, n)[0])
-    return agreement(got, [o[:n] for o in fx.outputs[reference]])
+    r: dict[str, Any] = agreement(got, [o[:n] for o in fx.outputs[reference]])
+    if interp is not None:
+        r["same_as_interp"] = all(np.array_equal(g, w) for g, w in zip(got, interp,
+                                                                      strict=True))
+    return r
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -140,21 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     rows = []
     print(f"{'model':8} {'rounding':8} {'variant':20} {'exact':>8} {'<=1 LSB':>8} {'max':>4}"
-          f"  (vs {args.reference})")
+          f"  {'=interp':7}  (vs {args.reference})")
     for name in args.models.split(","):
         fx = load_fixture(name, Path(args.dir))
         for rounding in args.roundings.split(","):
+            interp = interp_outputs(fx, rounding, args.inputs)
             for variant in variants:
                 t0 = time.perf_counter()
-                r = measure(fx, variant, rounding, args.reference, args.inputs)
+                r = measure(fx, variant, rounding, args.reference, args.inputs, interp)
                 rows.append({"model": name, "rounding": rounding, "variant": variant,
                              "reference": args.reference, **r})
                 print(f"{name:8} {rounding:8} {variant:20} {r['exact_pct']:7.2f}% "
                       f"{r['within_1_lsb_pct']:7.2f}% {r['max_lsb']:4d}  "
+                      f"{'yes' if r['same_as_interp'] else 'NO':7}  "
                       f"({r['elements']} codes, {time.perf_counter() - t0:.1f} s)", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    return 0
+    return 0 if all(r["same_as_interp"] for r in rows) else 1
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Rewritten (int8 activations only; uint8 models keep their float QDQ form):
   → conv_s8 / fully_connected_s8 (weights symmetric int8, per output channel or per tensor);
   matmul's weight is [K, N] (transposed to the op's [N, K]) or transpose(DQ(w [N, K])), and a
   bias may follow it as an add (tf2onnx writes a TFLite FULLY_CONNECTED with an unknown batch
-  or an input of rank > 2 as DQ → MatMul → Add(DQ(bias int32)) → [Relu] → Q);
+  as DQ → MatMul → Add(DQ(bias int32)) → [Relu] → Q);
 - DQ → max_pool / average_pool / global_average_pool → Q with the same scale and zero point in and
   out → max_pool_s8 / avg_pool_s8;
 - DQ, DQ → add / mul → Q → add_s8 / mul_s8;  DQ → reshape → Q (same parameters) → int8 reshape;
@@ -349,8 +349,8 @@ class _Fuser:
 
     def rule_matmul(self, op: Op) -> tuple[Op, list[Op]]:
         """DQ(x) → MatMul(DQ(W [K, N])) [→ Add(bias [N])] [→ relu / clip] → Q, the weight also
-        as Transpose(DQ(W [N, K])) (tf2onnx's fully connected with an unknown batch or an input
-        of rank > 2; TFLite stores FC weights [N, K])."""
+        as Transpose(DQ(W [N, K])) (tf2onnx's fully connected with an unknown batch; TFLite
+        stores FC weights [N, K]); x of any rank, the FC over its last axis."""
         extra: list[Op] = []
         t = self.producers.get(op.inputs[1])
         if t is not None and t.kind == "transpose" and t.attrs.get_ints("perm", ()) == (1, 0):
