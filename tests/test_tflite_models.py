@@ -82,19 +82,27 @@ def test_generated_and_cmsis_nn_kernels_compute_the_interpreters_codes(
             np.testing.assert_array_equal(g, w, err_msg=f"{name} {variant} {rounding}")
 
 
-def test_ad_shaped_model_is_int8_fully_connected_layers_only() -> None:
+@pytest.mark.parametrize("target", [
+    "host",
+    pytest.param("cortex-m7", marks=[pytest.mark.needs_arm, pytest.mark.skipif(
+        not shutil.which("arm-none-eabi-gcc"), reason="needs gcc-arm-none-eabi")]),
+])
+def test_ad_shaped_model_is_int8_fully_connected_layers_only(target: str) -> None:
     """tf2onnx writes AD's dense layers (unknown batch) as DQ → MatMul → Add(DQ(bias int32))
-    [→ Relu] → Q: each becomes one fully_connected_s8, the weights int8 in flash, no float."""
+    [→ Relu] → Q: each becomes one fully_connected_s8, the weights int8 in flash, no float; on
+    Cortex-M each one an arm_fully_connected_s8 call."""
     fx = load_fixture("ad")
-    compiled = nnc.compile(fx.onnx_path, target="host", input_shapes=fx.input_shapes,
-                           int8_rounding="tflite", bench=False)
+    compiled = nnc.compile(fx.onnx_path, target=target, input_shapes=fx.input_shapes,
+                           bench=False)
     info = compiled.info
     assert [lay["op"] for lay in info["layers"]] == ["fully_connected_s8"] * 10
+    assert info["library_calls"] == (10 if target != "host" else 0)
     # the constants are the int8 weights plus int32 bias, multiplier and shift: nothing float
     dims = [160, 32, 32, 32, 32, 8, 32, 32, 32, 32, 160]
     int8_weights = sum(a * b for a, b in zip(dims, dims[1:], strict=False))
     assert info["weight_bytes"] == int8_weights + 4 * sum(dims[1:]) + 10 * 2 * 4
-    assert "float" not in (compiled.source_dir / "model.c").read_text()
+    model_c = compiled.source_dir / ("model.c" if target == "host" else "model/model.c")
+    assert "float" not in model_c.read_text()
 
 
 @needs_board
