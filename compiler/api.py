@@ -195,6 +195,27 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
     return out, (find_library(cmsis_nn) if choice == "cmsis-nn" else None)
 
 
+def _rounding_choice(steps: list[PipelineStep], tgt: Any, int8_rounding: str | None,
+                     quantize: str | None) -> list[PipelineStep]:
+    """The pipeline with fuse-qdq set to `int8_rounding` (default: the target's)."""
+    from nnc.passes.fuse_qdq import ROUNDINGS, FuseQdqOptions, default_rounding
+
+    if int8_rounding is not None and int8_rounding not in ROUNDINGS:
+        raise NncError(f"int8_rounding={int8_rounding!r} is not supported; choose one of "
+                       f"{list(ROUNDINGS)}")
+    if quantize is not None and int8_rounding == "onnx":
+        raise NncError("int8_rounding='onnx' is for pre-quantized models; quantize='int8' "
+                       "always rounds the TFLite way (what CMSIS-NN computes)")
+    choice = int8_rounding or default_rounding(tgt)
+    out = []
+    for s in steps:
+        if s.name == "fuse-qdq" and (int8_rounding is not None
+                                     or s.options in (None, FuseQdqOptions())):
+            s = PipelineStep(s.name, FuseQdqOptions(rounding=choice))
+        out.append(s)
+    return out
+
+
 def _io_desc(graph: Graph) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     def d(v: Any) -> dict[str, Any]:
         return {"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype}
@@ -289,6 +310,7 @@ def compile(  # noqa: A001 - the public name users expect
     cmsis_nn: str | os.PathLike[str] | None = None,
     keep_failed: bool = False,
     bind: Mapping[str, Any] | None = None,
+    int8_rounding: str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -318,7 +340,13 @@ def compile(  # noqa: A001 - the public name users expect
     `bind` fixes graph inputs to constants at compile time, e.g. `bind={"sr": 16000}` (a number,
     a list, a numpy array, or the CLI's text forms: "1,2,3", a path to a .npy); the value takes
     the input's declared dtype and shape. A bound input is no longer an input of the compiled
-    model, and what is computed from it folds: shape operands, an If on its value."""
+    model, and what is computed from it folds: shape operands, an If on its value.
+
+    `int8_rounding` is how a pre-quantized model's (QDQ / QOperator) requantization rounds:
+    "tflite" (the default on Cortex-M: TFLite's double rounding, bit-exact with TFLite Micro and
+    CMSIS-NN) or "onnx" (the default on the host: one rounding, as onnxruntime). The graph
+    interpreter, the generated kernels and the CMSIS-NN calls compute the same either way.
+    `quantize="int8"` always rounds the TFLite way."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -332,7 +360,9 @@ def compile(  # noqa: A001 - the public name users expect
     except PassError as e:
         raise NncError(str(e)) from None
     steps, library = _kernel_choice(steps, tgt, kernels, cmsis_nn)
+    steps = _rounding_choice(steps, tgt, int8_rounding, quantize)
     quant_info: dict[str, Any] | None = None
+    rounding: str | None = None
     pre_timings: list[tuple[str, float]] = []
     pre_text = ""
     t0 = time.perf_counter()
@@ -342,10 +372,12 @@ def compile(  # noqa: A001 - the public name users expect
                 graph, steps, tgt, dump_ir, quantize, calibration, calibration_method, times,
                 evaluation)
             pre_timings, pre_text = pre.timings, pre.pipeline_text()
+            rounding = pre.facts.get("int8_rounding", "tflite")
         pm = PassManager(steps, target=tgt, dump_dir=dump_ir)
         if quant_info is not None:
             pm.facts["quant_ranges"] = quant_info.pop("ranges")
         module = pm.run(graph)
+        rounding = pm.facts.get("int8_rounding", rounding)
     except PassError as e:
         raise NncError(f"compilation failed: {e}") from e
     times["passes"] = time.perf_counter() - t0 - times.get("calibration", 0.0)
@@ -391,6 +423,8 @@ def compile(  # noqa: A001 - the public name users expect
     }
     if quant_info is not None:
         info["quantization"] = quant_info
+    if rounding is not None:  # the model has int8 ops (pre-quantized, or quantize="int8")
+        info["int8_rounding"] = rounding
 
     keep = None
     if output_dir is None:

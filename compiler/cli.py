@@ -56,6 +56,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         kernels=args.kernels,
         cmsis_nn=args.cmsis_nn,
         keep_failed=args.keep_failed,
+        int8_rounding=args.int8_rounding,
     )
     t = model.compile_time_s
     info = model.info
@@ -65,6 +66,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
           f"(floor {info['arena_floor_bytes']:,} B)")
     if info.get("kernel_library"):
         print(f"  {info['library_calls']} kernels call {info['kernel_library']}")
+    if info.get("int8_rounding"):
+        print(f"  int8 rounding: {info['int8_rounding']}")
     if "firmware" in info:
         fw = info["firmware"]
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
@@ -230,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--keep-failed", action="store_true",
                    help="keep the generated project when the C compiler fails on it, and print "
                    "its path (NNC_DEBUG=1 does too)")
+    c.add_argument("--int8-rounding", choices=["tflite", "onnx"],
+                   help="how a pre-quantized model's requantization rounds: 'tflite' (default on "
+                   "Cortex-M; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' (default on the "
+                   "host; one rounding, as onnxruntime)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")

@@ -8,6 +8,9 @@
 Rewritten (int8 activations only; uint8 models keep their float QDQ form):
 - DQ(x), DQ(w const), [DQ(b const int32) or float b] → conv / gemm / matmul → [relu / clip] → Q
   → conv_s8 / fully_connected_s8 (weights symmetric int8, per output channel or per tensor);
+  matmul's weight is [K, N] (transposed to the op's [N, K]) or transpose(DQ(w [N, K])), and a
+  bias may follow it as an add (tf2onnx writes a TFLite FULLY_CONNECTED with an unknown batch
+  as DQ → MatMul → Add(DQ(bias int32)) → [Relu] → Q);
 - DQ → max_pool / average_pool / global_average_pool → Q with the same scale and zero point in and
   out → max_pool_s8 / avg_pool_s8;
 - DQ, DQ → add / mul → Q → add_s8 / mul_s8;  DQ → reshape → Q (same parameters) → int8 reshape;
@@ -15,19 +18,28 @@ Rewritten (int8 activations only; uint8 models keep their float QDQ form):
   output parameters keep the float softmax and warn);
 - qlinear_conv / qlinear_matmul with int8 operands and symmetric constant int8 weights → conv_s8 /
   fully_connected_s8 (onnxruntime's com.microsoft QLinearAdd & co. arrive as QDQ from the importer).
-The requantization multipliers and shifts of x_scale * w_scale / y_scale are TFLite's fixed-point
-pairs, encoded so that TFLite's arithmetic rounds once, as onnxruntime's float requantization
-does (`_single_rounding_multipliers`: shift 0 for M in [2^-11, 0.5); add_s8 / mul_s8 use
-QuantizeMultiplier as `quantize` does). The rewritten op takes over the Q's output value
-(name and type, with its `TensorType.quant`), so consumers need no rewiring; anything that does not
-match stays as it is. Graph inputs and outputs keep their types. Run it right after import, before
-fold-constants (the importer keeps dequantize_linear of constant weights unfolded for it).
+
+Rounding (`FuseQdqOptions.rounding`, `nnc.compile(int8_rounding=)`): every int8 op computes
+TFLite's arithmetic (`nnc.ir.fixed_point`: a doubling high multiply, then a rounding shift); the
+(multiplier, shift) pairs of x_scale * w_scale / y_scale decide how often it rounds.
+- "tflite" (the default on microcontroller targets): QuantizeMultiplier's pairs computed as
+  TFLite does (per-tensor FC: the scale product in float32), so it rounds twice as TFLite's
+  reference kernels, TFLite Micro and CMSIS-NN do: bit-exact with them;
+- "onnx" (the default on the host): `_single_rounding_multipliers` (shift 0 for M in
+  [2^-11, 0.5)), so the same arithmetic rounds once, as onnxruntime's float requantization does.
+add_s8 / mul_s8 use QuantizeMultiplier either way (as `quantize` does). The constants are the
+only difference, so the graph interpreter, the generated kernels and the CMSIS-NN calls agree in
+both modes. The rewritten op takes over the Q's output value (name and type, with its
+`TensorType.quant`), so consumers need no rewiring; anything that does not match stays as it is.
+Graph inputs and outputs keep their types. Run it right after import, before fold-constants (the
+importer keeps dequantize_linear of constant weights unfolded for it).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -99,8 +111,59 @@ def _single_rounding_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndar
     return mult, np.where(single, 0, shift).astype(np.int32)
 
 
+ROUNDINGS = ("tflite", "onnx")
+
+
+def requant_multipliers(reals: np.ndarray, rounding: str) -> tuple[np.ndarray, np.ndarray]:
+    """(multiplier, shift) int32 arrays for real multipliers M, as `rounding` asks:
+    "tflite": QuantizeMultiplier's normalized pairs, so TFLite's arithmetic rounds twice as TFLite
+    (Micro) and CMSIS-NN do; "onnx": `_single_rounding_multipliers`, one rounding as onnxruntime.
+    >>> [v.tolist() for v in requant_multipliers(np.array([0.01]), "tflite")]
+    [[1374389535], [-6]]
+    """
+    if rounding == "tflite":
+        return _multipliers(reals)
+    if rounding == "onnx":
+        return _single_rounding_multipliers(reals)
+    raise ValueError(f"int8 rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
+
+
+def _fc_reals(x_scale: float, w_scales: np.ndarray, y_scale: float,
+              rounding: str) -> np.ndarray:
+    """Real requantization multipliers of a fully connected layer. TFLite computes a per-tensor
+    one as double(float(x_scale * w_scale)) / y_scale (GetQuantizedConvolutionMultipler: the
+    product in float32), per-channel ones (and convs) all in double."""
+    if rounding == "tflite" and w_scales.size == 1:
+        prod = np.float32(x_scale) * np.float32(w_scales.reshape(-1)[0])
+        return np.array([np.float64(prod) / _f64(y_scale)])
+    return _f64(x_scale) * w_scales / _f64(y_scale)
+
+
+@dataclass(frozen=True)
+class FuseQdqOptions:
+    """`rounding`: how the requantization multipliers of conv / fully connected layers are
+    encoded, "tflite" (TFLite's double rounding: bit-exact with TFLite Micro and CMSIS-NN) or
+    "onnx" (one rounding, as onnxruntime); "" picks "tflite" on microcontroller targets and
+    "onnx" on the host."""
+
+    rounding: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ("", *ROUNDINGS):
+            raise TypeError(f"rounding must be one of {', '.join(ROUNDINGS)}, "
+                            f"got {self.rounding!r}")
+
+
+def default_rounding(target: object) -> str:
+    """The int8 rounding a target gets by default: "tflite" on microcontrollers (what TFLite
+    Micro and CMSIS-NN compute), "onnx" elsewhere."""
+    return "tflite" if getattr(target, "kind", "host") == "cortex-m" else "onnx"
+
+
 class _Fuser:
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, rounding: str) -> None:
+        self.rounding = rounding
+        self.rewritten = 0  # ops rewritten into int8 ones
         self.g = graph
         self.consts = graph.constant_map()
         self.const_types = {c.name: c.value.type for c in graph.constants}
@@ -234,11 +297,18 @@ class _Fuser:
     # --- rules: each returns the replacement op and the ops it swallows, or raises _NoMatch
 
     def weighted(self, op: Op, kind: str, x: str, w: str, w_scales: np.ndarray, bias: str,
-                 attrs: dict[str, object]) -> tuple[Op, list[Op]]:
+                 attrs: dict[str, object], extra: Sequence[Op] = (), last: Op | None = None
+                 ) -> tuple[Op, list[Op]]:
+        """`op` [→ `last`, e.g. a bias add] → [relu / clip] → Q as `kind`, swallowing the ops in
+        `extra` too (`last` among them)."""
         xq, xp = self.activation(x)
-        swallowed, out, yq, lo, hi = self.quantized_output(op)
-        reals = _f64(xp.scale[0]) * w_scales / _f64(yq.scale[0])
-        mult, shift = _single_rounding_multipliers(reals)
+        swallowed, out, yq, lo, hi = self.quantized_output(last or op)
+        if kind == "fully_connected_s8":
+            reals = _fc_reals(xp.scale[0], w_scales, yq.scale[0], self.rounding)
+        else:
+            reals = _f64(xp.scale[0]) * w_scales / _f64(yq.scale[0])
+        mult, shift = requant_multipliers(reals, self.rounding)
+        swallowed = [*extra, *swallowed]
         base = op.name or out.name
         n = self.type_of(w).shape[0]
         inputs = [xq, w, self.add_const(f"{base}_mult", mult),
@@ -271,13 +341,61 @@ class _Fuser:
         trans_b = bool(a.get_int("trans_b", 0))
         wsrc, wq = self.dq(op.inputs[1])
         w, scales = self.weight(wsrc, wq, 0 if trans_b else 1, transpose=not trans_b)
-        return self.weighted(op, "fully_connected_s8", op.inputs[0], w, scales, bias, {})
+        add = None
+        if not bias:  # a bias added after the gemm
+            bias, add = self.bias_add(op, self.type_of(w).shape[0])
+        return self.weighted(op, "fully_connected_s8", op.inputs[0], w, scales, bias, {},
+                             [add] if add else [], add)
 
     def rule_matmul(self, op: Op) -> tuple[Op, list[Op]]:
-        wsrc, wq = self.dq(op.inputs[1])
-        _need(self.type_of(wsrc).rank == 2)
-        w, scales = self.weight(wsrc, wq, 1, transpose=True)
-        return self.weighted(op, "fully_connected_s8", op.inputs[0], w, scales, "", {})
+        """DQ(x) → MatMul(DQ(W [K, N])) [→ Add(bias [N])] [→ relu / clip] → Q, the weight also
+        as Transpose(DQ(W [N, K])) (tf2onnx's fully connected with an unknown batch; TFLite
+        stores FC weights [N, K]); x of any rank, the FC over its last axis."""
+        extra: list[Op] = []
+        t = self.producers.get(op.inputs[1])
+        if t is not None and t.kind == "transpose" and t.attrs.get_ints("perm", ()) == (1, 0):
+            wsrc, wq = self.dq(t.inputs[0])
+            _need(self.type_of(wsrc).rank == 2)
+            w, scales = self.weight(wsrc, wq, 0)
+            if self.users.get(t.outputs[0].name, []) == [op] and t.outputs[0].name \
+                    not in self.outputs:
+                extra.append(t)  # the transpose of the DQ'd weight goes too
+        else:
+            wsrc, wq = self.dq(op.inputs[1])
+            _need(self.type_of(wsrc).rank == 2)
+            w, scales = self.weight(wsrc, wq, 1, transpose=True)
+        n = self.type_of(w).shape[0]
+        bias, add = self.bias_add(op, n)
+        if add is not None:
+            extra.append(add)
+        return self.weighted(op, "fully_connected_s8", op.inputs[0], w, scales, bias, {},
+                             extra, add)
+
+    def bias_add(self, op: Op, n: int) -> tuple[str, Op | None]:
+        """(bias value, the add) when `op`'s only user adds a bias along the last axis: a DQ'd
+        int32 constant or a float constant of n (or 1) values; ("", None) otherwise."""
+        out = op.outputs[0]
+        users = self.users.get(out.name, [])
+        if out.name in self.outputs or len(users) != 1 or users[0].kind != "add":
+            return "", None
+        add = users[0]
+        if len(add.inputs) != 2 or add.outputs[0].type.shape != out.type.shape:
+            return "", None
+        other = add.inputs[1] if add.inputs[0] == out.name else add.inputs[0]
+        if other == out.name:
+            return "", None
+        shape = self.type_of(other).shape
+        if len(shape) > len(out.type.shape) or any(d != 1 for d in shape[:-1]) \
+                or (shape and shape[-1] not in (1, n)):
+            return "", None
+        producer = self.producers.get(other)
+        if producer is not None and producer.kind == "dequantize_linear":
+            src = producer.inputs[0]
+            if self.const(src) is None or self.type_of(src).dtype != "int32":
+                return "", None
+        elif self.const(other) is None or self.type_of(other).dtype != "float32":
+            return "", None
+        return other, add
 
     def pool(self, op: Op, kind: str, attrs: dict[str, object]) -> tuple[Op, list[Op]]:
         xq, xp = self.activation(op.inputs[0])
@@ -391,7 +509,7 @@ class _Fuser:
         return op.inputs[x], xp, op.inputs[w], scales, value, yq
 
     def requant_consts(self, base: str, reals: np.ndarray) -> list[str]:
-        mult, shift = _single_rounding_multipliers(reals)
+        mult, shift = requant_multipliers(reals, self.rounding)
         return [self.add_const(f"{base}_mult", mult), self.add_const(f"{base}_shift", shift)]
 
     def rule_qlinear_conv(self, op: Op) -> tuple[Op, list[Op]]:
@@ -423,7 +541,7 @@ class _Fuser:
         wname, _ = self.weight(w, wq, 1, transpose=True)
         base = op.name or out.name
         inputs = [xq, wname, *self.requant_consts(
-            base, _f64(xp.scale[0]) * scales / _f64(yq.scale[0]))]
+            base, _fc_reals(xp.scale[0], scales, yq.scale[0], self.rounding))]
         attrs: dict[str, object] = dict(input_zero_point=xp.zero_point[0],
                                         output_zero_point=yq.zero_point[0],
                                         act_min=INT8_MIN, act_max=INT8_MAX)
@@ -450,7 +568,10 @@ class _Fuser:
                 ops.append(op)
                 continue
             self.removed.update(id(s) for s in swallowed)
+            self.rewritten += 1
             ops.append(new)
+        # a rewrite may swallow an op met earlier (the transpose of a DQ'd weight)
+        ops = [o for o in ops if id(o) not in self.removed]
         ops = _drop_dead_dequantize(ops, set(self.g.output_names()))
         consts = tuple(Constant(Value(c.name, self.retyped[c.name]), c.data)
                        if c.name in self.retyped else c for c in self.g.constants)
@@ -470,15 +591,31 @@ def _drop_dead_dequantize(ops: list[Op], outputs: set[str]) -> list[Op]:
     return kept[::-1]
 
 
-def fuse_qdq_graph(graph: Graph) -> Graph:
-    """`graph` with its quantize/dequantize patterns rewritten to int8 ops (module docstring)."""
+def _fuse(graph: Graph, rounding: str) -> tuple[Graph, int]:
+    """(the rewritten graph, how many ops were rewritten into int8 ones)."""
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"int8 rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
     if not any(op.kind in ("dequantize_linear", "qlinear_conv", "qlinear_matmul")
                for op in graph.ops):
-        return graph
-    return _Fuser(graph).run()
+        return graph, 0
+    fuser = _Fuser(graph, rounding)
+    out = fuser.run()
+    return out, fuser.rewritten
 
 
-@register_pass("fuse-qdq")
+def fuse_qdq_graph(graph: Graph, rounding: str = "onnx") -> Graph:
+    """`graph` with its quantize/dequantize patterns rewritten to int8 ops (module docstring),
+    requantization multipliers encoded for `rounding` ("tflite" or "onnx")."""
+    return _fuse(graph, rounding)[0]
+
+
+@register_pass("fuse-qdq", options=FuseQdqOptions)
 def fuse_qdq(graph: Graph, ctx: PassContext) -> Graph:
-    """Rewrite QDQ / QLinear patterns of an already-quantized model into int8 ops."""
-    return fuse_qdq_graph(graph)
+    """Rewrite QDQ / QLinear patterns of an already-quantized model into int8 ops; records the
+    rounding used in `ctx.facts["int8_rounding"]` when it rewrote any."""
+    opts = ctx.options if isinstance(ctx.options, FuseQdqOptions) else FuseQdqOptions()
+    rounding = opts.rounding or default_rounding(ctx.target)
+    out, count = _fuse(graph, rounding)
+    if count:
+        ctx.facts["int8_rounding"] = rounding
+    return out

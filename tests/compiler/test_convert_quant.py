@@ -355,6 +355,9 @@ def test_qdq_import_annotates_quantized_values():
 def test_quantized_model_on_cortex_m7_matches_host(fmt, op_types, tmp_path):
     model = _quantized(fmt, reduce_range=True, op_types=op_types)
     feeds = {"x": RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)}
-    host = nnc.compile(model, target="host", output_dir=tmp_path / "host", bench=False)
+    # Cortex-M rounds the TFLite way by default (the host: onnxruntime's): same rounding here
+    host = nnc.compile(model, target="host", output_dir=tmp_path / "host", bench=False,
+                       int8_rounding="tflite")
     board = nnc.compile(model, target="cortex-m7", output_dir=tmp_path / "m7")
+    assert board.info["int8_rounding"] == "tflite"
     np.testing.assert_array_equal(board.run(feeds)["y"], host.run(feeds)["y"])
