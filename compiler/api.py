@@ -343,8 +343,8 @@ def compile(  # noqa: A001 - the public name users expect
     model, and what is computed from it folds: shape operands, an If on its value.
 
     `int8_rounding` is how a pre-quantized model's (QDQ / QOperator) requantization rounds:
-    "tflite" (the default on Cortex-M: TFLite's double rounding, bit-exact with TFLite Micro and
-    CMSIS-NN) or "onnx" (the default on the host: one rounding, as onnxruntime). The graph
+    "tflite" (the default on every target, so host and board agree: TFLite's double rounding,
+    bit-exact with TFLite Micro and CMSIS-NN) or "onnx" (one rounding, as onnxruntime). The graph
     interpreter, the generated kernels and the CMSIS-NN calls compute the same either way.
     `quantize="int8"` always rounds the TFLite way."""
     if quantize is None and (report or evaluation is not None):

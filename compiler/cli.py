@@ -234,9 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the generated project when the C compiler fails on it, and print "
                    "its path (NNC_DEBUG=1 does too)")
     c.add_argument("--int8-rounding", choices=["tflite", "onnx"],
-                   help="how a pre-quantized model's requantization rounds: 'tflite' (default on "
-                   "Cortex-M; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' (default on the "
-                   "host; one rounding, as onnxruntime)")
+                   help="how a pre-quantized model's requantization rounds: 'tflite' (the "
+                   "default, every target; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' "
+                   "(one rounding, as onnxruntime)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")

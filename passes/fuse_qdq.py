@@ -22,10 +22,11 @@ Rewritten (int8 activations only; uint8 models keep their float QDQ form):
 Rounding (`FuseQdqOptions.rounding`, `nnc.compile(int8_rounding=)`): every int8 op computes
 TFLite's arithmetic (`nnc.ir.fixed_point`: a doubling high multiply, then a rounding shift); the
 (multiplier, shift) pairs of x_scale * w_scale / y_scale decide how often it rounds.
-- "tflite" (the default on microcontroller targets): QuantizeMultiplier's pairs computed as
+- "tflite" (the default, on every target: host and device agree bit for bit): QuantizeMultiplier's
+  pairs computed as
   TFLite does (per-tensor FC: the scale product in float32), so it rounds twice as TFLite's
   reference kernels, TFLite Micro and CMSIS-NN do: bit-exact with them;
-- "onnx" (the default on the host): `_single_rounding_multipliers` (shift 0 for M in
+- "onnx" (opt-in, closer to onnxruntime): `_single_rounding_multipliers` (shift 0 for M in
   [2^-11, 0.5)), so the same arithmetic rounds once, as onnxruntime's float requantization does.
 add_s8 / mul_s8 use QuantizeMultiplier either way (as `quantize` does). The constants are the
 only difference, so the graph interpreter, the generated kernels and the CMSIS-NN calls agree in
@@ -143,8 +144,7 @@ def _fc_reals(x_scale: float, w_scales: np.ndarray, y_scale: float,
 class FuseQdqOptions:
     """`rounding`: how the requantization multipliers of conv / fully connected layers are
     encoded, "tflite" (TFLite's double rounding: bit-exact with TFLite Micro and CMSIS-NN) or
-    "onnx" (one rounding, as onnxruntime); "" picks "tflite" on microcontroller targets and
-    "onnx" on the host."""
+    "onnx" (one rounding, as onnxruntime); "" is the default, "tflite" on every target."""
 
     rounding: str = ""
 
@@ -155,9 +155,9 @@ class FuseQdqOptions:
 
 
 def default_rounding(target: object) -> str:
-    """The int8 rounding a target gets by default: "tflite" on microcontrollers (what TFLite
-    Micro and CMSIS-NN compute), "onnx" elsewhere."""
-    return "tflite" if getattr(target, "kind", "host") == "cortex-m" else "onnx"
+    """The int8 rounding every target gets by default: "tflite" (what TFLite Micro and CMSIS-NN
+    compute), on the host too, so a host build gives the device's bits; "onnx" is opt-in."""
+    return "tflite"
 
 
 class _Fuser:

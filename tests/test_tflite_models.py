@@ -121,11 +121,12 @@ def test_cortex_m7_rounds_the_tflite_way_by_default_and_matches_tflite() -> None
     assert r["exact_pct"] == 100.0, r
 
 
-def test_host_defaults_to_onnx_rounding() -> None:
+def test_host_defaults_to_tflite_rounding_like_the_boards() -> None:
+    """One default everywhere: a host build of a pre-quantized model gives the boards' bits."""
     fx = load_fixture("ad")
     compiled = nnc.compile(fx.onnx_path, target="host", input_shapes=fx.input_shapes,
                            bench=False)
-    assert compiled.info["int8_rounding"] == "onnx"
+    assert compiled.info["int8_rounding"] == "tflite"
 
 
 def test_bad_rounding_is_a_clear_error() -> None:

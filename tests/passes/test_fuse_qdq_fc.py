@@ -222,7 +222,7 @@ def test_bias_that_does_not_broadcast_along_the_last_axis_stays_float() -> None:
     assert "fully_connected_s8" not in kinds
 
 
-def test_fuse_qdq_pass_rounds_by_target_unless_told() -> None:
+def test_fuse_qdq_pass_rounds_the_tflite_way_unless_told() -> None:
     model, *_ = _fc_model("matmul_add")
     g = import_model(model)
 
@@ -234,7 +234,8 @@ def test_fuse_qdq_pass_rounds_by_target_unless_told() -> None:
 
     tflite_shift = shift_of("cortex-m7", None)
     assert tflite_shift[0] < 0  # QuantizeMultiplier's right shift: rounds twice
-    assert shift_of("host", None) == [0]  # one rounding
+    assert shift_of("host", None) == tflite_shift  # one default on every target
+    assert shift_of("host", FuseQdqOptions("onnx")) == [0]  # one rounding
     assert shift_of("host", FuseQdqOptions("tflite")) == tflite_shift
     assert shift_of("cortex-m4", FuseQdqOptions("onnx")) == [0]
 
