@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nnc import config
 from nnc.compiler.errors import NncError
+from nnc.compiler.signals import Terminated, terminate_on_signals
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -262,7 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        with terminate_on_signals():
+            return int(args.fn(args))
     except NncError as e:
         if config.debug():
             traceback.print_exc()
@@ -273,6 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nnc: internal error: {e}", file=sys.stderr)
         return 1
+    except Terminated as e:
+        print(f"nnc: terminated ({e})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("nnc: interrupted", file=sys.stderr)
         return 130
