@@ -27,7 +27,9 @@ import onnx
 from nnc import config
 from nnc.compiler.errors import NncError
 from nnc.compiler.onnx.importer import import_model
+from nnc.compiler.output_dir import FS_ERRNOS, OutputDir, check_build, fs_error
 from nnc.compiler.pipeline import default_pipeline
+from nnc.compiler.signals import terminate_on_signals
 from nnc.ir.graph import Graph
 from nnc.ir.loops import LoopModule
 from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
@@ -66,7 +68,17 @@ class CompiledModel:
         if not meta.exists():
             raise NncError(
                 f"{d}: not a compiled nnc model (no {METADATA}); run `nnc compile` first")
-        return CompiledModel(d, json.loads(meta.read_text()))
+        try:
+            check_build(d)
+            info = json.loads(meta.read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise NncError(f"{meta}: not valid JSON ({e}); compile again") from None
+        except OSError as e:
+            raise fs_error(e, f"reading {d}") from None
+        if not isinstance(info, dict) or not {"target", "inputs", "outputs"} <= set(info):
+            raise NncError(f"{meta}: not an nnc model description (a key of target, inputs, "
+                           "outputs is missing); compile again")
+        return CompiledModel(d, info)
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -314,10 +326,12 @@ def compile(  # noqa: A001 - the public name users expect
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
-    With `output_dir` the project is written there (built in a temporary directory next to it and
-    renamed into place only on success); without, into a temporary directory that lives as long as
-    the returned object. `bench=False` skips linking the host benchmark executable. `ram`/`flash`
-    override a microcontroller target's memory sizes (bytes or "512K", "2M").
+    With `output_dir` the project is written there: built in a staging folder inside it and
+    swapped in only on success, replacing only the files an earlier compile wrote (listed in its
+    `.nnc-manifest.json`; see `nnc.compiler.output_dir`); without, into a temporary directory
+    that lives as long as the returned object. `bench=False` skips linking the host benchmark
+    executable. `ram`/`flash` override a microcontroller target's memory sizes (bytes or "512K",
+    "2M").
 
     `quantize="int8"` quantizes after the float graph passes (before fuse-ops) with ranges
     calibrated on `calibration` (a .npz keyed by input name with samples on the first axis, a
@@ -426,60 +440,65 @@ def compile(  # noqa: A001 - the public name users expect
     if rounding is not None:  # the model has int8 ops (pre-quantized, or quantize="int8")
         info["int8_rounding"] = rounding
 
-    keep = None
     if output_dir is None:
         keep = tempfile.TemporaryDirectory(prefix="nnc-")
         final = Path(keep.name) / "model"
-        staging = final
-        staging.mkdir()
+        final.mkdir()
+        try:
+            _build(files, final, tgt, module, opt_level, prefix, bench, cmsis, info, times)
+        except BaseException as e:
+            _failed(e, keep_failed, lambda: _keep_temporary(final))
+            raise
+        return CompiledModel(final, info, keep)
+    with terminate_on_signals(), OutputDir(output_dir) as out:
+        try:
+            _build(files, out.staging, tgt, module, opt_level, prefix, bench, cmsis, info,
+                   times)
+            out.commit()
+        except OSError as e:
+            if e.errno in FS_ERRNOS:
+                raise fs_error(e, f"writing the output folder {out.root}") from None
+            raise
+        except BaseException as e:
+            _failed(e, keep_failed, out.keep_failed)
+            raise
+    return CompiledModel(out.root, info)
+
+
+def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopModule,
+           opt_level: int, prefix: str, bench: bool, cmsis: Any, info: dict[str, Any],
+           times: dict[str, float]) -> None:
+    """Write and build the project into `out` and write nnc.json there."""
+    t0 = time.perf_counter()
+    if tgt.kind == "host":
+        _build_host(files, out, tgt, opt_level, prefix, bench, cmsis)
     else:
-        final = Path(output_dir)
-        if final.exists() and not (final / METADATA).exists() and any(final.iterdir()):
-            raise NncError(f"{final}: exists and is not an nnc output directory; refusing to "
-                           "overwrite it")
-        final.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        t0 = time.perf_counter()
-        if tgt.kind == "host":
-            _build_host(files, staging, tgt, opt_level, prefix, bench, cmsis)
+        from nnc.backends.cortex_m.build import build_firmware
+
+        fw = build_firmware(files, out, tgt, module, opt_level=opt_level, prefix=prefix,
+                            cmsis=cmsis)
+        info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
+                            fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
+                            "ram_bytes": fw.arena_bytes + fw.stack_bytes}
+    times["c_compiler"] = time.perf_counter() - t0
+    info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
+    (out / METADATA).write_text(json.dumps(info, indent=1))
+
+
+def _failed(e: BaseException, keep_failed: bool, keep: Any) -> None:
+    """A failed build: keep the project where asked (and say where), else note how to."""
+    from nnc.backends.c.build import FailedBuild
+
+    if isinstance(e, FailedBuild):
+        if keep_failed or config.debug():
+            e.project, e.kept = keep(), True
         else:
-            from nnc.backends.cortex_m.build import build_firmware
-
-            fw = build_firmware(files, staging, tgt, module, opt_level=opt_level, prefix=prefix,
-                                cmsis=cmsis)
-            info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
-                                fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
-                                "ram_bytes": fw.arena_bytes + fw.stack_bytes}
-        times["c_compiler"] = time.perf_counter() - t0
-        info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
-        (staging / METADATA).write_text(json.dumps(info, indent=1))
-        if staging != final:
-            if final.exists():
-                shutil.rmtree(final)
-            staging.rename(final)
-    except BaseException as e:
-        from nnc.backends.c.build import FailedBuild
-
-        if isinstance(e, FailedBuild) and (keep_failed or config.debug()):
-            e.project, e.kept = _keep(staging, final, keep), True
-        else:
-            if isinstance(e, FailedBuild):
-                e.kept = False
-            if staging != final:
-                shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return CompiledModel(final, info, keep)
+            e.kept = False
 
 
-def _keep(staging: Path, final: Path, temporary: Any) -> Path:
-    """Where a failed project stays: next to the output directory as `<name>.failed-XXXX` (its
-    staging folder, renamed), or, for a compile into a temporary directory (removed with it), a
+def _keep_temporary(staging: Path) -> Path:
+    """A failed project of a compile into a temporary directory (removed with it): moved into a
     new folder in the system's temp."""
-    if staging != final or temporary is None:
-        kept = staging.with_name(f"{final.name}.failed-{staging.name.rsplit('.', 1)[-1]}")
-        staging.rename(kept)
-        return kept
     kept = Path(tempfile.mkdtemp(prefix="nnc-failed-"))
     shutil.move(str(staging), kept / "model")
     return kept / "model"

@@ -13,11 +13,13 @@ import json
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from nnc import config
 from nnc.compiler.errors import NncError
+from nnc.compiler.signals import Terminated, terminate_on_signals
 
 
 def _cmd_compile(args: argparse.Namespace) -> int:
@@ -30,7 +32,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.quantize is None and (args.report or args.report_json or args.eval):
         raise NncError("--report/--report-json/--eval need --quantize int8")
     if args.report_json:
-        _check_writable(args.report_json)  # before the compile, not after
+        _check_writable(args.report_json, "--report-json")  # before the compile, not after
     if args.quantize is not None and not args.calibration:
         raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
                        "'random')")
@@ -38,6 +40,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print("nnc: WARNING: calibrating on RANDOM data (--calibration random): the int8 model's "
               "accuracy on real inputs will likely be poor; pass representative samples",
               file=sys.stderr)
+        # the API's own warning says the same: once is enough
+        warnings.filterwarnings("ignore", message="calibrating on RANDOM data")
     model = nnc_compile(
         args.model,
         target=args.target,
@@ -91,28 +95,41 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_writable(path: str) -> None:
+def _check_writable(path: str, flag: str) -> None:
     p = Path(path)
     if p.is_dir():
-        raise NncError(f"--report-json {path}: is a directory; give a file name")
+        raise NncError(f"{flag} {path}: is a directory; give a file name")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
-        raise NncError(f"--report-json {path}: directory {parent} does not exist")
+        raise NncError(f"{flag} {path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise NncError(f"--report-json {path}: not writable")
+        raise NncError(f"{flag} {path}: not writable")
+
+
+NPZ_HINT = "np.savez('inputs.npz', NAME=array, ...) writes one, an array per model input"
 
 
 def _load_npz(path: str) -> dict:
+    import zipfile
+
     import numpy as np
 
     p = Path(path)
-    if not p.exists():
-        raise NncError(f"{path}: no such file")
+    if not p.is_file():
+        raise NncError(f"--inputs {path}: no such file")
+    if not zipfile.is_zipfile(p):
+        kind = "a .npy file (one array)" if p.read_bytes()[:6] == b"\x93NUMPY" else "not a .npz"
+        raise NncError(f"--inputs {path}: {kind}; --inputs takes a .npz: {NPZ_HINT}")
     try:
         with np.load(p, allow_pickle=False) as f:
             return {k: f[k] for k in f.files}
-    except Exception as e:
-        raise NncError(f"{path}: cannot read inputs as .npz ({e})") from None
+    except ValueError as e:
+        if "pickled" in str(e):
+            raise NncError(f"--inputs {path}: holds object (pickled) arrays, which nnc does not "
+                           f"load; {NPZ_HINT}") from None
+        raise NncError(f"--inputs {path}: not a readable .npz ({e}); {NPZ_HINT}") from None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise NncError(f"--inputs {path}: not a readable .npz ({e}); {NPZ_HINT}") from None
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -120,13 +137,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from nnc.compiler.api import CompiledModel
 
+    if args.outputs:
+        _check_writable(args.outputs, "--outputs")
     model = CompiledModel.load(args.dir)
     inputs = _load_npz(args.inputs) if args.inputs else model.random_inputs(seed=0)
     outputs = model.run(inputs)
     if args.outputs:
         tmp = Path(args.outputs + ".tmp.npz")
-        np.savez(tmp, **outputs)
-        tmp.replace(args.outputs)
+        try:
+            np.savez(tmp, **outputs)
+            tmp.replace(args.outputs)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise NncError(f"--outputs {args.outputs}: cannot write ({e.strerror})") from None
     for name, arr in outputs.items():
         flat = arr.reshape(-1)
         head = ", ".join(f"{x:.6g}" if arr.dtype.kind == "f" else str(x) for x in flat[:8])
@@ -269,7 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     try:
-        return int(args.fn(args))
+        with terminate_on_signals():
+            return int(args.fn(args))
     except NncError as e:
         if config.debug():
             traceback.print_exc()
@@ -280,6 +304,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"nnc: internal error: {e}", file=sys.stderr)
         return 1
+    except Terminated as e:
+        print(f"nnc: terminated ({e})", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("nnc: interrupted", file=sys.stderr)
         return 130

@@ -15,17 +15,15 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
-import threading
 import time
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.emit import TEMPLATES, WEIGHTS_INLINE_LIMIT, emit_c
+from nnc.backends.c.processes import run_commands
 from nnc.backends.cmsis_nn import (
     Library,
     find_library,
@@ -152,12 +150,24 @@ class LibraryBuildError(FailedBuild, NncError):
     a user error (exit 2)."""
 
 
+class BuildEnvironmentError(FailedBuild, NncError):
+    """The C compiler failed for a reason outside the code (disk full, read-only or unwritable
+    folder, out of memory): the user's environment (exit 2)."""
+
+
+_ENVIRONMENT = re.compile(r"No space left on device|Disk quota exceeded|Read-only file system"
+                          r"|Permission denied|Cannot allocate memory|out of memory allocating")
+
+
 def explain_failure(error: BuildError, what: str, project: Path,
                     cmsis: Library | None = None) -> FailedBuild:
     """The exception to raise for a failed build of `what` ("the cortex-m7 firmware"): the
     checkout's fault when a source of a real CMSIS-NN checkout failed or the link misses one of
     its functions, nnc's otherwise."""
     errors = first_errors(error.stderr or str(error))
+    env = _ENVIRONMENT.search(error.stderr)
+    if env is not None:
+        return BuildEnvironmentError(f"building {what} failed: {env.group(0)}", errors, project)
     src = error.source_path
     real = cmsis is not None and not cmsis.portable
     if real and src is not None and src.resolve().is_relative_to(cmsis.root):
@@ -229,35 +239,30 @@ def build_jobs() -> int:
 
 
 def _run_all(commands: Sequence[Sequence[str]], cwd: Path, jobs: int | None = None) -> str:
-    """Run compiler commands, at most `jobs` (default `build_jobs()`) at a time; raise BuildError
-    for the first failure in command order (commands not started yet are skipped)."""
-    failed = threading.Event()
-
-    def run(cmd: Sequence[str]) -> tuple[Sequence[str], int, str] | None:
-        if failed.is_set():
-            return None
-        try:
-            proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-        except FileNotFoundError:
-            failed.set()
-            return cmd, -1, ""
-        if proc.returncode != 0:
-            failed.set()
-        return cmd, proc.returncode, proc.stdout + proc.stderr
-
-    with ThreadPoolExecutor(max_workers=min(jobs or build_jobs(), max(len(commands), 1))) as ex:
-        results = list(ex.map(run, commands))
+    """Run compiler commands, at most `jobs` (default `build_jobs()`) at a time, none outliving
+    nnc (`processes.run_commands`); raise BuildError for the first failure in command order
+    (commands not started yet are skipped)."""
+    results = run_commands(commands, cwd, min(jobs or build_jobs(), max(len(commands), 1)))
     log = []
     for result in results:
         if result is None:
             continue
         cmd, rc, output = result
         if rc == -1:
-            raise BuildError(f"C compiler {cmd[0]!r} not found (set NNC_CC)", cmd, cwd=cwd)
+            raise BuildError(f"C compiler {cmd[0]!r} not found{_install_hint(cmd[0])}", cmd,
+                             cwd=cwd)
         if rc != 0:
             raise BuildError(f"C compilation failed (exit {rc})", cmd, output, cwd=cwd)
         log.append(output)
     return "".join(log)
+
+
+def _install_hint(cc: str) -> str:
+    if "arm-none-eabi" in cc:
+        return "; install the Debian packages gcc-arm-none-eabi libnewlib-arm-none-eabi"
+    if cc in ("gcc", "cc") or cc.endswith("/gcc"):
+        return "; install the Debian package gcc (apt-get install gcc), or set NNC_CC"
+    return " (set NNC_CC to the host C compiler)"
 
 
 def build_project(out_dir: str | Path, target: Target | str = "host", opt_level: int = 3,

@@ -32,6 +32,7 @@ from nnc.compiler.onnx.registry import (
     find_converter,
     supported_op_types,
 )
+from nnc.compiler.onnx.validate import check_model
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
 from nnc.ir.ops import OpError, get_op
 from nnc.ir.types import TensorType
@@ -58,6 +59,8 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
         raise NncError(f"{path}: no such file")
     if path.is_dir():
         raise NncError(f"{path}: is a directory, expected an .onnx file")
+    if path.stat().st_size == 0:
+        raise NncError(f"{path}: is empty (0 bytes), not an ONNX model")
     try:
         return onnx.load(str(path), load_external_data=True)
     except DecodeError:
@@ -77,6 +80,9 @@ def parse_input_shapes(specs: Sequence[str]) -> dict[str, tuple[int, ...]]:
             raise NncError(
                 f"bad --input-shape {spec!r}: expected NAME=DxDxD, e.g. input=1x3x224x224")
         shapes[name] = tuple(int(d) for d in re.split(r"[x,]", dims.strip()))
+        if 0 in shapes[name]:
+            raise NncError(f"bad --input-shape {spec!r}: a dimension of size 0 leaves the model "
+                           "nothing to compute; sizes start at 1")
     return shapes
 
 
@@ -229,9 +235,17 @@ def _input_dtype(vi: onnx.ValueInfoProto) -> str:
     if not vi.type.HasField("tensor_type"):
         raise NncError(f"input {vi.name!r}: only tensor inputs are supported")
     if tt.elem_type not in ONNX_DTYPES:
-        raise NncError(f"input {vi.name!r}: element type "
-                       f"{onnx.TensorProto.DataType.Name(tt.elem_type)} is not supported")
+        raise NncError(f"input {vi.name!r}: element type {dtype_name(tt.elem_type)} is not "
+                       "supported")
     return ONNX_DTYPES[tt.elem_type]
+
+
+def dtype_name(code: int) -> str:
+    """ONNX's name of an element type code, also for codes this onnx does not know."""
+    try:
+        return str(onnx.TensorProto.DataType.Name(code))
+    except ValueError:
+        return f"{code} (not an ONNX element type)"
 
 
 def _declared_dims(vi: onnx.ValueInfoProto) -> tuple[int | None, ...] | None:
@@ -263,9 +277,10 @@ def _value_type(vi: onnx.ValueInfoProto, fixed: tuple[int, ...] | None) -> Tenso
                     f"dim_value {d.dim_value}" if d.HasField("dim_value") else "unknown")
             raise NncError(f"input {vi.name!r} has a dynamic dimension {i} ({what}); fix it with "
                            f"--input-shape {vi.name}="
-                           + "x".join(str(x.dim_value) if fixed_dim(x) is not None else "N"
+                           + "x".join(str(x.dim_value) if fixed_dim(x) is not None else "1"
                                       for x in dims)
-                           + f" (or fix its value with --bind {vi.name}=VALUE)")
+                           + " (the dynamic dimensions set to 1: give the sizes you need), or "
+                           f"fix its value with --bind {vi.name}=VALUE")
         shape.append(size)
     return TensorType(tuple(shape), dtype)
 
@@ -402,6 +417,7 @@ def import_model(
     if opset > newest:
         raise NncError(f"opset {opset} is newer than the installed onnx knows ({newest}); "
                        f"upgrade the onnx package")
+    check_model(proto)
     g = proto.graph
     init_names = {t.name for t in g.initializer}
     real_inputs = [vi for vi in g.input if vi.name not in init_names]

@@ -1,0 +1,318 @@
+"""The output folder (`-o`): nnc owns only the files it wrote there, and replaces them whole.
+
+    >>> with OutputDir("out") as out:                        # doctest: +SKIP
+    ...     build_into(out.staging)                           # a fresh folder inside `out`
+    ...     out.commit()                                      # swap the new build in
+
+* **Manifest.** `out/.nnc-manifest.json` lists every file (with size and sha256) and folder of
+  the build. A recompile replaces and removes only those: files the user put in the folder
+  survive, and a file nnc did not write that the new build would overwrite is refused.
+* **Staging inside the folder.** The build happens in `out/.nnc-staging-<pid>-XXXX` (same file
+  system, so each file's move is one `rename`); `out` itself is never removed or renamed, so it
+  may be a mount point.
+* **Crash-safe swap.** Before the first move, a journal (`out/.nnc-commit.json`, written with
+  fsync + rename) names the staging folder and both manifests. A kill before it leaves the old
+  build intact; a kill after it is rolled forward by the next compile or load (`recover`). Every
+  step of the roll-forward is idempotent.
+* **Lock.** An exclusive `flock` on the folder itself (no lock file): a second compile into the
+  same folder is refused while the first runs. Stale staging folders (of a killed compile) are
+  removed by the next one, under the lock.
+* **Permissions.** Folders are created with `mkdir` (the umask applies), never `mkdtemp`'s 0700
+  for anything that stays.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import signal
+from pathlib import Path
+from typing import Any
+
+from nnc.errors import NncError
+
+MANIFEST = ".nnc-manifest.json"
+JOURNAL = ".nnc-commit.json"
+STAGING_PREFIX = ".nnc-staging-"
+METADATA = "nnc.json"
+_OURS = (MANIFEST, JOURNAL, JOURNAL + ".tmp")
+_DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+# environment faults reported as the user's problem (exit 2), not as nnc's bug
+FS_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                       errno.EBUSY, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG,
+                       errno.EMFILE, errno.ENFILE, errno.EIO, errno.ELOOP, errno.EXDEV,
+                       errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT})
+
+
+def fs_error(e: OSError, what: str) -> NncError:
+    """A one-line user error for a file-system fault while `what` ("writing out/")."""
+    where = f" ({e.filename})" if e.filename else ""
+    return NncError(f"{what}: {e.strerror or e}{where}")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def scan(root: Path) -> dict[str, Any]:
+    """The manifest of the tree under `root`: {"files": {rel: {size, sha256}}, "dirs": [rel]}."""
+    files: dict[str, Any] = {}
+    dirs: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel_dir = Path(dirpath).relative_to(root)
+        dirnames.sort()
+        for d in dirnames:
+            dirs.append((rel_dir / d).as_posix())
+        for name in sorted(filenames):
+            rel = (rel_dir / name).as_posix()
+            if rel in _OURS:
+                continue
+            p = Path(dirpath) / name
+            files[rel] = {"size": p.stat().st_size, "sha256": sha256(p)}
+    return {"version": 1, "files": files, "dirs": dirs}
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The folder's manifest; None without one (or an unreadable one: then nnc owns nothing)."""
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return None
+    return data
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _roll_forward(root: Path, journal: dict[str, Any]) -> None:
+    """Finish a commit: move the staged files in (replacing), remove the old build's files the
+    new one lacks, then its empty folders, then install the manifest. Idempotent."""
+    staging = root / journal["staging"]
+    new = journal["new"]
+    old_files = set(journal.get("old_files", []))
+    for rel in new["files"]:
+        src = staging / rel
+        if src.exists():
+            dst = root / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)  # umask applies
+            os.replace(src, dst)
+    for rel in sorted(old_files - set(new["files"])):
+        (root / rel).unlink(missing_ok=True)
+    for rel in sorted(set(journal.get("old_dirs", [])) - set(new["dirs"]), reverse=True):
+        try:
+            (root / rel).rmdir()  # only when empty: a user's file keeps its folder
+        except OSError:
+            pass
+    _write_atomic(root / MANIFEST, json.dumps(new, indent=1))
+    shutil.rmtree(staging, ignore_errors=True)
+    (root / JOURNAL).unlink(missing_ok=True)
+    _fsync_dir(root)
+
+
+def recover(root: Path) -> None:
+    """Repair `root` after a killed compile: roll an interrupted commit forward, remove stale
+    staging folders and journal temporaries. Call with the folder's lock held."""
+    journal_path = root / JOURNAL
+    if journal_path.exists():
+        try:
+            journal = json.loads(journal_path.read_text())
+            _roll_forward(root, journal)
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+            journal_path.unlink(missing_ok=True)  # written atomically, so never half: foreign
+    (root / (JOURNAL + ".tmp")).unlink(missing_ok=True)
+    (root / (MANIFEST + ".tmp")).unlink(missing_ok=True)
+    for entry in root.iterdir():
+        if entry.name.startswith(STAGING_PREFIX) and entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def check_build(root: Path) -> None:
+    """Before loading a compiled model: finish an interrupted commit (unless a compile is
+    running there), and check that every file of the manifest is there with its size (a
+    truncated libmodel.so would crash the process on load)."""
+    if (root / JOURNAL).exists():
+        try:
+            fd = _lock(root)
+        except OutputBusy:
+            raise NncError(f"{root}: a compile is writing into this folder; wait for it to "
+                           "finish") from None
+        try:
+            recover(root)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    manifest = read_manifest(root)
+    if manifest is None:
+        return  # an older nnc's build: nothing to check against
+    for rel, entry in manifest["files"].items():
+        p = root / rel
+        try:
+            size = p.stat().st_size
+        except OSError:
+            msg = f"{root}: {rel} is missing from the compiled model; compile again"
+            raise NncError(msg) from None
+        if size != entry.get("size"):
+            raise NncError(f"{root}: {rel} has changed since nnc wrote it ({size:,} bytes, "
+                           f"expected {entry.get('size'):,}); compile again") from None
+
+
+class OutputBusy(NncError):
+    """Another compile holds the output folder's lock."""
+
+
+def _lock(root: Path) -> int | None:
+    """An exclusive, non-blocking flock on the folder; None where the file system has none."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise OutputBusy(f"{root}: another nnc compile is writing into this folder; wait for it "
+                         "to finish or choose another -o") from None
+    except OSError:  # no flock here (some network file systems): go on unlocked
+        os.close(fd)
+        return None
+    return fd
+
+
+class OutputDir:
+    """The output folder for one compile: lock, stale-staging cleanup, a staging folder, and the
+    commit (or, on failure, the cleanup) of the build staged there."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.root = Path(path)
+        self.staging = self.root  # set by __enter__
+        self._fd: int | None = None
+        self._created: Path | None = None  # the topmost folder this compile created
+
+    def __enter__(self) -> OutputDir:
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise NncError(f"-o {root}: is a file, not a folder; give a folder name")
+        try:
+            missing = [p for p in (root, *root.parents) if not p.exists()]
+            if missing:
+                root.mkdir(parents=True)  # mode 0777 & ~umask
+                self._created = missing[-1]
+            self._fd = _lock(root)
+            recover(root)
+            self.staging = root / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+            self.staging.mkdir()
+        except OSError as e:
+            self._release(failed=True)
+            if e.errno in FS_ERRNOS:
+                raise fs_error(e, f"cannot write the output folder {root}") from None
+            raise
+        except BaseException:
+            self._release(failed=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._release(failed=exc_type is not None)
+
+    def owned(self) -> tuple[set[str], set[str]]:
+        """The files and folders of the current build (empty for a fresh folder). A folder with
+        nnc.json but no manifest is an older nnc's build: it owns what the new build replaces."""
+        manifest = read_manifest(self.root)
+        if manifest is not None:
+            return set(manifest["files"]), set(manifest.get("dirs", []))
+        return set(), set()
+
+    def commit(self) -> None:
+        """Swap the staged build in for the current one (see the module docstring)."""
+        root = self.root
+        try:
+            new = scan(self.staging)
+            old_files, old_dirs = self.owned()
+            legacy = not old_files and (root / METADATA).is_file()
+            foreign = [rel for rel in new["files"] if rel not in old_files and not legacy
+                       and (root / rel).exists()]
+            if foreign:
+                names = ", ".join(foreign[:3]) + (" ..." if len(foreign) > 3 else "")
+                raise NncError(f"-o {root}: {names} exist{'s' if len(foreign) == 1 else ''} and "
+                               "nnc did not write them; refusing to overwrite (move them away or "
+                               "choose another -o)")
+            journal = {"staging": self.staging.name, "new": new,
+                       "old_files": sorted(old_files), "old_dirs": sorted(old_dirs)}
+            # Ctrl-C/SIGTERM wait until the swap is done (they are raised as exceptions, which
+            # would stop it halfway); SIGKILL is what the journal is for
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+            try:
+                _write_atomic(root / JOURNAL, json.dumps(journal))
+                _roll_forward(root, journal)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        except OSError as e:
+            if e.errno in FS_ERRNOS:
+                raise fs_error(e, f"cannot write the output folder {root}") from None
+            raise
+
+    def keep_failed(self) -> Path:
+        """Move the staging folder out of the way as `<name>.failed-XXXX` beside the output
+        folder (inside it as `nnc-failed-XXXX` where that is another file system) and return it."""
+        tag = self.staging.name.rsplit("-", 1)[-1]
+        for dest in (self.root.parent / f"{self.root.name}.failed-{tag}",
+                     self.root / f"nnc-failed-{tag}"):
+            try:
+                self.staging.rename(dest)
+                self.staging = dest
+                return dest
+            except OSError:
+                continue
+        return self.staging
+
+    def _release(self, failed: bool) -> None:
+        if (failed and self.staging != self.root and self.staging.name.startswith(STAGING_PREFIX)
+                and not (self.root / JOURNAL).exists()):  # a journal: the next one rolls forward
+            shutil.rmtree(self.staging, ignore_errors=True)
+        if failed and self._created is not None:
+            # a compile that created the folder and failed leaves nothing behind
+            p = self.root
+            while True:
+                try:
+                    p.rmdir()  # only when empty
+                except OSError:
+                    break
+                if p == self._created:
+                    break
+                p = p.parent
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
