@@ -57,6 +57,7 @@ class CompiledModel:
                               info.get("flash_bytes_limit"))
         self.compile_time_s: dict[str, float] = info.get("compile_time_s", {})
         self._runner: Any = None
+        self.device: str | None = info.get("opencl", {}).get("device_spec")  # OpenCL only
         self._keep = keep  # a TemporaryDirectory that lives as long as this object
 
     @staticmethod
@@ -103,11 +104,15 @@ class CompiledModel:
     @property
     def is_device(self) -> bool:
         """True for microcontroller targets: runs go through the emulated board (QEMU)."""
-        return bool(self.target.kind != "host")
+        return bool(self.target.kind == "cortex-m")
 
     def _runner_for_target(self) -> Any:
         if self._runner is None:
-            if self.is_device:
+            if self.target.kind == "opencl":
+                from nnc.backends.opencl.run import OpenCLModel
+
+                self._runner = OpenCLModel(self.source_dir, device=self.device)
+            elif self.is_device:
                 from nnc.backends.cortex_m.run import DeviceModel
 
                 self._runner = DeviceModel(self.source_dir)
@@ -150,6 +155,10 @@ class CompiledModel:
             self.check_inputs(inputs)
         if self.is_device:
             return dict(self._runner_for_target().benchmark(inputs=inputs))
+        if self.target.kind == "opencl":
+            result = dict(self._runner_for_target().benchmark(warmup, repeat, inputs))
+            result.update(target=self.target.name, macs=self.info["macs"])
+            return result
         if not (self.source_dir / "bench").exists():
             raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
                            "(bench=False); compile again to benchmark")
@@ -181,6 +190,8 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
 
     # a CMSIS-NN path asks for CMSIS-NN kernels, on the host too
     choice = kernels or ("cmsis-nn" if tgt.kind == "cortex-m" or cmsis_nn else "generated")
+    if tgt.kind == "opencl" and choice != "generated":
+        raise NncError("the opencl target runs nnc's generated kernels only (no CMSIS-NN)")
     if choice not in KERNEL_CHOICES:
         raise NncError(f"kernels={choice!r} is not supported; choose one of "
                        f"{list(KERNEL_CHOICES)}")
@@ -289,6 +300,7 @@ def compile(  # noqa: A001 - the public name users expect
     cmsis_nn: str | os.PathLike[str] | None = None,
     keep_failed: bool = False,
     bind: Mapping[str, Any] | None = None,
+    device: str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -318,7 +330,10 @@ def compile(  # noqa: A001 - the public name users expect
     `bind` fixes graph inputs to constants at compile time, e.g. `bind={"sr": 16000}` (a number,
     a list, a numpy array, or the CLI's text forms: "1,2,3", a path to a .npy); the value takes
     the input's declared dtype and shape. A bound input is no longer an input of the compiled
-    model, and what is computed from it folds: shape operands, an If on its value."""
+    model, and what is computed from it folds: shape operands, an If on its value.
+
+    `device` (target "opencl") picks the OpenCL device that builds and runs the kernels:
+    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device)."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -360,7 +375,12 @@ def compile(  # noqa: A001 - the public name users expect
     from nnc.backends.c.emit import emit_c
 
     t0 = time.perf_counter()
-    files = emit_c(module, prefix=prefix)
+    if tgt.kind == "opencl":
+        from nnc.backends.opencl.emit import emit_opencl
+
+        files = emit_opencl(module, prefix=prefix)
+    else:
+        files = emit_c(module, prefix=prefix)
     from nnc.backends.cmsis_nn import library_calls
 
     cmsis = library if library_calls(module) else None
@@ -409,6 +429,11 @@ def compile(  # noqa: A001 - the public name users expect
         t0 = time.perf_counter()
         if tgt.kind == "host":
             _build_host(files, staging, tgt, opt_level, prefix, bench, cmsis)
+        elif tgt.kind == "opencl":
+            from nnc.backends.opencl.build import build_opencl
+
+            info["opencl"] = build_opencl(files, staging, final, tgt, opt_level, module.name,
+                                          device)
         else:
             from nnc.backends.cortex_m.build import build_firmware
 

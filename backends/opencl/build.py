@@ -15,12 +15,14 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
 from nnc.backends.opencl.emit import TEMPLATES, emit_opencl
 from nnc.backends.target import Target, parse_target
+from nnc.errors import NncError
 from nnc.ir.loops import LoopModule
 
 LIBRARY = "libmodel.so"
@@ -75,3 +77,41 @@ def build(module: LoopModule, out_dir: str | Path, target: Target | str = "openc
     write_project(emit_opencl(module, prefix), out_dir, tgt, opt_level, module.name)
     build_project(out_dir, tgt, opt_level, werror)
     return Path(out_dir) / LIBRARY
+
+
+def build_opencl(files: Mapping[str, str | bytes], staging: Path, final: Path, target: Target,
+                 opt_level: int, model: str, device: str | None) -> dict[str, Any]:
+    """`nnc compile`'s OpenCL step: write and build the project in `staging`, then build the
+    device program once (reusing `final`'s cached binary when source, device and driver are
+    unchanged) so the first run does not pay for it. Returns nnc.json's "opencl" entry. Without
+    any OpenCL device here (and none asked for) the program is built at the first run."""
+    from nnc.backends.c.build import explain_failure
+    from nnc.backends.opencl.run import CACHE, OpenCLModel, OpenCLUnavailable
+
+    write_project(files, staging, target, opt_level, model)
+    try:
+        build_project(staging, target, opt_level)
+    except BuildError as e:
+        if not e.command:
+            raise NncError(str(e).splitlines()[0]) from None
+        raise explain_failure(e, "the OpenCL host library", staging) from None
+    old = final / CACHE
+    if old.exists() and final != staging:
+        shutil.copyfile(old, staging / CACHE)
+    info: dict[str, Any] = {"device_spec": device, "kernels": files_kernels(files)}
+    try:
+        runner = OpenCLModel(staging, device=device)
+    except OpenCLUnavailable as e:
+        if device is not None:
+            raise
+        info.update(device=None, note=f"program not built at compile time: {e}")
+        return info
+    info.update(device=runner.device_name, build_ms=round(runner.build_ms, 2),
+                binary_from_cache=runner.from_cache)
+    runner.close()
+    return info
+
+
+def files_kernels(files: Mapping[str, str | bytes]) -> int:
+    source = files.get("model.cl", "")
+    return str(source).count("__kernel void ")

@@ -115,6 +115,10 @@ class OpenCLModel(HostModel):
                                                   ctypes.c_void_p])
         self._bench = bench
 
+    def close(self) -> None:
+        """Release the device objects (the library stays loaded)."""
+        getattr(self._lib, f"{self.prefix}_release")()
+
     def _fn(self, name: str, restype: Any, argtypes: list[Any]) -> Any:
         fn = getattr(self._lib, f"{self.prefix}_{name}")
         fn.restype, fn.argtypes = restype, argtypes
@@ -157,7 +161,8 @@ class OpenCLModel(HostModel):
                   inputs: Mapping[str, Any] | None = None, seed: int | None = None,
                   timeout: float | None = None) -> dict[str, Any]:
         """`repeat` timed runs in C: whole-run wall time (inputs written, kernels, outputs read)
-        and each kernel's queued->end time from OpenCL profiling events."""
+        and, per kernel, from OpenCL profiling events, queued->end (`queued_end_us`: includes
+        waiting behind the kernels before it) and start->end (`median_us`, `min_us`)."""
         if inputs is None:
             rng = np.random.default_rng(seed or 0)
             inputs = {t.name: (rng.standard_normal(t.shape) if t.dtype.startswith("float")
@@ -169,7 +174,7 @@ class OpenCLModel(HostModel):
         out_ptrs = (ctypes.c_void_p * max(len(outs), 1))(*[a.ctypes.data for a in outs])
         repeat = max(int(repeat), 1)
         wall = np.zeros(repeat, dtype=np.float64)
-        kns = np.zeros((repeat, max(len(self.layers), 1)), dtype=np.uint64)
+        kns = np.zeros((repeat, max(len(self.layers), 1), 2), dtype=np.uint64)
         with self._lock:
             rc = self._bench(in_ptrs, out_ptrs, int(warmup), repeat, wall.ctypes.data,
                              kns.ctypes.data)
@@ -177,11 +182,13 @@ class OpenCLModel(HostModel):
             raise self._error(rc, "bench")
         layers = []
         for i, lay in enumerate(self.layers):
-            us = kns[:, i].astype(np.float64) / 1e3
+            queued = kns[:, i, 0].astype(np.float64) / 1e3
+            run = kns[:, i, 1].astype(np.float64) / 1e3
             layers.append({"kernel": lay.name, "name": lay.op_name, "op": lay.op_kind,
-                           "macs": lay.macs, "median_us": round(float(np.median(us)), 3),
-                           "min_us": round(float(us.min()), 3)})
-        kernel_sum = float(np.median(kns[:, :len(self.layers)].sum(axis=1))) / 1e6
+                           "macs": lay.macs, "queued_end_us": round(float(np.median(queued)), 3),
+                           "median_us": round(float(np.median(run)), 3),
+                           "min_us": round(float(run.min()), 3)})
+        kernel_sum = float(np.median(kns[:, :len(self.layers), 1].sum(axis=1))) / 1e6
         return {
             "latency_ms": {"median": float(np.median(wall)), "min": float(wall.min()),
                            "max": float(wall.max()), "mean": float(wall.mean())},

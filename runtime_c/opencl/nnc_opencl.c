@@ -364,12 +364,15 @@ int nnc_cl_run(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
     CHECK(s, clFinish(s->queue), "clFinish");
     if (kernel_ns) {
         for (int32_t k = 0; k < m->num_kernels; ++k) {
-            cl_ulong queued = 0, end = 0;
+            cl_ulong queued = 0, start = 0, end = 0;
             clGetEventProfilingInfo(s->events[k], CL_PROFILING_COMMAND_QUEUED, sizeof queued,
                                     &queued, NULL);
+            clGetEventProfilingInfo(s->events[k], CL_PROFILING_COMMAND_START, sizeof start,
+                                    &start, NULL);
             clGetEventProfilingInfo(s->events[k], CL_PROFILING_COMMAND_END, sizeof end, &end,
                                     NULL);
-            kernel_ns[k] = end > queued ? (uint64_t)(end - queued) : 0;
+            kernel_ns[2 * k] = end > queued ? (uint64_t)(end - queued) : 0;
+            kernel_ns[2 * k + 1] = end > start ? (uint64_t)(end - start) : 0;
             clReleaseEvent(s->events[k]);
         }
     }
@@ -393,7 +396,7 @@ int nnc_cl_bench(nnc_cl_state *s, const void *const *inputs, void *const *output
         if (rc) return rc;
         if (kernel_ns) {
             rc = nnc_cl_run(s, inputs, outputs,
-                            kernel_ns + (size_t)r * (size_t)s->model->num_kernels);
+                            kernel_ns + (size_t)r * 2 * (size_t)s->model->num_kernels);
             if (rc) return rc;
         }
     }

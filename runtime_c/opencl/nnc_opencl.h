@@ -95,9 +95,11 @@ typedef struct nnc_cl_state {
 
 int nnc_cl_configure(nnc_cl_state *s, const char *cache_path, const char *device);
 int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *model);
-/* kernel_ns: NULL, or num_kernels slots for each kernel's queued->end nanoseconds */
+/* kernel_ns: NULL, or 2 * num_kernels slots: per kernel its queued->end and start->end
+ * nanoseconds from profiling events (queued->end includes waiting behind earlier kernels) */
 int nnc_cl_run(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
                uint64_t *kernel_ns);
+/* wall_ms[r] per timed run; kernel_ns: NULL or repeat * 2 * num_kernels slots (as in run) */
 int nnc_cl_bench(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
                  int32_t warmup, int32_t repeat, double *wall_ms, uint64_t *kernel_ns);
 void nnc_cl_release(nnc_cl_state *s);
