@@ -64,7 +64,8 @@ def explain_build_log(log: str, source: str) -> str:
     """The log with each error line's kernel named (`[kernel k3_conv]`)."""
     out = []
     for text in log.splitlines():
-        m = re.search(r":(\d+):\d+: (?:fatal )?error", text)
+        # clang: "<file>:12:5: error: ...", PoCL: "error: <file>:12:5: ..."
+        m = re.search(r":(\d+):\d+:", text) if "error" in text else None
         kernel = kernel_at_line(source, int(m.group(1))) if m else None
         out.append(f"{text}  [kernel {kernel}]" if kernel else text)
     return "\n".join(out)
