@@ -13,15 +13,19 @@ DEMO_CAL   := benchmarks/models/kws_calibration.npz
 
 .PHONY: install toolchain demo test test-fast bench conformance lint clean
 
-# Debian packages: the Cortex-M cross compiler + C library and the board emulator.
-APT_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+# Debian packages: the Cortex-M cross compiler + C library, the board emulator, and OpenCL
+# (PoCL's CPU device, the ICD loader and headers, clinfo) for the opencl target's tests.
+APT_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
+	pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers clinfo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed toolchain
 
 toolchain:
 	@if ! command -v gcc >/dev/null || ! command -v arm-none-eabi-gcc >/dev/null \
-	    || ! command -v qemu-system-arm >/dev/null || [ ! -d /usr/lib/arm-none-eabi/newlib ]; then \
+	    || ! command -v qemu-system-arm >/dev/null || [ ! -d /usr/lib/arm-none-eabi/newlib ] \
+	    || [ ! -f /usr/include/CL/cl.h ] || ! command -v clinfo >/dev/null \
+	    || [ ! -f /etc/OpenCL/vendors/pocl.icd ]; then \
 	  echo "installing $(APT_PACKAGES) with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \

@@ -9,7 +9,7 @@
 >>> parse_target("pdp-11")
 Traceback (most recent call last):
 ...
-ValueError: unknown target 'pdp-11'; known targets: cortex-m4, cortex-m55, cortex-m7, host
+ValueError: unknown target 'pdp-11'; known targets: cortex-m4, cortex-m55, cortex-m7, host, opencl
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Target:
     `cflags` never contain an optimisation level: the build picks `-O<n>` separately."""
 
     name: str
-    kind: str  # "host" | "cortex-m"
+    kind: str  # "host" | "cortex-m" | "opencl"
     cc: str
     cflags: tuple[str, ...] = COMMON_CFLAGS
     ldflags: tuple[str, ...] = ()
@@ -200,9 +200,18 @@ def cortex_m55() -> Target:
                            4 * MIB, 8 * MIB, "mve", 128)
 
 
+def opencl_target() -> Target:
+    """An OpenCL 1.2 device (PoCL's CPU device, a GPU, ...): kernels in model.cl, built at run
+    time by the device's driver; the host runtime is C built with the host compiler against
+    the ICD loader (-lOpenCL). Which device runs it is chosen at run time (`device=`)."""
+    return Target(name="opencl", kind="opencl", cc=config.host_cc(), cflags=COMMON_CFLAGS,
+                  ldflags=("-lOpenCL",))
+
+
 # name -> factory
 KNOWN_TARGETS: dict[str, Callable[[], Target]] = {
     "host": host_target,
+    "opencl": opencl_target,
     "cortex-m7": cortex_m7,
     "cortex-m4": cortex_m4,
     "cortex-m55": cortex_m55,

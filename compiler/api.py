@@ -59,6 +59,7 @@ class CompiledModel:
                               info.get("flash_bytes_limit"))
         self.compile_time_s: dict[str, float] = info.get("compile_time_s", {})
         self._runner: Any = None
+        self.device: str | None = info.get("opencl", {}).get("device_spec")  # OpenCL only
         self._keep = keep  # a TemporaryDirectory that lives as long as this object
 
     @staticmethod
@@ -115,11 +116,15 @@ class CompiledModel:
     @property
     def is_device(self) -> bool:
         """True for microcontroller targets: runs go through the emulated board (QEMU)."""
-        return bool(self.target.kind != "host")
+        return bool(self.target.kind == "cortex-m")
 
     def _runner_for_target(self) -> Any:
         if self._runner is None:
-            if self.is_device:
+            if self.target.kind == "opencl":
+                from nnc.backends.opencl.run import OpenCLModel
+
+                self._runner = OpenCLModel(self.source_dir, device=self.device)
+            elif self.is_device:
                 from nnc.backends.cortex_m.run import DeviceModel
 
                 self._runner = DeviceModel(self.source_dir)
@@ -162,6 +167,10 @@ class CompiledModel:
             self.check_inputs(inputs)
         if self.is_device:
             return dict(self._runner_for_target().benchmark(inputs=inputs))
+        if self.target.kind == "opencl":
+            result = dict(self._runner_for_target().benchmark(warmup, repeat, inputs))
+            result.update(target=self.target.name, macs=self.info["macs"])
+            return result
         if not (self.source_dir / "bench").exists():
             raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
                            "(bench=False); compile again to benchmark")
@@ -193,6 +202,8 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
 
     # a CMSIS-NN path asks for CMSIS-NN kernels, on the host too
     choice = kernels or ("cmsis-nn" if tgt.kind == "cortex-m" or cmsis_nn else "generated")
+    if tgt.kind == "opencl" and choice != "generated":
+        raise NncError("the opencl target runs nnc's generated kernels only (no CMSIS-NN)")
     if choice not in KERNEL_CHOICES:
         raise NncError(f"kernels={choice!r} is not supported; choose one of "
                        f"{list(KERNEL_CHOICES)}")
@@ -323,6 +334,7 @@ def compile(  # noqa: A001 - the public name users expect
     keep_failed: bool = False,
     bind: Mapping[str, Any] | None = None,
     int8_rounding: str | None = None,
+    device: str | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -360,7 +372,10 @@ def compile(  # noqa: A001 - the public name users expect
     "tflite" (the default on every target, so host and board agree: TFLite's double rounding,
     bit-exact with TFLite Micro and CMSIS-NN) or "onnx" (one rounding, as onnxruntime). The graph
     interpreter, the generated kernels and the CMSIS-NN calls compute the same either way.
-    `quantize="int8"` always rounds the TFLite way."""
+    `quantize="int8"` always rounds the TFLite way.
+
+    `device` (target "opencl") picks the OpenCL device that builds and runs the kernels:
+    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device)."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -406,7 +421,12 @@ def compile(  # noqa: A001 - the public name users expect
     from nnc.backends.c.emit import emit_c
 
     t0 = time.perf_counter()
-    files = emit_c(module, prefix=prefix)
+    if tgt.kind == "opencl":
+        from nnc.backends.opencl.emit import emit_opencl
+
+        files = emit_opencl(module, prefix=prefix)
+    else:
+        files = emit_c(module, prefix=prefix)
     from nnc.backends.cmsis_nn import library_calls
 
     cmsis = library if library_calls(module) else None
@@ -445,7 +465,8 @@ def compile(  # noqa: A001 - the public name users expect
         final = Path(keep.name) / "model"
         final.mkdir()
         try:
-            _build(files, final, tgt, module, opt_level, prefix, bench, cmsis, info, times)
+            _build(files, final, tgt, module, opt_level, prefix, bench, cmsis, info, times,
+                   final, device)
         except BaseException as e:
             _failed(e, keep_failed, lambda: _keep_temporary(final))
             raise
@@ -453,7 +474,7 @@ def compile(  # noqa: A001 - the public name users expect
     with terminate_on_signals(), OutputDir(output_dir) as out:
         try:
             _build(files, out.staging, tgt, module, opt_level, prefix, bench, cmsis, info,
-                   times)
+                   times, out.root, device)
             out.commit()
         except OSError as e:
             if e.errno in FS_ERRNOS:
@@ -467,11 +488,16 @@ def compile(  # noqa: A001 - the public name users expect
 
 def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopModule,
            opt_level: int, prefix: str, bench: bool, cmsis: Any, info: dict[str, Any],
-           times: dict[str, float]) -> None:
-    """Write and build the project into `out` and write nnc.json there."""
+           times: dict[str, float], final: Path, device: str | None) -> None:
+    """Write and build the project into `out` (staging for `final`, the output folder; the
+    same folder for a temporary build) and write nnc.json there."""
     t0 = time.perf_counter()
     if tgt.kind == "host":
         _build_host(files, out, tgt, opt_level, prefix, bench, cmsis)
+    elif tgt.kind == "opencl":
+        from nnc.backends.opencl.build import build_opencl
+
+        info["opencl"] = build_opencl(files, out, final, tgt, opt_level, module.name, device)
     else:
         from nnc.backends.cortex_m.build import build_firmware
 

@@ -61,6 +61,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         cmsis_nn=args.cmsis_nn,
         keep_failed=args.keep_failed,
         int8_rounding=args.int8_rounding,
+        device=args.device,
     )
     t = model.compile_time_s
     info = model.info
@@ -72,6 +73,14 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         print(f"  {info['library_calls']} kernels call {info['kernel_library']}")
     if info.get("int8_rounding"):
         print(f"  int8 rounding: {info['int8_rounding']}")
+    if "opencl" in info:
+        cl = info["opencl"]
+        if cl.get("device"):
+            how = "cached binary reused" if cl["binary_from_cache"] else "built from source"
+            print(f"  OpenCL: {cl['kernels']} kernels in model.cl, program {how} on "
+                  f"{cl['device']} in {cl['build_ms']:.1f} ms")
+        else:
+            print(f"  OpenCL: {cl['kernels']} kernels in model.cl; {cl['note']}")
     if "firmware" in info:
         fw = info["firmware"]
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
@@ -140,6 +149,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if args.outputs:
         _check_writable(args.outputs, "--outputs")
     model = CompiledModel.load(args.dir)
+    if args.device:
+        model.device = args.device
     inputs = _load_npz(args.inputs) if args.inputs else model.random_inputs(seed=0)
     outputs = model.run(inputs)
     if args.outputs:
@@ -161,9 +172,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from nnc.compiler.api import CompiledModel
 
     model = CompiledModel.load(args.dir)
+    if args.device:
+        model.device = args.device
     result = model.benchmark(warmup=args.warmup, repeat=args.repeat)
     if args.json:
         print(json.dumps(result, indent=2))
+    elif model.target.kind == "opencl":
+        print(_opencl_report(result))
     elif model.is_device:
         print(_device_report(result))
     else:
@@ -171,6 +186,25 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         print(f"{result['target']}: median {lat['median']:.4f} ms, min {lat['min']:.4f} ms, "
               f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs")
     return 0
+
+
+def _opencl_report(r: dict) -> str:
+    """Per-kernel times from OpenCL profiling events (medians) and the whole-run time."""
+    rows = [("#", "kernel", "op", "queued->end us", "start->end us", "min us", "MACs", "share")]
+    total = max(sum(lay["median_us"] for lay in r["layers"]), 1e-9)
+    for i, lay in enumerate(r["layers"]):
+        rows.append((str(i), lay["kernel"], lay["op"], f"{lay['queued_end_us']:.1f}",
+                     f"{lay['median_us']:.1f}", f"{lay['min_us']:.1f}", f"{lay['macs']:,}",
+                     f"{100 * lay['median_us'] / total:.1f}%"))
+    widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) if k in (1, 2) else c.rjust(w)
+                       for k, (c, w) in enumerate(zip(row, widths, strict=True))) for row in rows]
+    lat = r["latency_ms"]
+    lines += ["", f"{r['target']} on {r['device']}: whole run (inputs written, kernels, outputs "
+              f"read) median {lat['median']:.4f} ms, min {lat['min']:.4f} ms over "
+              f"{r['repeat']} runs; kernels (start->end, summed) {r['kernels_ms']:.4f} ms; "
+              f"{r['macs']:,} MACs"]
+    return "\n".join(lines)
 
 
 def _device_report(r: dict) -> str:
@@ -222,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile an ONNX model into a C project and build it")
     c.add_argument("model")
     c.add_argument("--target", default="host",
-                   help="host, cortex-m7, cortex-m4 or cortex-m55 (default: host)")
+                   help="host, cortex-m7, cortex-m4, cortex-m55 or opencl (default: host)")
     c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
@@ -253,6 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--cmsis-nn", metavar="PATH",
                    help="a CMSIS-NN checkout to build against (default: $CMSIS_NN_PATH, else "
                    "nnc's portable CMSIS-NN subset)")
+    c.add_argument("--device", help="opencl: the device to build and run on: pocl, gpu, cpu, an "
+                   "index or part of its name (default: the first device)")
     c.add_argument("--keep-failed", action="store_true",
                    help="keep the generated project when the C compiler fails on it, and print "
                    "its path (NNC_DEBUG=1 does too)")
@@ -266,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("dir")
     r.add_argument("--inputs", help=".npz with one array per model input (default: random)")
     r.add_argument("--outputs", help="write the outputs to this .npz")
+    r.add_argument("--device", help="opencl: run on this device (default: the compile's)")
     r.set_defaults(fn=_cmd_run)
 
     b = sub.add_parser("bench", help="benchmark a compiled model (host: latency; Cortex-M: "
@@ -274,6 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--repeat", type=int, default=100)
+    b.add_argument("--device", help="opencl: run on this device (default: the compile's)")
     b.set_defaults(fn=_cmd_bench)
 
     i = sub.add_parser("inspect", help="print the graph IR with per-op MACs and parameters")

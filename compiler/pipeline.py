@@ -24,6 +24,9 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     # RAM is the scarce resource: order the fused ops for the lowest peak of live activations
     # (after fuse-ops, so the ops are the kernels), and refuse a model that cannot fit.
     "cortex-m": GRAPH_PASSES + ("order-ops",) + LOOP_PASSES + ("check-fit",),
+    # the host's passes; the outer independent loops become work items at emission
+    # (backends/opencl/mapping.py)
+    "opencl": GRAPH_PASSES + LOOP_PASSES,
 }
 
 

@@ -668,14 +668,23 @@ class CStyleEmitter:
                  for b in params]
         body = self.block(k.body, 1)
         pad = self.indent_unit
-        head = [pad + self.local_decl(b, self.names[b.name]) for b in k.locals]
+        head = [pad + line for line in self.kernel_prologue(params, decls)]
+        head += [pad + self.local_decl(b, self.names[b.name]) for b in k.locals]
         # what the C text does not mention (e.g. folded away) would warn as unused
         head += [f"{pad}(void){self.names[b.name]};" for b in params
                  if b.name not in self.touched]
         head += [f"{pad}(void){self.names[b.name]};" for b in k.locals
                  if b.name not in self.loaded]
-        signature = f"static void {fname}({', '.join(decls) or 'void'})"
+        signature = self.kernel_header(fname, params, decls)
         return "\n".join([*self.kernel_attributes, signature, "{"] + head + body + ["}"])
+
+    def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:
+        """The kernel's function header; `decls` are the params' declarations (param_decl)."""
+        return f"static void {fname}({', '.join(decls) or 'void'})"
+
+    def kernel_prologue(self, params: Sequence[Buffer], decls: Sequence[str]) -> list[str]:
+        """Lines before the locals' declarations (none in C: the params are the arguments)."""
+        return []
 
 
 # ---------------------------------------------------------------- module assembly
@@ -723,6 +732,14 @@ def format_c_array(arr: np.ndarray, per_line: int = 16) -> str:
     tokens = _format_values(arr) or ["0"]
     rows = (", ".join(tokens[i : i + per_line]) for i in range(0, len(tokens), per_line))
     return "    " + ",\n    ".join(rows)
+
+
+def kernel_comment(k: Kernel) -> str:
+    """The C comment line above a kernel: its name, op kind and name, MACs."""
+    about = " ".join(filter(None, [k.op_kind, repr(k.op_name) if k.op_name else ""]))
+    about += f", {k.macs} MACs" if k.macs else ""
+    comment = f"/* {k.name}: {about} */" if about else f"/* {k.name} */"
+    return comment[:2] + comment[2:-2].replace("*/", "* /") + comment[-2:]
 
 
 def _template_env() -> Environment:
@@ -946,6 +963,10 @@ class _ModuleEmitter:
                             nbytes=b.nbytes, ctype=self.em.storage_type(b.dtype)))
         return out
 
+    def layer_desc(self, k: Kernel) -> dict[str, Any]:
+        return dict(name=c_string(k.name), op_kind=c_string(k.op_kind),
+                    op_name=c_string(k.op_name), macs=int(k.macs))
+
     def emit(self) -> dict[str, str | bytes]:
         self.validate()
         m, p = self.m, self.p
@@ -956,14 +977,9 @@ class _ModuleEmitter:
         for i, k in enumerate(m.kernels):
             params, written, restrict = self.kernel_signature(k)
             fname = fnames.add(f"k{i}_{k.name}")
-            about = " ".join(filter(None, [k.op_kind, repr(k.op_name) if k.op_name else ""]))
-            about += f", {k.macs} MACs" if k.macs else ""
-            comment = f"/* {k.name}: {about} */" if about else f"/* {k.name} */"
-            comment = comment[:2] + comment[2:-2].replace("*/", "* /") + comment[-2:]
-            kernels.append(comment + "\n" + self.em.kernel(k, fname, params, written, restrict,
-                                                           self.names))
-            layers.append(dict(name=c_string(k.name), op_kind=c_string(k.op_kind),
-                               op_name=c_string(k.op_name), macs=int(k.macs)))
+            kernels.append(kernel_comment(k) + "\n" + self.em.kernel(k, fname, params, written,
+                                                                     restrict, self.names))
+            layers.append(self.layer_desc(k))
             args = ", ".join(self.names[n] for n in k.params)
             calls.append((i, f"{fname}({args});"))
         decls, copies = self.pointer_decls(used, in_bin)
@@ -995,3 +1011,8 @@ def emit_c(module: LoopModule, prefix: str = "nnc", *,
     """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
     exceed `weights_inline_limit` bytes. Public symbols start with `prefix`."""
     return _ModuleEmitter(module, prefix, weights_inline_limit, emitter or CStyleEmitter()).emit()
+
+
+# The module assembler's layout, validation and constant logic, for other C-family backends
+# (backends/opencl) that assemble their own files around it.
+ModuleEmitter = _ModuleEmitter

@@ -16,7 +16,7 @@ def test_host_target(monkeypatch):
 
 
 def test_unknown_target_lists_known_ones():
-    known = "cortex-m4, cortex-m55, cortex-m7, host"
+    known = "cortex-m4, cortex-m55, cortex-m7, host, opencl"
     with pytest.raises(ValueError, match=rf"unknown target 'cortex-z9'; known targets: {known}"):
         parse_target("cortex-z9")
 

@@ -1,0 +1,265 @@
+"""Loop IR -> OpenCL: `emit_opencl(module)` returns model.cl (one `__kernel` per kernel) and the
+host side (model.c + model.h with the C backend's API, weights.bin + blobs.c).
+
+    >>> files = emit_opencl(module, prefix="nnc")      # doctest: +SKIP
+    >>> sorted(files)                                   # doctest: +SKIP
+    ['blobs.c', 'model.c', 'model.cl', 'model.h', 'weights.bin']
+
+Memory: one device buffer for the arena (the planner's offsets), one for all constants
+(weights.bin, each constant 64-byte aligned), one per model input and output. Every kernel
+takes the buffers it touches as arguments and derives its tensors' pointers from them at
+offsets fixed at compile time, so no sub-buffer is created (and CL_DEVICE_MEM_BASE_ADDR_ALIGN,
+which only constrains sub-buffer origins, does not apply). Arguments are set once at init.
+
+Kernels are `OpenCLEmitter` (a thin `CStyleEmitter` subclass) output; the outer independent
+loops become work-item dimensions (`nnc.backends.opencl.mapping`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from nnc.backends.c.emit import (
+    WEIGHTS_ALIGN,
+    CStyleEmitter,
+    EmitError,
+    ModuleEmitter,
+    NameTable,
+    c_string,
+    kernel_comment,
+)
+from nnc.backends.opencl.mapping import WorkMapping, map_work
+from nnc.ir.loops import Buffer, For, Kernel, LoopModule
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+# argument spaces, as in runtime_c/opencl/nnc_opencl.h
+ARENA, WEIGHTS, INPUT, OUTPUT = 0, 1, 2, 3
+_SPACE_CODES = {"arena": ARENA, "constant": WEIGHTS, "input": INPUT, "output": OUTPUT}
+_ARG_NAMES = {ARENA: "nnc_arena", WEIGHTS: "nnc_weights", INPUT: "nnc_in", OUTPUT: "nnc_out"}
+
+# OpenCL C has the C99 math names as overloads (no f suffix); nearbyint is spelled rint
+_CL_MATH = {"round": "rint", "mod": "fmod"}
+
+PREAMBLE = """\
+/* OpenCL C has no <stdint.h>: its fixed-width types under the C names the emitter uses */
+typedef char int8_t;
+typedef uchar uint8_t;
+typedef short int16_t;
+typedef ushort uint16_t;
+typedef int int32_t;
+typedef uint uint32_t;
+typedef long int64_t;
+typedef ulong uint64_t;
+#define INT64_C(x) ((long)(x##L))
+#define UINT64_C(x) ((ulong)(x##UL))
+#define UINT32_C(x) ((uint)(x##U))
+#ifndef INT64_MIN
+#define INT64_MIN (-0x7fffffffffffffffL - 1L)
+#endif
+#ifndef INT32_MIN
+#define INT32_MIN (-2147483647 - 1)
+#endif
+#ifndef INT32_MAX
+#define INT32_MAX 2147483647
+#endif
+/* like the host build (ISO C: no contraction), so float results match the C backend */
+#pragma OPENCL FP_CONTRACT OFF
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class KernelArg:
+    """One argument of a kernel: the device buffer of `space` (`index`-th input/output)."""
+
+    space: int
+    index: int
+
+    @property
+    def name(self) -> str:
+        base = _ARG_NAMES[self.space]
+        return f"{base}{self.index}" if self.space in (INPUT, OUTPUT) else base
+
+
+class OpenCLEmitter(CStyleEmitter):
+    """OpenCL C kernels: `__kernel` functions over `__global` buffers, the mapped outer loops
+    as `get_global_id(d)`, overloaded math names. Before each `kernel()` call the module
+    emitter sets `work` (the mapping), `args` (the kernel's buffer arguments) and `places`
+    (param -> (argument, byte offset))."""
+
+    kernel_attributes = ()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.work = WorkMapping()
+        self.args: list[KernelArg] = []
+        self.places: dict[str, tuple[KernelArg, int]] = {}
+
+    def storage_type(self, dtype: str) -> str:
+        if dtype == "float16":
+            raise EmitError("float16 tensors are not supported by the OpenCL backend yet")
+        return super().storage_type(dtype)
+
+    def math_fn(self, fn: str, dtype: str) -> str:
+        return _CL_MATH.get(fn, super().math_fn(fn, "float64"))
+
+    def loop_pragma(self, s: For) -> str | None:
+        if s.kind == "unrolled":
+            return f"#pragma unroll {min(max(s.extent, 1), 64)}"
+        return None
+
+    def stmt_for(self, s: For, depth: int) -> list[str]:
+        dim = self.work.dim_of(s.var)
+        if dim is None:
+            return super().stmt_for(s, depth)
+        pad = self.indent_unit * depth
+        var = self.names.unique(s.var)
+        self.vars[s.var] = var
+        lines = [f"{pad}const ptrdiff_t {var} = (ptrdiff_t)get_global_id({dim});",
+                 f"{pad}if ({var} >= {s.extent}) return;"]
+        lines += self.block(s.body, depth)  # a mapped loop is alone in its parent: nothing follows
+        del self.vars[s.var]
+        return lines
+
+    def stmt_callextern(self, s: Any, depth: int) -> list[str]:
+        raise EmitError(f"kernel {self.kernel_fname}: library call {s.fn}() cannot run in "
+                        "OpenCL (compile with kernels='generated')")
+
+    def param_decl(self, buf: Buffer, cname: str, written: bool, restrict: bool) -> str:
+        return "__global " + super().param_decl(buf, cname, written, restrict)
+
+    def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:
+        args = []
+        for a in self.args:
+            const = "const " if a.space in (WEIGHTS, INPUT) else ""
+            args.append(f"__global {const}uchar *{a.name}")
+        return f"__kernel void {fname}({', '.join(args) or 'void'})"
+
+    def kernel_prologue(self, params: Sequence[Buffer], decls: Sequence[str]) -> list[str]:
+        lines = []
+        for b, decl in zip(params, decls, strict=True):
+            arg, offset = self.places[b.name]
+            cname = self.names[b.name]
+            pointer = decl[: len(decl) - len(cname)].replace("*restrict ", "*").rstrip()
+            base = f"{arg.name} + {offset}" if offset else arg.name
+            lines.append(f"{decl} = ({pointer})({base});")
+        return lines
+
+
+class OpenCLModuleEmitter(ModuleEmitter):
+    """model.cl and the host files of one LoopModule, on the C backend's layout logic."""
+
+    def weights_blob(self, used: list[str]) -> tuple[bytes, dict[str, int]]:
+        """All constants the kernels use in one blob, each WEIGHTS_ALIGN-aligned."""
+        blob = bytearray()
+        where: dict[str, int] = {}
+        for n in used:
+            b = self.buf(n)
+            if b.scope != "constant" or b.alias is not None:
+                continue
+            blob += bytes(-len(blob) % WEIGHTS_ALIGN)
+            where[n] = len(blob)
+            data = np.ascontiguousarray(np.asarray(self.m.constants[n]).astype(b.dtype))
+            if data.dtype == np.bool_:
+                data = data.astype(np.uint8)
+            blob += data.astype(data.dtype.newbyteorder("<")).tobytes()
+        return bytes(blob), where
+
+    def place(self, name: str, blob_at: dict[str, int]) -> tuple[KernelArg, int]:
+        """(device buffer argument, byte offset) of a global buffer."""
+        r = self.root(name)
+        out_index = next(i for i, o in enumerate(self.m.outputs) if o == r.name) \
+            if r.scope == "output" else 0
+        if r.scope == "arena":
+            return KernelArg(ARENA, 0), self.offsets[r.name]
+        if r.scope == "constant":
+            return KernelArg(WEIGHTS, 0), blob_at[r.name]
+        if r.scope == "input":
+            return KernelArg(INPUT, self.m.inputs.index(r.name)), 0
+        if r.scope == "output":
+            return KernelArg(OUTPUT, out_index), 0
+        raise EmitError(f"global buffer {name!r} has scope {r.scope!r}")
+
+    def same_memory(self, k: Kernel, written: set[str]) -> dict[str, str] | None:
+        """Params sharing a written param's memory exactly (in place), or None when some param
+        overlaps a written one partially or with another shape."""
+        out: dict[str, str] = {}
+        for w in sorted(written):
+            for p in k.params:
+                if p == w or not self.regions[p].overlaps(self.regions[w]):
+                    continue
+                if self.regions[p] != self.regions[w] or self.buf(p).shape != self.buf(w).shape:
+                    return None
+                out.setdefault(p, out.get(w, w))
+        return out
+
+    def emit(self) -> dict[str, str | bytes]:
+        self.validate()
+        m, p = self.m, self.p
+        em = self.em
+        assert isinstance(em, OpenCLEmitter)
+        used = self.used_globals()
+        blob, blob_at = self.weights_blob(used)
+        kernels, layers, descs = [], [], []
+        fnames = NameTable(reserved_prefixes=self.names.prefixes, parent=self.names)
+        for i, k in enumerate(m.kernels):
+            params, written, restrict = self.kernel_signature(k)
+            fname = fnames.add(f"k{i}_{k.name}")
+            same = self.same_memory(k, written)
+            em.work = map_work(k, same) if same is not None else WorkMapping()
+            em.places = {b.name: self.place(b.name, blob_at) for b in params}
+            em.args = sorted({a for a, _ in em.places.values()},
+                             key=lambda a: (a.space, a.index))
+            kernels.append(kernel_comment(k) + "\n" + em.kernel(k, fname, params, written,
+                                                                restrict, self.names))
+            layers.append(self.layer_desc(k))
+            descs.append(dict(name=fname, args=[(a.space, a.index) for a in em.args],
+                              work_dim=em.work.work_dim,
+                              global_size=list(em.work.global_work) + [1] * (3 - len(
+                                  em.work.global_work)),
+                              loops=list(em.work.loops)))
+        outputs = []
+        for name in m.outputs:
+            arg, offset = self.place(name, blob_at)
+            outputs.append(dict(space=arg.space, index=arg.index, offset=offset))
+        uses_fp64 = any(b.dtype == "float64" for b in m.buffers) or any(
+            b.dtype == "float64" for k in m.kernels for b in k.locals)
+        ctx = dict(
+            p=p, P=p.upper(), model=m.name, helpers=list(em.helpers.values()),
+            kernels=kernels, descs=descs, out_regions=outputs, uses_fp64=uses_fp64,
+            preamble=PREAMBLE, arena_size=self.arena_size, weights_size=len(blob),
+            inputs=self.tensor_descs(m.inputs, m.input_names, "input"),
+            outputs=self.tensor_descs(m.outputs, m.output_names, "output"),
+            layers=layers, c_string=c_string,
+        )
+        env = Environment(loader=FileSystemLoader(str(TEMPLATES)), undefined=StrictUndefined,
+                          keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+        return {
+            "model.cl": env.get_template("model.cl.j2").render(**ctx),
+            "model.h": env.get_template("model.h.j2").render(**ctx),
+            "model.c": env.get_template("model.c.j2").render(**ctx),
+            "blobs.c": env.get_template("blobs.c.j2").render(**ctx),
+            "weights.bin": blob,
+        }
+
+
+def emit_opencl(module: LoopModule, prefix: str = "nnc") -> dict[str, str | bytes]:
+    """The OpenCL project files of `module`; public host symbols start with `prefix`."""
+    return OpenCLModuleEmitter(module, prefix, 0, OpenCLEmitter()).emit()
+
+
+def kernel_mappings(module: LoopModule) -> list[WorkMapping]:
+    """The work mapping of every kernel, as emit_opencl chooses it (for reports and tests)."""
+    me = OpenCLModuleEmitter(module, "nnc", 0, OpenCLEmitter())
+    out = []
+    for k in module.kernels:
+        _, written, _ = me.kernel_signature(k)
+        same = me.same_memory(k, written)
+        out.append(map_work(k, same) if same is not None else WorkMapping())
+    return out

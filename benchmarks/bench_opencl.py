@@ -1,0 +1,87 @@
+"""OpenCL latency: nnc OpenCL (PoCL's CPU device by default) vs nnc host C vs onnxruntime, same
+run, same input.
+
+    python -m benchmarks.bench_opencl [--models kws,vww,ic,ad] [--repeat 50] [--device pocl]
+
+nnc OpenCL: median whole-run wall time (inputs written, every kernel enqueued, outputs read;
+timed in C by the runtime), plus the summed start->end kernel times from profiling events and
+the program build time at compile (source build). nnc host C: median of the `bench`
+executable (one thread). onnxruntime: median of `InferenceSession.run` with one intra-op thread.
+PoCL uses all the cores it is given, so the OpenCL figure is multi-threaded. The max abs
+difference of the OpenCL output against onnxruntime is reported too. Prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+import nnc
+from benchmarks.models import MODELS, sample_input
+
+
+def ort_latency(model, feeds, repeat: int) -> tuple[float, np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    out = sess.run(None, feeds)[0]
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times), out
+
+
+def bench(name: str, repeat: int, device: str | None, tmp: Path) -> dict:
+    model = MODELS[name]()
+    feeds = sample_input(model)
+    cl = nnc.compile(model, target="opencl", output_dir=tmp / f"{name}_cl", device=device)
+    host = nnc.compile(model, target="host", output_dir=tmp / f"{name}_c")
+    rcl = cl.benchmark(warmup=5, repeat=repeat, inputs=feeds)
+    rc = host.benchmark(warmup=5, repeat=repeat, inputs=feeds)
+    ort_ms, want = ort_latency(model, feeds, repeat)
+    (got,) = cl.run(feeds).values()
+    return {
+        "model": name, "kernels": cl.info["num_kernels"], "macs": cl.info["macs"],
+        "opencl_ms": rcl["latency_ms"]["median"], "opencl_kernels_ms": rcl["kernels_ms"],
+        "opencl_build_ms": cl.info["opencl"].get("build_ms"), "device": rcl["device"],
+        "host_c_ms": rc["latency_ms"]["median"], "onnxruntime_ms": ort_ms,
+        "max_abs_diff_vs_ort": float(np.abs(got - want).max()),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="kws,vww,ic,ad")
+    ap.add_argument("--repeat", type=int, default=50)
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--json", help="also write the rows as JSON here")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nnc-bench-cl-") as tmp:
+        for name in args.models.split(","):
+            rows.append(bench(name, args.repeat, args.device, Path(tmp)))
+    print(f"device: {rows[0]['device'] if rows else '-'}\n")
+    print("| model | kernels | MACs | nnc OpenCL ms (kernels ms) | nnc host C ms | onnxruntime ms "
+          "| OpenCL / C | program build ms | max abs diff vs ORT |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['model']} | {r['kernels']} | {r['macs']:,} | {r['opencl_ms']:.3f} "
+              f"({r['opencl_kernels_ms']:.3f}) | {r['host_c_ms']:.3f} | {r['onnxruntime_ms']:.3f} "
+              f"| {r['opencl_ms'] / r['host_c_ms']:.2f}x | {r['opencl_build_ms']} "
+              f"| {r['max_abs_diff_vs_ort']:.2e} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""The OpenCL backend on PoCL (or any OpenCL device): small models and the MLPerf Tiny models
+against onnxruntime, int8 bit-identical with the host C target, the binary cache, the errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnc
+from nnc.backends.opencl.emit import emit_opencl, kernel_mappings
+from nnc.backends.opencl.run import KernelBuildError, OpenCLModel, OpenCLUnavailable
+from nnc.compiler.cli import main as cli_main
+
+RTOL, ATOL = 1e-3, 1e-4
+pytestmark = pytest.mark.needs_opencl
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _model(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "t", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _w(name, shape, seed):
+    rng = np.random.default_rng(seed)
+    return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+
+
+def small_models() -> dict[str, onnx.ModelProto]:
+    return {
+        "conv": _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                        helper.make_node("Relu", ["c"], ["y"])],
+                       [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 8, 8])],
+                       [_w("w", [4, 3, 3, 3], 1), _w("b", [4], 2)]),
+        "gemm": _model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
+                       [_vi("x", [2, 16])], [_vi("y", [2, 10])],
+                       [_w("w", [10, 16], 3), _w("b", [10], 4)]),
+        "elementwise": _model([helper.make_node("Mul", ["x", "z"], ["m"]),
+                               helper.make_node("Tanh", ["m"], ["t"]),
+                               helper.make_node("Add", ["t", "x"], ["s"]),
+                               helper.make_node("Exp", ["s"], ["y"])],
+                              [_vi("x", [2, 3, 5]), _vi("z", [3, 1])], [_vi("y", [2, 3, 5])]),
+        "pooling": _model([helper.make_node("MaxPool", ["x"], ["p"], kernel_shape=[2, 2],
+                                            strides=[2, 2]),
+                           helper.make_node("GlobalAveragePool", ["p"], ["y"])],
+                          [_vi("x", [1, 4, 8, 8])], [_vi("y", [1, 4, 1, 1])]),
+        "softmax": _model([helper.make_node("Softmax", ["x"], ["y"], axis=-1)],
+                          [_vi("x", [3, 7])], [_vi("y", [3, 7])]),
+        "reshape_concat": _model(
+            [helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("Concat", ["r", "z"], ["y"], axis=1)],
+            [_vi("x", [2, 3, 4]), _vi("z", [2, 5])], [_vi("y", [2, 17])],
+            [numpy_helper.from_array(np.array([2, 12], np.int64), "shape")]),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(small_models()))
+def test_small_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
+    model = small_models()[name]
+    compiled = nnc.compile(model, target="opencl", output_dir=tmp_path / name)
+    feeds = compiled.random_inputs(seed=1)
+    got = compiled.run(feeds)
+    for out, want in zip(compiled.outputs, ort_run(model, feeds), strict=True):
+        np.testing.assert_allclose(got[out["name"]], want, rtol=RTOL, atol=ATOL)
+    assert "__kernel void" in (tmp_path / name / "model.cl").read_text()
+
+
+def test_outer_independent_loops_become_work_items() -> None:
+    """Every kernel of the conv and the gemm gets work items (the conv at least its output
+    channels); a loop that stores the same element every iteration is never mapped."""
+    from nnc.compiler.api import _target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
+
+    for name in ("conv", "gemm"):
+        graph = import_model(small_models()[name])
+        module = PassManager(parse_pipeline(default_pipeline("opencl")),
+                             target=_target("opencl")).run(graph)
+        maps = kernel_mappings(module)
+        assert maps and all(m.loops for m in maps), (name, maps)
+        cl = str(emit_opencl(module)["model.cl"])
+        assert "get_global_id(0)" in cl
+        if name == "conv":
+            assert np.prod(maps[0].global_size) >= 4  # at least the output channels
+
+
+def test_binary_cache_is_reused_by_the_next_compile(tmp_path: Path) -> None:
+    model = small_models()["conv"]
+    first = nnc.compile(model, target="opencl", output_dir=tmp_path / "m")
+    assert first.info["opencl"]["binary_from_cache"] is False
+    assert (tmp_path / "m" / "model.clbin").exists()
+    second = nnc.compile(model, target="opencl", output_dir=tmp_path / "m")
+    assert second.info["opencl"]["binary_from_cache"] is True
+    runner = OpenCLModel(tmp_path / "m")
+    assert runner.from_cache
+    bench = second.benchmark(warmup=1, repeat=3)
+    assert len(bench["layers"]) == second.info["num_kernels"]
+    assert all(lay["queued_end_us"] >= lay["median_us"] > 0 for lay in bench["layers"])
+    assert bench["latency_ms"]["median"] > 0
+
+
+def test_cli_compile_run_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "softmax.onnx"
+    onnx.save(small_models()["softmax"], path)
+    out = tmp_path / "out"
+    assert cli_main(["compile", str(path), "--target", "opencl", "-o", str(out),
+                     "--device", "0"]) == 0
+    assert "OpenCL: 1 kernels in model.cl" in capsys.readouterr().out
+    assert cli_main(["run", str(out)]) == 0
+    assert cli_main(["bench", str(out), "--repeat", "3"]) == 0
+    text = capsys.readouterr().out
+    assert "queued->end us" in text and "whole run" in text
+    for name in ("model.cl", "model.c", "model.h", "weights.bin", "Makefile", "nnc.json"):
+        assert (out / name).exists(), name
+
+
+def test_makefile_builds_against_the_icd(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    nnc.compile(small_models()["gemm"], target="opencl", output_dir=out)
+    (out / "libmodel.so").unlink()
+    subprocess.run(["make", "-s", "-C", str(out)], check=True, capture_output=True)
+    assert OpenCLModel(out).run({"x": np.ones((2, 16), np.float32)})["y"].shape == (2, 10)
+
+
+def test_no_matching_device_lists_the_devices(tmp_path: Path) -> None:
+    compiled = nnc.compile(small_models()["gemm"], target="opencl", output_dir=tmp_path / "m")
+    with pytest.raises(OpenCLUnavailable, match="no OpenCL device matches 'no-such-device'; "
+                       "the devices are: 0: "):
+        OpenCLModel(compiled.source_dir, device="no-such-device")
+
+
+def test_no_platform_names_the_debian_packages(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    nnc.compile(small_models()["gemm"], target="opencl", output_dir=out)
+    empty = tmp_path / "vendors"
+    empty.mkdir()
+    env = dict(os.environ, OCL_ICD_VENDORS=str(empty))
+    proc = subprocess.run([sys.executable, "-m", "nnc.compiler.cli", "run", str(out)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no OpenCL platform found" in lines[0]
+    assert "pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers clinfo" in lines[0]
+
+
+def test_kernel_that_fails_to_build_shows_the_log_and_kernel(tmp_path: Path) -> None:
+    out = tmp_path / "m"
+    nnc.compile(small_models()["conv"], target="opencl", output_dir=out)
+    cl = (out / "model.cl").read_text()
+    name = cl.split("__kernel void ", 1)[1].split("(", 1)[0]
+    cl = cl.replace("float acc", "flot acc", 1) if "float acc" in cl else cl.replace(
+        "{\n", "{\n    undeclared_thing = 1;\n", 1)
+    (out / "model.cl").write_text(cl)
+    (out / "model.clbin").unlink(missing_ok=True)
+    subprocess.run(["make", "-s", "-B", "-C", str(out)], check=True, capture_output=True)
+    with pytest.raises(KernelBuildError, match=rf"(?s)building model.cl for .* failed.*error.*"
+                       rf"\[kernel {name}\]"):
+        OpenCLModel(out)
+
+
+# ---- whole models
+
+
+@pytest.fixture(scope="module")
+def mlperf() -> dict:
+    from benchmarks.models import MODELS
+
+    return MODELS
+
+
+@pytest.mark.parametrize("name", ["kws", pytest.param("vww", marks=pytest.mark.slow),
+                                  pytest.param("ic", marks=pytest.mark.slow),
+                                  pytest.param("ad", marks=pytest.mark.slow)])
+def test_mlperf_tiny_matches_onnxruntime(name: str, mlperf: dict, tmp_path: Path) -> None:
+    from benchmarks.models import sample_input
+
+    model = mlperf[name]()
+    feeds = sample_input(model)
+    compiled = nnc.compile(model, target="opencl", output_dir=tmp_path / name)
+    (got,) = compiled.run(feeds).values()
+    (want,) = ort_run(model, feeds)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+def test_int8_bit_identical_with_host_c(mlperf: dict, tmp_path: Path) -> None:
+    model = mlperf["kws"]()
+    opts = dict(quantize="int8", calibration="random", kernels="generated")
+    cl = nnc.compile(model, target="opencl", output_dir=tmp_path / "cl", **opts)
+    host = nnc.compile(model, target="host", output_dir=tmp_path / "c", bench=False, **opts)
+    for seed in range(3):
+        feeds = cl.random_inputs(seed=seed)
+        (a,) = cl.run(feeds).values()
+        (b,) = host.run(feeds).values()
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
