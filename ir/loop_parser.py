@@ -63,7 +63,7 @@ from nnc.ir.loops import (
     Store,
     Var,
 )
-from nnc.ir.parser import ParseError, _unescape
+from nnc.ir.parser import ParseError, TokenCursor, _unescape
 from nnc.ir.types import SHORT_DTYPE
 
 __all__ = ["ParseError", "parse_kernel", "parse_module"]
@@ -139,66 +139,20 @@ def _describe(tok: _Token) -> str:
     return repr(text)
 
 
-class _Parser:
+class _Parser(TokenCursor):
     def __init__(self, text: str, buffers: Mapping[str, Buffer]) -> None:
-        self.tokens = tokenize(text)
-        self.pos = 0
+        super().__init__(tokenize(text))
         self.globals = dict(buffers)  # module buffers, by name
         self.scope: dict[str, Buffer] = {}  # what the kernel being parsed may name
 
-    # --- token helpers
-    def peek(self, ahead: int = 0) -> _Token:
-        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
-
-    def next(self) -> _Token:
-        tok = self.tokens[self.pos]
-        if tok.kind != "eof":
-            self.pos += 1
-        return tok
-
-    def error(self, expected: str, tok: _Token | None = None) -> ParseError:
-        tok = tok or self.peek()
-        return ParseError(f"{tok.line}:{tok.col}: expected {expected}, got {_describe(tok)}")
+    def describe(self, tok: Any) -> str:
+        return _describe(tok)
 
     def fail(self, tok: _Token, message: str) -> ParseError:
         return ParseError(f"{tok.line}:{tok.col}: {message}")
 
-    def at(self, kind: str, text: str | None = None) -> bool:
-        tok = self.peek()
-        return tok.kind == kind and (text is None or tok.text == text)
-
-    def accept(self, kind: str, text: str) -> bool:
-        if self.at(kind, text):
-            self.pos += 1
-            return True
-        return False
-
-    def expect(self, kind: str, text: str | None = None, what: str | None = None) -> _Token:
-        if not self.at(kind, text):
-            raise self.error(what or (f"'{text}'" if text else kind))
-        return self.next()
-
-    def punct(self, p: str) -> _Token:
-        return self.expect("punct", p)
-
     def word(self, w: str) -> _Token:
         return self.expect("ident", w, what=f"'{w}'")
-
-    def comma_list(self, close: str, item: Any) -> list[Any]:
-        """`item (',' item)* close` or just `close`."""
-        items = []
-        if not self.accept("punct", close):
-            items.append(item())
-            while self.accept("punct", ","):
-                items.append(item())
-            self.punct(close)
-        return items
-
-    def int_lit(self, what: str, signed: bool = False) -> int:
-        tok = self.expect("num", what=what)
-        if not re.fullmatch(r"-?[0-9]+" if signed else r"[0-9]+", tok.text):
-            raise self.error(what, tok)
-        return int(tok.text)
 
     def name(self, what: str) -> str:
         return self.expect("name", what=what).text

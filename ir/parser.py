@@ -18,6 +18,7 @@ import base64
 import binascii
 import re
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -118,28 +119,34 @@ def _describe(tok: Token) -> str:
     return repr(tok.text)
 
 
-class _Parser:
-    def __init__(self, text: str) -> None:
-        self.tokens = tokenize(text)
+class TokenCursor:
+    """A position in a token list and the helpers every hand-written parser here needs (the
+    graph-IR parser below, `nnc.ir.loop_parser`). Tokens have `kind`, `text`, `line`, `col`;
+    the last one has kind "eof". `describe(tok)` words a token for "expected X, got Y"."""
+
+    def __init__(self, tokens: Sequence[Any]) -> None:
+        self.tokens = tokens
         self.pos = 0
 
-    # --- token helpers
-    def peek(self) -> Token:
-        return self.tokens[self.pos]
+    def describe(self, tok: Any) -> str:
+        return _describe(tok)
 
-    def next(self) -> Token:
+    def peek(self, ahead: int = 0) -> Any:
+        return self.tokens[min(self.pos + ahead, len(self.tokens) - 1)]
+
+    def next(self) -> Any:
         tok = self.tokens[self.pos]
         if tok.kind != "eof":
             self.pos += 1
         return tok
 
-    def error(self, expected: str, tok: Token | None = None) -> ParseError:
+    def error(self, expected: str, tok: Any = None) -> ParseError:
         tok = tok or self.peek()
-        return ParseError(f"{tok.line}:{tok.col}: expected {expected}, got {_describe(tok)}")
+        return ParseError(f"{tok.line}:{tok.col}: expected {expected}, got {self.describe(tok)}")
 
     def at(self, kind: str, text: str | None = None) -> bool:
         tok = self.peek()
-        return tok.kind == kind and (text is None or tok.text == text)
+        return bool(tok.kind == kind and (text is None or tok.text == text))
 
     def accept(self, kind: str, text: str) -> bool:
         if self.at(kind, text):
@@ -147,12 +154,12 @@ class _Parser:
             return True
         return False
 
-    def expect(self, kind: str, text: str | None = None, what: str | None = None) -> Token:
+    def expect(self, kind: str, text: str | None = None, what: str | None = None) -> Any:
         if not self.at(kind, text):
             raise self.error(what or (f"'{text}'" if text else kind))
         return self.next()
 
-    def punct(self, p: str) -> Token:
+    def punct(self, p: str) -> Any:
         return self.expect("punct", p)
 
     def comma_list(self, close: str, item: Any) -> list[Any]:
@@ -165,6 +172,17 @@ class _Parser:
             self.punct(close)
         return items
 
+    def int_lit(self, what: str, signed: bool = False) -> int:
+        tok = self.expect("num", what=what)
+        if not re.fullmatch(r"-?[0-9]+" if signed else r"[0-9]+", tok.text):
+            raise self.error(what, tok)
+        return int(tok.text)
+
+
+class _Parser(TokenCursor):
+    def __init__(self, text: str) -> None:
+        super().__init__(tokenize(text))
+
     def comma_list_bare(self, item: Any) -> list[Any]:
         """`item (',' item)*`."""
         items = [item()]
@@ -173,13 +191,6 @@ class _Parser:
         return items
 
     # --- types
-    def int_lit(self, what: str, signed: bool = False) -> int:
-        tok = self.expect("num", what=what)
-        pattern = r"-?[0-9]+" if signed else r"[0-9]+"
-        if not re.fullmatch(pattern, tok.text):
-            raise self.error(what, tok)
-        return int(tok.text)
-
     def float_lit(self) -> float:
         tok = self.peek()
         if tok.kind == "ident" and tok.text == "inf":
