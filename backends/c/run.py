@@ -98,6 +98,15 @@ class HostModel:
     """A compiled model in `out_dir` (`libmodel.so` + `bench`), callable from Python."""
 
     def __init__(self, out_dir: str | Path, prefix: str | None = None) -> None:
+        self._load(out_dir, prefix)
+        init = getattr(self._lib, f"{self.prefix}_init")
+        init.restype = ctypes.c_int
+        rc = init()
+        if rc != 0:
+            raise RuntimeError(f"{self.prefix}_init() failed with code {rc}")
+
+    def _load(self, out_dir: str | Path, prefix: str | None) -> None:
+        """Load the library and read its descriptors (tensors, layers, arena); no init yet."""
         self.out_dir = Path(out_dir)
         lib_path = self.out_dir / LIBRARY
         if not lib_path.exists():
@@ -116,11 +125,6 @@ class HostModel:
         self._run.restype = ctypes.c_int
         self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         self._lock = threading.Lock()  # the C model keeps intermediates in one static arena
-        init = getattr(self._lib, f"{self.prefix}_init")
-        init.restype = ctypes.c_int
-        rc = init()
-        if rc != 0:
-            raise RuntimeError(f"{self.prefix}_init() failed with code {rc}")
 
     def _symbol(self, name: str, ctype: Any) -> Any:
         try:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import re
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,13 +21,8 @@ import numpy as np
 
 from nnc.backends.c.run import (
     HostModel,
-    LayerInfo,
-    _LayerDesc,
-    _load_private_copy,
-    _text,
-    detect_prefix,
 )
-from nnc.backends.opencl.build import DEBIAN_PACKAGES, LIBRARY
+from nnc.backends.opencl.build import DEBIAN_PACKAGES
 from nnc.errors import NncError
 
 CACHE = "model.clbin"
@@ -80,21 +74,7 @@ class OpenCLModel(HostModel):
         self.out_dir = Path(out_dir)
         self.device_spec = device
         self.cache = cache
-        lib_path = self.out_dir / LIBRARY
-        if not lib_path.exists():
-            raise FileNotFoundError(f"{lib_path} not found; build the model first")
-        self.prefix = prefix or detect_prefix(self.out_dir)
-        self._lib = _load_private_copy(lib_path)
-        self.inputs = self._tensors("inputs")
-        self.outputs = self._tensors("outputs")
-        n_layers = self._symbol("num_layers", ctypes.c_int32).value
-        table = self._symbol("layers", _LayerDesc * max(n_layers, 1))
-        self.layers = tuple(
-            LayerInfo(_text(d.name), _text(d.op_kind), _text(d.op_name), int(d.macs))
-            for d in table[:n_layers])
-        self.arena_size = int(self._symbol("arena_size", ctypes.c_uint64).value)
-        self._run = self._fn("run", ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p])
-        self._lock = threading.Lock()  # one device arena
+        self._load(out_dir, prefix)  # one device arena: HostModel's lock serializes runs
         lib, p = self._lib, self.prefix
         self._fn("last_error", ctypes.c_char_p, [])
         self._fn("device_name", ctypes.c_char_p, [])
