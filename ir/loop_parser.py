@@ -63,7 +63,7 @@ from nnc.ir.loops import (
     Store,
     Var,
 )
-from nnc.ir.parser import ParseError, TokenCursor, _unescape
+from nnc.ir.parser import ParseError, Token, TokenCursor, _unescape, scan
 from nnc.ir.types import SHORT_DTYPE
 
 __all__ = ["ParseError", "parse_kernel", "parse_module"]
@@ -91,39 +91,13 @@ _SYMBOL_OPS = {
 _STEPS: dict[str, type] = {t.__name__: t for t in typing.get_args(ScheduleStep)}
 
 
-class _Token(typing.NamedTuple):
-    kind: str  # name (%x), sym (@x), hash (#ab12), str, num, ident, punct, eof
-    text: str  # the decoded name for name and sym, the source text otherwise
-    line: int
-    col: int
+_Token = Token  # kind: name (%x), sym (@x), hash (#ab12), str, num, ident, punct, eof
 
 
 def tokenize(text: str) -> list[_Token]:
-    tokens = []
-    pos, line, line_start = 0, 1, 0
-    while pos < len(text):
-        m = _TOKEN.match(text, pos)
-        col = pos - line_start + 1
-        if m is None:
-            ch = text[pos]
-            what = "unterminated string" if ch in "\"'%@" else f"unexpected character {ch!r}"
-            raise ParseError(f"{line}:{col}: {what}")
-        kind = m.lastgroup
-        assert kind is not None
-        raw = m.group()
-        if kind != "ws":
-            value = raw
-            if kind in ("name", "sym"):
-                body = raw[1:]
-                value = _unescape(body, line, col + 1) if body.startswith('"') else body
-            tokens.append(_Token(kind, value, line, col))
-        newlines = raw.count("\n")
-        if newlines:
-            line += newlines
-            line_start = pos + raw.rindex("\n") + 1
-        pos = m.end()
-    tokens.append(_Token("eof", "", line, len(text) - line_start + 1))
-    return tokens
+    # strings stay as written: double-quoted ones are unescaped where they are read, single-
+    # quoted ones (Python repr of op names and schedule steps) are read back with ast
+    return scan(text, _TOKEN, decode_strings=False, quotes="\"'%@")
 
 
 def _describe(tok: _Token) -> str:

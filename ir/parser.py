@@ -75,22 +75,26 @@ def _unescape(literal: str, line: int, col: int) -> str:
         raise ParseError(f"{line}:{col}: bad escape in string: {err}") from None
 
 
-def tokenize(text: str) -> list[Token]:
+def scan(text: str, pattern: re.Pattern[str], decode_strings: bool = True,
+         quotes: str = "\"%@") -> list[Token]:
+    """Tokens of `text` by `pattern` (named groups are the kinds; "ws" is dropped), ending with
+    an "eof" token. %names and @symbols lose their sigil (and quotes, unescaped); strings are
+    unescaped when `decode_strings`. Shared by the graph-IR and loop-IR parsers."""
     tokens = []
     pos, line, line_start = 0, 1, 0
     while pos < len(text):
-        m = _TOKEN.match(text, pos)
+        m = pattern.match(text, pos)
         col = pos - line_start + 1
         if m is None:
             ch = text[pos]
-            what = "unterminated string" if ch in "\"%@" else f"unexpected character {ch!r}"
+            what = "unterminated string" if ch in quotes else f"unexpected character {ch!r}"
             raise ParseError(f"{line}:{col}: {what}")
         kind = m.lastgroup
         assert kind is not None
         raw = m.group()
         if kind != "ws":
             value = raw
-            if kind == "str":
+            if kind == "str" and decode_strings:
                 value = _unescape(raw, line, col)
             elif kind in ("name", "sym"):
                 body = raw[1:]
@@ -103,6 +107,10 @@ def tokenize(text: str) -> list[Token]:
         pos = m.end()
     tokens.append(Token("eof", "", line, len(text) - line_start + 1))
     return tokens
+
+
+def tokenize(text: str) -> list[Token]:
+    return scan(text, _TOKEN)
 
 
 def _describe(tok: Token) -> str:
