@@ -66,7 +66,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--eval", type=int, default=8)
     args = ap.parse_args(argv)
-    model = onnx.load(args.model)
+    try:
+        model = onnx.load(args.model)
+    except Exception as e:  # a missing, unreadable or corrupt file: one line, exit 2
+        print(f"{args.model}: cannot load the model ({e}); see the docstring for where to get "
+              "it", file=sys.stderr)
+        return 2
     name = fixed_input(model, args.size)
     rng = np.random.default_rng(0)
     cal = [{name: text_image(rng, args.size)} for _ in range(args.samples)]
