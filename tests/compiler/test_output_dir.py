@@ -137,9 +137,9 @@ def test_a_second_compile_is_refused_while_one_runs(tmp_path: Path) -> None:
     assert _build_of(out) == 5
 
 
-def _nnc(*args: object) -> subprocess.Popen[str]:
+def _nnc(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "nnc.compiler.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def test_concurrent_compiles(tmp_path: Path, models: dict[int, Path]) -> None:
@@ -296,15 +296,22 @@ def test_killed_compiles(tmp_path: Path, models: dict[int, Path], sig: int) -> N
     hit the swap), no compiler process survives, and SIGTERM leaves no litter at once
     (SIGKILL's staging folder goes with the next compile)."""
     out = tmp_path / "out"
+    # a C compiler that takes a moment (as on a bigger model), so that on a fast machine too the
+    # kills meant for the C build and the swap land while the staging folder exists
+    (tmp_path / "tools").mkdir()
+    cc = tmp_path / "tools" / "steady-cc"
+    cc.write_text('#!/bin/sh\nsleep 0.3\nexec gcc "$@"\n')
+    cc.chmod(0o755)
+    env = {**os.environ, "NNC_CC": str(cc)}
     t0 = time.monotonic()
-    assert _nnc("compile", models[3], "-o", out).wait(60) == 0
+    assert _nnc("compile", models[3], "-o", out, env=env).wait(60) == 0
     full = time.monotonic() - t0
     _user_files(out)
     rng = random.Random(1000 + sig)
     current, seen_staging = 3, 0
     for i in range(12):
         target = 5 if current == 3 else 3
-        proc = _nnc("compile", models[target], "-o", out)
+        proc = _nnc("compile", models[target], "-o", out, env=env)
         if i % 2 == 0:  # anywhere in the run
             time.sleep(rng.uniform(0.2, 1.1) * full)
         else:  # in the C build or the swap: once the staging folder appears
@@ -334,7 +341,7 @@ def test_killed_compiles(tmp_path: Path, models: dict[int, Path], sig: int) -> N
     assert _nnc("compile", models[3], "-o", out).wait(60) == 0
     assert _build_of(out) == 3 and not list(out.glob(".nnc-*staging*"))
     _check_user_files(out)
-    assert [p.name for p in tmp_path.iterdir()] == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tools"]
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
