@@ -341,12 +341,17 @@ class _Rewriter:
         spatial = self.types[op.inputs[0]].shape[2:]
         return bool(spatial) and self._pool(op, "avg_pool_s8", {"kernel_shape": spatial})
 
-    def _rw_reshape(self, op: Op) -> bool:
-        if op.inputs[0] not in self.q8:
-            return False  # only carry values that are int8 already
+    def _moves_codes(self, op: Op, int8_already: bool = False) -> bool:
+        """An op that only moves elements (reshape, slice, nearest resize) on int8 codes: the
+        output keeps the input's parameters. `int8_already`: only for an input that is int8."""
+        if any(op.inputs[1:]) or (int8_already and op.inputs[0] not in self.q8):
+            return False
         xq, xp = self._act_in(op.inputs[0])
-        self.emit("reshape", (xq,), op.outputs[0].name, xp, dict(op.attrs), op.name)
+        self.emit(op.kind, (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
         return True
+
+    def _rw_reshape(self, op: Op) -> bool:
+        return self._moves_codes(op, int8_already=True)
 
     def _binary_in(self, op: Op) -> tuple[str, QuantParams, str, QuantParams]:
         if len(op.inputs) != 2 or all(n in self.consts for n in op.inputs):
@@ -475,20 +480,10 @@ class _Rewriter:
         return out.name
 
     def _rw_resize(self, op: Op) -> bool:
-        """Nearest-neighbour resize moves int8 codes: same parameters in and out."""
-        if op.attrs.get("mode", "nearest") != "nearest" or any(op.inputs[1:]):
-            return False
-        xq, xp = self._act_in(op.inputs[0])
-        self.emit("resize", (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
-        return True
+        return op.attrs.get("mode", "nearest") == "nearest" and self._moves_codes(op)
 
     def _rw_slice(self, op: Op) -> bool:
-        """A slice of int8 codes: same parameters in and out (start/end/step are attributes)."""
-        if any(op.inputs[1:]):
-            return False
-        xq, xp = self._act_in(op.inputs[0])
-        self.emit("slice", (xq,), op.outputs[0].name, xp, dict(op.attrs.items()), op.name)
-        return True
+        return self._moves_codes(op)  # start / end / step are attributes
 
     def _rw_split(self, op: Op) -> bool:
         """Split moves int8 codes: every piece keeps the input's parameters."""

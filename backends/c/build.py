@@ -196,6 +196,16 @@ class BuildResult:
     seconds: float
 
 
+def write_files(files: Mapping[str, str | bytes], out: Path) -> None:
+    """The emitted files (text or bytes) into folder `out`."""
+    for name, content in files.items():
+        path = out / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+
 def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target: Target,
                   prefix: str = "nnc", opt_level: int = 3, cmsis: Library | None = None) -> Path:
     """Write the emitted files, the runtime (headers + bench driver) and a Makefile; with
@@ -206,12 +216,7 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
     for stale in ("weights.c", "weights.bin"):  # left over from an earlier, bigger model
         if stale not in files:
             (out / stale).unlink(missing_ok=True)
-    for name, content in files.items():
-        path = out / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
+    write_files(files, out)
     for header in sorted((RUNTIME_DIR / "include").glob("*.h")):
         shutil.copyfile(header, out / header.name)
     shutil.copyfile(RUNTIME_DIR / "src" / "bench_main.c", out / "bench_main.c")

@@ -19,7 +19,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all
+from nnc.backends.c.build import RUNTIME_DIR, WARNINGS, BuildError, _run_all, write_files
 from nnc.backends.opencl.emit import TEMPLATES, emit_opencl
 from nnc.backends.target import Target, parse_target
 from nnc.errors import NncError
@@ -36,12 +36,7 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
                   opt_level: int = 3, model: str = "model") -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for name, content in files.items():
-        path = out / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
+    write_files(files, out)
     shutil.copyfile(RUNTIME_DIR / "include" / "nnc_runtime.h", out / "nnc_runtime.h")
     for name in ("nnc_opencl.h", "nnc_opencl.c"):
         shutil.copyfile(OPENCL_RUNTIME / name, out / name)
