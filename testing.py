@@ -54,8 +54,11 @@ def check_op(kind: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, An
              constant_inputs: Sequence[int] = ()) -> list[np.ndarray]:
     """Check that the op's loop nest (via the loop-IR interpreter) matches its numpy reference and
     that the reference's outputs match the type rule. Returns the reference outputs."""
+    from nnc.backends.target import cortex_m7, cortex_m55, host_target
     from nnc.ir.loop_verify import verify_loop_module
+    from nnc.passes.default_schedule import default_schedule
     from nnc.passes.lower_to_loops import lower_to_loops
+    from nnc.passes.schedule import schedule
 
     attrs = attrs or {}
     graph = single_op_graph(kind, inputs, attrs, constant_inputs)
@@ -71,4 +74,15 @@ def check_op(kind: str, inputs: Sequence[np.ndarray | None], attrs: dict[str, An
     got = run_loop_module(module, feeds)
     for k, name in enumerate(module.outputs):
         assert_close(got[name], ref[k], rtol, atol, f"{kind} output {k}")
+    if any(k.compute is not None for k in module.kernels):
+        # a declarative definition: its default schedule on every kind of target (register
+        # tiles, SMLAD and Helium dot intrinsics) through the interpreter too
+        for target in (host_target(), cortex_m7(), cortex_m55()):
+            scheduled = schedule(default_schedule(module, PassContext(target=target)),
+                                 PassContext(target=target))
+            verify_loop_module(scheduled)
+            got = run_loop_module(scheduled, feeds)
+            for k, name in enumerate(module.outputs):
+                assert_close(got[name], ref[k], rtol, atol,
+                             f"{kind} output {k}, scheduled for {target.name}")
     return ref

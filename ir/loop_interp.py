@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnc.ir.fixed_point import np_requantize
+from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -121,6 +122,14 @@ class _Translator:
                 return f"({a} {dict(xor='^', shl='<<', shr='>>')[op]} {b})"
             sym = dict(lt="<", le="<=", gt=">", ge=">=", eq="==", ne="!=")[op]
             return f"np.bool_({a} {sym} {b})"
+        if isinstance(e, Call) and e.fn in DOT_INTRINSICS:
+            first, second, acc = e.args
+            assert isinstance(first, Load) and isinstance(second, Load)
+            ops = []
+            for ld in (first, second):
+                idx = ", ".join(f"int({self.expr(i)})" for i in ld.indices)
+                ops.append(f"{self.buffers[ld.buffer]}, _flat({self.buffers[ld.buffer]}, ({idx},))")
+            return f"_DOT[{e.fn!r}].numpy({ops[0]}, {ops[1]}, {self.expr(acc)})"
         if isinstance(e, Call):
             args = ", ".join(self.expr(a) for a in e.args)
             return f"_cast[{e.dtype!r}](_F[{e.fn!r}]({args}))"
@@ -167,6 +176,11 @@ def _max(a: Any, b: Any) -> Any:
     return np.maximum(a, b)
 
 
+def _flat(arr: np.ndarray, idx: tuple[int, ...]) -> int:
+    """The row-major element offset of arr[idx] (a dot intrinsic's first element)."""
+    return int(np.ravel_multi_index(idx, arr.shape)) if idx else 0
+
+
 def _ipow(a: Any, b: Any) -> Any:
     t = type(a)
     return _cast_fn(np.dtype(t).name)(int(a) ** int(b) if int(b) >= 0 else 0)
@@ -191,6 +205,7 @@ def compile_kernel(
     ns: dict[str, Any] = {
         "np": np, "_k": tr.consts, "_cdiv": _cdiv, "_cmod": _cmod, "_F": _FUNCS, "_min": _min,
         "_max": _max, "_ipow": _ipow, "_cast": cast_table, "_extern": dict(externs or {}),
+        "_DOT": DOT_INTRINSICS, "_flat": _flat,
     }
     exec(compile("\n".join(tr.lines), f"<kernel {kernel.name}>", "exec"), ns)
     fn = ns["_kernel"]

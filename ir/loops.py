@@ -42,6 +42,9 @@ INTRINSICS = (
     # requantize(x, multiplier, shift), all int32: TFLite's MultiplyByQuantizedMultiplier
     # (nnc.ir.fixed_point), one call so backends emit it as one tight 32-bit routine
     "requantize",
+    # dot4_s8 / dot16_s8(a, b, acc): acc + the int8 dot product of 4 / 16 consecutive elements
+    # starting at the loads a and b (nnc.ir.intrinsics: SMLAD on Cortex-M4/M7, MVE on the M55)
+    "dot4_s8", "dot16_s8",
 )
 
 Number = int | float | bool
@@ -375,7 +378,22 @@ class Parallel:
     loop: str
 
 
-ScheduleStep = Split | Reorder | Fuse | Vectorize | Unroll | Parallel
+@dataclass(frozen=True, slots=True)
+class Partition:
+    """Split a spatial loop of a padding window into border, interior (no guard), border."""
+
+    loop: str
+
+
+@dataclass(frozen=True, slots=True)
+class Intrinsic:
+    """Map reduce loop `loop` onto the tensor intrinsic `name` (nnc.ir.intrinsics)."""
+
+    name: str
+    loop: str
+
+
+ScheduleStep = Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules
@@ -428,6 +446,9 @@ class Kernel:
     is read only while computing element e of the output, which is written once. The memory
     planner may then give both the same bytes when the input dies at this kernel.
 
+    `compute`, where set, is the kernel's declarative definition: `body` is it materialized under
+    `schedule` (by lower-to-loops with no steps, by the `schedule` pass with them).
+
     `workload` is the kernel's workload key (set by lower-to-loops: what it computes, on which
     shapes and target, without any names; see docs/architecture.md), `workload_hash` its short
     digest: kernels with equal keys compute the same thing, so a tuning cache can key on it."""
@@ -442,6 +463,9 @@ class Kernel:
     schedule: tuple[ScheduleStep, ...] = ()
     inplace: tuple[tuple[str, str], ...] = ()
     workload: str = ""
+    # the declarative definition (nnc.ir.compute.Reduction) the body is materialized from, for
+    # the MAC-carrying ops; the `schedule` pass rebuilds the body from it (see nnc.ir.compute)
+    compute: Any = None
 
     @property
     def workload_hash(self) -> str:
@@ -494,6 +518,7 @@ class KernelBuilder:
         self._stack: list[list[Stmt]] = [[]]
         self._locals: list[Buffer] = []
         self._counts: dict[str, int] = {}
+        self.compute: Any = None  # a Reduction defined through `define`
 
     def fresh(self, hint: str) -> str:
         n = self._counts.get(hint, 0)
@@ -546,7 +571,20 @@ class KernelBuilder:
         self._locals.append(buf)
         return buf
 
+    def define(self, defn: Any, shapes: Mapping[str, tuple[int, ...]]) -> None:
+        """Emit the declarative definition `defn` (nnc.ir.compute.Reduction) unscheduled and
+        record it, so the kernel carries it for the schedule."""
+        from nnc.ir.compute import materialize
+
+        if self.compute is not None:
+            raise RuntimeError("a kernel has at most one declarative definition")
+        self.compute = defn
+        for s in materialize(defn, (), lambda dt, shape: self.local(dt, "acc", shape), shapes):
+            self.emit(s)
+
     def build(self, params: Sequence[str], **meta: Any) -> Kernel:
         if len(self._stack) != 1:
             raise RuntimeError("unbalanced loop nesting in kernel builder")
+        if self.compute is not None:
+            meta.setdefault("compute", self.compute)
         return Kernel(self.name, tuple(params), tuple(self._locals), tuple(self._stack[0]), **meta)

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+from nnc.ir.compute import ComputeError, materialize
 from nnc.ir.loops import (
+    Buffer,
     CallExtern,
     Expr,
     For,
@@ -212,7 +214,9 @@ def _outermost(body: tuple[Stmt, ...], names: set[str]) -> str:
     return ""
 
 
-def schedule_kernel(kernel: Kernel) -> Kernel:
+def schedule_kernel(kernel: Kernel, shapes: dict[str, tuple[int, ...]] | None = None) -> Kernel:
+    if kernel.compute is not None:
+        return _materialize(kernel, shapes or {})
     body = kernel.body
     for step in kernel.schedule:
         try:
@@ -222,7 +226,25 @@ def schedule_kernel(kernel: Kernel) -> Kernel:
     return kernel if body is kernel.body else kernel.replace(body=body)
 
 
+def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]]) -> Kernel:
+    """A kernel with a declarative definition: its body is the definition materialized under
+    the steps, from scratch (so scheduling twice gives the same kernel)."""
+    locals_: list[Buffer] = []
+
+    def new_local(dtype: str, shape: tuple[int, ...]) -> Buffer:
+        buf = Buffer(f"acc{len(locals_)}", shape, dtype, "local")
+        locals_.append(buf)
+        return buf
+
+    try:
+        body = materialize(kernel.compute, kernel.schedule, new_local, shapes)
+    except ComputeError as e:
+        raise ScheduleError(f"kernel @{kernel.name}: {e}") from None
+    return kernel.replace(body=body, locals=tuple(locals_))
+
+
 @register_pass("schedule")
 def schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
     """Apply every kernel's schedule steps to its body (the steps stay recorded)."""
-    return module.replace(kernels=tuple(schedule_kernel(k) for k in module.kernels))
+    shapes = {b.name: b.shape for b in module.buffers}
+    return module.replace(kernels=tuple(schedule_kernel(k, shapes) for k in module.kernels))

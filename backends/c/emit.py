@@ -31,6 +31,7 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.ir.graph import fresh_name
+from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -250,6 +251,13 @@ _HELPERS: dict[str, str] = {
                   "        : (int32_t)(((int64_t)a * m + (INT64_C(1) << 30)) >> 31);\n"
                   "    int32_t mask = (int32_t)((UINT32_C(1) << right) - 1u);\n"
                   "    return (h >> right) + ((h & mask) > (mask >> 1) + (h < 0));\n}",
+    # the same for a multiplier >= 0 (never INT32_MIN) and a shift <= 0 (a right shift only)
+    "requantize_right": "static inline int32_t nnc_requantize_right_X(int32_t x, int32_t m, "
+                        "int32_t s) {\n"
+                        "    int32_t right = -s;\n"
+                        "    int32_t h = (int32_t)(((int64_t)x * m + (INT64_C(1) << 30)) >> 31);\n"
+                        "    int32_t mask = (int32_t)((UINT32_C(1) << right) - 1u);\n"
+                        "    return (h >> right) + ((h & mask) > (mask >> 1) + (h < 0));\n}",
 }
 
 
@@ -322,6 +330,7 @@ class CStyleEmitter:
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
+        self.const_ranges: dict[str, tuple[int, int]] = {}  # (min, max) of integer constants
         self.buffers: dict[str, Buffer] = {}
         self.names: NameTable = NameTable()
         self.vars: dict[str, str] = {}  # loop variable -> C name, for the loops open now
@@ -481,6 +490,8 @@ class CStyleEmitter:
         fn, args, dt = e.fn, e.args, e.args[0].dtype
         if fn in ("isnan", "isinf") and dt not in _FLOATS:
             return CExpr("0", PRIMARY)
+        if fn in DOT_INTRINSICS:
+            return self.expr_dot(e)
         xs = [self.expr(a) for a in args]
         if fn in ("isnan", "isinf"):
             return CExpr(f"{fn}({xs[0].text}) != 0", EQ)  # the macros return any nonzero int
@@ -494,7 +505,7 @@ class CStyleEmitter:
                     else CExpr(f"UINT64_C(0) - {xs[0].at(UNARY)}", ADD)
             return self.wrap_narrow(f"-{xs[0].at(UNARY)}", UNARY, dt)
         if fn == "requantize":
-            return CExpr(f"{self.helper('requantize', 'int32')}"
+            return CExpr(f"{self.helper(self._requantize_kind(e), 'int32')}"
                          f"({', '.join(x.text for x in xs)})", PRIMARY)
         if fn == "sign":
             kind = "sign/f" if dt in _FLOATS else ("sign/u" if dt in _UNSIGNED else "sign/i")
@@ -514,6 +525,33 @@ class CStyleEmitter:
             kind = "mod/u" if dt in _UNSIGNED else "mod/s"
             return CExpr(f"{self.helper(kind, dt)}({xs[0].text}, {xs[1].text})", PRIMARY)
         raise EmitError(f"intrinsic {fn!r} is not defined on {dt}")
+
+    def _range(self, e: Expr) -> tuple[int, int] | None:
+        if isinstance(e, Const):
+            return int(e.value), int(e.value)
+        if isinstance(e, Load):
+            return self.const_ranges.get(e.buffer)
+        return None
+
+    def _requantize_kind(self, e: Call) -> str:
+        """The requantize helper for what its multiplier and shift can be: with a multiplier
+        known non-negative the saturating case (both INT32_MIN) cannot occur, and with a shift
+        known <= 0 there is no left shift; the result is the same, the code shorter."""
+        m, s = self._range(e.args[1]), self._range(e.args[2])
+        if m is not None and m[0] >= 0 and s is not None and s[1] <= 0:
+            return "requantize_right"
+        return "requantize"
+
+    def expr_dot(self, e: Call) -> CExpr:
+        """A dot intrinsic (nnc.ir.intrinsics): its loads are the addresses of the first
+        elements; the definition comes with the target's instructions and a portable fallback."""
+        a, b, acc = e.args
+        if not (isinstance(a, Load) and isinstance(b, Load)):
+            raise EmitError(f"{e.fn}: operands must be loads (the first elements)")
+        name = f"nnc_{e.fn}"
+        self.helpers.setdefault(name, DOT_INTRINSICS[e.fn].c_text)
+        return CExpr(f"{name}(&{self.element(a.buffer, a.indices)}, "
+                     f"&{self.element(b.buffer, b.indices)}, {self.text(acc)})", PRIMARY)
 
     def _exact_half(self, e: Expr) -> bool:
         """Is a float16 expression's float value already a representable half?"""
@@ -758,6 +796,10 @@ class _ModuleEmitter:
         self.p = prefix
         self.limit = weights_inline_limit
         self.em = emitter
+        # ranges of the integer constants, so helpers can drop cases that cannot occur
+        emitter.const_ranges = {
+            name: (int(np.min(v)), int(np.max(v))) for name, v in module.constants.items()
+            if np.asarray(v).dtype.kind in "iu" and np.asarray(v).size}
         self.bufs: dict[str, Buffer] = {}
         for b in module.buffers:
             if b.name in self.bufs:

@@ -60,6 +60,16 @@ class ComputeContext:
     def attr(self, key: str, default: Any = None) -> Any:
         return self.op.attrs.get(key, default)
 
+    def output(self, k: int, indices: Sequence[Expr], value: Expr) -> tuple[Buffer, Expr]:
+        """Where `store(k, indices, value)` writes and what: the buffer and the value with the
+        fused epilogue applied (for declarative definitions, which store it themselves)."""
+        out = self.outputs[k]
+        if k == 0 and self.epilogue is not None:
+            value = self.epilogue(value, tuple(indices))
+        if k == 0 and self.target is not None:
+            out = self.target
+        return out, value
+
     def store(self, k: int, indices: Sequence[Expr], value: Expr) -> None:
         out = self.outputs[k]
         if k == 0 and self.epilogue is not None:

@@ -41,6 +41,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from nnc.ir import fixed_point
+from nnc.ir.compute import ACC, Axis, Reduction, Window
 from nnc.ir.fixed_point import INT32_MAX, INT32_MIN, wrap32
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
@@ -49,6 +50,7 @@ from nnc.ir.loops import (
     Expr,
     KernelBuilder,
     Load,
+    Var,
     binary,
     call,
     cast,
@@ -72,9 +74,6 @@ from nnc.ir.ops.quant import conv_int32_rows
 from nnc.ir.types import TensorType
 
 INT8_MIN, INT8_MAX = -128, 127
-# Output channels one conv / fully-connected loop nest computes at once (accumulators held in
-# registers; each input element is loaded once for all of them).
-OC_BLOCK = 4
 
 
 # ---------------------------------------------------------------- fixed-point arithmetic (numpy)
@@ -341,130 +340,78 @@ def _centered(v: Load, zero_point: int) -> Expr:
     return cast(v, "int32") - zero_point if zero_point else cast(v, "int32")
 
 
+_SPATIAL = {1: ("ow",), 2: ("oh", "ow"), 3: ("od", "oh", "ow")}
+
+
+def spatial_names(nsp: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Axis names of the output positions and of the window taps (oh/ow and kh/kw in 2-D)."""
+    outs = _SPATIAL.get(nsp, tuple(f"o{i}" for i in range(nsp)))
+    return outs, tuple("k" + o[1:] for o in outs)
+
+
+def windows_of(outs: Sequence[str], taps: Sequence[str], in_sp: Sequence[int],
+               out_sp: Sequence[int], ks: Sequence[int], strides: Sequence[int],
+               dil: Sequence[int], pb: Sequence[int]) -> tuple[Window, ...]:
+    """The padding windows of a sliding-window op: one per dimension some tap can leave."""
+    found = []
+    for o, k, size, osz, ksz, st, d, p in zip(outs, taps, in_sp, out_sp, ks, strides, dil, pb,
+                                              strict=True):
+        high = (osz - 1) * st + (ksz - 1) * d - p >= size
+        if p > 0 or high:
+            found.append(Window(o, k, st, d, p, size, low=p > 0, high=high))
+    return tuple(found)
+
+
 def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, shift: Buffer,
                        bias: Buffer | None, x_zp: int) -> None:
-    """NHWC conv: per output pixel, the window's taps (bounds checked once per tap) accumulate
-    over the contiguous input channels. Regular and grouped convs keep one scalar accumulator
-    per output channel; depthwise ones a row over the output channels (the contiguous dim of
-    both the input and the [1, *k, OC] weights)."""
-    b = ctx.b
+    """NHWC conv as one declarative definition (`nnc.ir.compute`): axes n, the output
+    positions, oc, then the reduce axes: the taps and, unless depthwise, the input channels of
+    the group. The schedule (passes/default_schedule.py) decides the loop nest."""
     out = ctx.outputs[0]
     nsp = len(x.shape) - 2
     strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
     group = ctx.attrs.get_int("group", 1)
     c_in, oc_n = x.shape[-1], out.shape[-1]
-    w_shape = ctx.attrs.get_ints("weight_shape", w.shape)  # packed weights are flat
-    ks = w_shape[1:-1]
+    ks = w.shape[1:-1]
     in_sp, out_sp = x.shape[1:-1], out.shape[1:-1]
-
-    def finish(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
-        ctx.store(0, idx, _finish(b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
-
-    if is_depthwise(group, c_in) and oc_n == c_in and oc_n % OC_BLOCK == 0:
-        # OC_BLOCK adjacent channels at a time, accumulators in registers; a tap's bounds check
-        # is shared by the block
-        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
-        with b.loops(out.shape[:-1]) as outer:
-            n, pixel = outer[0], outer[1:]
-            with b.loop(oc_n // OC_BLOCK, "cb") as cb:
-                c0 = cb * OC_BLOCK
-                for j, a in enumerate(accs):
-                    b.store(a, (), _bias_at(bias, c0 + j))
-                with b.loops(ks, "k") as kidx:
-                    pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
-                    with maybe_if(b, cond):
-                        for j, a in enumerate(accs):
-                            xv = _centered(x[(n, *pos, c0 + j)], x_zp)
-                            b.store(a, (), a[()] + xv * cast(w[(0, *kidx, c0 + j)], "int32"))
-                for j, a in enumerate(accs):
-                    finish((*outer, c0 + j), a[()], c0 + j)
-        return
+    onames, knames = spatial_names(nsp)
+    n, oc = Var("n"), Var("oc")
+    pos = [Var(o) * st + Var(k) * d - p if (st, d, p) != (1, 1, 0) else Var(o) + Var(k)
+           for o, k, st, d, p in zip(onames, knames, strides, dil, pb, strict=True)]
+    kvars = tuple(Var(k) for k in knames)
+    axes = [Axis("n", x.shape[0]), *(Axis(o, e) for o, e in zip(onames, out_sp, strict=True)),
+            Axis("oc", oc_n), *(Axis(k, e, True) for k, e in zip(knames, ks, strict=True))]
     if is_depthwise(group, c_in):
         per = oc_n // c_in  # channel multiplier
-        row = b.local("int32", "acc", shape=(oc_n,))
-        with b.loops(out.shape[:-1]) as outer:
-            n, pixel = outer[0], outer[1:]
-            with b.loop(oc_n, "oc") as oc:
-                b.store(row, (oc,), _bias_at(bias, oc))
-            with b.loops(ks, "k") as kidx:
-                pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
-                with maybe_if(b, cond):
-                    with b.loop(oc_n, "oc") as oc:
-                        ic = oc if per == 1 else oc / per
-                        xv = _centered(x[(n, *pos, ic)], x_zp)
-                        b.store(row, (oc,), row[oc] + xv * cast(w[(0, *kidx, oc)], "int32"))
-            with b.loop(oc_n, "oc") as oc:
-                finish((*outer, oc), row[oc], oc)
-        return
-    cg, ocg = c_in // group, oc_n // group
-    packed = ctx.attrs.get_int("weight_packing", 0) == OC_BLOCK
-    blocks = oc_n // OC_BLOCK if group == 1 else 0
-    taps = int(np.prod(ks))
+        ic: Expr = oc if per == 1 else oc / per
+        wv = w[(0, *kvars, oc)]
+    else:
+        cg, ocg = c_in // group, oc_n // group
+        axes.append(Axis("ic", cg, True))
+        ic = Var("ic") if group == 1 else (oc / ocg) * cg + Var("ic")
+        wv = w[(oc, *kvars, Var("ic"))]
+    term = _centered(x[(n, *pos, ic)], x_zp) * cast(wv, "int32")
     # with the input offset folded into the bias, a tap in the padding adds back zp * sum(w)
     # over its channels (`_conv_pack`), int32 [OC * taps]
     pad_fix = ctx.inputs[5] if len(ctx.inputs) > 5 else None
-
-    def tap(kidx: Sequence[Expr]) -> Expr:
-        flat = kidx[0]
-        for k, extent in zip(kidx[1:], ks[1:], strict=True):
+    outside = None
+    if pad_fix is not None:
+        flat: Expr = kvars[0]
+        for k, extent in zip(kvars[1:], ks[1:], strict=True):
             flat = flat * extent + k
-        return flat
+        outside = pad_fix[oc * int(np.prod(ks)) + flat,]
+    idx = (n, *(Var(o) for o in onames), oc)
+    value = _finish(ctx.b, Var(ACC, "int32"), _channel(mult, oc), _channel(shift, oc), ctx.attrs)
+    target, value = ctx.output(0, idx, value)
+    ctx.b.define(Reduction(
+        "conv_s8", tuple(axes), "int32", _bias_at(bias, oc), term, target.name, idx, value,
+        windows=windows_of(onames, knames, in_sp, out_sp, ks, strides, dil, pb),
+        outside=outside), _shapes(ctx, target))
 
-    def w_block(ob: Expr, j: int, kidx: Sequence[Expr], c: Expr) -> Load:
-        if packed:  # [OC / 4, taps, C, 4]: the block's 4 weights of a tap and channel adjoin
-            return w[((ob * taps + tap(kidx)) * c_in + c) * OC_BLOCK + j,]
-        return w[(ob * OC_BLOCK + j, *kidx, c)]
 
-    def w_row(o: Expr, kidx: Sequence[Expr], c: Expr) -> Load:
-        if packed:  # the channels after the blocks, OHWI, after them
-            first = blocks * OC_BLOCK
-            return w[first * taps * c_in + ((o - first) * taps + tap(kidx)) * c_in + c,]
-        return w[(o, *kidx, c)]
-
-    if blocks:  # OC_BLOCK output channels at a time: each input byte loaded once for all of them
-        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
-        with b.loops(out.shape[:-1]) as outer:
-            n, pixel = outer[0], outer[1:]
-            with b.loop(blocks, "ob") as ob:
-                o0 = ob * OC_BLOCK
-                for j, a in enumerate(accs):
-                    b.store(a, (), _bias_at(bias, o0 + j))
-                with b.loops(ks, "k") as kidx:
-                    pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
-                    with maybe_if(b, cond):
-                        with b.loop(c_in, "c") as c:
-                            xv = _bind(b, _centered(x[(n, *pos, c)], x_zp), "xv")
-                            for j, a in enumerate(accs):
-                                wv = cast(w_block(ob, j, kidx, c), "int32")
-                                b.store(a, (), a[()] + xv * wv)
-                    if cond is not None and pad_fix is not None:
-                        with b.if_(call("not", cond)):
-                            for j, a in enumerate(accs):
-                                fix = pad_fix[(ob * OC_BLOCK + j) * taps + tap(kidx),]
-                                b.store(a, (), a[()] + fix)
-                for j, a in enumerate(accs):
-                    finish((*outer, o0 + j), a[()], o0 + j)
-    if blocks * OC_BLOCK == oc_n:
-        return
-    acc = b.local("int32", "acc")
-    first = blocks * OC_BLOCK  # the channels the blocks leave (all of them for grouped convs)
-    with b.loops(out.shape[:-1]) as outer:
-        n, pixel = outer[0], outer[1:]
-        with b.loop(oc_n - first, "oc") as t:
-            o = t + first if first else t
-            b.store(acc, (), _bias_at(bias, o))
-            base = None if group == 1 else _bind(b, (o / ocg) * cg, "ic0")
-            with b.loops(ks, "k") as kidx:
-                pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides, dil, pb)
-                with maybe_if(b, cond):
-                    with b.loop(cg, "c") as c:
-                        ic = c if base is None else base + c
-                        xv = _centered(x[(n, *pos, ic)], x_zp)
-                        b.store(acc, (), acc[()] + xv * cast(w_row(o, kidx, c), "int32"))
-                if cond is not None and pad_fix is not None:
-                    with b.if_(call("not", cond)):
-                        b.store(acc, (), acc[()] + pad_fix[o * taps + tap(kidx),])
-            finish((*outer, o), acc[()], o)
+def _shapes(ctx: ComputeContext, target: Buffer) -> dict[str, tuple[int, ...]]:
+    bufs = [b for b in (*ctx.inputs, target) if b is not None]
+    return {b.name: b.shape for b in bufs}
 
 
 def _fold_offset(attrs: Attrs, key: str, w: np.ndarray, bias: np.ndarray | None,
@@ -481,37 +428,27 @@ def _fold_offset(attrs: Attrs, key: str, w: np.ndarray, bias: np.ndarray | None,
     return attrs.set(**{key: 0}), folded.astype(np.int32)
 
 
-def _pack_rows(w: np.ndarray) -> np.ndarray:
-    """[OC, ...] int8 weights as [OC / OC_BLOCK, ..., OC_BLOCK] (flat) then the remaining rows."""
-    oc = w.shape[0]
-    first = oc // OC_BLOCK * OC_BLOCK
-    rows = w.reshape(oc, -1)
-    blocked = rows[:first].reshape(oc // OC_BLOCK, OC_BLOCK, -1).transpose(0, 2, 1)
-    return np.ascontiguousarray(np.concatenate([blocked.ravel(), rows[first:].ravel()]))
-
-
-def _pack_weights(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+def _fold_weights(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
                   fold: bool) -> tuple[Attrs, dict[int, np.ndarray]] | None:
-    """Shared by conv (group 1, NHWC) and fully connected: weights packed by OC_BLOCK output
-    channels, the input offset folded into the bias when every tap reads the input (`fold`)."""
+    """Shared by conv (group 1, NHWC) and fully connected: the input offset folded into the
+    bias when every tap reads the input (`fold`) and the bias is known at compile time."""
     w = arrays[1]
     bias = arrays[4] if len(arrays) > 4 else None
-    if w is None or w.shape[0] < OC_BLOCK:
+    if w is None or not fold:
         return None
-    replaced: dict[int, np.ndarray] = {1: _pack_rows(w)}
-    attrs = attrs.set(weight_packing=OC_BLOCK, weight_shape=tuple(int(d) for d in w.shape))
     bias_known = bias is not None or len(present) < 5 or not present[4]  # constant, or none
-    folded = _fold_offset(attrs, "input_zero_point", w, bias) if fold and bias_known else None
-    if folded is not None:
-        attrs, replaced[4] = folded
-    return attrs, replaced
+    folded = _fold_offset(attrs, "input_zero_point", w, bias) if bias_known else None
+    if folded is None:
+        return None
+    attrs, b = folded
+    return attrs, {4: b}
 
 
 def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
                ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
-    """Group-1 NHWC convs: weights packed by OC_BLOCK; the input offset folded into the bias.
-    With padding, a tap outside the input then owes zp * sum over its channels of w (what
-    (pad - zp) * w, pad = zp, contributes to the unfolded sum): an int32 [OC, taps] input 5."""
+    """Group-1 NHWC convs: the input offset folded into the bias. With padding, a tap outside
+    the input then owes zp * sum over its channels of w (what (pad - zp) * w, pad = zp,
+    contributes to the unfolded sum): an int32 [OC, taps] input 5."""
     w = arrays[1]
     zp = attrs.get_int("input_zero_point", 0)
     if not is_nhwc(attrs) or w is None or attrs.get_int("group", 1) != 1:
@@ -520,7 +457,7 @@ def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Seque
     padded = any(pb) or any(pe)
     # a padded conv with few input channels (a first layer) gains less from the fold than the
     # padding check's second branch costs
-    found = _pack_weights(attrs, arrays, present, fold=not padded or w.shape[-1] >= 8)
+    found = _fold_weights(attrs, arrays, present, fold=not padded or w.shape[-1] >= 8)
     if found is None:
         return None
     new_attrs, replaced = found
@@ -575,9 +512,8 @@ def _fc_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndar
 
 
 def _fc_compute(ctx: ComputeContext) -> None:
-    """Dot products over the contiguous depth, OC_BLOCK outputs at a time (each input element
-    loaded once for all of them; weights packed that way by `_fc_pack`), then the rest."""
-    b = ctx.b
+    """Dot products over the contiguous depth as one declarative definition: axes m0.. (the
+    leading dims), oc, and the reduce axis k."""
     x, w, mult, shift = ctx.inputs[:4]
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
@@ -585,48 +521,22 @@ def _fc_compute(ctx: ComputeContext) -> None:
     w_zp = ctx.attrs.get_int("weight_zero_point", 0)
     out = ctx.outputs[0]
     oc_n, depth = out.shape[-1], x.shape[-1]
-    packed = ctx.attrs.get_int("weight_packing", 0) == OC_BLOCK
-    blocks = oc_n // OC_BLOCK if packed else 0
-    first = blocks * OC_BLOCK
-
-    def weight(o: Expr, k: Expr, j: int | None) -> Expr:
-        if j is not None:  # o is the block
-            wv: Expr = cast(w[(o * depth + k) * OC_BLOCK + j,], "int32")
-        elif packed:
-            wv = cast(w[first * depth + (o - first) * depth + k,], "int32")
-        else:
-            wv = cast(w[o, k], "int32")
-        return wv - w_zp if w_zp else wv
-
-    if blocks:
-        accs = [b.local("int32", "acc") for _ in range(OC_BLOCK)]
-        with b.loops(out.shape[:-1]) as lead, b.loop(blocks, "ob") as ob:
-            o0 = ob * OC_BLOCK
-            for j, a in enumerate(accs):
-                b.store(a, (), _bias_at(bias, o0 + j))
-            with b.loop(depth, "k") as k:
-                xv = _bind(b, _centered(x[(*lead, k)], x_zp), "xv")
-                for j, a in enumerate(accs):
-                    b.store(a, (), a[()] + xv * weight(ob, k, j))
-            for j, a in enumerate(accs):
-                o = o0 + j
-                ctx.store(0, (*lead, o), _finish(b, a[()], _channel(mult, o), _channel(shift, o),
-                                                 ctx.attrs))
-    if first == oc_n:
-        return
-    acc = b.local("int32", "acc")
-    with b.loops(out.shape[:-1]) as lead, b.loop(oc_n - first, "oc") as t:
-        o = t + first if first else t
-        b.store(acc, (), _bias_at(bias, o))
-        with b.loop(depth, "k") as k:
-            b.store(acc, (), acc[()] + _centered(x[(*lead, k)], x_zp) * weight(o, k, None))
-        ctx.store(0, (*lead, o), _finish(b, acc[()], _channel(mult, o), _channel(shift, o),
-                                         ctx.attrs))
+    lead = tuple(Var(f"m{i}") for i in range(len(out.shape) - 1))
+    oc, k = Var("oc"), Var("k")
+    wv = cast(w[oc, k], "int32")
+    term = _centered(x[(*lead, k)], x_zp) * (wv - w_zp if w_zp else wv)
+    axes = (*(Axis(v.name, e) for v, e in zip(lead, out.shape[:-1], strict=True)),
+            Axis("oc", oc_n), Axis("k", depth, True))
+    idx = (*lead, oc)
+    value = _finish(ctx.b, Var(ACC, "int32"), _channel(mult, oc), _channel(shift, oc), ctx.attrs)
+    target, value = ctx.output(0, idx, value)
+    ctx.b.define(Reduction("fully_connected_s8", axes, "int32", _bias_at(bias, oc), term,
+                           target.name, idx, value), _shapes(ctx, target))
 
 
 def _fc_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
              ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
-    return _pack_weights(attrs, arrays, present,
+    return _fold_weights(attrs, arrays, present,
                          fold=attrs.get_int("weight_zero_point", 0) == 0)
 
 

@@ -1,0 +1,193 @@
+"""Schedules of the declarative definitions (nnc.ir.compute): every schedule of a small
+enumerated space per op kind gives the reference's outputs bit for bit, through the loop-IR
+interpreter and (a sample) through the compiled C; `schedule` is idempotent; steps print and
+parse back; a step that does not apply says why."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from nnc.backends.target import cortex_m7, cortex_m55
+from nnc.ir.graph import Attrs
+from nnc.ir.loop_interp import run_loop_module
+from nnc.ir.loop_parser import parse_module
+from nnc.ir.loop_printer import format_module
+from nnc.ir.loops import Intrinsic, Partition, Reorder, Split, Unroll, Vectorize
+from nnc.ir.ops import get_op
+from nnc.ir.ops.int8 import quantize_multiplier
+from nnc.passes.default_schedule import default_schedule
+from nnc.passes.lower_to_loops import lower_to_loops
+from nnc.passes.manager import PassContext
+from nnc.passes.schedule import ScheduleError, schedule
+from nnc.testing import single_op_graph
+
+
+def _s8(rng, shape, lo=-128):
+    return rng.integers(lo, 128, shape).astype(np.int8)
+
+
+def _requant(rng, oc):
+    pairs = [quantize_multiplier(float(r)) for r in rng.uniform(2e-4, 4e-3, oc)]
+    return (np.array([m for m, _ in pairs], np.int32), np.array([s for _, s in pairs], np.int32))
+
+
+def _conv_case(depthwise: bool, stride: int, zp: int):
+    rng = np.random.default_rng(7 + stride + 3 * depthwise)
+    c, oc = (8, 8) if depthwise else (8, 6)
+    x = _s8(rng, (1, 6, 5, c))
+    w = _s8(rng, (1, 3, 3, oc) if depthwise else (oc, 3, 3, c), lo=-127)
+    mult, shift = _requant(rng, oc)
+    bias = rng.integers(-3000, 3000, oc).astype(np.int32)
+    attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[stride, stride],
+                 group=c if depthwise else 1, input_zero_point=zp, output_zero_point=-5,
+                 act_min=-128, act_max=127)
+    return "conv_s8", [x, w, mult, shift, bias], attrs
+
+
+def _fc_case():
+    rng = np.random.default_rng(3)
+    x = _s8(rng, (2, 32))
+    w = _s8(rng, (6, 32), lo=-127)
+    mult, shift = _requant(rng, 6)
+    attrs = dict(input_zero_point=-3, weight_zero_point=0, output_zero_point=4)
+    return "fully_connected_s8", [x, w, mult, shift, rng.integers(-900, 900, 6).astype(np.int32)], \
+        attrs
+
+
+def _lowered(kind, inputs, attrs):
+    graph = single_op_graph(kind, inputs, attrs, (1, 2, 3, 4))
+    module = lower_to_loops(graph, PassContext())
+    ref = get_op(kind).reference(list(inputs), Attrs.of(attrs))
+    feeds = {module.inputs[0]: inputs[0]}
+    return module, feeds, np.asarray(ref[0])
+
+
+def _with_steps(module, steps):
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    kernels = tuple(k.replace(schedule=tuple(steps)) if x is k else x for x in module.kernels)
+    return schedule(module.replace(kernels=kernels), PassContext())
+
+
+def _conv_space(depthwise: bool):
+    """Register tiles over oc and ow (unrolled or array accumulators), peeled remainders,
+    partitions, the tap and channel loop orders, and the dot intrinsic or a 4-way unroll."""
+    for oc_split, ow_split, unroll_tile, part, ic_mode in itertools.product(
+            (None, 3, 4), (None, 2), (True, False), (False, True),
+            ("none",) if depthwise else ("none", "unroll4", "dot4")):
+        steps, outer, tile = [], ["n", "oh", "ow"], []
+        if ow_split:
+            steps.append(Split("ow", ow_split))
+            outer[2:3] = ["ow_o"]
+            tile.append("ow_i")
+        if oc_split:
+            steps.append(Split("oc", oc_split))
+            outer.append("oc_o")
+            tile.append("oc_i")
+        else:
+            outer.append("oc")
+        if unroll_tile:
+            steps += [Unroll(t) for t in tile]
+        if part:
+            steps += [Partition("oh")] + ([] if ow_split else [Partition("ow")])
+        reduce = ["kh", "kw"]
+        lanes = []
+        if ic_mode == "none" and not depthwise:
+            reduce.append("ic")
+        elif ic_mode == "unroll4":
+            steps += [Split("ic", 4), Unroll("ic_i")]
+            reduce += ["ic_o", "ic_i"]
+        elif ic_mode == "dot4":
+            steps += [Split("ic", 4), Intrinsic("dot4_s8", "ic_i")]
+            reduce.append("ic_o")
+            lanes = ["ic_i"]
+        steps.append(Reorder((*outer, *reduce, *tile, *lanes)))
+        yield tuple(steps)
+    if not depthwise:  # channels outside the taps, and Helium's 16 lanes over 8 + 8 channels
+        yield (Split("oc", 2), Unroll("oc_i"), Reorder(("n", "oh", "ow", "oc_o", "ic", "kh", "kw",
+                                                       "oc_i")))
+
+
+@pytest.mark.parametrize("depthwise, stride, zp", [(False, 1, -128), (False, 2, 3),
+                                                   (True, 1, -128), (True, 2, 0)])
+def test_every_conv_schedule_is_bit_exact(depthwise, stride, zp):
+    module, feeds, ref = _lowered(*_conv_case(depthwise, stride, zp))
+    count = 0
+    for steps in _conv_space(depthwise):
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+        count += 1
+    assert count >= 24
+
+
+def test_fc_schedules_with_dot4_and_dot16_are_bit_exact():
+    module, feeds, ref = _lowered(*_fc_case())
+    spaces = [
+        (),
+        (Split("oc", 4), Unroll("oc_i"), Split("k", 4), Intrinsic("dot4_s8", "k_i"),
+         Reorder(("m0", "oc_o", "k_o", "oc_i", "k_i"))),
+        (Split("oc", 4), Split("k", 16), Intrinsic("dot16_s8", "k_i"),
+         Reorder(("m0", "oc_o", "k_o", "oc_i", "k_i"))),
+        (Split("k", 8), Unroll("k_i"), Reorder(("oc", "m0", "k_o", "k_i"))),
+        (Vectorize("oc"), Reorder(("m0", "k", "oc"))),  # the accumulator row: an array
+    ]
+    for steps in spaces:
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+
+
+def test_compiled_schedules_match_the_interpreter(compile_module):
+    """The C of a sample of schedules (dot4 / dot16 helpers with their portable fallback on the
+    host, peeled tails, partitions, accumulator arrays) equals the reference."""
+    for depthwise in (False, True):
+        module, feeds, ref = _lowered(*_conv_case(depthwise, 1, -128))
+        space = list(_conv_space(depthwise))
+        for steps in space[:: max(1, len(space) // 5)]:
+            got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+            np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+    module, feeds, ref = _lowered(*_fc_case())
+    for target in (cortex_m7(), cortex_m55()):
+        ctx = PassContext(target=target)
+        scheduled = schedule(default_schedule(module, ctx), ctx)
+        assert any("dot" in format_module(scheduled) for _ in [0])
+        np.testing.assert_array_equal(compile_module(scheduled).run(feeds)[module.outputs[0]],
+                                      ref)
+
+
+def test_default_schedules_use_the_targets_intrinsics():
+    module, _, _ = _lowered(*_conv_case(False, 1, -128))
+    m7 = default_schedule(module, PassContext(target=cortex_m7()))
+    (k,) = m7.kernels
+    assert Intrinsic("dot4_s8", "ic_i") in k.schedule
+    m55 = default_schedule(_lowered(*_fc_case())[0], PassContext(target=cortex_m55()))
+    assert Intrinsic("dot16_s8", "k_i") in m55.kernels[0].schedule
+
+
+def test_schedule_is_idempotent_and_prints_and_parses_back():
+    module, feeds, ref = _lowered(*_conv_case(False, 2, 3))
+    ctx = PassContext(target=cortex_m7())
+    once = schedule(default_schedule(module, ctx), ctx)
+    twice = schedule(once, ctx)
+    assert format_module(twice) == format_module(once)
+    steps = (Split("oc", 4), Unroll("oc_i"), Partition("oh"), Split("ic", 4),
+             Intrinsic("dot4_s8", "ic_i"))
+    text = format_module(_with_steps(module, steps))
+    assert "Intrinsic(name='dot4_s8', loop='ic_i')" in text and "dot4_s8" in text
+    assert format_module(parse_module(text)) == text
+
+
+@pytest.mark.parametrize("steps, message", [
+    ((Intrinsic("dot4_s8", "ic"),), "needs a reduce loop of extent 4"),
+    ((Split("oc", 2), Intrinsic("dot4_s8", "oc_i")), "needs a reduce loop"),
+    ((Split("kw", 3), Split("kw", 2)), "no loop named 'kw'"),
+    ((Partition("kh"),), "only an unsplit spatial loop"),
+    ((Split("ic", 4), Intrinsic("dot4_s8", "ic_i"), Reorder(("ic_i", "kw"))),
+     "innermost reduce loop"),
+    ((Reorder(("nope", "oc")),), "no loop named 'nope'"),
+])
+def test_steps_that_do_not_apply_say_why(steps, message):
+    module, _, _ = _lowered(*_conv_case(False, 1, 0))
+    with pytest.raises(ScheduleError, match=message):
+        _with_steps(module, steps)
