@@ -369,7 +369,8 @@ class _Gen:
                 out.append(For(lp.name, count, tuple(body), lp.kind))
         if tail is not None and lp.name not in ov:
             inner_name, full, n_rest = tail
-            out += inner({**sub, lp.name: const(full, "int64")}, {**ov, inner_name: n_rest}, windows)
+            out += inner({**sub, lp.name: const(full, "int64")}, {**ov, inner_name: n_rest},
+                         windows)
         return out
 
     def outer(self, i: int, sub: dict[str, Expr], ov: dict[str, int],
@@ -442,7 +443,10 @@ class _Gen:
             return [self.update(sub, intr)]
         lp = self.p.loops[i]
         fn = self.p.intrinsics.get(lp.name)
-        if fn is not None and ov.get(lp.name, lp.extent) == lp.extent:
+        # a window still to be checked along this axis (a border region) or a peeled
+        # remainder keeps the scalar loop: the lanes would read past the guard
+        guarded = any(w.tap == lp.axis for w in pending)
+        if fn is not None and not guarded and ov.get(lp.name, lp.extent) == lp.extent:
             return self.reduce(i + 1, {**sub, lp.name: const(0, "int64")}, ov, pending, fn)
         return self.loop(lp, sub, ov, (), lambda s, o, w: self.reduce(i + 1, s, o, pending, intr))
 

@@ -465,7 +465,8 @@ class Kernel:
     workload: str = ""
     # the declarative definition (nnc.ir.compute.Reduction) the body is materialized from, for
     # the MAC-carrying ops; the `schedule` pass rebuilds the body from it (see nnc.ir.compute)
-    compute: Any = None
+    # (not compared: a kernel parsed back from text has the same body and steps, no definition)
+    compute: Any = field(default=None, compare=False)
 
     @property
     def workload_hash(self) -> str:

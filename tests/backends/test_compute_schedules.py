@@ -191,3 +191,21 @@ def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
     with pytest.raises(ScheduleError, match=message):
         _with_steps(module, steps)
+
+
+def test_dot_intrinsic_on_a_padded_tap_row():
+    """One input channel: the tap row kw is contiguous, so dot4 can take it — but only where no
+    padding check along kw remains (the interior of a partition); borders stay scalar."""
+    rng = np.random.default_rng(1)
+    x, w = _s8(rng, (1, 9, 6, 1)), _s8(rng, (4, 3, 4, 1), lo=-127)
+    mult, shift = _requant(rng, 4)
+    attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[2, 1], group=1,
+                 input_zero_point=0, output_zero_point=3)
+    module, feeds, ref = _lowered("conv_s8", [x, w, mult, shift,
+                                              rng.integers(-900, 900, 4).astype(np.int32)], attrs)
+    order = Reorder(("n", "oh", "ow", "oc", "kh", "ic", "kw"))
+    for steps in [(Intrinsic("dot4_s8", "kw"), order),
+                  (Partition("ow"), Intrinsic("dot4_s8", "kw"), order)]:
+        scheduled = _with_steps(module, steps)
+        np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
+    assert "dot4_s8" in format_module(scheduled)
