@@ -141,6 +141,9 @@ def reduction_steps(defn: Reduction, target: Any,
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
     intr = _intrinsic_for(target)
+    lanes = _helium_lanes(defn, target, shapes)
+    if lanes:
+        return lanes
     row = "ow" if any(a.name == "ow" for a in defn.spatial) else None
     tiles: list[tuple[int, int]] = []
     if intr is not None and intr[1] == 4 and row is not None \
@@ -155,6 +158,32 @@ def reduction_steps(defn: Reduction, target: Any,
                 continue
             return steps
     return ()
+
+
+def _helium_lanes(defn: Reduction, target: Any,
+                  shapes: dict[str, tuple[int, ...]]) -> tuple[ScheduleStep, ...]:
+    """Helium, a reduction with no contiguous reduce axis (a depthwise conv): the output
+    channels as vector lanes (up to 16, an accumulator row; the C emitter turns the
+    vectorized lane loop into MVE code), the taps around them."""
+    if "mve" not in getattr(target, "features", ()) or "oc" not in {a.name for a in defn.axes}:
+        return ()
+    if any(a.name in ("ic", "k") for a in defn.reduced) or defn.acc_dtype != "int32":
+        return ()
+    oc = defn.axis("oc").extent
+    width = next((w for w in (16, 8, 4) if oc % w == 0), 0)
+    if not width:
+        return ()
+    outer = [a.name for a in defn.spatial if a.name != "oc"]
+    split: list[ScheduleStep] = [Split("oc", width)] if oc > width else []
+    lane = "oc_i" if split else "oc"
+    steps = (*split, Vectorize(lane),
+             Reorder((*outer, *(["oc_o"] if split else []), *[a.name for a in defn.reduced],
+                      lane)))
+    try:
+        plan(defn, steps, shapes)
+    except ComputeError:
+        return ()
+    return steps
 
 
 def _candidates(defn: Reduction, target: Any, intr: tuple[str, int] | None, oc_tile: int,

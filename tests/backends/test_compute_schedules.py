@@ -209,3 +209,20 @@ def test_dot_intrinsic_on_a_padded_tap_row():
         scheduled = _with_steps(module, steps)
         np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
     assert "dot4_s8" in format_module(scheduled)
+
+
+def test_helium_lanes_for_depthwise(compile_module):
+    """On the M55 a depthwise conv runs its channels as vector lanes: the emitter writes MVE code
+    for the lane loop (board builds: tests/test_int8_differential.py) and the scalar loop as the
+    fallback, which the host build runs here."""
+    module, feeds, ref = _lowered(*_conv_case(True, 1, -128))
+    ctx = PassContext(target=cortex_m55())
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert Vectorize("oc") in k.schedule or Vectorize("oc_i") in k.schedule
+    from nnc.backends.c.emit import emit_c
+
+    text = "".join(v for v in emit_c(scheduled).values() if isinstance(v, str))
+    assert "vldrbq_s32" in text and "vmulq_s32" in text
+    np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
+    np.testing.assert_array_equal(compile_module(scheduled).run(feeds)[module.outputs[0]], ref)
