@@ -14,6 +14,7 @@ Kernels that already carry a schedule (from the tuner or the user) are left alon
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,16 +116,14 @@ def default_steps(kernel: Kernel, min_extent: int,
 # ---------------------------------------------------------------- declarative definitions
 
 
-def _intrinsic_for(target: Any) -> tuple[str, int] | None:
-    """The widest dot intrinsic the target has: Helium's 16 lanes, the DSP extension's 4."""
+def _intrinsics_for(target: Any) -> list[tuple[str, int]]:
+    """The dot intrinsics the target has, widest first: Helium's 16 lanes, the DSP extension's
+    4 (the M55 has both)."""
     feats = getattr(target, "features", ())
     if getattr(target, "kind", "") != "cortex-m":
-        return None
-    if "mve" in feats:
-        return "dot16_s8", 16
-    if "dsp" in feats:
-        return "dot4_s8", 4
-    return None
+        return []
+    return ([("dot16_s8", 16)] if "mve" in feats else []) + \
+        ([("dot4_s8", 4)] if "dsp" in feats else [])
 
 
 def reduction_steps(defn: Reduction, target: Any,
@@ -140,18 +139,18 @@ def reduction_steps(defn: Reduction, target: Any,
       the M55) where its extent allows, else unrolled by 4 on Cortex-M (gcc does not unroll
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
-    intr = _intrinsic_for(target)
+    intrs = _intrinsics_for(target)
     lanes = _helium_lanes(defn, target, shapes)
     if lanes:
         return lanes
     row = "ow" if any(a.name == "ow" for a in defn.spatial) else None
     tiles: list[tuple[int, int]] = []
-    if intr is not None and intr[1] == 4 and row is not None \
+    if intrs and intrs[0][1] == 4 and row is not None \
             and not any(w.out == row for w in defn.windows) and defn.axis(row).extent >= 2:
         tiles.append((2, 2))
     tiles.append((4, 1))
     for oc_tile, px_tile in tiles:
-        for steps in _candidates(defn, target, intr, oc_tile, px_tile, row):
+        for steps in _candidates(defn, target, intrs, oc_tile, px_tile, row):
             try:
                 plan(defn, steps, shapes)
             except ComputeError:
@@ -186,7 +185,7 @@ def _helium_lanes(defn: Reduction, target: Any,
     return steps
 
 
-def _candidates(defn: Reduction, target: Any, intr: tuple[str, int] | None, oc_tile: int,
+def _candidates(defn: Reduction, target: Any, intrs: list[tuple[str, int]], oc_tile: int,
                 px_tile: int, row: str | None) -> list[tuple[ScheduleStep, ...]]:
     names = {a.name for a in defn.axes}
     cortex_m = getattr(target, "kind", "") == "cortex-m"
@@ -213,10 +212,9 @@ def _candidates(defn: Reduction, target: Any, intr: tuple[str, int] | None, oc_t
     # flash for -3.5% instructions); the step is there for the tuner to weigh.
     reduce = list(defn.reduced)
     candidates: list[tuple[ScheduleStep, ...]] = []
-    for r in reversed(reduce):
-        if intr is None or r.extent % intr[1] or r.extent < intr[1]:
+    for (fn, width), r in itertools.product(intrs, reversed(reduce)):
+        if r.extent % width or r.extent < width:
             continue
-        fn, width = intr
         lanes = f"{r.name}_i" if r.extent > width else r.name
         split: list[ScheduleStep] = [Split(r.name, width)] if r.extent > width else []
         order = [a.name for a in reduce if a is not r] + ([f"{r.name}_o"] if split else [])
