@@ -533,3 +533,13 @@ def parse_kernel(text: str, buffers: Mapping[str, Buffer] | Iterable[Buffer]) ->
     p.expect("eof", what="end of input after the kernel")
     return kernel
 
+
+
+def parse_schedule(text: str) -> tuple[ScheduleStep, ...]:
+    """Parse a schedule as a kernel prints it, `[Split(loop='oc', factor=4), ...]` (the text
+    `str(list(steps))` gives); the tuning cache stores schedules this way."""
+    p = _Parser(text, {})
+    p.punct("[")
+    steps = tuple(p.comma_list("]", p.step))
+    p.expect("eof", what="end of input after the schedule")
+    return steps

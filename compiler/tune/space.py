@@ -1,0 +1,286 @@
+"""The schedule space of a declarative definition (`nnc.ir.compute.Reduction`): the step tuples
+the tuner may try on a kernel, each one checked legal with `nnc.ir.compute.plan`.
+
+A point of the space is a `Knobs` (what a person tuning by hand would turn); `Knobs.steps`
+writes it as steps on the definition's axis names, in the order the default schedules use
+(`nnc.passes.default_schedule.reduction_steps`), so the default is a point of the space too:
+
+    oc_tile=4, tile="unrolled", row_tile=1, lanes=("ic", "dot4_s8", 4) ->
+        Split('oc', 4), Unroll('oc_i'), Split('ic', 4), Intrinsic('dot4_s8', 'ic_i'),
+        Reorder(n, oh, ow, oc_o, kh, kw, ic_o, oc_i, ic_i)
+
+Knobs: the output-channel tile (1, 2, 4, 8 or all of them; its loop unrolled into scalar
+accumulators, an accumulator array, or Helium lanes on MVE targets), a tile of the output row
+(1, 2, 4, unrolled), one reduce axis mapped onto a dot intrinsic, split and unrolled, or
+unrolled whole, padding windows partitioned, the tile inside or outside the reduction, the
+order of the other reduce loops, and the channel loop outside the pixels (weights stay put).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from nnc.ir.compute import ComputeError, Reduction, plan
+from nnc.ir.intrinsics import DOT_INTRINSICS
+from nnc.ir.loops import (
+    Intrinsic,
+    Partition,
+    Reorder,
+    ScheduleStep,
+    Split,
+    Unroll,
+    Vectorize,
+)
+
+TILE_KINDS = ("unrolled", "array", "vectorized")
+OC_TILES = (1, 2, 4, 8)
+ROW_TILES = (1, 2, 4)
+UNROLL_FACTORS = (2, 4, 8)
+FULL_UNROLL_MAX = 8  # a reduce axis this short may be unrolled whole
+
+
+@dataclass(frozen=True, slots=True)
+class Knobs:
+    """One point of the space. `lanes` = (reduce axis, mode, factor): mode "none", "unroll"
+    (factor 0: the whole axis) or an intrinsic name from `nnc.ir.intrinsics` (factor = its
+    width). `order`: the reduce loops other than the lanes, outermost first (empty: the
+    definition's order)."""
+
+    oc_tile: int = 1
+    tile: str = "unrolled"
+    row_tile: int = 1
+    lanes: tuple[str, str, int] = ("", "none", 0)
+    partition: tuple[str, ...] = ()
+    tile_inside: bool = True
+    lanes_inner: bool = True
+    order: tuple[str, ...] = ()
+    oc_outer: bool = False
+
+    def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
+        """The schedule steps of this point (raises ComputeError where the knobs do not fit
+        the definition's axes; `plan` checks the rest)."""
+        names = [a.name for a in defn.axes]
+        spatial = [a.name for a in defn.spatial]
+        steps: list[ScheduleStep] = []
+        outer = [n for n in spatial if n != "oc"]
+        tile: list[str] = []
+        row = _row_axis(defn)
+        if self.row_tile > 1:
+            if row is None:
+                raise ComputeError("no output row to tile")
+            steps += [Split(row, self.row_tile), Unroll(f"{row}_i")]
+            outer[outer.index(row)] = f"{row}_o"
+            tile.append(f"{row}_i")
+        oc_loops: list[str] = []
+        if "oc" in names:
+            oc = defn.axis("oc").extent
+            kind = {"unrolled": Unroll, "vectorized": Vectorize}.get(self.tile)
+            if self.oc_tile >= oc and oc > 1:
+                steps += [kind("oc")] if kind is not None else []
+                tile.append("oc")
+            elif self.oc_tile > 1:
+                steps.append(Split("oc", self.oc_tile))
+                steps += [kind("oc_i")] if kind is not None else []
+                oc_loops.append("oc_o")
+                tile.append("oc_i")
+            else:
+                oc_loops.append("oc")
+        lane_steps, other, lanes = self._lane_steps(defn)
+        steps += lane_steps
+        if self.order:
+            if sorted(self.order) != sorted(other):
+                raise ComputeError(f"order {self.order} is not a permutation of {other}")
+            other = list(self.order)
+        steps += [Partition(p) for p in self.partition]
+        head = (oc_loops + outer) if self.oc_outer else (outer + oc_loops)
+        if self.tile_inside:
+            inner = [*tile, *lanes] if self.lanes_inner else [*lanes, *tile]
+            order = [*head, *other, *inner]
+        else:
+            order = [*head, *tile, *other, *lanes]
+        steps.append(Reorder(tuple(order)))
+        return tuple(steps)
+
+
+    def _lane_steps(self, defn: Reduction
+                    ) -> tuple[list[ScheduleStep], list[str], list[str]]:
+        """The steps of `lanes`, the other reduce loops (in the definition's order) and the
+        lanes' loop."""
+        reduce = [a.name for a in defn.reduced]
+        axis, mode, factor = self.lanes
+        if mode == "none":
+            return [], reduce, []
+        if axis not in reduce:
+            raise ComputeError(f"{axis!r} is not a reduce axis")
+        extent = defn.axis(axis).extent
+        at = reduce.index(axis)
+        other = list(reduce)
+        whole = factor == 0 or factor >= extent
+        if whole:
+            other[at:at + 1] = []
+            lane = axis
+        else:
+            other[at] = f"{axis}_o"
+            lane = f"{axis}_i"
+        if mode == "unroll":
+            steps: list[ScheduleStep] = [Unroll(axis)] if whole else [Split(axis, factor),
+                                                                      Unroll(lane)]
+        else:
+            steps = [Intrinsic(mode, axis)] if whole else [Split(axis, factor),
+                                                           Intrinsic(mode, lane)]
+        return steps, other, [lane]
+
+    def other_reduce(self, defn: Reduction) -> list[str]:
+        """The reduce loops outside the lanes, in the definition's order."""
+        try:
+            return self._lane_steps(defn)[1]
+        except ComputeError:
+            return []
+
+
+def _row_axis(defn: Reduction) -> str | None:
+    """The innermost output spatial axis other than the channels (`ow`), if the definition has
+    one of extent >= 2."""
+    cands = [a for a in defn.spatial if a.name not in ("n", "oc") and not a.name.startswith("m")]
+    return cands[-1].name if cands and cands[-1].extent >= 2 else None
+
+
+def schedule_text(steps: tuple[ScheduleStep, ...]) -> str:
+    """The steps as a kernel prints them (`nnc.ir.loop_parser.parse_schedule` reads it back)."""
+    return str(list(steps))
+
+
+class ScheduleSpace:
+    """The legal schedules of one definition on one target (its intrinsics, its lanes).
+
+    >>> space = ScheduleSpace(kernel.compute, shapes, target)        # doctest: +SKIP
+    >>> space.sample(random.Random(0), 10)                            # doctest: +SKIP
+    """
+
+    def __init__(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]],
+                 target: Any) -> None:
+        self.defn = defn
+        self.shapes = dict(shapes)
+        feats = set(getattr(target, "features", ()))
+        cortex_m = getattr(target, "kind", "") == "cortex-m"
+        self.intrinsics = [n for n, need in (("dot4_s8", "dsp"), ("dot16_s8", "mve"))
+                           if cortex_m and need in feats]
+        self.vector_lanes = cortex_m and "mve" in feats
+        self._legal: dict[tuple[ScheduleStep, ...], bool] = {}
+
+    # -- the knobs' ranges
+
+    def _oc_tiles(self) -> list[int]:
+        if "oc" not in {a.name for a in self.defn.axes}:
+            return [1]
+        oc = self.defn.axis("oc").extent
+        return sorted({min(t, oc) for t in OC_TILES} | ({16} if self.vector_lanes else set()))
+
+    def _tiles(self) -> list[str]:
+        return [t for t in TILE_KINDS if t != "vectorized" or self.vector_lanes]
+
+    def _row_tiles(self) -> list[int]:
+        row = _row_axis(self.defn)
+        if row is None:
+            return [1]
+        return [t for t in ROW_TILES if t <= self.defn.axis(row).extent]
+
+    def _lanes(self) -> list[tuple[str, str, int]]:
+        out: list[tuple[str, str, int]] = [("", "none", 0)]
+        for a in self.defn.reduced:
+            for f in UNROLL_FACTORS:
+                if a.extent >= 2 * f and a.extent % f == 0:
+                    out.append((a.name, "unroll", f))
+            if 1 < a.extent <= FULL_UNROLL_MAX:
+                out.append((a.name, "unroll", 0))
+            for fn in self.intrinsics:
+                w = DOT_INTRINSICS[fn].width
+                if a.extent >= w and a.extent % w == 0:
+                    out.append((a.name, fn, w))
+        return out
+
+    def _partitions(self) -> list[tuple[str, ...]]:
+        outs = [w.out for w in self.defn.windows if w.low or w.high]
+        return [tuple(c) for n in range(len(outs) + 1) for c in itertools.combinations(outs, n)]
+
+    def _orders(self, knobs: Knobs) -> list[tuple[str, ...]]:
+        """() (the definition's order) and every other order of the reduce loops outside the
+        lanes."""
+        other = knobs.other_reduce(self.defn)
+        return [()] + [p for p in itertools.permutations(other) if list(p) != other]
+
+    def knobs_ranges(self) -> dict[str, list[Any]]:
+        return {"oc_tile": self._oc_tiles(), "tile": self._tiles(),
+                "row_tile": self._row_tiles(), "lanes": self._lanes(),
+                "partition": self._partitions(), "tile_inside": [True, False],
+                "lanes_inner": [True, False], "oc_outer": [False, True]}
+
+    # -- legality
+
+    def legal(self, steps: tuple[ScheduleStep, ...]) -> bool:
+        ok = self._legal.get(steps)
+        if ok is None:
+            try:
+                plan(self.defn, steps, self.shapes)
+                ok = True
+            except ComputeError:
+                ok = False
+            self._legal[steps] = ok
+        return ok
+
+    def steps_of(self, knobs: Knobs) -> tuple[ScheduleStep, ...] | None:
+        """The steps of `knobs`, or None where they are not legal here."""
+        try:
+            steps = knobs.steps(self.defn)
+        except ComputeError:
+            return None
+        return steps if self.legal(steps) else None
+
+    # -- walking the space
+
+    def enumerate(self) -> Iterator[tuple[Knobs, tuple[ScheduleStep, ...]]]:
+        """Every legal point once (distinct steps), in a fixed order."""
+        seen: set[tuple[ScheduleStep, ...]] = set()
+        r = self.knobs_ranges()
+        keys = list(r)
+        for values in itertools.product(*(r[k] for k in keys)):
+            base = Knobs(**dict(zip(keys, values, strict=True)))
+            for order in self._orders(base):
+                k = Knobs(**{**_fields(base), "order": order})
+                steps = self.steps_of(k)
+                if steps is not None and steps not in seen:
+                    seen.add(steps)
+                    yield k, steps
+
+    def random_knobs(self, rng: random.Random) -> Knobs:
+        r = self.knobs_ranges()
+        base = Knobs(**{k: rng.choice(v) for k, v in r.items()})
+        orders = self._orders(base)
+        return Knobs(**{**_fields(base), "order": rng.choice(orders) if orders else ()})
+
+    def sample(self, rng: random.Random, n: int, exclude: set[str] | None = None,
+               tries: int = 50) -> list[tuple[Knobs, tuple[ScheduleStep, ...]]]:
+        """Up to `n` distinct legal points drawn at random (none whose schedule text is in
+        `exclude`); gives up after `tries` draws per point."""
+        out: list[tuple[Knobs, tuple[ScheduleStep, ...]]] = []
+        seen = set(exclude or ())
+        misses = 0
+        while len(out) < n and misses < tries * max(n, 1):
+            k = self.random_knobs(rng)
+            steps = self.steps_of(k)
+            text = schedule_text(steps) if steps is not None else None
+            if steps is None or text in seen:
+                misses += 1
+                continue
+            assert text is not None
+            seen.add(text)
+            out.append((k, steps))
+        return out
+
+
+def _fields(k: Knobs) -> dict[str, Any]:
+    return {f: getattr(k, f) for f in Knobs.__slots__}  # type: ignore[attr-defined]

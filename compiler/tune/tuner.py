@@ -1,0 +1,322 @@
+"""`nnc.tune(model, target=...)`: tune every distinct workload of a model and fill the cache.
+
+    >>> r = nnc.tune("kws.onnx", target="cortex-m7", quantize="int8",
+    ...              calibration="kws_calibration.npz", trials=32)      # doctest: +SKIP
+    >>> print(r.table())                                                 # doctest: +SKIP
+
+How a session goes (`nnc.compiler.tune.measure` says how one build measures one candidate per
+workload at once):
+1. the compiler's front runs once; each workload with a declarative definition (int8 conv, fully
+   connected) gets its schedule space, the default schedule included;
+2. the untuned build is measured: its outputs are the reference every candidate's outputs must
+   equal bit for bit, its per-layer counts the defaults;
+3. batches: each workload proposes `batch` candidates (random, or the cost model's top-k plus an
+   epsilon share of random); build i carries candidate i of every workload; every trial goes to
+   the cache as it is measured (ok / failed / wrong). A build that fails, faults or computes a
+   wrong result is measured again one candidate at a time, so only the guilty are marked;
+4. stop at `trials` per workload (trials in the cache from earlier sessions count: a rerun
+   resumes), at `early_stop` trials without improvement, or when `time_budget_s` is spent;
+5. a last build with every workload's best checks the outputs and measures the whole model.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nnc.compiler.errors import NncError
+from nnc.compiler.tune.cache import Trial, TuningCache, nnc_version
+from nnc.compiler.tune.features import features
+from nnc.compiler.tune.measure import (
+    CortexMMeasurer,
+    Prepared,
+    Run,
+    Workload,
+    prepare,
+    same_outputs,
+)
+from nnc.compiler.tune.search import Candidate, CostModel, GuidedSearch, RandomSearch
+from nnc.compiler.tune.space import ScheduleSpace, schedule_text
+from nnc.ir.loop_parser import parse_schedule
+from nnc.ir.loops import ScheduleStep
+
+SEARCHES = ("guided", "random")
+
+
+@dataclass
+class WorkloadResult:
+    key: str
+    hash: str
+    kind: str
+    layers: list[str]
+    default: float  # instructions per layer, default schedule
+    best: float
+    best_steps: str
+    trials: int  # measured candidates, earlier sessions included
+    failed: int = 0
+    wrong: int = 0
+    history: list[float] = field(default_factory=list)  # figure per trial of this session
+
+    @property
+    def speedup(self) -> float:
+        return self.default / self.best if self.best else 0.0
+
+
+@dataclass
+class TuneResult:
+    workloads: list[WorkloadResult]
+    cache: Path
+    target: str
+    objective: str
+    builds: int
+    seconds: float
+    model_default: int = 0  # whole-model instructions, untuned
+    model_tuned: int = 0  # whole-model instructions with every best schedule
+    stopped: str = ""
+
+    def table(self) -> str:
+        rows = [("workload", "op", "layers", "default", "best", "speedup", "trials")]
+        for w in self.workloads:
+            rows.append((w.hash, w.kind, str(len(w.layers)), f"{w.default:,.0f}",
+                         f"{w.best:,.0f}", f"{w.speedup:.2f}x",
+                         str(w.trials) + (f" ({w.failed + w.wrong} rejected)"
+                                          if w.failed + w.wrong else "")))
+        widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+        lines = ["  ".join(c.ljust(wd) if i < 2 else c.rjust(wd)
+                           for i, (c, wd) in enumerate(zip(r, widths, strict=True)))
+                 for r in rows]
+        if self.model_default:
+            lines.append("")
+            lines.append(f"whole model on {self.target}: {self.model_default:,} -> "
+                         f"{self.model_tuned:,} instructions "
+                         f"({self.model_default / max(self.model_tuned, 1):.2f}x), "
+                         f"{self.builds} builds in {self.seconds:.0f} s; cache {self.cache}")
+        return "\n".join(lines)
+
+
+class _State:
+    """One workload's search."""
+
+    def __init__(self, w: Workload, space: ScheduleSpace, searcher: RandomSearch,
+                 default: float, earlier: list[Trial]) -> None:
+        self.w = w
+        self.space = space
+        self.searcher = searcher
+        self.default = default
+        ok = [t for t in earlier if t.status == "ok" and t.figure is not None]
+        self.trials = sum(not t.is_default for t in earlier)
+        self.failed = sum(t.status == "failed" for t in earlier)
+        self.wrong = sum(t.status == "wrong" for t in earlier)
+        best = min(ok, key=lambda t: t.figure or 0.0, default=None)
+        self.best = min(default, best.figure or default) if best is not None else default
+        self.best_steps = (best.steps if best is not None and (best.figure or 0) <= default
+                           else schedule_text(w.default))
+        self.since_best = 0
+        self.history: list[float] = []
+
+    def record(self, figure: float | None) -> bool:
+        self.trials += 1
+        self.history.append(figure if figure is not None else float("nan"))
+        if figure is not None and figure < self.best:
+            self.best, self.since_best = figure, 0
+            return True
+        self.since_best += 1
+        return False
+
+
+def tune(model: Any, target: str = "cortex-m7", *,
+         input_shapes: Mapping[str, Any] | None = None, quantize: str | None = None,
+         calibration: Any = None, calibration_method: str = "minmax",
+         trials: int = 32, time_budget_s: float | None = None,
+         cache: str | Path | TuningCache | None = None, search: str = "guided",
+         batch: int = 8, epsilon: float = 0.2, early_stop: int | None = None, seed: int = 0,
+         progress: bool = True, workdir: str | Path | None = None,
+         prepared: Prepared | None = None) -> TuneResult:
+    """Tune `model`'s workloads for `target` (see the module docstring); the trials go to
+    `cache` (a path or an open TuningCache; default `default_cache_path()`)."""
+    t_start = time.monotonic()
+    if search not in SEARCHES:
+        raise NncError(f"search={search!r} is not one of {list(SEARCHES)}")
+    if trials < 1 or batch < 1:
+        raise NncError("trials and batch must be at least 1")
+    if not 0.0 <= epsilon <= 1.0:
+        raise NncError("epsilon must be between 0 and 1")
+    prep = prepared or prepare(model, target, input_shapes=input_shapes, quantize=quantize,
+                               calibration=calibration, calibration_method=calibration_method,
+                               seed=seed)
+    if not prep.workloads:
+        raise NncError("the model has no kernel with a schedule space to tune (int8 conv / "
+                       "fully connected with generated kernels); quantize it with --quantize int8")
+    owned = not isinstance(cache, TuningCache)
+    db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
+    measurer = CortexMMeasurer(prep, workdir)
+    try:
+        return _session(prep, db, measurer, trials, time_budget_s, search, batch, epsilon,
+                        early_stop, seed, progress, t_start)
+    finally:
+        measurer.close()
+        if owned:
+            db.close()
+
+
+def _toolchain(prep: Prepared) -> str:
+    import subprocess
+
+    try:
+        r = subprocess.run([prep.target.cc, "-dumpversion"], capture_output=True, text=True,
+                           timeout=10)
+        return f"{prep.target.cc} {r.stdout.strip()}"
+    except (OSError, subprocess.TimeoutExpired):
+        return prep.target.cc
+
+
+def _session(prep: Prepared, db: TuningCache, measurer: CortexMMeasurer, trials: int,
+             time_budget_s: float | None, search: str, batch: int, epsilon: float,
+             early_stop: int | None, seed: int, progress: bool, t_start: float) -> TuneResult:
+    target_key, objective = prep.target_key, measurer.objective
+    toolchain = _toolchain(prep)
+    base = measurer.measure({})
+    if base.error:
+        raise NncError(f"the untuned model does not build or run on {prep.target.name}, so "
+                       f"there is nothing to compare candidates with: {base.error}")
+    reference = base.outputs
+    cost = CostModel(seed)
+    rng = random.Random(seed)
+    states: list[_State] = []
+    for w in prep.workloads:
+        earlier = db.trials(w.key, target_key, objective)
+        default_text = schedule_text(w.default)
+        if not any(t.is_default and t.steps == default_text for t in earlier):
+            db.add(Trial(w.key, target_key, objective, default_text, base.figures[w.key],
+                         is_default=True, features=features(w.defn, w.default, w.shapes),
+                         nnc_version=nnc_version(), toolchain=toolchain))
+        space = ScheduleSpace(w.defn, w.shapes, prep.target)
+        measured = {t.steps for t in earlier} | {default_text}
+        searcher: RandomSearch = (GuidedSearch(space, random.Random(rng.random()), cost, w.key,
+                                               measured, epsilon) if search == "guided"
+                                  else RandomSearch(space, random.Random(rng.random()),
+                                                    measured))
+        states.append(_State(w, space, searcher, base.figures[w.key], earlier))
+    # warm start: every ok trial of this target and objective the cache holds (other
+    # workloads' and models' too)
+    for t in db.trials(target=target_key, objective=objective):
+        if t.status == "ok" and t.figure is not None:
+            cost.add(t.workload, t.features, t.figure)
+    if search == "guided":
+        cost.fit()
+
+    bars = _Bars(states, trials, progress)
+    stopped = ""
+    try:
+        while True:
+            active = [s for s in states if s.trials < trials
+                      and (early_stop is None or s.since_best < early_stop)]
+            if not active:
+                stopped = "trials" if all(s.trials >= trials for s in states) else "early stop"
+                break
+            if time_budget_s is not None and time.monotonic() - t_start > time_budget_s:
+                stopped = "time budget"
+                break
+            proposals = {s.w.key: s.searcher.propose(min(batch, trials - s.trials))
+                         for s in active}
+            if not any(proposals.values()):
+                stopped = "space exhausted"
+                break
+            by_key = {s.w.key: s for s in states}
+            for i in range(max(len(p) for p in proposals.values())):
+                if time_budget_s is not None and time.monotonic() - t_start > time_budget_s:
+                    break
+                cands = {k: p[i] for k, p in proposals.items() if i < len(p)}
+                results = _measure(measurer, cands, reference)
+                for k, (status, figure, error) in results.items():
+                    s, c = by_key[k], cands[k]
+                    db.add(Trial(k, target_key, objective, c.text, figure, status, error,
+                                 features=c.features, nnc_version=nnc_version(),
+                                 toolchain=toolchain))
+                    s.failed += status == "failed"
+                    s.wrong += status == "wrong"
+                    ok = status == "ok" and figure is not None
+                    if s.record(figure if ok else None):
+                        s.best_steps = c.text
+                    if ok:
+                        assert figure is not None
+                        cost.add(k, c.features, figure)
+                    bars.update(s)
+            if search == "guided":
+                cost.fit()
+    finally:
+        bars.close()
+    best = {s.w.key: parse_schedule(s.best_steps) for s in states}
+    final = measurer.measure(best)
+    if final.error or not same_outputs(final.outputs, reference):
+        raise NncError(f"internal error: the build with every workload's best schedule "
+                       f"{final.error or 'computes other outputs than the untuned one'}")
+    results = [WorkloadResult(s.w.key, s.w.hash, s.w.kind, s.w.names, s.default, s.best,
+                              s.best_steps, s.trials, s.failed, s.wrong, s.history)
+               for s in states]
+    return TuneResult(results, db.path, prep.target.name, objective, measurer.builds,
+                      time.monotonic() - t_start, base.total, final.total, stopped)
+
+
+def _measure(measurer: CortexMMeasurer, cands: Mapping[str, Candidate],
+             reference: Mapping[str, Any]) -> dict[str, tuple[str, float | None, str]]:
+    """(status, figure, error) per workload of one build carrying `cands`; a build that fails
+    or computes a wrong result is measured again one candidate at a time."""
+    assignment: dict[str, tuple[ScheduleStep, ...]] = {k: c.steps for k, c in cands.items()}
+    run = measurer.measure(assignment)
+    if not run.error and same_outputs(run.outputs, reference):
+        return {k: ("ok", run.figures[k], "") for k in cands}
+    if len(cands) == 1:
+        (k,) = cands
+        return {k: _verdict(run, reference, k)}
+    out = {}
+    for k, steps in assignment.items():
+        out[k] = _verdict(measurer.measure({k: steps}), reference, k)
+    return out
+
+
+def _verdict(run: Run, reference: Mapping[str, Any], key: str
+             ) -> tuple[str, float | None, str]:
+    if run.error:
+        return "failed", None, run.error
+    if not same_outputs(run.outputs, reference):
+        return "wrong", None, "outputs differ from the untuned build's"
+    return "ok", run.figures[key], ""
+
+
+class _Bars:
+    """One tqdm bar per workload: trials done, best so far, speedup over the default."""
+
+    def __init__(self, states: list[_State], trials: int, enabled: bool) -> None:
+        self.bars: dict[str, Any] = {}
+        if not enabled:
+            return
+        from tqdm import tqdm
+
+        for i, s in enumerate(states):
+            bar = tqdm(total=trials, initial=min(s.trials, trials), position=i, leave=True,
+                       desc=f"{s.w.hash} {s.w.kind} x{len(s.w.layers)}", file=sys.stderr,
+                       dynamic_ncols=True, bar_format="{desc} {bar} {n_fmt}/{total_fmt}"
+                       "{postfix} [{elapsed}]")
+            bar.set_postfix_str(self._post(s))
+            self.bars[s.w.key] = bar
+
+    @staticmethod
+    def _post(s: _State) -> str:
+        return f"best {s.best:,.0f} ({s.default / s.best:.2f}x)"
+
+    def update(self, s: _State) -> None:
+        bar = self.bars.get(s.w.key)
+        if bar is not None:
+            bar.n = min(s.trials, bar.total)
+            bar.set_postfix_str(self._post(s), refresh=False)
+            bar.refresh()
+
+    def close(self) -> None:
+        for bar in self.bars.values():
+            bar.close()
