@@ -4,6 +4,7 @@ NNC_DEBUG=1     keep temporary build directories and print internal tracebacks f
 NNC_VERIFY=0    skip IR verification between passes (on by default)
 NNC_DUMP_IR=dir write the IR after every pass into dir
 NNC_CC=gcc      the host C compiler
+NNC_TUNING_CACHE=file|off  the tuning cache compiles use by default (default: the XDG one)
 """
 
 from __future__ import annotations
@@ -25,3 +26,7 @@ def dump_ir_dir() -> str | None:
 
 def host_cc() -> str:
     return os.environ.get("NNC_CC", "gcc")
+
+
+def tuning_cache() -> str | None:
+    return os.environ.get("NNC_TUNING_CACHE") or None

@@ -30,6 +30,7 @@ from nnc.compiler.onnx.importer import import_model
 from nnc.compiler.output_dir import FS_ERRNOS, OutputDir, check_build, fs_error
 from nnc.compiler.pipeline import default_pipeline
 from nnc.compiler.signals import terminate_on_signals
+from nnc.compiler.tune.apply import open_tuning, tuning_info, with_apply_tuning
 from nnc.ir.graph import Graph
 from nnc.ir.loops import LoopModule
 from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
@@ -335,6 +336,7 @@ def compile(  # noqa: A001 - the public name users expect
     bind: Mapping[str, Any] | None = None,
     int8_rounding: str | None = None,
     device: str | None = None,
+    tuning_cache: str | os.PathLike[str] | bool | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -375,7 +377,11 @@ def compile(  # noqa: A001 - the public name users expect
     `quantize="int8"` always rounds the TFLite way.
 
     `device` (target "opencl") picks the OpenCL device that builds and runs the kernels:
-    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device)."""
+    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device).
+
+    `tuning_cache` (a file `nnc.tune` wrote) gives each generated kernel the best schedule
+    measured for its workload on this target, with no measurement (`nnc.compiler.tune.apply`);
+    None uses the default cache ($NNC_TUNING_CACHE or the XDG one) where it exists, False none."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -394,6 +400,7 @@ def compile(  # noqa: A001 - the public name users expect
     rounding: str | None = None
     pre_timings: list[tuple[str, float]] = []
     pre_text = ""
+    tuning = None
     t0 = time.perf_counter()
     try:
         if quantize is not None:
@@ -402,13 +409,21 @@ def compile(  # noqa: A001 - the public name users expect
                 evaluation)
             pre_timings, pre_text = pre.timings, pre.pipeline_text()
             rounding = pre.facts.get("int8_rounding", "tflite")
+        tuning = open_tuning(tuning_cache, tgt)
+        if tuning is not None:
+            steps = with_apply_tuning(steps)
         pm = PassManager(steps, target=tgt, dump_dir=dump_ir)
         if quant_info is not None:
             pm.facts["quant_ranges"] = quant_info.pop("ranges")
+        if tuning is not None:
+            pm.facts["tuned_schedules"] = tuning
         module = pm.run(graph)
         rounding = pm.facts.get("int8_rounding", rounding)
     except PassError as e:
         raise NncError(f"compilation failed: {e}") from e
+    finally:
+        if tuning is not None:
+            tuning.cache.close()
     times["passes"] = time.perf_counter() - t0 - times.get("calibration", 0.0)
     if quant_info is not None:
         t0 = time.perf_counter()
@@ -457,6 +472,8 @@ def compile(  # noqa: A001 - the public name users expect
     }
     if quant_info is not None:
         info["quantization"] = quant_info
+    if tuning is not None:
+        info["tuning"] = tuning_info(tuning, pm.facts)
     if rounding is not None:  # the model has int8 ops (pre-quantized, or quantize="int8")
         info["int8_rounding"] = rounding
 

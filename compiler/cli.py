@@ -1,4 +1,4 @@
-"""The `nnc` command line: compile, run, bench, inspect.
+"""The `nnc` command line: compile, run, bench, inspect, tune.
 
 User errors (NncError: bad file, unsupported op, dynamic shape, wrong input...) print one line and
 exit with code 2; internal errors print one line too unless NNC_DEBUG=1 asks for the traceback,
@@ -62,6 +62,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         keep_failed=args.keep_failed,
         int8_rounding=args.int8_rounding,
         device=args.device,
+        tuning_cache=False if args.no_tuning_cache else args.tuning_cache,
     )
     t = model.compile_time_s
     info = model.info
@@ -81,6 +82,13 @@ def _cmd_compile(args: argparse.Namespace) -> int:
                   f"{cl['device']} in {cl['build_ms']:.1f} ms")
         else:
             print(f"  OpenCL: {cl['kernels']} kernels in model.cl; {cl['note']}")
+    if "tuning" in info:
+        tu = info["tuning"]
+        print(f"  tuning cache {tu['cache']}: {tu['tuned_kernels']} kernels scheduled from it "
+              f"({tu['objective']})")
+        if args.tuning_cache and not tu["tuned_kernels"] and info.get("library_calls"):
+            print("  note: tuned schedules are for nnc's generated kernels; this build calls "
+                  "CMSIS-NN (add --kernels generated)")
     if "firmware" in info:
         fw = info["firmware"]
         print(f"  firmware: flash {fw['flash_bytes']:,} B of {info['flash_bytes_limit']:,} B, "
@@ -101,6 +109,40 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.report_json:
         rep.save_json(args.report_json)
         print(f"accuracy report written to {args.report_json}")
+    return 0
+
+
+def parse_duration(text: str) -> float:
+    """Seconds of `90`, `90s`, `10m`, `1.5h`."""
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([smh]?)\s*", text)
+    if not m or float(m[1]) <= 0:
+        raise NncError(f"--time-budget {text!r}: give a duration such as 90s, 10m or 1h")
+    return float(m[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[m[2]]
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from nnc.compiler.onnx.importer import parse_input_shapes
+    from nnc.compiler.tune.tuner import tune
+
+    if args.quantize is not None and not args.calibration:
+        raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
+                       "'random')")
+    if args.quantize is None and args.calibration:
+        raise NncError("--calibration needs --quantize int8")
+    budget = parse_duration(args.time_budget) if args.time_budget else None
+    result = tune(args.model, args.target, input_shapes=parse_input_shapes(args.input_shape or []),
+                  quantize=args.quantize, calibration=args.calibration, trials=args.trials,
+                  time_budget_s=budget, cache=args.cache, search=args.search, batch=args.batch,
+                  early_stop=args.early_stop, seed=args.seed, progress=not args.no_progress)
+    print(result.table())
+    if result.stopped and result.stopped != "trials":
+        print(f"stopped: {result.stopped}")
+    print(f"compile with the tuned schedules: nnc compile {args.model} --target {args.target}"
+          + (f" --quantize int8 --calibration {args.calibration}" if args.quantize else "")
+          + " --kernels generated"
+          + (f" --tuning-cache {args.cache}" if args.cache else ""))
     return 0
 
 
@@ -296,7 +338,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a pre-quantized model's requantization rounds: 'tflite' (the "
                    "default, every target; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' "
                    "(one rounding, as onnxruntime)")
+    c.add_argument("--tuning-cache", metavar="FILE",
+                   help="schedules from a cache `nnc tune` wrote, for the kernels whose workload "
+                   "and target it has measured (default: $NNC_TUNING_CACHE, else "
+                   "$XDG_CACHE_HOME/nnc/tuning.sqlite where it exists)")
+    c.add_argument("--no-tuning-cache", action="store_true",
+                   help="use no tuning cache (the default schedules)")
     c.set_defaults(fn=_cmd_compile)
+
+    t = sub.add_parser("tune", help="measure schedules for every distinct workload of a model "
+                       "on the emulated board and store the best in the tuning cache")
+    t.add_argument("model")
+    t.add_argument("--target", default="cortex-m7",
+                   help="cortex-m7, cortex-m4 or cortex-m55 (default: cortex-m7)")
+    t.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
+    t.add_argument("--quantize", choices=["int8"], help="post-training quantization")
+    t.add_argument("--calibration", metavar="DATA", help="calibration samples, as for compile")
+    t.add_argument("--trials", type=int, default=32,
+                   help="candidates measured per workload, earlier sessions' included "
+                   "(default: 32)")
+    t.add_argument("--time-budget", metavar="DURATION", help="stop after this long, e.g. 10m")
+    t.add_argument("--cache", metavar="FILE",
+                   help="the tuning cache (default: $XDG_CACHE_HOME/nnc/tuning.sqlite)")
+    t.add_argument("--search", choices=["guided", "random"], default="guided",
+                   help="XGBoost-guided (default) or random search")
+    t.add_argument("--batch", type=int, default=8,
+                   help="candidates per workload between cost-model refits (default: 8)")
+    t.add_argument("--early-stop", type=int, metavar="N",
+                   help="stop a workload after N trials without improvement")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.set_defaults(fn=_cmd_tune)
 
     r = sub.add_parser("run", help="run a compiled model")
     r.add_argument("dir")

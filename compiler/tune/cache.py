@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,11 @@ class CacheError(NncError):
 
 
 def default_cache_path() -> Path:
-    """$XDG_CACHE_HOME/nnc/tuning.sqlite (default ~/.cache/nnc/tuning.sqlite)."""
+    """$NNC_TUNING_CACHE where it names a file, else $XDG_CACHE_HOME/nnc/tuning.sqlite
+    (~/.cache/nnc/tuning.sqlite without XDG_CACHE_HOME)."""
+    env = os.environ.get("NNC_TUNING_CACHE") or ""
+    if env and env.lower() not in ("off", "0", "none", "no"):
+        return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "nnc" / CACHE_FILE
 
@@ -271,3 +275,39 @@ class TuningCache:
 
     def __exit__(self, *_: Any) -> None:
         self.close()
+
+
+class CacheLookup(Mapping[str, tuple[Any, ...]]):
+    """The best schedule per workload key for one target and objective, read from a cache as
+    the compiler asks (`apply-tuning` calls `get(workload)`); `hits` lists the workloads it
+    gave a schedule for. A row whose text no longer parses is skipped (and counted)."""
+
+    def __init__(self, cache: TuningCache, target: str, objective: str) -> None:
+        self.cache = cache
+        self.target = target
+        self.objective = objective
+        self.hits: list[str] = []
+        self.unreadable = 0
+
+    def __getitem__(self, workload: str) -> tuple[Any, ...]:
+        from nnc.ir.loop_parser import parse_schedule
+        from nnc.ir.parser import ParseError
+
+        best = self.cache.best(workload, self.target, self.objective)
+        if best is None:
+            raise KeyError(workload)
+        try:
+            steps = parse_schedule(best.steps)
+        except ParseError:
+            self.unreadable += 1
+            raise KeyError(workload) from None
+        self.hits.append(workload)
+        return steps
+
+    def __iter__(self) -> Iterator[str]:
+        rows = self.cache._query("SELECT DISTINCT workload FROM trials WHERE target = ? AND "
+                                 "objective = ? AND status = 'ok'", [self.target, self.objective])
+        return iter(r[0] for r in rows)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

@@ -136,9 +136,11 @@ def tune(model: Any, target: str = "cortex-m7", *,
          cache: str | Path | TuningCache | None = None, search: str = "guided",
          batch: int = 8, epsilon: float = 0.2, early_stop: int | None = None, seed: int = 0,
          progress: bool = True, workdir: str | Path | None = None,
-         prepared: Prepared | None = None) -> TuneResult:
+         prepared: Prepared | None = None, measurer: Any = None) -> TuneResult:
     """Tune `model`'s workloads for `target` (see the module docstring); the trials go to
-    `cache` (a path or an open TuningCache; default `default_cache_path()`)."""
+    `cache` (a path or an open TuningCache; default `default_cache_path()`). `prepared` (from
+    `measure.prepare`) skips the front; `measurer` replaces the board (an object with
+    `objective`, `builds`, `measure(assignment) -> Run` and `close()`)."""
     t_start = time.monotonic()
     if search not in SEARCHES:
         raise NncError(f"search={search!r} is not one of {list(SEARCHES)}")
@@ -154,7 +156,7 @@ def tune(model: Any, target: str = "cortex-m7", *,
                        "fully connected with generated kernels); quantize it with --quantize int8")
     owned = not isinstance(cache, TuningCache)
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
-    measurer = CortexMMeasurer(prep, workdir)
+    measurer = measurer if measurer is not None else CortexMMeasurer(prep, workdir)
     try:
         return _session(prep, db, measurer, trials, time_budget_s, search, batch, epsilon,
                         early_stop, seed, progress, t_start)
@@ -175,7 +177,7 @@ def _toolchain(prep: Prepared) -> str:
         return prep.target.cc
 
 
-def _session(prep: Prepared, db: TuningCache, measurer: CortexMMeasurer, trials: int,
+def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
              time_budget_s: float | None, search: str, batch: int, epsilon: float,
              early_stop: int | None, seed: int, progress: bool, t_start: float) -> TuneResult:
     target_key, objective = prep.target_key, measurer.objective
@@ -263,7 +265,7 @@ def _session(prep: Prepared, db: TuningCache, measurer: CortexMMeasurer, trials:
                       time.monotonic() - t_start, base.total, final.total, stopped)
 
 
-def _measure(measurer: CortexMMeasurer, cands: Mapping[str, Candidate],
+def _measure(measurer: Any, cands: Mapping[str, Candidate],
              reference: Mapping[str, Any]) -> dict[str, tuple[str, float | None, str]]:
     """(status, figure, error) per workload of one build carrying `cands`; a build that fails
     or computes a wrong result is measured again one candidate at a time."""
