@@ -244,3 +244,17 @@ def test_nothing_to_tune_is_a_user_error(tmp_path):
         tune(tiny_model(), "cortex-m7", cache=tmp_path / "c.sqlite", progress=False)
     with pytest.raises(NncError, match="emulated Cortex-M"):
         tune(tiny_model(), "host", cache=tmp_path / "c.sqlite", progress=False)
+
+
+def test_tune_efficiency_benchmark_bounded(prepared):
+    """benchmarks/tune_efficiency.py end to end on the tiny model, the board replaced by the
+    made-up one (the README's figures come from the real board)."""
+    from benchmarks.tune_efficiency import run, table
+
+    result = run({"tiny": (tiny_model(), "random")}, trials=6, batch=3, measurer=FakeBoard)
+    assert len(result["rows"]) == 4
+    for r in result["rows"]:
+        assert len(r["guided_curve"]) == len(r["random_curve"]) == 6
+        assert r["guided_curve"] == sorted(r["guided_curve"], reverse=True)
+        assert r["reference"] <= r["default"]
+    assert "median over 4 workloads" in table(result)
