@@ -146,6 +146,48 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cache(args: argparse.Namespace) -> int:
+    from nnc.compiler.tune.cache import TuningCache
+
+    with TuningCache.open(args.cache, create=False) as cache:
+        trials = cache.trials()
+        groups: dict[tuple[str, str, str], list] = {}
+        for t in trials:
+            groups.setdefault((t.workload, t.target, t.objective), []).append(t)
+        if args.action == "list":
+            print(f"{cache.path}: {len(trials)} trials of {len(groups)} workloads")
+            rows = [("workload", "op", "target", "objective", "trials", "rejected", "default",
+                     "best", "speedup")]
+            for (w, target, objective), ts in groups.items():
+                ok = [t.figure for t in ts if t.status == "ok" and t.figure is not None]
+                default = next((t.figure for t in ts if t.is_default), None)
+                best = min(ok) if ok else None
+                rows.append((ts[0].workload_hash, w.split("(")[0], target.split()[0]
+                             .removeprefix("target="), objective,
+                             str(sum(not t.is_default for t in ts)),
+                             str(sum(t.status != "ok" for t in ts)),
+                             f"{default:,.0f}" if default else "-",
+                             f"{best:,.0f}" if best else "-",
+                             f"{default / best:.2f}x" if default and best else "-"))
+            widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+            for r in rows:
+                print("  ".join(c.ljust(wd) if i < 4 else c.rjust(wd)
+                                for i, (c, wd) in enumerate(zip(r, widths, strict=True))))
+            return 0
+        shown = [k for k in groups if groups[k][0].workload_hash.startswith(args.workload or "")]
+        if not args.workload or not shown:
+            raise NncError(f"cache show needs a workload hash of {cache.path} (`nnc cache list` "
+                           "lists them)")
+        for key in shown:
+            w, target, objective = key
+            print(f"workload #{groups[key][0].workload_hash} {w}\n  {target}, {objective}")
+            for t in sorted(groups[key], key=lambda t: (t.status != "ok", t.figure or 0)):
+                fig = f"{t.figure:,.0f}" if t.figure is not None else "-"
+                extra = " (default)" if t.is_default else (f" ({t.error})" if t.error else "")
+                print(f"  {t.status:6} {fig:>12}  {t.steps}{extra}")
+    return 0
+
+
 def _check_writable(path: str, flag: str) -> None:
     p = Path(path)
     if p.is_dir():
@@ -369,6 +411,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(fn=_cmd_tune)
+
+    k = sub.add_parser("cache", help="look into a tuning cache: list its workloads, show one's "
+                       "trials")
+    k.add_argument("action", choices=["list", "show"])
+    k.add_argument("workload", nargs="?", help="show: the workload hash (or its start)")
+    k.add_argument("--cache", metavar="FILE",
+                   help="the tuning cache (default: $XDG_CACHE_HOME/nnc/tuning.sqlite)")
+    k.set_defaults(fn=_cmd_cache)
 
     r = sub.add_parser("run", help="run a compiled model")
     r.add_argument("dir")

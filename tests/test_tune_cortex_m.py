@@ -89,12 +89,15 @@ def test_cli_tune_and_errors(tmp_path):
                 "--trials", "1", "--batch", "1", "--cache", str(cache), "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "whole model on cortex-m7" in r.stdout
+    r = nnc_cli("cache", "list", "--cache", str(cache))
+    assert r.returncode == 0 and "8 trials of 4 workloads" in r.stdout, r.stderr
     for args, message in [
         (("tune", str(path), "--cache", str(cache)), "no kernel with a schedule space"),
         (("tune", str(path), "--quantize", "int8", "--calibration", "random",
           "--time-budget", "soon"), "--time-budget"),
         (("compile", str(path), "--tuning-cache", str(tmp_path / "none.sqlite")),
          "no such file"),
+        (("cache", "show", "--cache", str(cache)), "needs a workload hash"),
     ]:
         r = nnc_cli(*args)
         assert r.returncode == 2, (args, r.stderr)

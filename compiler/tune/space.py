@@ -78,7 +78,9 @@ class Knobs:
         oc_loops: list[str] = []
         if "oc" in names:
             oc = defn.axis("oc").extent
-            kind = {"unrolled": Unroll, "vectorized": Vectorize}.get(self.tile)
+            kind: type[Unroll] | type[Vectorize] | None = (
+                Unroll if self.tile == "unrolled" else
+                Vectorize if self.tile == "vectorized" else None)
             if self.oc_tile >= oc and oc > 1:
                 steps += [kind("oc")] if kind is not None else []
                 tile.append("oc")
@@ -283,4 +285,4 @@ class ScheduleSpace:
 
 
 def _fields(k: Knobs) -> dict[str, Any]:
-    return {f: getattr(k, f) for f in Knobs.__slots__}  # type: ignore[attr-defined]
+    return {f: getattr(k, f) for f in Knobs.__slots__}

@@ -256,12 +256,12 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
     best = {s.w.key: parse_schedule(s.best_steps) for s in states}
     final = measurer.measure(best)
     if final.error or not same_outputs(final.outputs, reference):
-        raise NncError(f"internal error: the build with every workload's best schedule "
-                       f"{final.error or 'computes other outputs than the untuned one'}")
-    results = [WorkloadResult(s.w.key, s.w.hash, s.w.kind, s.w.names, s.default, s.best,
+        raise RuntimeError(f"the build with every workload's best schedule "
+                           f"{final.error or 'computes other outputs than the untuned one'}")
+    summary = [WorkloadResult(s.w.key, s.w.hash, s.w.kind, s.w.names, s.default, s.best,
                               s.best_steps, s.trials, s.failed, s.wrong, s.history)
                for s in states]
-    return TuneResult(results, db.path, prep.target.name, objective, measurer.builds,
+    return TuneResult(summary, db.path, prep.target.name, objective, measurer.builds,
                       time.monotonic() - t_start, base.total, final.total, stopped)
 
 
