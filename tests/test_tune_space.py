@@ -9,7 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from nnc.backends.target import cortex_m4, cortex_m7, cortex_m55
+from nnc.backends.target import cortex_m7, cortex_m55
 from nnc.compiler.tune.features import feature_names, features
 from nnc.compiler.tune.space import Knobs, ScheduleSpace, schedule_text
 from nnc.ir.compute import ComputeError
@@ -72,8 +72,8 @@ def _lowered(kind, inputs, attrs):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("target", [cortex_m7(), cortex_m4(), cortex_m55()],
-                         ids=["m7", "m4", "m55"])
+@pytest.mark.parametrize("target", [cortex_m7(), cortex_m55()],
+                         ids=["m7", "m55"])
 def test_the_default_schedule_is_in_the_space(case, target):
     _, k, shapes, _, _ = _lowered(*CASES[case])
     space = ScheduleSpace(k.compute, shapes, target)
