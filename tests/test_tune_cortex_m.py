@@ -6,6 +6,7 @@ untuned build's bit for bit; the CLI's errors are one line, exit 2."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from nnc.compiler.tune.cache import TuningCache
 from tests.test_tune_cache import tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
 
 needs_tools = pytest.mark.skipif(
     shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
@@ -37,11 +39,22 @@ def calibration():
 @pytest.mark.needs_arm
 @pytest.mark.needs_qemu
 def test_tune_then_compile_from_the_cache(tmp_path, calibration, monkeypatch):
+    """The README's Python example as written (the tiny model as kws.onnx, 2 trials), then the
+    tuned build against the untuned one."""
     monkeypatch.setenv("NNC_TUNING_CACHE", "off")
+    monkeypatch.chdir(tmp_path)
     cache = tmp_path / "tuning.sqlite"
     model = tiny_model()
-    r = nnc.tune(model, "cortex-m7", quantize="int8", calibration=calibration, trials=2,
-                 batch=2, cache=cache, progress=False, workdir=tmp_path / "work")
+    onnx.save(model, tmp_path / "kws.onnx")
+    np.savez(tmp_path / "kws_calibration.npz", **calibration)
+    block = re.search(r"```python tune\n(.*?)```", README.read_text(), re.S)
+    assert block, "README lost its nnc.tune example"
+    code = block.group(1).replace("trials=32", "trials=2")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    r = scope["result"]
+    assert scope["model"].info["tuning"]["tuned_kernels"] == 4
+    calibration = str(tmp_path / "kws_calibration.npz")
     assert [len(w.layers) for w in r.workloads] == [1, 1, 1, 1]
     assert r.builds == 1 + 2 + 1
     assert r.model_tuned <= r.model_default
