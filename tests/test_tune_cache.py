@@ -258,3 +258,15 @@ def test_tune_efficiency_benchmark_bounded(prepared):
         assert r["guided_curve"] == sorted(r["guided_curve"], reverse=True)
         assert r["reference"] <= r["default"]
     assert "median over 4 workloads" in table(result)
+
+
+def test_time_budget_and_early_stop(prepared, tmp_path):
+    r = tune(None, cache=tmp_path / "a.sqlite", prepared=prepared, measurer=FakeBoard(prepared),
+             trials=50, time_budget_s=1e-6, progress=False)
+    assert r.stopped == "time budget" and all(w.trials == 0 for w in r.workloads)
+    r = tune(None, cache=tmp_path / "b.sqlite", prepared=prepared, measurer=FakeBoard(prepared),
+             trials=200, batch=1, early_stop=3, search="random", progress=False)
+    assert r.stopped == "early stop"
+    for w in r.workloads:
+        h = w.history
+        assert len(h) < 200 and min(h[-3:]) >= min(h[:-3] + [w.default])
