@@ -653,40 +653,29 @@ class CStyleEmitter:
         return lines + [pad + "}"]
 
     def mve_lanes(self, s: For, depth: int) -> list[str]:
-        """A vectorized loop `acc[i] += (x[.. + i] - zx) * (w[.. + i] - zw)` over a local int32
-        accumulator row and two contiguous int8 streams (a depthwise conv's channels) as Helium
-        code, 4 lanes per instruction (widening byte loads, VMUL, VADD; wrapping like the scalar
-        loop), with the scalar loop as the portable fallback. [] when the loop is not of that
-        form. gcc 12 does not vectorize the int8 -> int32 widening for MVE itself."""
+        """A vectorized loop of one of two forms as Helium code, 4 lanes per instruction, with
+        the scalar loop as the portable fallback ([] when the loop is of neither form; gcc 12
+        does not vectorize the int8 <-> int32 widening and narrowing for MVE itself):
+        - `acc[i] += (x[.. + i] + zx) * (w[.. + i] + zw)` over a local int32 accumulator row and
+          two contiguous int8 streams (a depthwise conv's channels): widening byte loads, VMUL,
+          VADD, wrapping like the scalar loop;
+        - `y[.. + i] = int8(clamp(requantize(acc[i], m[.. + i], s[.. + i]), lo, hi) + zp)` with
+          constant multipliers >= 0 and shifts <= 0 (the finish of such a row): VQRDMULH (the
+          saturating rounding doubling high multiply, exactly), the rounding divide by 2^-s
+          with ties away from zero, VMAX/VMIN, a narrowing byte store."""
         if s.kind != "vectorized" or s.extent % 4 or len(s.body) != 1:
             return []
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        acc = self.buffer(st.buffer)
-        var = Var(s.var)
-        if acc.scope != "local" or acc.dtype != "int32" or st.indices != (var,):
-            return []
-        v = st.value
-        if not (isinstance(v, Binary) and v.op == "add" and v.a == Load(acc.name, (var,), "int32")
-                and isinstance(v.b, Binary) and v.b.op == "mul"):
-            return []
-        streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
-        if any(x is None for x in streams):
+        groups = self._mve_mac(st, s) or self._mve_requantize(st, s)
+        if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "
                                 "(__ARM_FEATURE_MVE & 1)\n#include <arm_mve.h>\n#endif")
         pad, inner = self.indent_unit * depth, self.indent_unit * (depth + 1)
         lines = ["#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)", f"{pad}{{"]
-        for g in range(0, s.extent, 4):
-            ops = []
-            for ld, offset in streams:  # type: ignore[misc]
-                idx = tuple(_at(i, s.var, g) for i in ld.indices)
-                vec = f"vldrbq_s32(&{self.element(ld.buffer, idx)})"
-                ops.append(f"vaddq_n_s32({vec}, {offset})" if offset else vec)
-            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
-            lines.append(f"{inner}vstrwq_s32({a}, vaddq_s32(vldrwq_s32({a}), "
-                         f"vmulq_s32({ops[0]}, {ops[1]})));")
+        lines += [inner + line for line in groups]
         lines += [f"{pad}}}", "#else"]
         var_name = self.names.unique(s.var)
         outer = self.vars.get(s.var)
@@ -699,6 +688,87 @@ class CStyleEmitter:
         else:
             self.vars[s.var] = outer
         return lines + [pad + "}", "#endif"]
+
+    def _acc_row(self, e: Expr, var: str) -> Buffer | None:
+        """The local int32 row `e` loads at [var], else None."""
+        if not (isinstance(e, Load) and e.indices == (Var(var),)):
+            return None
+        buf = self.buffer(e.buffer)
+        return buf if buf.scope == "local" and buf.dtype == "int32" else None
+
+    def _mve_mac(self, st: Store, s: For) -> list[str]:
+        acc = self._acc_row(Load(st.buffer, st.indices, "int32"), s.var) \
+            if self.buffer(st.buffer).dtype == "int32" else None
+        v = st.value
+        if acc is None or not (isinstance(v, Binary) and v.op == "add"
+                               and v.a == Load(acc.name, (Var(s.var),), "int32")
+                               and isinstance(v.b, Binary) and v.b.op == "mul"):
+            return []
+        streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
+        if any(x is None for x in streams):
+            return []
+        lines = []
+        for g in range(0, s.extent, 4):
+            ops = []
+            for ld, offset in streams:  # type: ignore[misc]
+                vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
+                ops.append(f"vaddq_n_s32({vec}, {offset})" if offset else vec)
+            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+            lines.append(f"vstrwq_s32({a}, vaddq_s32(vldrwq_s32({a}), "
+                         f"vmulq_s32({ops[0]}, {ops[1]})));")
+        return lines
+
+    def _mve_requantize(self, st: Store, s: For) -> list[str]:
+        out = self.buffer(st.buffer)
+        v = st.value
+        if out.dtype != "int8" or not isinstance(v, Cast) or v.dtype != "int8":
+            return []
+        if self._contiguous(st.indices, out, s.var) is None:
+            return []
+        e, zp = v.value, 0
+        if isinstance(e, Binary) and e.op == "add" and isinstance(e.b, Const):
+            e, zp = e.a, int(e.b.value)
+        if not (isinstance(e, Binary) and e.op == "min" and isinstance(e.b, Const)
+                and isinstance(e.a, Binary) and e.a.op == "max" and isinstance(e.a.b, Const)):
+            return []
+        hi, lo, rq = int(e.b.value), int(e.a.b.value), e.a.a
+        if not (isinstance(rq, Call) and rq.fn == "requantize"
+                and self._requantize_kind(rq) == "requantize_right"):
+            return []
+        acc = self._acc_row(rq.args[0], s.var)
+        m, sh = rq.args[1], rq.args[2]
+        if acc is None or not all(isinstance(x, Load) and self._contiguous(
+                x.indices, self.buffer(x.buffer), s.var) is not None for x in (m, sh)):
+            return []
+        lines = []
+        assert isinstance(m, Load) and isinstance(sh, Load)
+        for g in range(0, s.extent, 4):
+            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+            y = self._addr(st.buffer, st.indices, s.var, g)
+            lines += [
+                "{",
+                f"    int32x4_t h = vqrdmulhq_s32(vldrwq_s32({a}), "
+                f"vldrwq_s32({self._addr(m.buffer, m.indices, s.var, g)}));",
+                f"    int32x4_t sh = vldrwq_s32({self._addr(sh.buffer, sh.indices, s.var, g)});",
+                "    int32x4_t mask = vsubq_n_s32(vshlq_s32(vdupq_n_s32(1), vnegq_s32(sh)), 1);",
+                "    int32x4_t thr = vaddq_s32(vshrq_n_s32(mask, 1), "
+                "vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(h), 31)));",
+                "    int32x4_t r = vshlq_s32(h, sh);",
+                "    r = vaddq_m_n_s32(r, r, 1, vcmpgtq_s32(vandq_s32(h, mask), thr));",
+                f"    r = vminq_s32(vmaxq_s32(r, vdupq_n_s32({lo})), vdupq_n_s32({hi}));",
+                f"    vstrbq_s32({y}, {'vaddq_n_s32(r, ' + str(zp) + ')' if zp else 'r'});",
+                "}",
+            ]
+        return lines
+
+    def _addr(self, buffer: str, indices: Sequence[Expr], var: str, value: int) -> str:
+        """C address of buffer[indices] with loop variable `var` at `value`."""
+        return "&" + self.element(buffer, tuple(_at(i, var, value) for i in indices))
+
+    def _contiguous(self, indices: Sequence[Expr], buf: Buffer, var: str) -> Any:
+        names = {x.name for i in indices for x in walk_expr(i) if isinstance(x, Var)}
+        form = flat_offset(indices, buf.shape, {n: 2 for n in names})
+        return form if form is not None and form.get(var) == 1 else None
 
     def _int8_stream(self, e: Expr, var: str) -> tuple[Load, int] | None:
         """(load, offset) of `int32(x[...]) + offset` whose element steps by one with `var`."""
