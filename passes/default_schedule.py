@@ -218,7 +218,11 @@ def _candidates(defn: Reduction, target: Any, intrs: list[tuple[str, int]], oc_t
         lanes = f"{r.name}_i" if r.extent > width else r.name
         split: list[ScheduleStep] = [Split(r.name, width)] if r.extent > width else []
         order = [a.name for a in reduce if a is not r] + ([f"{r.name}_o"] if split else [])
-        candidates.append((*base, *split, Intrinsic(fn, lanes),
+        tiled = base
+        if fn == "dot16_s8":  # Helium: the tile's accumulators as a row, requantized in lanes
+            tiled = [Vectorize(x.loop) if isinstance(x, Unroll) and x.loop == "oc_i" else x
+                     for x in base]
+        candidates.append((*tiled, *split, Intrinsic(fn, lanes),
                            Reorder((*outer, *order, *tile, lanes))))
     last = reduce[-1] if reduce else None
     fallback = list(base)
