@@ -26,6 +26,7 @@ from nnc.ir.loops import (
     If,
     Intrinsic,
     Kernel,
+    Layout,
     Load,
     LoopModule,
     Reorder,
@@ -166,8 +167,18 @@ def _helium_lanes(defn: Reduction, target: Any,
     vectorized lane loop into MVE code), the taps around them."""
     if "mve" not in getattr(target, "features", ()) or "oc" not in {a.name for a in defn.axes}:
         return ()
-    if any(a.name in ("ic", "k") for a in defn.reduced) or defn.acc_dtype != "int32":
+    if defn.acc_dtype != "int32" or any(a.name == "k" for a in defn.reduced):
         return ()
+    layout: list[ScheduleStep] = []
+    ic = next((a for a in defn.reduced if a.name == "ic"), None)
+    if ic is not None:
+        # few input channels (a first layer): no dot product fits; with the weights stored
+        # output channel last, the channels become lanes against a broadcast input element
+        w = dict(defn.operands).get("w")
+        if ic.extent % 4 == 0 or w is None or w not in shapes or defn.axis("oc").extent < 8:
+            return ()
+        rank = len(shapes[w])
+        layout = [Layout("w", (*range(1, rank), 0))]
     oc = defn.axis("oc").extent
     width = next((w for w in (16, 8, 4) if oc % w == 0), 0)
     if not width:
@@ -175,7 +186,7 @@ def _helium_lanes(defn: Reduction, target: Any,
     outer = [a.name for a in defn.spatial if a.name != "oc"]
     split: list[ScheduleStep] = [Split("oc", width)] if oc > width else []
     lane = "oc_i" if split else "oc"
-    steps = (*split, Vectorize(lane),
+    steps = (*layout, *split, Vectorize(lane),
              Reorder((*outer, *(["oc_o"] if split else []), *[a.name for a in defn.reduced],
                       lane)))
     try:

@@ -705,6 +705,23 @@ class CStyleEmitter:
                                and isinstance(v.b, Binary) and v.b.op == "mul"):
             return []
         streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
+        if streams[0] is None and streams[1] is not None:
+            streams.reverse()
+            scalar = v.b.a
+        else:
+            scalar = v.b.b
+        if streams[0] is not None and streams[1] is None \
+                and not uses_var(scalar, s.var) and scalar.dtype == "int32":
+            # one stream against a broadcast element (a first layer's input): VMLA by scalar
+            ld, offset = streams[0]
+            x = self.text(scalar)
+            lines = []
+            for g in range(0, s.extent, 4):
+                vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
+                vec = f"vaddq_n_s32({vec}, {offset})" if offset else vec
+                a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+                lines.append(f"vstrwq_s32({a}, vmlaq_n_s32(vldrwq_s32({a}), {vec}, {x}));")
+            return lines
         if any(x is None for x in streams):
             return []
         lines = []
