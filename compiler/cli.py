@@ -232,6 +232,59 @@ def _device_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nnc.compiler.eval import evaluate
+    from nnc.compiler.onnx.importer import parse_input_shapes
+
+    if args.quantize is None and args.calibration:
+        raise NncError("--calibration needs --quantize int8")
+    if args.quantize is not None and not args.calibration:
+        raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
+                       "'random')")
+    result = evaluate(
+        args.model, args.data, target=args.target, labels=args.labels, metric=args.metric,
+        samples=args.samples, variants=args.variant, quantize=args.quantize,
+        calibration=args.calibration, calibration_method=args.calibration_method or "minmax",
+        kernels=args.kernels, input_shapes=parse_input_shapes(args.input_shape or []),
+        ram=args.ram, flash=args.flash, output_dir=args.output, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.table())
+    return 0
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="score the original model (onnxruntime) and compiled variants "
+                       "(host/device, fp32/int8) on the same labelled samples")
+    e.add_argument("model")
+    e.add_argument("--data", required=True, metavar="DATA",
+                   help="samples: .npz (key = input name, samples on the first axis; a "
+                   "'labels' key is taken as the labels), a folder of .npy, or a .npy")
+    e.add_argument("--labels", metavar="FILE.npy", help="one label per sample")
+    e.add_argument("--metric", choices=["top1", "top5", "auc", "mse", "sqnr"],
+                   help="default: top1 with labels (auc for an autoencoder), sqnr without")
+    e.add_argument("--samples", type=int, metavar="N", help="use the first N samples")
+    e.add_argument("--target", default="host",
+                   help="host, cortex-m7, cortex-m4 or cortex-m55 (default: host)")
+    e.add_argument("--variant", action="append",
+                   choices=["host-fp32", "host-int8", "device-fp32", "device-int8"],
+                   help="a variant to run (repeatable; default: host-fp32, device-fp32 on a "
+                   "Cortex-M target, and the target's int8 with --quantize)")
+    e.add_argument("--quantize", choices=["int8"])
+    e.add_argument("--calibration", metavar="DATA", help="as for compile")
+    e.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"])
+    e.add_argument("--kernels", choices=["cmsis-nn", "generated"])
+    e.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
+    e.add_argument("--ram")
+    e.add_argument("--flash")
+    e.add_argument("-o", "--output", metavar="DIR",
+                   help="keep each variant's build in DIR/<variant> (default: temporary)")
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(fn=_cmd_eval)
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.ops:
         from nnc.compiler.onnx.registry import supported_op_types
@@ -322,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--optimized", action="store_true", help="after the graph passes")
     i.add_argument("--ops", action="store_true", help="list the supported ONNX ops")
     i.set_defaults(fn=_cmd_inspect)
+    _add_eval_parser(sub)
     return p
 
 
