@@ -175,6 +175,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.device:
         model.device = args.device
     result = model.benchmark(warmup=args.warmup, repeat=args.repeat)
+    _record(args.history, lambda: [_bench_run(model.info, result)])
     if args.json:
         print(json.dumps(result, indent=2))
     elif model.target.kind == "opencl":
@@ -251,7 +252,55 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(result.to_json(), indent=2))
     else:
         print(result.table())
+    if isinstance(args.model, str) and Path(args.model).is_file():
+        from nnc.compiler.history import Run, file_hash
+
+        _record(args.history, lambda: Run.from_eval(result, file_hash(args.model)))
     return 0
+
+
+def _bench_run(info: dict, result: dict) -> object:
+    from nnc.compiler.history import Run
+
+    return Run.from_bench(info, result)
+
+
+def _record(path: str | None, runs: object) -> None:
+    """Append runs to the history (--history, $NNC_HISTORY or the user's data dir); a history
+    that cannot be written warns and leaves the command's result alone."""
+    from nnc.compiler.history import History
+
+    try:
+        history = History.open(path)
+        if history is None:
+            return
+        with history:
+            for run in runs():  # type: ignore[operator]
+                history.record(run)
+    except (NncError, OSError) as e:
+        print(f"nnc: warning: not recorded in the history: {e}", file=sys.stderr)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from nnc.compiler.history import History, regressions, table
+
+    history = History.open(args.history)
+    if history is None:
+        raise NncError("the history is off (NNC_HISTORY=off); give --history FILE")
+    if not history.path.exists():
+        raise NncError(f"no history at {history.path} yet: `nnc bench` and `nnc eval` write it")
+    with history:
+        runs = history.runs(model=args.model, target=args.target, kind=args.kind)
+    if args.json:
+        print(json.dumps([{k: v for k, v in vars(r).items() if k != "layers"} for r in runs],
+                         indent=2))
+    else:
+        print(table(runs) if runs else f"no runs in {history.path}"
+              + (" matching the filters" if args.model or args.target or args.kind else ""))
+    found = regressions(runs)
+    for reg in found:
+        print(reg.describe())
+    return 3 if found and args.fail_on_regression else 0
 
 
 def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
@@ -282,7 +331,22 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
                    help="keep each variant's build in DIR/<variant> (default: temporary)")
     e.add_argument("--json", action="store_true", help="print the results as JSON")
     e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     e.set_defaults(fn=_cmd_eval)
+    h = sub.add_parser("history", help="list recorded bench/eval runs and flag regressions "
+                       "between the last two comparable runs")
+    h.add_argument("--model", help="model name or hash prefix")
+    h.add_argument("--target")
+    h.add_argument("--kind", choices=["bench", "eval", "tune"])
+    h.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
+    h.add_argument("--json", action="store_true")
+    h.add_argument("--fail-on-regression", action="store_true",
+                   help="exit with code 3 when a regression is flagged (for CI)")
+    h.set_defaults(fn=_cmd_history)
+
+
+HISTORY_HELP = ("the history file (default: $NNC_HISTORY, 'off' turns it off, else "
+                "$XDG_DATA_HOME/nnc/history.sqlite)")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -365,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--repeat", type=int, default=100)
     b.add_argument("--device", help="opencl: run on this device (default: the compile's)")
+    b.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     b.set_defaults(fn=_cmd_bench)
 
     i = sub.add_parser("inspect", help="print the graph IR with per-op MACs and parameters")

@@ -385,7 +385,8 @@ def evaluate(
                 flash=None if where == "host" else flash,
                 quantize="int8" if scheme == "int8" else None,
                 calibration=calibration if scheme == "int8" else None,
-                calibration_method=calibration_method, kernels=kernels if scheme == "int8" else None)
+                calibration_method=calibration_method,
+                kernels=kernels if scheme == "int8" else None)
             t0 = time.perf_counter()
             row = _run_variant(variant, compiled, data_samples, bar(variant))
             outs = _stack(row.pop("outputs"), out_name)

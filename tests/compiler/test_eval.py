@@ -63,8 +63,8 @@ def test_roc_auc_is_the_pairwise_probability() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 60)
     s = np.round(rng.standard_normal(60), 1)  # ties on purpose
-    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0)
-             for (a, ya), (b, yb) in itertools.product(zip(s, y), zip(s, y)) if ya and not yb]
+    pairs = [(1.0 if a > b else 0.5 if a == b else 0.0) for (a, ya), (b, yb) in
+             itertools.product(zip(s, y, strict=True), zip(s, y, strict=True)) if ya and not yb]
     assert roc_auc(y, s) == pytest.approx(np.mean(pairs), abs=1e-12)
     assert roc_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0
     with pytest.raises(NncError, match="both classes"):
@@ -135,8 +135,17 @@ def nnc_cli(*args: object) -> subprocess.CompletedProcess[str]:
 
 
 def test_cli_json_and_errors(model_path: Path, data: Path, tmp_path: Path) -> None:
-    r = nnc_cli("eval", model_path, "--data", data, "--json", "--samples", "10", "-q")
+    hist = tmp_path / "h.sqlite"
+    r = nnc_cli("eval", model_path, "--data", data, "--json", "--samples", "10", "-q",
+                "--history", hist)
     assert r.returncode == 0, r.stderr
+    from nnc.compiler.history import History
+
+    with History(hist) as h:
+        run, = h.runs(kind="eval")
+    # the first 4 of the 10 labels are wrong on purpose
+    assert run.model == "tinycls" and run.target == "host" and run.key_value == 0.6
+    assert run.figures["metric_name"] == "top1" and run.options["variant"] == "host-fp32"
     out = json.loads(r.stdout)
     assert out["samples"] == 10 and [v["variant"] for v in out["variants"]] == \
         ["onnxruntime", "host-fp32"]
