@@ -33,6 +33,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         raise NncError("--report/--report-json/--eval need --quantize int8")
     if args.report_json:
         _check_writable(args.report_json, "--report-json")  # before the compile, not after
+    if args.report_html:
+        _check_writable(args.report_html, "--report-html")
     if args.quantize is not None and not args.calibration:
         raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
                        "'random')")
@@ -101,6 +103,21 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.report_json:
         rep.save_json(args.report_json)
         print(f"accuracy report written to {args.report_json}")
+    if args.report_html is not None:
+        from nnc.compiler.report_html import write_report
+
+        path = write_report(model.source_dir, args.report_html or None)
+        print(f"HTML report written to {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nnc.compiler.report_html import write_report
+
+    if args.output:
+        _check_writable(args.output, "-o")
+    path = write_report(args.dir, args.output, history=args.history, bench=not args.no_bench)
+    print(f"HTML report written to {path} ({path.stat().st_size:,} B)")
     return 0
 
 
@@ -343,6 +360,14 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     h.add_argument("--fail-on-regression", action="store_true",
                    help="exit with code 3 when a regression is flagged (for CI)")
     h.set_defaults(fn=_cmd_history)
+    rp = sub.add_parser("report", help="write one self-contained HTML report of a compiled "
+                        "model (summary, layers, memory timeline, int8 SQNR, eval, history)")
+    rp.add_argument("dir")
+    rp.add_argument("-o", "--output", metavar="FILE", help="default: <dir>/report.html")
+    rp.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
+    rp.add_argument("--no-bench", action="store_true",
+                    help="do not measure the model now (the layer chart shows MACs)")
+    rp.set_defaults(fn=_cmd_report)
 
 
 HISTORY_HELP = ("the history file (default: $NNC_HISTORY, 'off' turns it off, else "
@@ -398,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the int8 accuracy report: per-layer SQNR vs float, output SQNR, "
                    "max error and top-1 agreement on the evaluation samples")
     c.add_argument("--report-json", metavar="PATH", help="write the accuracy report as JSON")
+    c.add_argument("--report-html", nargs="?", const="", metavar="FILE",
+                   help="write the HTML report (summary, layers, memory timeline, int8 SQNR, "
+                   "history) to FILE (default: <output>/report.html); measures one run")
     c.add_argument("--kernels", choices=["cmsis-nn", "generated"],
                    help="who runs the int8 ops: calls into CMSIS-NN (default on Cortex-M) or "
                    "nnc's generated loop nests (default on the host)")
