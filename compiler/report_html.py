@@ -165,7 +165,8 @@ h1{font-size:1.6em;margin-bottom:0}
 h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
 table{border-collapse:collapse;font-size:13px;margin:8px 0}
 td,th{border:1px solid #ddd;padding:3px 8px;text-align:right}
-td:first-child,th:first-child,td:nth-child(2),td:nth-child(3){text-align:left}
+td:first-child,th:first-child,td:nth-child(2),td:nth-child(3),th:nth-child(2),
+th:nth-child(3){text-align:left}
 th{background:#f3f3f3}.chart{font-size:11px;display:block;margin:8px 0}.chart .axis{fill:#666}
 .usage{margin:4px 0}.usage span{display:inline-block;width:440px}.note{color:#666;font-size:13px}
 .bad{color:#c00;font-weight:bold}
