@@ -299,14 +299,14 @@ def _record(path: str | None, runs: object) -> None:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from nnc.compiler.history import History, regressions, table
+    from nnc.compiler.history import History, default_path, regressions, table
 
-    history = History.open(args.history)
-    if history is None:
+    path = Path(args.history) if args.history else default_path()
+    if path is None:
         raise NncError("the history is off (NNC_HISTORY=off); give --history FILE")
-    if not history.path.exists():
-        raise NncError(f"no history at {history.path} yet: `nnc bench` and `nnc eval` write it")
-    with history:
+    if not path.exists():  # listing creates nothing
+        raise NncError(f"no history at {path} yet: `nnc bench` and `nnc eval` write it")
+    with History(path) as history:
         runs = history.runs(model=args.model, target=args.target, kind=args.kind)
     if args.json:
         print(json.dumps([{k: v for k, v in vars(r).items() if k != "layers"} for r in runs],
