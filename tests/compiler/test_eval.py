@@ -16,6 +16,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import nnc
+from nnc.compiler.cli import main
 from nnc.compiler.errors import NncError
 from nnc.compiler.eval import Progress, load_eval_data, roc_auc, score, sqnr_db
 from nnc.compiler.onnx.importer import import_model
@@ -134,7 +135,8 @@ def nnc_cli(*args: object) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_json_and_errors(model_path: Path, data: Path, tmp_path: Path) -> None:
+def test_cli_json_and_errors(model_path: Path, data: Path, tmp_path: Path,
+                             capsys: pytest.CaptureFixture[str]) -> None:
     hist = tmp_path / "h.sqlite"
     r = nnc_cli("eval", model_path, "--data", data, "--json", "--samples", "10", "-q",
                 "--history", hist)
@@ -157,9 +159,9 @@ def test_cli_json_and_errors(model_path: Path, data: Path, tmp_path: Path) -> No
         (["--variant", "host-int8"], "needs --quantize int8"),
         (["--metric", "auc"], "auc needs a binary score"),
     ]:
-        r = nnc_cli("eval", model_path, "--data", data, "-q", *args)
-        assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, \
-            (args, r.stderr)
+        code = main(["eval", str(model_path), "--data", str(data), "-q", *map(str, args)])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
 
 
 @pytest.mark.needs_arm
