@@ -17,7 +17,7 @@ original's top-1), `auc` (binary labels; the score is the reconstruction error w
 has an input's shape (an autoencoder: MLPerf Tiny AD), the positive class's output for two
 classes, else the single output value), `mse` (against the labels when they have the output's
 shape, else against the original's outputs) and `sqnr` (dB, against the original's outputs).
-Every row also reports top-1 agreement and SQNR against the original.
+Every row also reports SQNR against the original and, for a classifier, top-1 agreement.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ class EvalResult:
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         for v in d["variants"]:
-            for k in ("sqnr_db", "metric", "drop"):
+            for k in ("sqnr_db", "metric", "drop", "agreement"):
                 if isinstance(v[k], float) and not np.isfinite(v[k]):
                     v[k] = None if np.isnan(v[k]) else ("inf" if v[k] > 0 else "-inf")
         return d
@@ -233,7 +233,7 @@ class EvalResult:
                 v.variant, _fmt_metric(self.metric, v.metric),
                 "-" if v.variant == ORIGINAL or not np.isfinite(v.drop)
                 else _fmt_metric(self.metric, v.drop),
-                f"{100 * v.agreement:.1f}%",
+                f"{100 * v.agreement:.1f}%" if np.isfinite(v.agreement) else "-",
                 "-" if v.variant == ORIGINAL else ("inf" if v.sqnr_db == float("inf")
                                                    else f"{v.sqnr_db:.1f}"),
                 f"{v.instructions['mean']:,.0f}" if v.instructions else "-",
@@ -371,8 +371,11 @@ def evaluate(
     ref = _stack(original, out_name)
     metric = metric or default_metric(ref, data_samples, label_arr)
     ref_top1 = np.argmax(_scores(ref), axis=1)
+    # top-1 agreement means nothing for an autoencoder's reconstruction or a single value
+    classifier = _anomaly_scores(ref, data_samples) is None and _scores(ref).shape[1] > 1
     ref_metric = score(metric, ref, ref, data_samples, label_arr)
-    rows = [VariantResult(ORIGINAL, ref_metric, 0.0, 1.0, float("inf"), round(ort_wall, 3))]
+    rows = [VariantResult(ORIGINAL, ref_metric, 0.0, 1.0 if classifier else float("nan"),
+                          float("inf"), round(ort_wall, 3))]
 
     keep = None if output_dir is not None else tempfile.TemporaryDirectory(prefix="nnc-eval-")
     root = Path(output_dir) if output_dir is not None else Path(keep.name)  # type: ignore[union-attr]
@@ -394,7 +397,8 @@ def evaluate(
             drop = ref_metric - value if np.isfinite(ref_metric) else float("nan")
             rows.append(VariantResult(
                 variant, value, drop,
-                float(np.mean(np.argmax(_scores(outs), axis=1) == ref_top1)),
+                float(np.mean(np.argmax(_scores(outs), axis=1) == ref_top1)) if classifier
+                else float("nan"),
                 sqnr_db(ref, outs), round(time.perf_counter() - t0, 3), **row))
     finally:
         if keep is not None:

@@ -341,7 +341,8 @@ def _from_history(ident: Mapping[str, Any], target: str, scheme: str,
             cost = (f"{f['instructions']['mean']:,.0f} instr" if f.get("instructions") else
                     f"{f['latency_ms']:.4f} ms" if f.get("latency_ms") is not None else "-")
             rows.append((r.options.get("variant"), r.target, f["metric_name"],
-                         _num(r.key_value, 4), f"{100 * float(f['agreement']):.1f}%",
+                         _num(r.key_value, 4),
+                         "-" if f["agreement"] is None else f"{100 * float(f['agreement']):.1f}%",
                          f["sqnr_db"], cost, f["samples"]))
         out.append("<h2>Evaluation</h2><p class=\"note\">The latest <code>nnc eval</code> of "
                    f"this model ({_e(recent[0].time[:19])} UTC)</p>" + _table(

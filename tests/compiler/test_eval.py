@@ -175,3 +175,21 @@ def test_device_fp32_agrees_and_counts(model_path: Path, data: Path) -> None:
     assert dev.instructions is not None and 0 < dev.instructions["min"] <= dev.instructions["max"]
     assert dev.flash_bytes and dev.ram_bytes and len(dev.layers) >= 1
     assert sum(la["instructions"] for la in dev.layers) <= dev.instructions["max"]
+
+
+def test_autoencoder_scores_auc_and_no_agreement(tmp_path: Path) -> None:
+    """An output with the input's shape is a reconstruction: AUC on its error, no top-1."""
+    w = (np.eye(16) + 0.05 * RNG.standard_normal((16, 16))).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "ae",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16])],
+        [numpy_helper.from_array(w, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(4).standard_normal((30, 1, 16)).astype(np.float32)
+    err = np.mean((x.reshape(30, 16) @ w - x.reshape(30, 16)) ** 2, axis=1)
+    labels = (err > np.median(err)).astype(np.int64)
+    r = nnc.evaluate(model, {"x": x, "labels": labels})
+    assert r.metric == "auc" and r.variants[0].metric == 1.0  # labelled by its own error
+    assert r.variants[1].metric == 1.0 and np.isnan(r.variants[1].agreement)
+    assert r.to_json()["variants"][1]["agreement"] is None and " - " in r.table()
