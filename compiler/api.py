@@ -454,6 +454,11 @@ def compile(  # noqa: A001 - the public name users expect
         "pass_times_s": {f"{i:02d}-{n}": round(t, 4)
                          for i, (n, t) in enumerate(pre_timings + pm.timings)},
         "layers": [{"name": k.op_name, "op": k.op_kind, "macs": k.macs} for k in module.kernels],
+        "model": _model_identity(model),  # the history (compiler/history.py) keys on it
+        "memory_plan": _memory_plan(module),  # the HTML report's arena timeline
+        "options": {"opt_level": opt_level, "quantize": quantize, "kernels": kernels,
+                    "calibration_method": calibration_method if quantize else None,
+                    "pipeline": pipeline, "ram": ram, "flash": flash},
     }
     if quant_info is not None:
         info["quantization"] = quant_info
@@ -484,6 +489,24 @@ def compile(  # noqa: A001 - the public name users expect
             _failed(e, keep_failed, out.keep_failed)
             raise
     return CompiledModel(out.root, info)
+
+
+def _memory_plan(module: LoopModule) -> list[dict[str, Any]]:
+    from nnc.compiler.report_html import memory_plan
+
+    return memory_plan(module)
+
+
+def _model_identity(model: str | os.PathLike[str] | onnx.ModelProto) -> dict[str, str]:
+    """The model's name and the SHA-256 of its ONNX bytes."""
+    import hashlib
+
+    if isinstance(model, onnx.ModelProto):
+        return {"name": model.graph.name or "model",
+                "sha256": hashlib.sha256(model.SerializeToString()).hexdigest()}
+    from nnc.compiler.history import file_hash
+
+    return {"name": Path(model).stem, "sha256": file_hash(model)}
 
 
 def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopModule,
