@@ -319,6 +319,9 @@ class CStyleEmitter:
     # lines before each kernel's signature: NNC_KERNEL (nnc_runtime.h) hides kernels from GCC's
     # interprocedural analysis, which miscompiles them (docs/gcc-pure-const-bug.md)
     kernel_attributes: tuple[str, ...] = ("NNC_KERNEL",)
+    # threads of a parallel loop (host, OpenMP); 1 emits parallel loops serially
+    threads = 1
+    _in_parallel = False
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
@@ -568,8 +571,19 @@ class CStyleEmitter:
         if s.kind == "unrolled":
             return f"NNC_UNROLL({min(max(s.extent, 1), 64)})"
         if s.kind == "parallel":
+            if self.threads > 1 and not self._in_parallel:
+                return self.parallel_pragma(s)
             return "/* parallel loop, run serially for now */"
         return None
+
+    def parallel_pragma(self, s: For) -> str:
+        """OpenMP for a parallel loop (threads > 1, host): the thread count is fixed at compile
+        time; the locals the loop writes are private (passes/parallelize.py checked that each
+        is written before it is read in every iteration and not read after the loop)."""
+        private = sorted({self.names[st.buffer] for st in walk_stmts(s.body)
+                          if isinstance(st, Store) and self.buffer(st.buffer).scope == "local"})
+        clause = f" private({', '.join(private)})" if private else ""
+        return f"#pragma omp parallel for num_threads({self.threads}) schedule(static){clause}"
 
     def _vector_safe(self, s: For) -> bool:
         """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
@@ -595,7 +609,10 @@ class CStyleEmitter:
         if pragma:
             lines.append(pad + pragma)
         lines.append(f"{pad}for (ptrdiff_t {var} = 0; {var} < {s.extent}; ++{var}) {{")
+        region = bool(pragma and pragma.startswith("#pragma omp"))  # one level of threads
+        self._in_parallel |= region
         lines += self.block(s.body, depth + 1)
+        self._in_parallel &= not region
         if outer is None:
             del self.vars[s.var]
         else:
@@ -1007,10 +1024,14 @@ class _ModuleEmitter:
 
 def emit_c(module: LoopModule, prefix: str = "nnc", *,
            weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
-           emitter: CStyleEmitter | None = None) -> dict[str, str | bytes]:
+           emitter: CStyleEmitter | None = None, threads: int = 1) -> dict[str, str | bytes]:
     """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
-    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`."""
-    return _ModuleEmitter(module, prefix, weights_inline_limit, emitter or CStyleEmitter()).emit()
+    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`. With `threads` > 1
+    parallel loops become OpenMP loops on that many threads (build with -fopenmp)."""
+    em = emitter or CStyleEmitter()
+    if threads != 1:
+        em.threads = threads
+    return _ModuleEmitter(module, prefix, weights_inline_limit, em).emit()
 
 
 # The module assembler's layout, validation and constant logic, for other C-family backends
