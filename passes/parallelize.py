@@ -284,7 +284,7 @@ def parallel_problem(kernel: Kernel, loop: For, outer: tuple[tuple[str, int], ..
     written = {classes[a.buffer] for a in accesses if a.store and a.buffer not in locals_}
     extents_out = dict(outer)
     windows: dict[int, tuple[int, dict[str, int], int, int, str]] = {}
-    for a in accesses:
+    for a in sorted(accesses, key=lambda a: not a.store):  # stores first: name a reduction
         if a.buffer in locals_ or classes[a.buffer] not in written:
             continue
         buf = bufs[a.buffer]
