@@ -583,7 +583,11 @@ class CStyleEmitter:
         private = sorted({self.names[st.buffer] for st in walk_stmts(s.body)
                           if isinstance(st, Store) and self.buffer(st.buffer).scope == "local"})
         clause = f" private({', '.join(private)})" if private else ""
-        return f"#pragma omp parallel for num_threads({self.threads}) schedule(static){clause}"
+        # dynamic chunks (~8 per thread): a thread the OS preempts on a shared machine holds
+        # one chunk, not half the loop, while the other threads take the rest
+        chunk = max(1, -(-s.extent // (8 * self.threads)))
+        return (f"#pragma omp parallel for num_threads({self.threads}) "
+                f"schedule(dynamic, {chunk}){clause}")
 
     def _vector_safe(self, s: For) -> bool:
         """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
