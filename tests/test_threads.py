@@ -101,10 +101,22 @@ def test_row_loop_of_a_reduction_is_parallel_with_a_private_accumulator() -> Non
     out = PassManager(EAGER).run(row_sums())
     assert parallel_loops(out) == ["i0"]
     text = emit_c(out, threads=2)["model.c"]
-    assert "#pragma omp parallel for num_threads(2) schedule(static) private(acc0)" in text
+    assert "#define NNC_THREADS 2\n#include \"nnc_threads.h\"" in text
+    assert "nnc_parallel_for(k0_row_sum_par0, &nnc_ctx, 4, 1);" in text
+    outlined = text[text.index("static void k0_row_sum_par0"):text.index("static void k0_row_sum(")]
+    assert "    float acc0 = 0;" in outlined  # the accumulator is the outlined loop's own
+    assert "for (ptrdiff_t i0 = lo; i0 < hi; ++i0) {" in outlined
     x = np.random.default_rng(0).standard_normal(X.shape).astype(np.float32)
     want = run_loop_module(row_sums(), {"x": x})["s"]
     np.testing.assert_array_equal(run_loop_module(reversed_parallel(out), {"x": x})["s"], want)
+
+
+def test_outlined_loops_compile_without_warnings(tmp_path) -> None:
+    from nnc.backends.c.build import build
+
+    m = PassManager(EAGER).run(row_sums())
+    result = build(m, tmp_path, werror=True, bench=False, threads=2)
+    assert "-pthread" in result.commands[0] and result.warnings == ""
 
 
 def test_user_parallel_step_on_a_reduction_is_a_clear_error() -> None:
@@ -197,7 +209,7 @@ def test_one_thread_emits_todays_code() -> None:
     same = PassManager("parallelize").run(m)
     assert emit_c(same) == emit_c(m)
     par = PassManager(EAGER).run(m)
-    assert "omp" not in emit_c(par)["model.c"]  # 1 thread: the serial loop of today
+    assert "nnc_parallel_for" not in emit_c(par)["model.c"]  # 1 thread: today's serial loop
 
 
 # ---------------------------------------------------------------- whole models
@@ -222,8 +234,8 @@ def test_two_threads_give_the_one_thread_bits(name, quantize) -> None:
         one = nnc.compile(model, **kw)
         two = nnc.compile(model, threads=2, **kw)
     assert two.info["threads"] == 2 and two.info["parallel_kernels"] >= 2
-    assert "#pragma omp parallel for num_threads(2)" in (two.source_dir / "model.c").read_text()
-    assert "omp" not in (one.source_dir / "model.c").read_text().replace("-fopenmp-simd", "")
+    assert "nnc_parallel_for(" in (two.source_dir / "model.c").read_text()
+    assert "nnc_threads" not in (one.source_dir / "model.c").read_text()
     feeds = sample_input(model)
     y1, y2 = one.run(feeds), two.run(feeds)
     for out in y1:

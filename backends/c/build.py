@@ -38,7 +38,7 @@ from nnc.ir.loops import LoopModule
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime_c"
 WARNINGS = ("-Wall", "-Wextra")
 LIBRARY = "libmodel.so"
-OPENMP = ("-fopenmp",)  # compile and link flag of a model with threads > 1 (host only)
+THREADS = ("-pthread",)  # compile and link flag of a model with threads > 1 (nnc_threads.h)
 BENCH = "bench"
 
 
@@ -209,7 +209,7 @@ def write_files(files: Mapping[str, str | bytes], out: Path) -> None:
 
 def thread_flags(threads: int) -> tuple[str, ...]:
     """Extra compile and link flags of a model emitted for `threads` threads."""
-    return OPENMP if threads > 1 else ()
+    return THREADS if threads > 1 else ()
 
 
 def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target: Target,
@@ -283,7 +283,7 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
                   prefix: str = "nnc", werror: bool = False, bench: bool = True,
                   cmsis: Library | None = None, threads: int = 1) -> BuildResult:
     """Compile a written project into `libmodel.so` (and the `bench` executable); a model
-    emitted for `threads` > 1 with OpenMP."""
+    emitted for `threads` > 1 with -pthread."""
     start = time.perf_counter()
     tgt = parse_target(target)
     out = Path(out_dir)
@@ -320,7 +320,7 @@ def build(module: LoopModule, out_dir: str | Path, target: Target | str = "host"
           cmsis: Library | None = None, threads: int = 1) -> BuildResult:
     """Emit `module` as C, write the project into `out_dir` and compile it. A module with
     CMSIS-NN calls builds against `cmsis` (default: CMSIS_NN_PATH, else the portable one);
-    `threads` > 1 runs its parallel loops on that many threads (OpenMP)."""
+    `threads` > 1 runs its parallel loops on that many threads (nnc_threads.h)."""
     tgt = parse_target(target)
     files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit, threads=threads)
     if cmsis is None and module_uses_cmsis(module):
