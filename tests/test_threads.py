@@ -220,11 +220,11 @@ def _models() -> dict:
     from benchmarks.models.zoo import ZOO
 
     return {"kws": MODELS["kws"], "ad": MODELS["ad"], "ic": MODELS["ic"],
-            "inception_concat": ZOO["inception_concat"]}
+            "grouped_dilated": ZOO["grouped_dilated"]}
 
 
 @pytest.mark.parametrize("name, quantize", [("kws", None), ("ad", None), ("ic", "int8"),
-                                            ("inception_concat", None)])
+                                            ("grouped_dilated", None)])
 def test_two_threads_give_the_one_thread_bits(name, quantize) -> None:
     from benchmarks.models import sample_input
 
