@@ -298,3 +298,34 @@ def test_cli_threads(tmp_path) -> None:
     assert json.loads((out / "nnc.json").read_text())["threads"] == 2
     r = _cli("bench", out, "--repeat", "3", "--warmup", "1")
     assert r.returncode == 0 and "; 2 threads" in r.stdout, r.stderr
+
+
+POOL_STRESS = r"""
+#include <stdio.h>
+#define NNC_THREADS 3
+#include "nnc_threads.h"
+static long acc[1000];
+static void add(void *c, ptrdiff_t lo, ptrdiff_t hi) {
+    for (ptrdiff_t i = lo; i < hi; ++i) acc[i] += (long)c;
+}
+int main(void) {
+    for (int r = 0; r < 20000; ++r) nnc_parallel_for(add, (void *)(long)(r % 3), 1000, 7);
+    long s = 0;
+    for (int i = 0; i < 1000; ++i) s += acc[i];
+    printf("%ld\n", s);
+    return 0;
+}
+"""
+
+
+def test_pool_runs_every_chunk_of_every_job_once(tmp_path) -> None:
+    """20000 back-to-back jobs on 3 threads: a chunk lost, run twice or run with a stale job's
+    function would change the sum."""
+    from nnc.backends.c.build import RUNTIME_DIR
+
+    (tmp_path / "stress.c").write_text(POOL_STRESS)
+    subprocess.run(["gcc", "-std=c99", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread",
+                    f"-I{RUNTIME_DIR / 'include'}", "stress.c", "-o", "stress"], cwd=tmp_path,
+                   check=True)
+    out = subprocess.run([str(tmp_path / "stress")], capture_output=True, text=True, timeout=60)
+    assert int(out.stdout) == 1000 * sum(r % 3 for r in range(20000))

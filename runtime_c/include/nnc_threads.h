@@ -47,7 +47,9 @@ static void nnc_pool_work(uint32_t job) {
     for (;;) {
         uint64_t w = __atomic_load_n(&nnc_pool.claim, __ATOMIC_SEQ_CST);
         if ((uint32_t)(w >> 32) != job) return;
-        int64_t lo = (int64_t)(uint32_t)w, n = nnc_pool.n, chunk = nnc_pool.chunk;
+        /* relaxed: a late worker may read the next job's values, but then its CAS fails */
+        int64_t lo = (int64_t)(uint32_t)w, n = __atomic_load_n(&nnc_pool.n, __ATOMIC_RELAXED);
+        int64_t chunk = __atomic_load_n(&nnc_pool.chunk, __ATOMIC_RELAXED);
         if (lo >= n) return;
         if (!__atomic_compare_exchange_n(&nnc_pool.claim, &w, w + (uint64_t)chunk, 0,
                                          __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
@@ -99,10 +101,10 @@ static void nnc_parallel_for(nnc_task fn, void *ctx, ptrdiff_t n, ptrdiff_t chun
     }
     pthread_once(&nnc_pool_once, nnc_pool_start);
     uint32_t job = nnc_pool.job + 1;
-    nnc_pool.fn = fn;
-    nnc_pool.ctx = ctx;
-    nnc_pool.n = n;
-    nnc_pool.chunk = chunk;
+    __atomic_store_n(&nnc_pool.fn, fn, __ATOMIC_RELAXED);
+    __atomic_store_n(&nnc_pool.ctx, ctx, __ATOMIC_RELAXED);
+    __atomic_store_n(&nnc_pool.n, (int64_t)n, __ATOMIC_RELAXED);
+    __atomic_store_n(&nnc_pool.chunk, (int64_t)chunk, __ATOMIC_RELAXED);
     __atomic_store_n(&nnc_pool.left, (int64_t)n, __ATOMIC_SEQ_CST);
     __atomic_store_n(&nnc_pool.claim, (uint64_t)job << 32, __ATOMIC_SEQ_CST);
     pthread_mutex_lock(&nnc_pool.mu);
