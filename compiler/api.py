@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,7 @@ from nnc.compiler.output_dir import FS_ERRNOS, OutputDir, check_build, fs_error
 from nnc.compiler.pipeline import default_pipeline
 from nnc.compiler.signals import terminate_on_signals
 from nnc.ir.graph import Graph
-from nnc.ir.loops import LoopModule
+from nnc.ir.loops import For, LoopModule, walk_stmts
 from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
 
 if TYPE_CHECKING:
@@ -176,17 +177,20 @@ class CompiledModel:
                            "(bench=False); compile again to benchmark")
         runner = self._runner_for_target()
         result = dict(runner.benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
-        result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
+        result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat,
+                      threads=self.info.get("threads", 1))
         return result
 
 
 def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
-                prefix: str, bench: bool, cmsis: Any = None) -> None:
+                prefix: str, bench: bool, cmsis: Any = None, threads: int = 1) -> None:
     from nnc.backends.c.build import BuildError, build_project, explain_failure, write_project
 
-    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis)
+    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis,
+                  threads=threads)
     try:
-        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis)
+        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis,
+                      threads=threads)
     except BuildError as e:
         if not e.command or e.stderr == "" and "not found" in str(e):
             raise NncError(str(e).splitlines()[0]) from None  # no compiler: the user's setup
@@ -216,6 +220,29 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
             s = PipelineStep(s.name, LowerOptions(kernels=choice))
         out.append(s)
     return out, (find_library(cmsis_nn) if choice == "cmsis-nn" else None)
+
+
+def _thread_choice(steps: list[PipelineStep], tgt: Any,
+                   threads: int | None) -> tuple[list[PipelineStep], int]:
+    """The pipeline with parallelize set to `threads` (default: the pipeline's, else 1), and
+    the thread count the C code is emitted and built for."""
+    from nnc.passes.parallelize import ParallelizeOptions
+
+    given = [s.options.threads for s in steps if s.name == "parallelize" and s.options]
+    n = threads if threads is not None else (given[-1] if given else 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise NncError(f"threads={n!r}: the thread count must be an integer >= 1")
+    if n > 1 and tgt.kind != "host":
+        raise NncError(f"threads={n}: parallel loops run on the host target only, not on "
+                       f"{tgt.name}; compile for {tgt.name} with threads=1 (--threads 1)")
+    if n > 1 and not any(s.name == "parallelize" for s in steps):
+        steps = [*steps, PipelineStep("parallelize", None)]
+    out = []
+    for s in steps:
+        if s.name == "parallelize":
+            s = PipelineStep(s.name, replace(s.options or ParallelizeOptions(), threads=n))
+        out.append(s)
+    return out, n
 
 
 def _rounding_choice(steps: list[PipelineStep], tgt: Any, int8_rounding: str | None,
@@ -335,6 +362,7 @@ def compile(  # noqa: A001 - the public name users expect
     bind: Mapping[str, Any] | None = None,
     int8_rounding: str | None = None,
     device: str | None = None,
+    threads: int | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
 
@@ -375,7 +403,10 @@ def compile(  # noqa: A001 - the public name users expect
     `quantize="int8"` always rounds the TFLite way.
 
     `device` (target "opencl") picks the OpenCL device that builds and runs the kernels:
-    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device)."""
+    "pocl", "gpu", "cpu", an index, or part of its name (default: the first device).
+
+    `threads` (host only, default 1) runs the outermost legal loop of each big kernel on that
+    many threads (OpenMP; fixed at compile time, recorded in nnc.json); 1 emits serial code."""
     if quantize is None and (report or evaluation is not None):
         raise NncError("report=True and evaluation= need quantize='int8'")
     tgt = _target(target, ram, flash)
@@ -390,6 +421,7 @@ def compile(  # noqa: A001 - the public name users expect
         raise NncError(str(e)) from None
     steps, library = _kernel_choice(steps, tgt, kernels, cmsis_nn)
     steps = _rounding_choice(steps, tgt, int8_rounding, quantize)
+    steps, n_threads = _thread_choice(steps, tgt, threads)
     quant_info: dict[str, Any] | None = None
     rounding: str | None = None
     pre_timings: list[tuple[str, float]] = []
@@ -426,7 +458,7 @@ def compile(  # noqa: A001 - the public name users expect
 
         files = emit_opencl(module, prefix=prefix)
     else:
-        files = emit_c(module, prefix=prefix)
+        files = emit_c(module, prefix=prefix, threads=n_threads)
     from nnc.backends.cmsis_nn import library_calls
 
     cmsis = library if library_calls(module) else None
@@ -444,6 +476,9 @@ def compile(  # noqa: A001 - the public name users expect
         "bound_inputs": sorted(bind or {}),
         "macs": int(sum(k.macs for k in module.kernels)),
         "num_kernels": len(module.kernels),
+        "threads": n_threads,
+        "parallel_kernels": sum(any(isinstance(s, For) and s.kind == "parallel"
+                                    for s in walk_stmts(k.body)) for k in module.kernels),
         "kernel_library": (None if cmsis is None else
                            "cmsis-nn (portable)" if cmsis.portable else f"cmsis-nn ({cmsis.root})"),
         "library_calls": library_calls(module),
@@ -516,7 +551,7 @@ def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopMo
     same folder for a temporary build) and write nnc.json there."""
     t0 = time.perf_counter()
     if tgt.kind == "host":
-        _build_host(files, out, tgt, opt_level, prefix, bench, cmsis)
+        _build_host(files, out, tgt, opt_level, prefix, bench, cmsis, info.get("threads", 1))
     elif tgt.kind == "opencl":
         from nnc.backends.opencl.build import build_opencl
 

@@ -64,6 +64,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         keep_failed=args.keep_failed,
         int8_rounding=args.int8_rounding,
         device=args.device,
+        threads=args.threads,
     )
     t = model.compile_time_s
     info = model.info
@@ -71,6 +72,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(f"  kernels {info['num_kernels']}, MACs {info['macs']:,}, "
           f"weights {info['weight_bytes']:,} B, arena {info['arena_bytes']:,} B "
           f"(floor {info['arena_floor_bytes']:,} B)")
+    if info.get("threads", 1) > 1:
+        print(f"  threads {info['threads']}: {info['parallel_kernels']} of "
+              f"{info['num_kernels']} kernels run a parallel loop")
     if info.get("kernel_library"):
         print(f"  {info['library_calls']} kernels call {info['kernel_library']}")
     if info.get("int8_rounding"):
@@ -202,7 +206,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         lat = result["latency_ms"]
         print(f"{result['target']}: median {lat['median']:.4f} ms, min {lat['min']:.4f} ms, "
-              f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs")
+              f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs"
+              + (f"; {result['threads']} threads" if result.get("threads", 1) > 1 else ""))
     return 0
 
 
@@ -441,6 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a pre-quantized model's requantization rounds: 'tflite' (the "
                    "default, every target; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' "
                    "(one rounding, as onnxruntime)")
+    c.add_argument("--threads", type=int, metavar="N",
+                   help="host: run the outer independent loop of each big kernel on N threads "
+                   "(OpenMP, fixed at compile time; default 1)")
     c.set_defaults(fn=_cmd_compile)
 
     r = sub.add_parser("run", help="run a compiled model")

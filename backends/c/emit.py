@@ -287,6 +287,17 @@ def written_buffers(stmts: Iterable[Stmt], extern_writable: Callable[[str], bool
     return out
 
 
+def _stmt_exprs(s: Stmt) -> tuple[Expr, ...]:
+    """The expressions a statement itself holds (not those of nested statements)."""
+    if isinstance(s, Store):
+        return (*s.indices, s.value)
+    if isinstance(s, If):
+        return (s.cond,)
+    if isinstance(s, CallExtern):
+        return tuple(a for a in s.args if not isinstance(a, str))
+    return ()
+
+
 def flat_index(indices: Sequence[Expr], shape: Sequence[int]) -> Expr:
     """Row-major flattening in Horner form, with constant parts folded."""
     if not indices:
@@ -336,6 +347,9 @@ class CStyleEmitter:
     # lines before each kernel's signature: NNC_KERNEL (nnc_runtime.h) hides kernels from GCC's
     # interprocedural analysis, which miscompiles them (docs/gcc-pure-const-bug.md)
     kernel_attributes: tuple[str, ...] = ("NNC_KERNEL",)
+    # threads of a parallel loop (host: runtime_c/include/nnc_threads.h); 1 emits them serially
+    threads = 1
+    _in_parallel = False
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
@@ -618,6 +632,73 @@ class CStyleEmitter:
             return "/* parallel loop, run serially for now */"
         return None
 
+    def parallel_for(self, s: For, depth: int) -> list[str]:
+        """A parallel loop on `threads` threads: its body is outlined into a function over an
+        iteration range [lo, hi) that `nnc_parallel_for` (nnc_threads.h) runs in chunks. The
+        function gets the params, read-only locals and outer loop variables it uses through a
+        context struct; the locals the loop writes are its own (passes/parallelize.py checked
+        each is written before it is read in every iteration and not read after the loop)."""
+        fname = f"{self.kernel_fname}_par{len(self._outlined)}"
+        self.helpers.setdefault("nnc_threads", f'#define NNC_THREADS {self.threads}\n'
+                                               '#include "nnc_threads.h"')
+        stmts = [st for st in walk_stmts(s.body)]
+        used = {st.buffer for st in stmts if isinstance(st, Store)}
+        exprs = [e for st in stmts for e in _stmt_exprs(st)]
+        used |= {x.buffer for e in exprs for x in walk_expr(e) if isinstance(x, Load)}
+        var_names = {x.name for e in exprs for x in walk_expr(e) if isinstance(x, Var)}
+        written_locals = {st.buffer for st in stmts if isinstance(st, Store)
+                          and self.buffer(st.buffer).scope == "local"}
+        fields, unpack, init = [], [], []
+        for name in sorted(used - written_locals, key=lambda n: self.names[n]):
+            buf, cname = self.buffer(name), self.names[name]
+            ctype = self.storage_type(buf.dtype)
+            if buf.scope == "local" and not buf.shape:
+                fields.append(f"{ctype} {cname};")
+                unpack.append(f"const {ctype} {cname} = c->{cname};")
+            else:
+                const = "" if name in self._written and buf.scope != "local" else "const "
+                qual = "*restrict " if name in self._restrict else "*"
+                fields.append(f"{const}{ctype} *{cname};")
+                unpack.append(f"{const}{ctype} {qual}{cname} = c->{cname};")
+            init.append(f".{cname} = {cname}")
+        for ir_name in sorted(var_names & set(self.vars) - {s.var}):
+            cname = self.vars[ir_name]
+            fields.append(f"ptrdiff_t {cname};")
+            unpack.append(f"const ptrdiff_t {cname} = c->{cname};")
+            init.append(f".{cname} = {cname}")
+        privates = sorted(written_locals, key=lambda n: self.names[n])
+        unpack += [self.local_decl(self.buffer(n), self.names[n]) for n in privates]
+        unpack += [f"(void){self.names[n]};" for n in privates]
+        var = self.names.unique(s.var)
+        saved_vars, saved_touched, saved_loaded = dict(self.vars), set(self.touched), \
+            set(self.loaded)
+        self.vars[s.var] = var
+        self._in_parallel = True
+        try:
+            body = self.block(s.body, 2)
+        finally:
+            self._in_parallel = False
+            self.vars = saved_vars
+            mentioned = used - written_locals
+            self.touched, self.loaded = saved_touched | mentioned, saved_loaded | mentioned
+            self._private |= written_locals
+        pad, unit = self.indent_unit * depth, self.indent_unit
+        struct = f"struct {fname}_ctx"
+        self._outlined.append("\n".join(
+            [f"{struct} {{", *(unit + f for f in fields or ["char unused;"]), "};",
+             *self.kernel_attributes,
+             f"static void {fname}(void *ctx, ptrdiff_t lo, ptrdiff_t hi)", "{",
+             f"{unit}const {struct} *c = (const {struct} *)ctx;",
+             *(unit + u for u in unpack), f"{unit}(void)c;",
+             f"{unit}for (ptrdiff_t {var} = lo; {var} < hi; ++{var}) {{",
+             *body, f"{unit}}}", "}"]))
+        # ~8 chunks per thread: a thread the OS preempts holds one chunk, not a share
+        chunk = max(1, -(-s.extent // (8 * self.threads)))
+        return [f"{pad}{{",
+                f"{pad}{unit}{struct} nnc_ctx = {{{', '.join(init) or '0'}}};",
+                f"{pad}{unit}nnc_parallel_for({fname}, &nnc_ctx, {s.extent}, {chunk});",
+                f"{pad}}}"]
+
     def _vector_safe(self, s: For) -> bool:
         """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
         lands on the same element in every iteration (an accumulation into a buffer)."""
@@ -633,6 +714,8 @@ class CStyleEmitter:
         return True
 
     def stmt_for(self, s: For, depth: int) -> list[str]:
+        if s.kind == "parallel" and self.threads > 1 and not self._in_parallel:
+            return self.parallel_for(s, depth)
         lanes = self.mve_lanes(s, depth)
         if lanes:
             return lanes
@@ -860,6 +943,8 @@ class CStyleEmitter:
         self.kernel_fname = fname
         self.names.names.update({b.name: names[b.name] for b in params})
         self.vars, self.touched, self.loaded = {}, set(), set()
+        self._written, self._restrict, self._outlined = written, restrict, []
+        self._private: set[str] = set()  # locals of outlined parallel loops (parallel_for)
         self.buffers = {b.name: b for b in params}
         for b in k.locals:
             if b.name in self.buffers:
@@ -871,14 +956,17 @@ class CStyleEmitter:
         body = self.block(k.body, 1)
         pad = self.indent_unit
         head = [pad + line for line in self.kernel_prologue(params, decls)]
-        head += [pad + self.local_decl(b, self.names[b.name]) for b in k.locals]
+        local_bufs = [b for b in k.locals
+                      if b.name not in self._private or b.name in self.touched]
+        head += [pad + self.local_decl(b, self.names[b.name]) for b in local_bufs]
         # what the C text does not mention (e.g. folded away) would warn as unused
         head += [f"{pad}(void){self.names[b.name]};" for b in params
                  if b.name not in self.touched]
-        head += [f"{pad}(void){self.names[b.name]};" for b in k.locals
+        head += [f"{pad}(void){self.names[b.name]};" for b in local_bufs
                  if b.name not in self.loaded]
         signature = self.kernel_header(fname, params, decls)
-        return "\n".join([*self.kernel_attributes, signature, "{"] + head + body + ["}"])
+        return "\n".join([*self._outlined, *self.kernel_attributes, signature, "{"]
+                         + head + body + ["}"])
 
     def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:
         """The kernel's function header; `decls` are the params' declarations (param_decl)."""
@@ -1213,10 +1301,14 @@ class _ModuleEmitter:
 
 def emit_c(module: LoopModule, prefix: str = "nnc", *,
            weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
-           emitter: CStyleEmitter | None = None) -> dict[str, str | bytes]:
+           emitter: CStyleEmitter | None = None, threads: int = 1) -> dict[str, str | bytes]:
     """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
-    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`."""
-    return _ModuleEmitter(module, prefix, weights_inline_limit, emitter or CStyleEmitter()).emit()
+    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`. With `threads` > 1
+    parallel loops run on that many threads (nnc_threads.h; build with -pthread)."""
+    em = emitter or CStyleEmitter()
+    if threads != 1:
+        em.threads = threads
+    return _ModuleEmitter(module, prefix, weights_inline_limit, em).emit()
 
 
 # The module assembler's layout, validation and constant logic, for other C-family backends
