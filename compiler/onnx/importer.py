@@ -522,6 +522,10 @@ def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
     ir_name = b.names[onnx_name]
     t = b.types[ir_name]
     free = all(v.name != ir_name for v in bound)
+    if ir_name in b.constants and ir_name == onnx_name:
+        # an output that is an initializer (or folded to a constant) is a buffer the runtime
+        # fills, not a weight: the constant takes a fresh name and a copy fills the output
+        return _copy_output(b, _rename_constant(b, ir_name), onnx_name, onnx_name)
     if ir_name == onnx_name and free:
         return Value(ir_name, t)
     if free and onnx_name not in b.defined and ir_name in b.branch_values and any(
@@ -529,11 +533,31 @@ def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
         _rename(b, ir_name, onnx_name)
         return Value(onnx_name, t)
     name = onnx_name if onnx_name not in b.defined else b.fresh(onnx_name)
+    return _copy_output(b, ir_name, name, onnx_name)
+
+
+def _copy_output(b: GraphBuilder, src: str, name: str, onnx_name: str) -> Value:
+    t = b.types[src]
     b.defined.add(name)
     b.types[name] = t
-    b.ops.append(Op("reshape", (ir_name,), (Value(name, t),), Attrs.of(shape=t.shape),
+    b.ops.append(Op("reshape", (src,), (Value(name, t),), Attrs.of(shape=t.shape),
                     name=f"{onnx_name}_copy"))
     return Value(name, t)
+
+
+def _rename_constant(b: GraphBuilder, old: str) -> str:
+    """Give constant `old` a fresh name (ops and scopes follow); returns it."""
+    new = b.fresh(f"{old}_w")
+    b.used.add(new)
+    b.constants[new] = b.constants.pop(old)
+    b.types[new] = b.types[old]
+    b.ops = [op.with_(inputs=tuple(new if n == old else n for n in op.inputs))
+             if old in op.inputs else op for op in b.ops]
+    for scope in b.scopes:
+        for k, v in scope.items():
+            if v == old:
+                scope[k] = new
+    return new
 
 
 def _rename(b: GraphBuilder, old: str, new: str) -> None:
