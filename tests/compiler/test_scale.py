@@ -50,3 +50,19 @@ def test_weights_too_big_for_flash_are_refused_before_lowering(tmp_path, quantiz
     assert time.perf_counter() - t0 < 15  # no calibration, lowering or build ran
     assert ("--quantize int8" in str(e.value)) == (quantize is None)
     assert not (tmp_path / "o" / "firmware.elf").exists()
+
+
+def test_the_toposort_is_fast_on_an_unsorted_file_and_names_a_cycle() -> None:
+    from nnc.compiler.onnx.importer import _toposort
+
+    nodes = [helper.make_node("Relu", [f"t{i - 1}" if i else "x"], [f"t{i}"], name=f"n{i}")
+             for i in range(10_000)]
+    t0 = time.perf_counter()
+    order = _toposort(list(reversed(nodes)), {"x"})
+    assert time.perf_counter() - t0 < 5 and [n.name for n in order] == [n.name for n in nodes]
+    side = helper.make_node("Relu", ["x"], ["s"], name="side")
+    assert [n.name for n in _toposort([nodes[1], side, nodes[0]], {"x"})] == ["side", "n0", "n1"]
+    loop = [helper.make_node("Relu", ["b"], ["a"], name="r1"),
+            helper.make_node("Relu", ["a"], ["b"], name="r2")]
+    with pytest.raises(NncError, match=r"cycle: 'r1' \(Relu\) -> 'r2' \(Relu\)"):
+        _toposort(loop, {"x"})
