@@ -414,6 +414,9 @@ def compile(  # noqa: A001 - the public name users expect
     t0 = time.perf_counter()
     graph = import_model(model, input_shapes, bind)
     times["import"] = time.perf_counter() - t0
+    from nnc.passes.check_fit import check_weights_fit
+
+    check_weights_fit(graph, tgt, int8=quantize is not None)  # before lowering: fails fast
 
     try:
         steps = parse_pipeline(pipeline or default_pipeline(tgt.kind))

@@ -1000,14 +1000,18 @@ def _format_values(arr: np.ndarray) -> list[str]:
     if flat.dtype == np.bool_:
         flat = flat.astype(np.uint8)
     if flat.dtype.kind == "f":
-        # %.9g round-trips float32 (and float16); %.17g float64
-        fmt = "%.17g" if flat.dtype == np.float64 else "%.9g"
-        tokens = list(map(fmt.__mod__, flat.astype(np.float64).tolist()))
+        # %.9g round-trips float32 (and float16); %.17g float64. float32 literals carry `f`
+        # (a double literal in a float array warns under -Wconversion)
+        if flat.dtype == np.float64:
+            tokens = list(map("%.17g".__mod__, flat.tolist()))
+        else:
+            tokens = [t + "f" if "." in t or "e" in t else t + ".0f"
+                      for t in map("%.9g".__mod__, flat.astype(np.float64).tolist())]
         for i in np.flatnonzero(~np.isfinite(flat)).tolist():
             v = float(flat[i])
             tokens[i] = "NAN" if math.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY")
         for i in np.flatnonzero((flat == 0) & np.signbit(flat)).tolist():
-            tokens[i] = "-0.0"  # "-0" would be the integer 0, losing the sign
+            tokens[i] = "-0.0" if flat.dtype == np.float64 else "-0.0f"  # "-0": the integer 0
         return tokens
     tokens = list(map(str, flat.tolist()))
     if flat.dtype == np.int64:
@@ -1169,13 +1173,16 @@ class _ModuleEmitter:
                   and self.buf(n).alias is None]
         total = sum(b.nbytes for b in consts)
         if total <= self.limit:
-            defs = []
+            # file-scope arrays take the prefix: a kernel parameter of the constant's own name
+            # would shadow them (-Wshadow); the run function points a local of that name at them
+            defs, where = [], {}
             for b in consts:
                 data = np.asarray(self.m.constants[b.name]).astype(b.dtype, copy=False)
-                defs.append(f"static const {self.em.storage_type(b.dtype)} {self.names[b.name]}"
+                where[b.name] = f"{self.p}_const_{self.names[b.name]}"
+                defs.append(f"static const {self.em.storage_type(b.dtype)} {where[b.name]}"
                             f"[{max(b.size, 1)}] NNC_ALIGN({ARENA_ALIGN}) = {{\n"
                             f"{format_c_array(data)}\n}};")
-            return defs, {}, {}
+            return defs, where, {}
         blob = bytearray()
         where: dict[str, str] = {}
         sym = f"{self.p}_weights"
@@ -1231,8 +1238,6 @@ class _ModuleEmitter:
             elif b.scope == "output":
                 init = f"({ctype} *)outputs[{out_index[name]}]"
             elif b.scope == "constant":
-                if name not in in_bin:
-                    continue  # a file-scope array already
                 init = in_bin[name]
             else:
                 init = f"({ctype} *)({self.p}_arena + {self.offsets[name]})"
