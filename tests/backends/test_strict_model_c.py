@@ -83,6 +83,26 @@ def test_model_library_is_warning_free_and_cmake_builds_out_of_source(
     assert r.returncode == 0, r.stderr[-3000:]
 
 
+M55 = ["-mcpu=cortex-m55", "-mthumb", "-mfloat-abi=hard"]
+
+
+@needs_arm
+@pytest.mark.filterwarnings("ignore:calibrating on RANDOM data")
+@pytest.mark.parametrize("target, flags", [("cortex-m7", M7), ("cortex-m55", M55)])
+def test_generated_int8_kernels_are_warning_free(onnx_models, tmp_path, target, flags) -> None:
+    """nnc's own int8 kernels with the target's intrinsics (SMLAD helpers on the M7, Helium
+    lanes on the M55) under the same strict flags, compiled for that core."""
+    out = tmp_path / target
+    nnc_compile(str(onnx_models["kws"]), target=target, output_dir=out, bench=False,
+                quantize="int8", calibration="random", kernels="generated")
+    src = (out / "model" / "model.c").read_text()
+    assert ("nnc_dot4_s8" in src) if target == "cortex-m7" else ("vldrbq_s32" in src)
+    r = subprocess.run(["arm-none-eabi-gcc", *flags, *STRICT, "-I", str(out / "model"), "-c",
+                        str(out / "model" / "model.c"), "-o", str(tmp_path / "x.o")],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[:3000]
+
+
 SANITIZED_MAIN = r"""
 #include <math.h>
 #include <stdio.h>
