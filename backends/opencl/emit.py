@@ -34,7 +34,7 @@ from nnc.backends.c.emit import (
     c_string,
     kernel_comment,
 )
-from nnc.backends.opencl.mapping import WorkMapping, map_work
+from nnc.backends.opencl.mapping import DEVICE_TYPES, WorkMapping, map_work
 from nnc.ir.loops import Buffer, For, Kernel, LoopModule
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -115,6 +115,9 @@ class OpenCLEmitter(CStyleEmitter):
         return None
 
     def stmt_for(self, s: For, depth: int) -> list[str]:
+        spread = self.work.spread_of(s.var)
+        if spread is not None:
+            return self.spread_for(s, spread.dim, spread.shift, depth)
         dim = self.work.dim_of(s.var)
         if dim is None:
             return super().stmt_for(s, depth)
@@ -126,6 +129,22 @@ class OpenCLEmitter(CStyleEmitter):
         lines += self.block(s.body, depth)  # a mapped loop is alone in its parent: nothing follows
         del self.vars[s.var]
         return lines
+
+    def spread_for(self, s: For, dim: int, shift: int, depth: int) -> list[str]:
+        """An inner loop spread over dimension `dim`: this item runs iteration id - shift."""
+        pad = self.indent_unit * depth
+        var = self.names.unique(s.var)
+        outer = self.vars.get(s.var)
+        self.vars[s.var] = var
+        at = f" - {shift}" if shift else ""
+        lines = [f"{pad}{{", f"{pad}    const ptrdiff_t {var} = (ptrdiff_t)get_global_id({dim}){at};",
+                 f"{pad}    if ({var} >= 0 && {var} < {s.extent}) {{"]
+        lines += self.block(s.body, depth + 2)
+        if outer is None:
+            del self.vars[s.var]
+        else:
+            self.vars[s.var] = outer
+        return lines + [pad + "    }", pad + "}"]
 
     def stmt_callextern(self, s: Any, depth: int) -> list[str]:
         raise EmitError(f"kernel {self.kernel_fname}: library call {s.fn}() cannot run in "
@@ -220,9 +239,7 @@ class OpenCLModuleEmitter(ModuleEmitter):
                                                                 restrict, self.names))
             layers.append(self.layer_desc(k))
             descs.append(dict(name=fname, args=[(a.space, a.index) for a in em.args],
-                              work_dim=em.work.work_dim,
-                              global_size=list(em.work.global_work) + [1] * (3 - len(
-                                  em.work.global_work)),
+                              work_dim=em.work.work_dim, launch=launch_sizes(em.work),
                               loops=list(em.work.loops)))
         outputs = []
         for name in m.outputs:
@@ -247,6 +264,17 @@ class OpenCLModuleEmitter(ModuleEmitter):
             "blobs.c": env.get_template("blobs.c.j2").render(**ctx),
             "weights.bin": blob,
         }
+
+
+def launch_sizes(work: WorkMapping) -> list[tuple[list[int], list[int]]]:
+    """(global, local) sizes, three each, per device type in DEVICE_TYPES order (local 0: the
+    driver picks), as the runtime's kernel table holds them."""
+    out = []
+    for t in DEVICE_TYPES:
+        g, loc = work.launch(t)
+        out.append((list(g) + [1] * (3 - len(g)),
+                    list(loc) + [1] * (3 - len(loc)) if loc else [0, 0, 0]))
+    return out
 
 
 def emit_opencl(module: LoopModule, prefix: str = "nnc") -> dict[str, str | bytes]:

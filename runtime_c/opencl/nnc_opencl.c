@@ -130,6 +130,9 @@ static int select_device(nnc_cl_state *s)
             if (match) {
                 s->platform = platforms[p];
                 s->device = devices[d];
+                s->device_type = (type & CL_DEVICE_TYPE_GPU)           ? NNC_CL_GPU
+                                 : (type & CL_DEVICE_TYPE_ACCELERATOR) ? NNC_CL_ACCELERATOR
+                                                                       : NNC_CL_CPU;
                 snprintf(s->device_name, sizeof s->device_name, "%s (%s)", dname, pname);
                 return 0;
             }
@@ -343,8 +346,9 @@ int nnc_cl_run(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
                   "clEnqueueWriteBuffer(input)");
     for (int32_t k = 0; k < m->num_kernels; ++k) {
         const nnc_cl_kernel_desc *d = &m->kernels[k];
+        const size_t *local = d->local[s->device_type][0] ? d->local[s->device_type] : NULL;
         cl_int err = clEnqueueNDRangeKernel(s->queue, s->kernels[k], d->work_dim, NULL,
-                                            d->global, NULL, 0, NULL,
+                                            d->global[s->device_type], local, 0, NULL,
                                             kernel_ns ? &s->events[k] : NULL);
         if (err != CL_SUCCESS) {
             set_error(s, "kernel %s (layer %d): clEnqueueNDRangeKernel failed: %s", d->name,

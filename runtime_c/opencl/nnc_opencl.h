@@ -40,8 +40,13 @@ typedef struct nnc_cl_kernel_desc {
     int32_t num_args;
     const nnc_cl_arg *args;
     uint32_t work_dim;
-    size_t global[3];
+    /* launch sizes per device type (NNC_CL_CPU, NNC_CL_GPU, NNC_CL_ACCELERATOR): the global
+     * size and the work-group size (all 0: the driver picks), from the work mapping */
+    size_t global[3][3];
+    size_t local[3][3];
 } nnc_cl_kernel_desc;
+
+enum { NNC_CL_CPU = 0, NNC_CL_GPU = 1, NNC_CL_ACCELERATOR = 2 };
 
 typedef struct nnc_cl_region {
     int32_t space;
@@ -79,6 +84,7 @@ typedef struct nnc_cl_state {
     /* OpenCL objects */
     cl_platform_id platform;
     cl_device_id device;
+    int32_t device_type; /* NNC_CL_CPU, ...: which launch sizes the kernels use */
     cl_context context;
     cl_command_queue queue;
     cl_program program;
