@@ -34,7 +34,12 @@ from nnc.backends.c.emit import (
     c_string,
     kernel_comment,
 )
-from nnc.backends.opencl.mapping import DEVICE_TYPES, WorkMapping, map_work
+from nnc.backends.opencl.mapping import (
+    DEVICE_TYPES,
+    WorkMapping,
+    device_mappings,
+    shrink_locals,
+)
 from nnc.ir.loops import Buffer, For, Kernel, LoopModule
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -137,7 +142,8 @@ class OpenCLEmitter(CStyleEmitter):
         outer = self.vars.get(s.var)
         self.vars[s.var] = var
         at = f" - {shift}" if shift else ""
-        lines = [f"{pad}{{", f"{pad}    const ptrdiff_t {var} = (ptrdiff_t)get_global_id({dim}){at};",
+        lines = [f"{pad}{{",
+                 f"{pad}    const ptrdiff_t {var} = (ptrdiff_t)get_global_id({dim}){at};",
                  f"{pad}    if ({var} >= 0 && {var} < {s.extent}) {{"]
         lines += self.block(s.body, depth + 2)
         if outer is None:
@@ -173,6 +179,8 @@ class OpenCLEmitter(CStyleEmitter):
 
 class OpenCLModuleEmitter(ModuleEmitter):
     """model.cl and the host files of one LoopModule, on the C backend's layout logic."""
+
+    only: str | None = None  # a device type whose mapping every device uses
 
     def weights_blob(self, used: list[str]) -> tuple[bytes, dict[str, int]]:
         """All constants the kernels use in one blob, each WEIGHTS_ALIGN-aligned."""
@@ -218,6 +226,14 @@ class OpenCLModuleEmitter(ModuleEmitter):
                 out.setdefault(p, out.get(w, w))
         return out
 
+    def mappings(self, k: Kernel, written: set[str]) -> dict[str, WorkMapping]:
+        """`k`'s work mapping per device type; with `only`, that type's mapping everywhere."""
+        same = self.same_memory(k, written)
+        if same is None:
+            return {t: WorkMapping() for t in DEVICE_TYPES}
+        maps = device_mappings(k, same)
+        return {t: maps[self.only] for t in DEVICE_TYPES} if self.only else maps
+
     def emit(self) -> dict[str, str | bytes]:
         self.validate()
         m, p = self.m, self.p
@@ -230,17 +246,23 @@ class OpenCLModuleEmitter(ModuleEmitter):
         for i, k in enumerate(m.kernels):
             params, written, restrict = self.kernel_signature(k)
             fname = fnames.add(f"k{i}_{k.name}")
-            same = self.same_memory(k, written)
-            em.work = map_work(k, same) if same is not None else WorkMapping()
+            maps = self.mappings(k, written)
             em.places = {b.name: self.place(b.name, blob_at) for b in params}
             em.args = sorted({a for a, _ in em.places.values()},
                              key=lambda a: (a.space, a.index))
-            kernels.append(kernel_comment(k) + "\n" + em.kernel(k, fname, params, written,
-                                                                restrict, self.names))
+            texts = []
+            for work in dict.fromkeys((maps["gpu"], maps["cpu"])):  # spread variant first
+                em.work = work
+                texts.append(em.kernel(shrink_locals(k, work), fname, params, written,
+                                       restrict, self.names))
+            text = texts[0] if len(texts) == 1 else (
+                f"#if NNC_CL_SPREAD /* {', '.join(maps['gpu'].loops)} */\n{texts[0]}\n"
+                f"#else /* CPU: {', '.join(maps['cpu'].loops)} */\n{texts[1]}\n#endif")
+            kernels.append(kernel_comment(k) + "\n" + text)
             layers.append(self.layer_desc(k))
             descs.append(dict(name=fname, args=[(a.space, a.index) for a in em.args],
-                              work_dim=em.work.work_dim, launch=launch_sizes(em.work),
-                              loops=list(em.work.loops)))
+                              work_dim=[maps[t].work_dim for t in DEVICE_TYPES],
+                              launch=launch_sizes(maps), loops=list(maps["cpu"].loops)))
         outputs = []
         for name in m.outputs:
             arg, offset = self.place(name, blob_at)
@@ -266,28 +288,30 @@ class OpenCLModuleEmitter(ModuleEmitter):
         }
 
 
-def launch_sizes(work: WorkMapping) -> list[tuple[list[int], list[int]]]:
+def launch_sizes(maps: dict[str, WorkMapping]) -> list[tuple[list[int], list[int]]]:
     """(global, local) sizes, three each, per device type in DEVICE_TYPES order (local 0: the
     driver picks), as the runtime's kernel table holds them."""
     out = []
     for t in DEVICE_TYPES:
-        g, loc = work.launch(t)
+        g, loc = maps[t].launch(t)
         out.append((list(g) + [1] * (3 - len(g)),
                     list(loc) + [1] * (3 - len(loc)) if loc else [0, 0, 0]))
     return out
 
 
-def emit_opencl(module: LoopModule, prefix: str = "nnc") -> dict[str, str | bytes]:
-    """The OpenCL project files of `module`; public host symbols start with `prefix`."""
-    return OpenCLModuleEmitter(module, prefix, 0, OpenCLEmitter()).emit()
+def emit_opencl(module: LoopModule, prefix: str = "nnc",
+                mapping: str | None = None) -> dict[str, str | bytes]:
+    """The OpenCL project files of `module`; public host symbols start with `prefix`. Each
+    device type gets its own work mapping; `mapping` (a device type) uses that type's on every
+    device (so PoCL's CPU device can run, and tests check, the GPU mapping)."""
+    if mapping is not None and mapping not in DEVICE_TYPES:
+        raise EmitError(f"unknown device type {mapping!r}; choose one of {list(DEVICE_TYPES)}")
+    me = OpenCLModuleEmitter(module, prefix, 0, OpenCLEmitter())
+    me.only = mapping
+    return me.emit()
 
 
-def kernel_mappings(module: LoopModule) -> list[WorkMapping]:
-    """The work mapping of every kernel, as emit_opencl chooses it (for reports and tests)."""
+def kernel_mappings(module: LoopModule, device_type: str = "cpu") -> list[WorkMapping]:
+    """The work mapping of every kernel on `device_type`, as emit_opencl chooses it."""
     me = OpenCLModuleEmitter(module, "nnc", 0, OpenCLEmitter())
-    out = []
-    for k in module.kernels:
-        _, written, _ = me.kernel_signature(k)
-        same = me.same_memory(k, written)
-        out.append(map_work(k, same) if same is not None else WorkMapping())
-    return out
+    return [me.mappings(k, me.kernel_signature(k)[1])[device_type] for k in module.kernels]

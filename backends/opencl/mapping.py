@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from nnc.ir.affine import Affine, affine_form
 from nnc.ir.loops import (
+    INDEX,
     CallExtern,
+    Const,
     Expr,
     For,
     If,
@@ -33,11 +35,18 @@ from nnc.ir.loops import (
     Load,
     Stmt,
     Store,
+    map_expr,
     walk_expr,
     walk_stmts,
 )
 
 MAX_DIMS = 3  # OpenCL 1.2 guarantees three work-item dimensions
+# Dimensions spread through an imperfect body, per device type. A GPU wants many items: a
+# conv's output rows and columns too. A CPU device wants few, long items: on PoCL resnet50 took
+# 1.0x host C's time with the outer nest alone, 1.7x with the rows spread and 4.5x with rows
+# and columns (one guarded multiply-add per item and input channel); see the README.
+# GPU and accelerator share model.cl's `NNC_CL_SPREAD` variant, so they share one value.
+SPREAD_DIMS = {"cpu": 0, "gpu": MAX_DIMS, "accelerator": MAX_DIMS}
 
 
 # Work-group sizes per OpenCL device type, as mapping data (the autotuner may tune them later):
@@ -60,15 +69,18 @@ class Spread:
 
 @dataclass(frozen=True, slots=True)
 class WorkMapping:
-    """Loops run as work-item dimensions: `loops[d]` is `get_global_id(d)` (an outer loop, or
-    a spread dimension's label, buffer[position], such as "tile0[0]"), `global_size[d]` its extent. `spread` lists the
-    inner loops of spread dimensions. `local_sizes` holds (device type, work-group size or None:
-    the driver picks) pairs. No loops: one item."""
+    """Loops run as work-item dimensions: `loops[d]` is `get_global_id(d)`: an outer loop, or
+    a spread dimension's label buffer[position] such as "tile0[0]"; `global_size[d]` is its
+    extent. `spread` lists the inner loops of spread dimensions; `private` the (local,
+    position) pairs an item indexes only at its own id, so its copy of the local needs one
+    element there. `local_sizes` holds (device type, work-group size or None: the driver
+    picks) pairs. No loops: one item."""
 
     loops: tuple[str, ...] = ()
     global_size: tuple[int, ...] = ()
     spread: tuple[Spread, ...] = ()
     local_sizes: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
+    private: tuple[tuple[str, int], ...] = ()
 
     @property
     def work_dim(self) -> int:
@@ -198,11 +210,12 @@ def _partition(idx: Expr, extents: Mapping[str, int], inner: set[str]
 
 def _spread_one(body: tuple[Stmt, ...], keys: Mapping[str, str], written: set[str],
                 taken: Mapping[str, set[int]], extents: Mapping[str, int]
-                ) -> tuple[dict[str, int], dict[str, int], int, int] | None:
+                ) -> tuple[dict[str, int], dict[str, int], int, int, set[str]] | None:
     """One more work-item dimension through the (imperfect) `body`: a position per written
     buffer at which every access is `v + c + rest` (one rest per buffer), with the same v and c
-    throughout each store. Returns (position per buffer, offset c per spread loop v, lo, hi):
-    work item g runs iteration g + lo - c of loop v and touches only elements g + lo + rest."""
+    throughout each store. Returns (position per buffer, offset c per spread loop v, lo, hi,
+    the buffers whose rest is empty): work item g runs iteration g + lo - c of loop v and
+    touches only elements g + lo + rest."""
     inner = {s.var for s in walk_stmts(body) if isinstance(s, For)}
     # every store, with the loops around it (inside body) and its written-buffer accesses
     stores: list[tuple[tuple[For, ...], list[tuple[str, tuple[Expr, ...]]]]] = []
@@ -275,16 +288,20 @@ def _spread_one(body: tuple[Stmt, ...], keys: Mapping[str, str], written: set[st
         lo = min(c for c in offsets.values())
         hi = max(c + extents[v] for v, c in offsets.items())
         if hi - lo > 1:
-            return pos, offsets, lo, hi
+            plain = {b for b in names
+                     if all(not _partition(i[pos[b]], extents, inner)[2]  # type: ignore[index]
+                            for i in by_buf[b])}
+            return pos, offsets, lo, hi, plain
     return None
 
 
 def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
-             max_dims: int = MAX_DIMS) -> WorkMapping:
+             max_dims: int = MAX_DIMS, max_spread: int = MAX_DIMS) -> WorkMapping:
     """The work-item mapping of `kernel`. `same_memory` maps a param to the written param whose
     memory it shares exactly (same bytes, same shape: an in-place kernel's input and output);
     a param overlapping a written one in any other way must not be passed (the caller maps such
-    a kernel to one work item)."""
+    a kernel to one work item). At most `max_spread` dimensions are spread through an imperfect
+    body (`SPREAD_DIMS` holds the choice per device type)."""
     if any(isinstance(s, CallExtern) for s in walk_stmts(kernel.body)):
         return WorkMapping()
     nest = outer_nest(kernel.body)
@@ -322,24 +339,76 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
     dims = [(f.var, f.extent) for f in chosen]
     # through an imperfect body (a conv's init + reduction + epilogue): spread its pixels too
     spread: list[Spread] = []
+    private: list[tuple[str, int]] = []
+    spread_dims: list[str] = []
     extents = {**inner, **{f.var: f.extent for f in nest}}
     keys = {**same, **{b: b for b in local_names}}
     all_written = written | local_names
     taken: dict[str, set[int]] = {}
-    while len(dims) < max_dims and len(body) > 1:
+    while len(dims) < max_dims and len(spread_dims) < max_spread and len(body) > 1:
         found = _spread_one(body, keys, all_written, taken, extents)
         if found is None:
             break
-        pos, offsets, lo, hi = found
+        pos, offsets, lo, hi, plain = found
         for b, p in pos.items():
             taken.setdefault(b, set()).add(p)
+            if b in local_names and b in plain:
+                private.append((b, p))
         label = min(f"{b}[{p}]" for b, p in pos.items())  # e.g. the tile's row: "tile0[0]"
         spread += [Spread(v, len(dims), c - lo) for v, c in sorted(offsets.items())]
         dims.append((label, hi - lo))
+        spread_dims.append(label)
     # dimension 0 varies fastest: the innermost mapped loop
     n = len(dims)
     spread = [Spread(sp.loop, n - 1 - sp.dim, sp.shift) for sp in spread]
     dims.reverse()
     sizes = tuple(e for _, e in dims)
     return WorkMapping(tuple(d for d, _ in dims), sizes, tuple(spread),
-                       default_local_sizes(sizes))
+                       default_local_sizes(sizes), tuple(sorted(private)))
+
+
+def device_mappings(kernel: Kernel, same_memory: Mapping[str, str] | None = None
+                    ) -> dict[str, WorkMapping]:
+    """The mapping of `kernel` per device type (DEVICE_TYPES), as the runtime launches it."""
+    return {t: map_work(kernel, same_memory, max_spread=SPREAD_DIMS[t]) for t in DEVICE_TYPES}
+
+
+def shrink_locals(kernel: Kernel, work: WorkMapping) -> Kernel:
+    """`kernel` with each local position in `work.private` cut to one element: a work item of
+    a spread dimension touches only its own index there (its private copy needs no more)."""
+    if not work.private:
+        return kernel
+    cut: dict[str, set[int]] = {}
+    for b, p in work.private:
+        cut.setdefault(b, set()).add(p)
+    zero = Const(0, INDEX)
+
+    def index(buf: str, idx: tuple[Expr, ...]) -> tuple[Expr, ...]:
+        ps = cut.get(buf, set())
+        return tuple(zero if p in ps else e for p, e in enumerate(idx))
+
+    def expr(e: Expr) -> Expr:
+        def fn(x: Expr) -> Expr | None:
+            return replace(x, indices=index(x.buffer, x.indices)) if isinstance(x, Load) \
+                else None
+        return map_expr(e, fn)
+
+    def stmts(ss: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        for s in ss:
+            if isinstance(s, For):
+                out.append(replace(s, body=stmts(s.body)))
+            elif isinstance(s, If):
+                out.append(replace(s, cond=expr(s.cond), then=stmts(s.then),
+                                   orelse=stmts(s.orelse)))
+            elif isinstance(s, Store):
+                out.append(Store(s.buffer, index(s.buffer, tuple(expr(i) for i in s.indices)),
+                                 expr(s.value)))
+            else:
+                out.append(s)
+        return tuple(out)
+
+    local = tuple(replace(b, shape=tuple(1 if p in cut.get(b.name, set()) else d
+                                         for p, d in enumerate(b.shape)))
+                  for b in kernel.locals)
+    return kernel.replace(locals=local, body=stmts(kernel.body))

@@ -228,6 +228,8 @@ static int build_program(nnc_cl_state *s)
     clGetDeviceInfo(s->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
     if (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)  /* float / and sqrt as on the host */
         strcat(options, " -cl-fp32-correctly-rounded-divide-sqrt");
+    /* the kernels' work mapping of this device type (model.cl: #if NNC_CL_SPREAD) */
+    if (s->device_type != NNC_CL_CPU) strcat(options, " -DNNC_CL_SPREAD=1");
     double t0 = now_ms();
     uint64_t key = cache_key(s, options);
     s->program = load_cached(s, key);
@@ -347,7 +349,7 @@ int nnc_cl_run(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
     for (int32_t k = 0; k < m->num_kernels; ++k) {
         const nnc_cl_kernel_desc *d = &m->kernels[k];
         const size_t *local = d->local[s->device_type][0] ? d->local[s->device_type] : NULL;
-        cl_int err = clEnqueueNDRangeKernel(s->queue, s->kernels[k], d->work_dim, NULL,
+        cl_int err = clEnqueueNDRangeKernel(s->queue, s->kernels[k], d->work_dim[s->device_type], NULL,
                                             d->global[s->device_type], local, 0, NULL,
                                             kernel_ns ? &s->events[k] : NULL);
         if (err != CL_SUCCESS) {

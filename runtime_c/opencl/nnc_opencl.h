@@ -39,7 +39,7 @@ typedef struct nnc_cl_kernel_desc {
     const char *name;
     int32_t num_args;
     const nnc_cl_arg *args;
-    uint32_t work_dim;
+    uint32_t work_dim[3];
     /* launch sizes per device type (NNC_CL_CPU, NNC_CL_GPU, NNC_CL_ACCELERATOR): the global
      * size and the work-group size (all 0: the driver picks), from the work mapping */
     size_t global[3][3];
