@@ -215,3 +215,51 @@ def test_int8_bit_identical_with_host_c(mlperf: dict, tmp_path: Path) -> None:
         (b,) = host.run(feeds).values()
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+def test_prequantized_qdq_model_bit_identical_with_host_c(mlperf: dict, tmp_path: Path) -> None:
+    """An onnxruntime quantize_static QDQ model (KWS, per-channel int8), not quantized by nnc."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = mlperf["kws"]()
+    model.ir_version = min(model.ir_version, 8)
+    src, dst = tmp_path / "kws.onnx", tmp_path / "kws_qdq.onnx"
+    onnx.save(model, src)
+    vi = model.graph.input[0]
+    shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+    rng = np.random.default_rng(0)
+    samples = iter([{vi.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
+
+    class Reader:
+        def get_next(self) -> dict | None:
+            return next(samples, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+    cl = nnc.compile(dst, target="opencl", output_dir=tmp_path / "cl", kernels="generated")
+    host = nnc.compile(dst, target="host", output_dir=tmp_path / "c", bench=False,
+                       kernels="generated")
+    assert cl.info["num_kernels"] == host.info["num_kernels"]
+    for seed in range(3):
+        feeds = cl.random_inputs(seed=seed)
+        (a,) = cl.run(feeds).values()
+        (b,) = host.run(feeds).values()
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from nnc.backends.opencl.inspect import inspect_opencl
+
+    path = tmp_path / "conv.onnx"
+    onnx.save(small_models()["conv"], path)
+    text = inspect_opencl(path)
+    assert "k0_conv" in text and "conv+relu" in text
+    assert "4 (i1)" in text  # CPU: the output channels
+    assert "256 (tile0[1], tile0[0], i1)" in text  # GPU: channels x rows x columns
+    assert cli_main(["inspect", str(path), "--target", "opencl"]) == 0
+    assert capsys.readouterr().out.strip() == text
+    assert cli_main(["inspect", str(path), "--target", "cortex-m4"]) == 2
+    assert "only 'opencl' has a kernel report" in capsys.readouterr().err
