@@ -107,9 +107,9 @@ class OpenCLEmitter(CStyleEmitter):
         self.places: dict[str, tuple[KernelArg, int]] = {}
 
     def storage_type(self, dtype: str) -> str:
-        if dtype == "float16":
-            raise EmitError("float16 tensors are not supported by the OpenCL backend yet")
-        return super().storage_type(dtype)
+        # float16 is `half` (cl_khr_fp16, which the runtime checks the device has), computed
+        # in float as on the host
+        return "half" if dtype == "float16" else super().storage_type(dtype)
 
     def math_fn(self, fn: str, dtype: str) -> str:
         return _CL_MATH.get(fn, super().math_fn(fn, "float64"))
@@ -267,11 +267,12 @@ class OpenCLModuleEmitter(ModuleEmitter):
         for name in m.outputs:
             arg, offset = self.place(name, blob_at)
             outputs.append(dict(space=arg.space, index=arg.index, offset=offset))
-        uses_fp64 = any(b.dtype == "float64" for b in m.buffers) or any(
-            b.dtype == "float64" for k in m.kernels for b in k.locals)
+        dtypes = {b.dtype for b in m.buffers} | {b.dtype for k in m.kernels for b in k.locals}
+        extensions = [e for d, e in (("float16", "cl_khr_fp16"), ("float64", "cl_khr_fp64"))
+                      if d in dtypes]
         ctx = dict(
             p=p, P=p.upper(), model=m.name, helpers=list(em.helpers.values()),
-            kernels=kernels, descs=descs, out_regions=outputs, uses_fp64=uses_fp64,
+            kernels=kernels, descs=descs, out_regions=outputs, extensions=extensions,
             preamble=PREAMBLE, arena_size=self.arena_size, weights_size=len(blob),
             inputs=self.tensor_descs(m.inputs, m.input_names, "input"),
             outputs=self.tensor_descs(m.outputs, m.output_names, "output"),

@@ -271,6 +271,29 @@ static cl_mem arg_buffer(nnc_cl_state *s, nnc_cl_arg a)
     }
 }
 
+/* every extension the model needs is one the device has, else NNC_CL_ENODEVICE naming it */
+static int check_extensions(nnc_cl_state *s, const char *needed)
+{
+    char have[8192] = "";
+    clGetDeviceInfo(s->device, CL_DEVICE_EXTENSIONS, sizeof have - 1, have, NULL);
+    for (const char *p = needed; p && *p;) {
+        size_t n = strcspn(p, " ");
+        int found = 0;
+        for (const char *q = have; (q = strstr(q, p)) != NULL; q += n)
+            if ((q == have || q[-1] == ' ') && (q[n] == ' ' || q[n] == '\0')) found = 1;
+        if (n && !found) {
+            set_error(s, "OpenCL device %s does not have %.*s, which this model needs (%s "
+                      "tensors); choose a device that has it (--device) or compile a float32 "
+                      "model", s->device_name, (int)n, p,
+                      strncmp(p, "cl_khr_fp16", n) ? "float64" : "float16");
+            return NNC_CL_ENODEVICE;
+        }
+        p += n;
+        while (*p == ' ') ++p;
+    }
+    return 0;
+}
+
 int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *m)
 {
     if (!s || !m) return NNC_CL_EARG;
@@ -282,6 +305,8 @@ int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *m)
         nnc_cl_configure(s, cache, dev);
     }
     int rc = select_device(s);
+    if (rc) return rc;
+    rc = check_extensions(s, m->extensions);
     if (rc) return rc;
     cl_int err;
     s->context = clCreateContext(NULL, 1, &s->device, NULL, NULL, &err);

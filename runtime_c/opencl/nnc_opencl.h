@@ -68,6 +68,8 @@ typedef struct nnc_cl_model {
     const nnc_cl_region *outputs;
     int32_t num_kernels;
     const nnc_cl_kernel_desc *kernels;
+    /* space-separated OpenCL extensions model.cl needs ("cl_khr_fp16 cl_khr_fp64" or "") */
+    const char *extensions;
 } nnc_cl_model;
 
 typedef struct nnc_cl_state {

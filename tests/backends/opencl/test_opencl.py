@@ -263,3 +263,40 @@ def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
     assert capsys.readouterr().out.strip() == text
     assert cli_main(["inspect", str(path), "--target", "cortex-m4"]) == 2
     assert "only 'opencl' has a kernel report" in capsys.readouterr().err
+
+
+def _device_has(extension: str, out: Path) -> bool:
+    try:
+        OpenCLModel(out)
+    except OpenCLUnavailable as e:
+        assert f"does not have {extension}, which this model needs" in str(e)
+        return False
+    return True
+
+
+def test_float16_runs_where_the_device_has_cl_khr_fp16(tmp_path: Path) -> None:
+    """float16 tensors are `half`: matched with onnxruntime on a device with cl_khr_fp16, one
+    clear error (exit 2) on one without (PoCL's CPU device has none)."""
+    f16 = TensorProto.FLOAT16
+    model = _model([helper.make_node("Mul", ["x", "x"], ["m"]),
+                    helper.make_node("Sigmoid", ["m"], ["y"])],
+                   [helper.make_tensor_value_info("x", f16, [4, 8])],
+                   [helper.make_tensor_value_info("y", f16, [4, 8])])
+    out = tmp_path / "m"
+    compiled = nnc.compile(model, target="opencl", output_dir=out)
+    assert "#pragma OPENCL EXTENSION cl_khr_fp16 : enable" in (out / "model.cl").read_text()
+    if _device_has("cl_khr_fp16", out):
+        feeds = {"x": np.linspace(-2, 2, 32, dtype=np.float16).reshape(4, 8)}
+        (got,) = compiled.run(feeds).values()
+        (want,) = ort_run(model, feeds)
+        assert got.dtype == np.float16
+        np.testing.assert_allclose(got.astype(np.float32), want.astype(np.float32),
+                                   rtol=1e-3, atol=1e-3)
+        return
+    assert compiled.info["opencl"]["device"] is None  # compile says why it did not build
+    assert "cl_khr_fp16" in compiled.info["opencl"]["note"]
+    proc = subprocess.run([sys.executable, "-m", "nnc.compiler.cli", "run", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not have cl_khr_fp16" in lines[0], lines
