@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nnc-bench-cl-") as tmp:
         for name in args.models.split(","):
             rows.append(bench(name, args.repeat, args.device, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)  # each row as it lands
     print(f"device: {rows[0]['device'] if rows else '-'}\n")
     print("| model | kernels | MACs | nnc OpenCL ms (kernels ms) | nnc host C ms | onnxruntime ms "
           "| OpenCL / C | program build ms | max abs diff vs ORT |")

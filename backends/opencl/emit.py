@@ -26,7 +26,9 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.emit import (
+    PRIMARY,
     WEIGHTS_ALIGN,
+    CExpr,
     CStyleEmitter,
     EmitError,
     ModuleEmitter,
@@ -40,7 +42,7 @@ from nnc.backends.opencl.mapping import (
     device_mappings,
     shrink_locals,
 )
-from nnc.ir.loops import Buffer, For, Kernel, LoopModule
+from nnc.ir.loops import Buffer, Expr, For, Kernel, Load, LoopModule, Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -79,6 +81,22 @@ typedef ulong uint64_t;
 """
 
 
+# float -> nearest-even half -> float without cl_khr_fp16 (halves are stored with
+# vstore_half_rte, which rounds the same way; in between they are floats holding halves)
+HALF_ROUNDING = """\
+static float nnc_f16r(float x)
+{
+    uint u = as_uint(x), a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return x;                                  /* NaN */
+    if (a >= 0x477ff000u) return as_float((u & 0x80000000u) | 0x7f800000u); /* to inf */
+    if (a < 0x38800000u) return rint(x * 0x1p24f) * 0x1p-24f;      /* subnormal half */
+    u += 0xfffu + ((u >> 13) & 1u);                                 /* 10 mantissa bits */
+    return as_float(u & ~0x1fffu);
+}
+#define NNC_F16(x) nnc_f16r((float)(x))
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class KernelArg:
     """One argument of a kernel: the device buffer of `space` (`index`-th input/output)."""
@@ -107,9 +125,40 @@ class OpenCLEmitter(CStyleEmitter):
         self.places: dict[str, tuple[KernelArg, int]] = {}
 
     def storage_type(self, dtype: str) -> str:
-        # float16 is `half` (cl_khr_fp16, which the runtime checks the device has), computed
-        # in float as on the host
+        # float16 tensors are `half` buffers read and written with vload_half/vstore_half_rte
+        # (core OpenCL 1.2: no cl_khr_fp16 needed) and computed in float, as on the host
         return "half" if dtype == "float16" else super().storage_type(dtype)
+
+    def local_decl(self, buf: Buffer, cname: str) -> str:
+        if buf.dtype == "float16":  # a private half array needs cl_khr_fp16: floats that
+            buf = Buffer(buf.name, buf.shape, "float32", buf.scope)  # hold rounded halves
+        return super().local_decl(buf, cname)
+
+    def _global_half(self, name: str, indices: Sequence[Expr]) -> tuple[str, str] | None:
+        """(pointer, index) of an element of a global float16 buffer, else None."""
+        buf = self.buffer(name)
+        if buf.dtype != "float16" or buf.scope == "local":
+            return None
+        text = self.element(name, indices)
+        at = text.index("[")
+        return text[:at], text[at + 1:-1]
+
+    def expr_load(self, e: Load) -> CExpr:
+        half = self._global_half(e.buffer, e.indices)
+        if half is None:
+            return super().expr_load(e)
+        self.loaded.add(e.buffer)
+        return CExpr(f"vload_half({half[1]}, {half[0]})", PRIMARY)
+
+    def stmt_store(self, s: Store, depth: int) -> list[str]:
+        half = self._global_half(s.buffer, s.indices)
+        if half is None:
+            return super().stmt_store(s, depth)
+        if s.value.dtype != "float16":
+            raise EmitError(f"store of a {s.value.dtype} value into float16 buffer "
+                            f"{s.buffer!r}")
+        value = self.expr(s.value).text
+        return [f"{self.indent_unit * depth}vstore_half_rte({value}, {half[1]}, {half[0]});"]
 
     def math_fn(self, fn: str, dtype: str) -> str:
         return _CL_MATH.get(fn, super().math_fn(fn, "float64"))
@@ -268,12 +317,12 @@ class OpenCLModuleEmitter(ModuleEmitter):
             arg, offset = self.place(name, blob_at)
             outputs.append(dict(space=arg.space, index=arg.index, offset=offset))
         dtypes = {b.dtype for b in m.buffers} | {b.dtype for k in m.kernels for b in k.locals}
-        extensions = [e for d, e in (("float16", "cl_khr_fp16"), ("float64", "cl_khr_fp64"))
-                      if d in dtypes]
+        extensions = ["cl_khr_fp64"] if "float64" in dtypes else []
         ctx = dict(
             p=p, P=p.upper(), model=m.name, helpers=list(em.helpers.values()),
             kernels=kernels, descs=descs, out_regions=outputs, extensions=extensions,
-            preamble=PREAMBLE, arena_size=self.arena_size, weights_size=len(blob),
+            preamble=PREAMBLE + (HALF_ROUNDING if "float16" in dtypes else ""),
+            arena_size=self.arena_size, weights_size=len(blob),
             inputs=self.tensor_descs(m.inputs, m.input_names, "input"),
             outputs=self.tensor_descs(m.outputs, m.output_names, "output"),
             layers=layers, c_string=c_string,

@@ -278,8 +278,10 @@ static int check_extensions(nnc_cl_state *s, const char *needed)
     clGetDeviceInfo(s->device, CL_DEVICE_EXTENSIONS, sizeof have - 1, have, NULL);
     for (const char *p = needed; p && *p;) {
         size_t n = strcspn(p, " ");
+        char word[128];
+        snprintf(word, sizeof word, "%.*s", (int)n, p);
         int found = 0;
-        for (const char *q = have; (q = strstr(q, p)) != NULL; q += n)
+        for (const char *q = have; n && (q = strstr(q, word)) != NULL; q += n)
             if ((q == have || q[-1] == ' ') && (q[n] == ' ' || q[n] == '\0')) found = 1;
         if (n && !found) {
             set_error(s, "OpenCL device %s does not have %.*s, which this model needs (%s "
