@@ -174,3 +174,25 @@ def test_mapped_kernel_equals_the_interpreter(name: str, mapping: str | None,
     build(module, tmp_path, mapping=mapping)
     got = OpenCLModel(tmp_path).run(feeds)["y"]
     np.testing.assert_array_equal(got, want)
+
+
+REVERSE = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[4] input
+  buffer %y: f32[4] output
+kernel @k0_rev(%x, %y) {
+  for %i0 in 0..4 KIND {
+    %y[(3:i64 - %i0)] = %x[%i0]
+  }
+}
+}
+"""
+
+
+def test_loops_marked_parallel_are_taken_as_independent() -> None:
+    """A reversed store is beyond the analysis (a negative stride); the schedule's promise is
+    enough."""
+    assert _mapping(REVERSE.replace("KIND", "serial")).loops == ()
+    assert _mapping(REVERSE.replace("KIND", "parallel")).loops == ("i0",)
