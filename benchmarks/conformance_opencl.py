@@ -6,7 +6,8 @@
 The cases, the frozen shape operands and the comparison (rtol 1e-3, atol 1e-5, NaN == NaN,
 exact dtype and shape) are `tests/test_conformance.py`'s. Every selected case runs twice in
 the same run, compiled for the host (C) and for OpenCL (the default device: PoCL's CPU device
-here), each in a forked child. The figure is the issue's bar: of the cases the host passes, the
+here), each in a forked child (so the parent must not have touched OpenCL: PoCL's threads do
+not survive a fork). The figure is the issue's bar: of the cases the host passes, the
 share OpenCL passes too (bar: >= 98%). Prints the cases the host passes and OpenCL fails.
 """
 
@@ -66,12 +67,20 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.splitlines()[0])
     p.add_argument("-k", dest="filter", default="", help="only cases whose name contains this")
     p.add_argument("--limit", type=int, default=0, help="only the first N selected cases")
+    p.add_argument("--cases", default="", help="only these cases (comma-separated names)")
     p.add_argument("--device", default=None, help="OpenCL device (as nnc compile --device)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     DEVICE = args.device
     cases = [c for c in conf.select_cases() if args.filter in c.name]
+    if args.cases:
+        wanted = set(args.cases.split(","))
+        cases = [c for c in cases if c.name in wanted]
+        if len(cases) != len(wanted):
+            missing = sorted(wanted - {c.name for c in cases})
+            print(f"not in the selection: {', '.join(missing)}", file=sys.stderr)
+            return 2
     if args.limit:
         cases = cases[:args.limit]
     print(f"{len(cases)} cases, host then OpenCL", flush=True)
