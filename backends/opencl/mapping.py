@@ -2,19 +2,27 @@
 
     >>> m = map_work(kernel)                      # doctest: +SKIP
     >>> m.loops, m.global_size                    # doctest: +SKIP
-    (('i3', 'i1'), (49, 64))                      # get_global_id(0) runs i3, (1) runs i1
+    (('tile0[0]', 'i2', 'i1'), (14, 4, 64))       # id(0): a tile row, (1): row block, (2): i1
 
 The mapping is data (`WorkMapping`), chosen here from the loop IR and consumed by the OpenCL
-emitter (the loops become `get_global_id(d)`) and the host runtime (the global sizes), so a
-schedule can set it instead: loops the schedule marked `parallel` are taken as independent
-without analysis, and a tuned local size only needs `local_size` filled.
+emitter (loops become `get_global_id(d)`) and the host runtime (global and work-group sizes
+per device type), so a schedule can set it instead: loops the schedule marked `parallel` are
+taken as independent without analysis, and tuned work-group sizes only need `local_sizes`.
 
 A loop of the kernel's outer perfect nest (each loop the only statement of its parent) is mapped
 when its iterations are independent: for every global buffer the kernel writes, every access
-(load or store, through any param that overlaps it) has the loop variable itself at one fixed
-index position, so different iterations touch disjoint elements, and every local is written
-before it is read in each iteration (no value carried from one iteration to the next). A kernel
-with no such loop runs as one work item: correct, just serial.
+(load or store, through any param that overlaps it) is `stride * v + r` at one fixed index
+position, one stride throughout and r (inner loops, constants) within [0, stride), so different
+iterations touch disjoint elements; and every local is written before it is read in each
+iteration (no value carried from one iteration to the next).
+
+Below the nest, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
+spread too (`Spread`): a position per written buffer (locals included) where every access is
+`u + c + rest` for one inner loop u, the same u and c throughout each store and one rest per
+buffer; work item g then runs iteration g - c of each such loop u and touches only its own
+elements, so its private copy of the tile needs one element there (`shrink_locals`). Spreading
+is a per-device-type choice (`SPREAD_DIMS`). A kernel with no mapped loop runs as one work item:
+correct, just serial.
 """
 
 from __future__ import annotations
