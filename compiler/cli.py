@@ -240,13 +240,11 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise NncError("inspect needs a model (or --ops)")
-    from nnc.compiler.inspect import inspect_model
+    from nnc.compiler.inspect import inspect_model, inspect_opencl
     from nnc.compiler.onnx.bind import parse_bind
     from nnc.compiler.onnx.importer import parse_input_shapes
 
     if args.target == "opencl":  # the kernels and their work-item mapping
-        from nnc.backends.opencl.inspect import inspect_opencl
-
         print(inspect_opencl(args.model, parse_input_shapes(args.input_shape or []),
                              parse_bind(args.bind or [])))
         return 0

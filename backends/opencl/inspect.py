@@ -1,17 +1,17 @@
-"""`nnc inspect --target opencl`: the kernels model.cl would hold and their work mapping.
+"""`nnc inspect --target opencl`'s table: the kernels model.cl would hold, their work mapping.
 
-    >>> print(inspect_opencl("conv.onnx"))               # doctest: +SKIP
+    >>> print(kernel_report(module))                      # doctest: +SKIP
     kernel   op         MACs   cpu: work items (loops)  gpu: work items (loops)       gpu local
     k0_conv  conv+relu  6,912  4 (i1)                   256 (tile0[1], tile0[0], i1)  8,1,1
 
-The kernels are the OpenCL pipeline's (the same passes `nnc compile --target opencl` runs);
-the mappings are `kernel_mappings`' per device type: CPU devices get the outer loop nest,
-GPUs and accelerators spread imperfect bodies too (see mapping.py).
+`nnc.compiler.inspect.inspect_opencl(model)` lowers a model with the OpenCL pipeline (the
+passes `nnc compile --target opencl` runs) and prints this. The mappings are
+`kernel_mappings`' per device type: CPU devices get the outer loop nest, GPUs and
+accelerators spread imperfect bodies too (see mapping.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,19 +19,6 @@ import numpy as np
 from nnc.backends.opencl.emit import kernel_mappings
 from nnc.backends.opencl.mapping import WorkMapping
 from nnc.ir.loops import LoopModule
-
-
-def lower_for_opencl(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                     bind: Mapping[str, object] | None = None) -> LoopModule:
-    """The loop module `nnc compile --target opencl` emits for `model` (a path or ModelProto)."""
-    from nnc.backends.target import parse_target
-    from nnc.compiler.onnx.importer import import_model
-    from nnc.compiler.pipeline import default_pipeline
-    from nnc.passes.manager import PassManager, parse_pipeline
-
-    graph = import_model(model, input_shapes, bind)
-    pm = PassManager(parse_pipeline(default_pipeline("opencl")), target=parse_target("opencl"))
-    return pm.run(graph)  # type: ignore[no-any-return]
 
 
 def _items(m: WorkMapping) -> str:
@@ -46,10 +33,9 @@ def kernel_table(module: LoopModule) -> list[dict[str, Any]]:
             for k, c, g in zip(module.kernels, cpu, gpu, strict=True)]
 
 
-def inspect_opencl(model: Any, input_shapes: Mapping[str, Sequence[int]] | None = None,
-                   bind: Mapping[str, object] | None = None) -> str:
-    """The report `nnc inspect --target opencl` prints."""
-    rows = kernel_table(lower_for_opencl(model, input_shapes, bind))
+def kernel_report(module: LoopModule) -> str:
+    """The table `nnc inspect --target opencl` prints (nnc.compiler.inspect lowers the model)."""
+    rows = kernel_table(module)
     head = ("kernel", "op", "MACs", "cpu: work items (loops)", "gpu: work items (loops)",
             "gpu local")
     cells = [(r["kernel"], r["op"], f"{r['macs']:,}", _items(r["cpu"]), _items(r["gpu"]),

@@ -251,7 +251,7 @@ def test_prequantized_qdq_model_bit_identical_with_host_c(mlperf: dict, tmp_path
 
 def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from nnc.backends.opencl.inspect import inspect_opencl
+    from nnc.compiler.inspect import inspect_opencl
 
     path = tmp_path / "conv.onnx"
     onnx.save(small_models()["conv"], path)
