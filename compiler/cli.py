@@ -387,10 +387,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise NncError("inspect needs a model (or --ops)")
-    from nnc.compiler.inspect import inspect_model
+    from nnc.compiler.inspect import inspect_model, inspect_opencl
     from nnc.compiler.onnx.bind import parse_bind
     from nnc.compiler.onnx.importer import parse_input_shapes
 
+    if args.target == "opencl":  # the kernels and their work-item mapping
+        print(inspect_opencl(args.model, parse_input_shapes(args.input_shape or []),
+                             parse_bind(args.bind or [])))
+        return 0
+    if args.target is not None:
+        raise NncError(f"inspect --target {args.target}: only 'opencl' has a kernel report; "
+                       "leave --target out for the graph IR")
     print(inspect_model(args.model, parse_input_shapes(args.input_shape or []),
                         optimized=args.optimized, bind=parse_bind(args.bind or [])))
     return 0
@@ -475,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix an input to a constant, as for compile")
     i.add_argument("--optimized", action="store_true", help="after the graph passes")
     i.add_argument("--ops", action="store_true", help="list the supported ONNX ops")
+    i.add_argument("--target", default=None,
+                   help="opencl: list the OpenCL kernels and their work-item mapping")
     i.set_defaults(fn=_cmd_inspect)
     _add_eval_parser(sub)
     return p
