@@ -28,7 +28,7 @@ from __future__ import annotations
 import keyword
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,6 +51,7 @@ from nnc.ir.loops import (
     Stmt,
     Store,
     Var,
+    walk_expr,
     walk_stmts,
 )
 from nnc.ir.types import itemsize
@@ -63,6 +64,8 @@ _WIDEN = frozenset({"int32", "uint32"})  # wrap-around through int64 (see the mo
 _LOOP_KINDS = {"serial": "T.serial", "vectorized": "T.vectorized", "unrolled": "T.unroll",
                # a parallel loop runs serially, as in the C backend (one thread)
                "parallel": "T.serial"}
+SHARE_LIMIT = 16  # expression nodes repeated rather than bound by a Let
+UNROLL_LIMIT = 64  # longer unrolled loops stay loops (the C backend caps NNC_UNROLL at 64 too)
 # float intrinsics with a TIR op of the same meaning
 _MATH = {"exp": "T.exp", "log": "T.log", "sqrt": "T.sqrt", "tanh": "T.tanh", "erf": "T.erf",
          "floor": "T.floor", "ceil": "T.ceil", "round": "T.nearbyint", "abs": "T.fabs",
@@ -134,12 +137,16 @@ class _Names:
 class KernelEmitter:
     """One kernel's TVMScript lines; the expression methods return text in the compute type."""
 
-    def __init__(self, names: _Names, lets: dict[str, str]) -> None:
+    def __init__(self, names: _Names, lets: dict[str, str],
+                 constants: Mapping[str, np.ndarray]) -> None:
         self.names = names
+        self.constants = constants  # constant data by (root) buffer name
         self.lets = lets
         self.buffers: dict[str, Buffer] = {}
         self.bufnames: dict[str, str] = {}
         self.vars: dict[str, str] = {}
+        self.hoisted: list[str] = []  # T.bind lines for the statement being emitted
+        self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
 
     # ---- Let bindings
 
@@ -155,12 +162,29 @@ class KernelEmitter:
         return body
 
     def shared(self, e: Expr) -> tuple[str, list[tuple[str, str]]]:
-        """Text of `e` to use more than once: atoms as they are, others through a Let."""
+        """Text of `e` to use more than once: small expressions repeated (LLVM shares them),
+        larger ones computed once (nested min/max or requantize would grow exponentially):
+        by a statement-level `T.bind` before the statement where `e` is always evaluated,
+        else (inside a Select's branch) by a `T.Let` around the use."""
         text = self.expr(e)
-        if isinstance(e, (Const, Var)):
+        if sum(1 for _ in walk_expr(e)) <= SHARE_LIMIT:
             return text, []
-        name = self.bind(text, compute(e.dtype))
+        return self.share_text(text, compute(e.dtype))
+
+    def share_text(self, text: str, dtype: str) -> tuple[str, list[tuple[str, str]]]:
+        """A name for `text`, computed once (see `shared`), and the Lets to wrap the use in."""
+        if self.in_branch == 0:
+            name = self.names.fresh("t", str(len(self.hoisted)))
+            self.hoisted.append(f"{name} = T.bind({text})")
+            return name, []
+        name = self.bind(text, dtype)
         return name, [(name, text)]
+
+    def with_hoisted(self, lines: list[str], pad: str) -> list[str]:
+        """`lines` (one statement) preceded by the bindings its expressions asked for."""
+        out = [pad + h for h in self.hoisted] + lines
+        self.hoisted = []
+        return out
 
     # ---- expressions
 
@@ -226,13 +250,13 @@ class KernelEmitter:
             return f"({self.expr(e.a)} / {self.expr(e.b)})"
         if op in ("div", "mod") and dt in _INTS:
             return self.int_divmod(op, e.a, e.b, dt)
-        if op in ("min", "max"):
+        if op in ("min", "max") and dt in _FLOATS:
             a, la = self.shared(e.a)
             b, lb = self.shared(e.b)
-            if dt in _FLOATS:
-                rel = ">" if op == "max" else "<"
-                return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, {a} != {a}), {a}, {b})")
-            return self.let(la + lb, f"T.{op}({a}, {b})")
+            rel = ">" if op == "max" else "<"
+            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, {a} != {a}), {a}, {b})")
+        if op in ("min", "max"):  # integers: each operand is used once
+            return f"T.{op}({self.expr(e.a)}, {self.expr(e.b)})"
         if op == "pow" and dt in _FLOATS:
             return f"T.pow({self.expr(e.a)}, {self.expr(e.b)})"
         if op == "mod" and dt in _FLOATS:
@@ -265,6 +289,9 @@ class KernelEmitter:
 
     def shift(self, op: str, ea: Expr, eb: Expr, dt: str) -> str:
         bits = 8 * itemsize(dt)
+        if isinstance(eb, Const) and 0 <= int(eb.value) < bits:
+            fn = "T.shift_left" if op == "shl" else "T.shift_right"
+            return f"{fn}({self.expr(ea)}, {self.expr(eb)})"
         a, la = self.shared(ea)
         b, lb = self.shared(eb)
         unsigned_b = f'T.Cast("{"uint" + dt.removeprefix("u").removeprefix("int")}", {b})'
@@ -324,27 +351,41 @@ class KernelEmitter:
         raise EmitError(f"intrinsic {fn!r} is not defined on {dt}")
 
     def requantize(self, ex: Expr, em: Expr, es: Expr) -> str:
-        """nnc_requantize_i32 of backends/c/emit.py, in int64 TIR."""
+        """nnc_requantize_i32 of backends/c/emit.py in int64 TIR. A constant multiplier or shift
+        (per-tensor requantization) is folded here; per-channel shifts are Select-free (TIR's
+        simplifier is slow on nested Selects); x and the high product are computed once."""
         x, lx = self.shared(ex)
         m, lm = self.shared(em)
         s, ls = self.shared(es)
         i64 = 'T.Cast("int64", {})'.format
-        left = f"T.Select({s} > T.int32(0), {s}, T.int32(0))"
-        right = self.bind("", "int32")
-        a = self.bind("", "int32")
-        h = self.bind("", "int32")
-        mask = self.bind("", "int32")
-        lets = lx + lm + ls + [
-            (right, f"T.Select({s} > T.int32(0), T.int32(0), T.int32(0) - {s})"),
-            (a, f'T.Cast("int32", T.shift_left({i64(x)}, {i64(left)}))'),
-            (h, f"T.Select(T.And({a} == T.int32(-2147483648), {m} == T.int32(-2147483648)), "
-                f"T.int32(2147483647), T.Cast(\"int32\", T.shift_right({i64(a)} * {i64(m)} + "
-                f"T.int64(1073741824), T.int64(31))))"),
-            (mask, f'T.Cast("int32", T.shift_left(T.int64(1), {i64(right)}) - T.int64(1))'),
-        ]
-        body = (f"(T.shift_right({h}, {right}) + T.Cast(\"int32\", T.bitwise_and({h}, {mask}) > "
-                f"T.shift_right({mask}, T.int32(1)) + T.Cast(\"int32\", {h} < T.int32(0))))")
-        return self.let(lets, body)
+        if isinstance(es, Const):
+            sv = int(es.value)
+            left, right = f"T.int64({max(sv, 0)})", max(-sv, 0)
+            rs, mask = f"T.int32({right})", f"T.int32({(1 << right) - 1})"
+            half = f"T.int32({((1 << right) - 1) >> 1})"
+        else:
+            left = i64(f"T.max({s}, T.int32(0))")
+            rs = f"T.max(T.int32(0) - {s}, T.int32(0))"
+            mask = f'T.Cast("int32", T.shift_left(T.int64(1), {i64(rs)}) - T.int64(1))'
+            half = f"T.shift_right({mask}, T.int32(1))"
+        a = f'T.Cast("int32", T.shift_left({i64(x)}, {left}))'  # x * 2^left, wrapping
+        high = (f'T.Cast("int32", T.shift_right({i64(a)} * {i64(m)} + T.int64(1073741824), '
+                f"T.int64(31)))")
+        if self.may_be(em, -(2**31)):  # saturate: a == m == INT32_MIN
+            high = (f"T.Select(T.And({a} == T.int32(-2147483648), {m} == "
+                    f"T.int32(-2147483648)), T.int32(2147483647), {high})")
+        h, lh = self.share_text(high, "int32")
+        return self.let(lx + lm + ls + lh, (
+            f"(T.shift_right({h}, {rs}) + T.Cast(\"int32\", T.bitwise_and({h}, {mask}) > "
+            f"{half} + T.Cast(\"int32\", {h} < T.int32(0))))"))
+
+    def may_be(self, e: Expr, value: int) -> bool:
+        """Whether `e` can take `value`: a constant, or a load from constant data, is known."""
+        if isinstance(e, Const):
+            return int(e.value) == value
+        if isinstance(e, Load) and e.buffer in self.constants:
+            return bool((np.asarray(self.constants[e.buffer]) == value).any())
+        return True
 
     def exact_half(self, e: Expr) -> bool:
         return isinstance(e, (Load, Const)) or (isinstance(e, Cast) and e.dtype == "float16")
@@ -373,7 +414,11 @@ class KernelEmitter:
         return f'T.Cast("{compute(dst)}", {v})'
 
     def expr_select(self, e: Select) -> str:
-        return f"T.if_then_else({self.expr(e.cond)}, {self.expr(e.a)}, {self.expr(e.b)})"
+        cond = self.expr(e.cond)
+        self.in_branch += 1
+        a, b = self.expr(e.a), self.expr(e.b)
+        self.in_branch -= 1
+        return f"T.if_then_else({cond}, {a}, {b})"
 
     # ---- statements
 
@@ -385,6 +430,18 @@ class KernelEmitter:
 
     def stmt(self, s: Stmt, depth: int) -> list[str]:
         pad = "    " * depth
+        if isinstance(s, For) and s.kind == "unrolled" and 0 < s.extent <= UNROLL_LIMIT:
+            # unrolled here, not by TIR's unroll pass: its copies would share each Let variable
+            outer = self.vars.get(s.var)
+            lines = []
+            for i in range(s.extent):
+                self.vars[s.var] = literal(i, "int64")
+                lines += self.block(s.body, depth)
+            if outer is None:
+                del self.vars[s.var]
+            else:
+                self.vars[s.var] = outer
+            return lines
         if isinstance(s, For):
             var = self.names.fresh("v_", s.var)
             outer = self.vars.get(s.var)
@@ -412,9 +469,10 @@ class KernelEmitter:
                 value = f'T.Cast("uint8", {value})'
             elif buf.dtype == "float16":
                 value = f'T.Cast("float16", {value})'
-            return [f"{pad}{self.element(s.buffer, s.indices)} = {value}"]
+            return self.with_hoisted([f"{pad}{self.element(s.buffer, s.indices)} = {value}"],
+                                     pad)
         if isinstance(s, If):
-            lines = [f"{pad}if {self.expr(s.cond)}:"]
+            lines = self.with_hoisted([f"{pad}if {self.expr(s.cond)}:"], pad)
             lines += self.block(s.then, depth + 1) or [pad + "    T.evaluate(0)"]
             if s.orelse:
                 lines += [f"{pad}else:", *self.block(s.orelse, depth + 1)]
@@ -490,7 +548,9 @@ class _TVMModule:
 
     def kernel(self, k: Kernel, fname: str, params: Sequence[Buffer],
                noalias: bool) -> tuple[str, int]:
-        ke = KernelEmitter(self.names, self.lets)
+        consts = {b.name: self.m.constants[self.layout.root(b.name).name] for b in params
+                  if self.layout.root(b.name).scope == "constant"}
+        ke = KernelEmitter(self.names, self.lets, consts)
         args, decls = [], []
         for j, b in enumerate(params):
             h = f"p{j}"
