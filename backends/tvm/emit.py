@@ -16,7 +16,8 @@ Semantics are the C backend's (backends/c/emit.py), rendered in TIR:
   and uint32 add/sub/mul/neg are done in int64 and truncated back: they wrap like numpy (int8
   accumulation); LLVM narrows the pattern back to one 32-bit operation. 8/16-bit math wraps.
 - integer div/mod truncate toward zero; a zero divisor gives 0, x / -1 wraps.
-- float min/max propagate NaN; `round` is round-half-to-even (nearbyint).
+- float min/max propagate NaN (`T.isnan`: TIR folds `x != x` to false); `round` is
+  round-half-to-even (nearbyint).
 - `requantize` is TFLite's MultiplyByQuantizedMultiplier (nnc.ir.fixed_point) in 64-bit TIR.
 - bool is stored as uint8 0/1; float16 is stored as half and computed in float32.
 Repeated operands (min/max, div, requantize) are bound once with `T.Let`, whose variables are
@@ -254,7 +255,7 @@ class KernelEmitter:
             a, la = self.shared(e.a)
             b, lb = self.shared(e.b)
             rel = ">" if op == "max" else "<"
-            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, {a} != {a}), {a}, {b})")
+            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, T.isnan({a})), {a}, {b})")
         if op in ("min", "max"):  # integers: each operand is used once
             return f"T.{op}({self.expr(e.a)}, {self.expr(e.b)})"
         if op == "pow" and dt in _FLOATS:
