@@ -16,7 +16,7 @@ Semantics are the C backend's (backends/c/emit.py), rendered in TIR:
   and uint32 add/sub/mul/neg are done in int64 and truncated back: they wrap like numpy (int8
   accumulation); LLVM narrows the pattern back to one 32-bit operation. 8/16-bit math wraps.
 - integer div/mod truncate toward zero; a zero divisor gives 0, x / -1 wraps.
-- float min/max propagate NaN (`T.isnan`: TIR folds `x != x` to false); `round` is
+- float min/max propagate NaN (a NaN test on the bits: TIR folds `x != x` to false); `round` is
   round-half-to-even (nearbyint).
 - `requantize` is TFLite's MultiplyByQuantizedMultiplier (nnc.ir.fixed_point) in 64-bit TIR.
 - bool is stored as uint8 0/1; float16 is stored as half and computed in float32.
@@ -255,7 +255,7 @@ class KernelEmitter:
             a, la = self.shared(e.a)
             b, lb = self.shared(e.b)
             rel = ">" if op == "max" else "<"
-            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, T.isnan({a})), {a}, {b})")
+            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, {nan_test(a, dt)}), {a}, {b})")
         if op in ("min", "max"):  # integers: each operand is used once
             return f"T.{op}({self.expr(e.a)}, {self.expr(e.b)})"
         if op == "pow" and dt in _FLOATS:
@@ -309,7 +309,8 @@ class KernelEmitter:
         if fn in ("isnan", "isinf"):
             if dt not in _FLOATS:
                 return "T.bool(False)"
-            return f"T.{fn}({self.expr(e.args[0])})"
+            x, lx = self.shared(e.args[0])
+            return self.let(lx, nan_test(x, dt) if fn == "isnan" else inf_test(x, dt))
         if fn == "requantize":
             return self.requantize(*e.args)
         if fn == "not":
@@ -482,6 +483,22 @@ class KernelEmitter:
             raise EmitError(f"the TVM backend cannot call external kernel {s.fn!r}; compile "
                             "with kernels='generated'")
         raise EmitError(f"cannot emit statement {s!r} for TVM")
+
+
+_BITS = {"float16": ("float32", "int32", 0x7FFFFFFF, 0x7F800000),  # computed in float32
+         "float32": ("float32", "int32", 0x7FFFFFFF, 0x7F800000),
+         "float64": ("float64", "int64", 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)}
+
+
+def nan_test(x: str, dtype: str) -> str:
+    """isnan on the bits: TIR folds `x != x` to false, and `T.isnan` miscompiled AD's relu."""
+    _, it, mag, inf = _BITS[dtype]
+    return f'(T.bitwise_and(T.reinterpret("{it}", {x}), T.{it}({mag})) > T.{it}({inf}))'
+
+
+def inf_test(x: str, dtype: str) -> str:
+    _, it, mag, inf = _BITS[dtype]
+    return f'(T.bitwise_and(T.reinterpret("{it}", {x}), T.{it}({mag})) == T.{it}({inf}))'
 
 
 def vectorizable(loop: For) -> bool:

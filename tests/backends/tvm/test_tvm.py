@@ -207,8 +207,9 @@ def test_conformance_subset() -> None:
     assert not summary.failures, summary.table()
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", ["ad", "ic", "kws", "vww"])
+@pytest.mark.parametrize("name", ["ad", pytest.param("ic", marks=pytest.mark.slow),
+                                  pytest.param("kws", marks=pytest.mark.slow),
+                                  pytest.param("vww", marks=pytest.mark.slow)])
 def test_mlperf_tiny_matches_onnxruntime(name: str) -> None:
     from benchmarks.models import MODELS, sample_input
 
