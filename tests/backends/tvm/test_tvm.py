@@ -135,8 +135,9 @@ def test_int8_model_bit_identical_with_host_c() -> None:
 
 
 def test_cli_compile_run_bench_and_fresh_process_loader(tmp_path: Path, capsys) -> None:
+    model = conv_net()  # its weights come from RNG: build it once
     model_path = tmp_path / "conv.onnx"
-    onnx.save(conv_net(), model_path)
+    onnx.save(model, model_path)
     out = tmp_path / "out"
     assert cli_main(["compile", str(model_path), "--target", "tvm", "-o", str(out)]) == 0
     assert {"model.so", "weights.bin", "nnc.json", "model_tir.py", "run_model.py"} <= \
@@ -165,7 +166,7 @@ def test_cli_compile_run_bench_and_fresh_process_loader(tmp_path: Path, capsys) 
     assert proc.returncode == 0, proc.stderr
     with np.load(out / "tvm_out.npz") as a, np.load(tmp_path / "nnc_out.npz") as b:
         np.testing.assert_array_equal(a["y"], b["y"])
-        np.testing.assert_allclose(a["y"], ort_run(conv_net(), {"x": x})["y"], rtol=RTOL,
+        np.testing.assert_allclose(a["y"], ort_run(model, {"x": x})["y"], rtol=RTOL,
                                    atol=ATOL)
 
 
