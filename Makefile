@@ -35,7 +35,7 @@ toolchain:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -m pip install -q -e ".[test,tvm]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(PY) -c "import nnc, onnxruntime, pytest"
 	touch $@
 

@@ -115,24 +115,20 @@ class CompiledModel:
         return feeds
 
     @property
+    def backend(self) -> Any:
+        """The target kind's `nnc.backends.base.Backend` (emit, build, load, benchmark)."""
+        from nnc.backends.base import get_backend
+
+        return get_backend(self.target.kind)
+
+    @property
     def is_device(self) -> bool:
         """True for microcontroller targets: runs go through the emulated board (QEMU)."""
-        return bool(self.target.kind == "cortex-m")
+        return bool(self.backend.is_device)
 
     def _runner_for_target(self) -> Any:
         if self._runner is None:
-            if self.target.kind == "opencl":
-                from nnc.backends.opencl.run import OpenCLModel
-
-                self._runner = OpenCLModel(self.source_dir, device=self.device)
-            elif self.is_device:
-                from nnc.backends.cortex_m.run import DeviceModel
-
-                self._runner = DeviceModel(self.source_dir)
-            else:
-                from nnc.backends.c.run import HostModel
-
-                self._runner = HostModel(self.source_dir)
+            self._runner = self.backend.load(self.source_dir, self.info, self.device)
         return self._runner
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,35 +162,8 @@ class CompiledModel:
         exact instruction counts (whole model and per layer), RAM and flash."""
         if inputs is not None:
             self.check_inputs(inputs)
-        if self.is_device:
-            return dict(self._runner_for_target().benchmark(inputs=inputs))
-        if self.target.kind == "opencl":
-            result = dict(self._runner_for_target().benchmark(warmup, repeat, inputs))
-            result.update(target=self.target.name, macs=self.info["macs"])
-            return result
-        if not (self.source_dir / "bench").exists():
-            raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
-                           "(bench=False); compile again to benchmark")
-        runner = self._runner_for_target()
-        result = dict(runner.benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
-        result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat,
-                      threads=self.info.get("threads", 1))
-        return result
-
-
-def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
-                prefix: str, bench: bool, cmsis: Any = None, threads: int = 1) -> None:
-    from nnc.backends.c.build import BuildError, build_project, explain_failure, write_project
-
-    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis,
-                  threads=threads)
-    try:
-        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis,
-                      threads=threads)
-    except BuildError as e:
-        if not e.command or e.stderr == "" and "not found" in str(e):
-            raise NncError(str(e).splitlines()[0]) from None  # no compiler: the user's setup
-        raise explain_failure(e, f"the {tgt.name} build", out, cmsis) from None
+        return self.backend.benchmark(self._runner_for_target(), self.source_dir, self.info,
+                                      warmup, repeat, inputs)
 
 
 def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
@@ -206,8 +175,10 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
 
     # a CMSIS-NN path asks for CMSIS-NN kernels, on the host too
     choice = kernels or ("cmsis-nn" if tgt.kind == "cortex-m" or cmsis_nn else "generated")
-    if tgt.kind == "opencl" and choice != "generated":
-        raise NncError("the opencl target runs nnc's generated kernels only (no CMSIS-NN)")
+    from nnc.backends.base import get_backend
+
+    if get_backend(tgt.kind).generated_only and choice != "generated":
+        raise NncError(f"the {tgt.name} target runs nnc's generated kernels only (no CMSIS-NN)")
     if choice not in KERNEL_CHOICES:
         raise NncError(f"kernels={choice!r} is not supported; choose one of "
                        f"{list(KERNEL_CHOICES)}")
@@ -453,15 +424,10 @@ def compile(  # noqa: A001 - the public name users expect
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
-    from nnc.backends.c.emit import emit_c
+    from nnc.backends.base import get_backend
 
     t0 = time.perf_counter()
-    if tgt.kind == "opencl":
-        from nnc.backends.opencl.emit import emit_opencl
-
-        files = emit_opencl(module, prefix=prefix)
-    else:
-        files = emit_c(module, prefix=prefix, threads=n_threads)
+    files = get_backend(tgt.kind).emit(module, prefix, threads=n_threads)
     from nnc.backends.cmsis_nn import library_calls
 
     cmsis = library if library_calls(module) else None
@@ -552,21 +518,12 @@ def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopMo
            times: dict[str, float], final: Path, device: str | None) -> None:
     """Write and build the project into `out` (staging for `final`, the output folder; the
     same folder for a temporary build) and write nnc.json there."""
+    from nnc.backends.base import BuildJob, get_backend
+
     t0 = time.perf_counter()
-    if tgt.kind == "host":
-        _build_host(files, out, tgt, opt_level, prefix, bench, cmsis, info.get("threads", 1))
-    elif tgt.kind == "opencl":
-        from nnc.backends.opencl.build import build_opencl
-
-        info["opencl"] = build_opencl(files, out, final, tgt, opt_level, module.name, device)
-    else:
-        from nnc.backends.cortex_m.build import build_firmware
-
-        fw = build_firmware(files, out, tgt, module, opt_level=opt_level, prefix=prefix,
-                            cmsis=cmsis)
-        info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
-                            fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
-                            "ram_bytes": fw.arena_bytes + fw.stack_bytes}
+    info.update(get_backend(tgt.kind).build(BuildJob(files, out, final, tgt, module, opt_level,
+                                                     prefix, bench, cmsis, device,
+                                                     info.get("threads", 1))))
     times["c_compiler"] = time.perf_counter() - t0
     info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
     (out / METADATA).write_text(json.dumps(info, indent=1))

@@ -410,7 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile an ONNX model into a C project and build it")
     c.add_argument("model")
     c.add_argument("--target", default="host",
-                   help="host, cortex-m7, cortex-m4, cortex-m55 or opencl (default: host)")
+                   help="host, cortex-m7, cortex-m4, cortex-m55, opencl or tvm (default: host)")
     c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")

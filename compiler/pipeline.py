@@ -28,6 +28,8 @@ PIPELINES: dict[str, tuple[str, ...]] = {
     # the host's passes; the outer independent loops become work items at emission
     # (backends/opencl/mapping.py)
     "opencl": GRAPH_PASSES + LOOP_PASSES,
+    # the host's passes; backends/tvm renders the scheduled loop IR as TIR
+    "tvm": GRAPH_PASSES + LOOP_PASSES,
 }
 
 
