@@ -14,9 +14,10 @@ DEMO_CAL   := benchmarks/models/kws_calibration.npz
 .PHONY: install toolchain demo test test-fast bench conformance lint clean
 
 # Debian packages: the Cortex-M cross compiler + C library, the board emulator, and OpenCL
-# (PoCL's CPU device, the ICD loader and headers, clinfo) for the opencl target's tests.
+# (PoCL's CPU device, the ICD loader and headers, clinfo) for the opencl target's tests, and
+# chromium (headless) that renders the HTML report in its test (~113 MB with its libraries).
 APT_PACKAGES := gcc gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm \
-	pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers clinfo
+	pocl-opencl-icd ocl-icd-opencl-dev opencl-c-headers clinfo chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 install: $(VENV)/.installed toolchain
@@ -25,7 +26,7 @@ toolchain:
 	@if ! command -v gcc >/dev/null || ! command -v arm-none-eabi-gcc >/dev/null \
 	    || ! command -v qemu-system-arm >/dev/null || [ ! -d /usr/lib/arm-none-eabi/newlib ] \
 	    || [ ! -f /usr/include/CL/cl.h ] || ! command -v clinfo >/dev/null \
-	    || [ ! -f /etc/OpenCL/vendors/pocl.icd ]; then \
+	    || [ ! -f /etc/OpenCL/vendors/pocl.icd ] || ! command -v chromium >/dev/null; then \
 	  echo "installing $(APT_PACKAGES) with apt-get"; \
 	  $(SUDO) apt-get update -qq && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
@@ -34,7 +35,7 @@ toolchain:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(PY) -m pip install -q -e ".[test,tvm]" > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
 	$(PY) -c "import nnc, onnxruntime, pytest"
 	touch $@
 

@@ -7,11 +7,15 @@
 
 from typing import Any
 
-__all__ = ["compile", "CompiledModel", "NncError", "tune"]
+__all__ = ["compile", "CompiledModel", "NncError", "evaluate", "tune"]
 __version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `import nnc.ir` does not pull in the compiler
+    if name == "evaluate":
+        from nnc.compiler.eval import evaluate
+
+        return evaluate
     if name == "tune":
         from nnc.compiler.tune.tuner import tune
 

@@ -6,10 +6,10 @@
 >>> m7 = parse_target("cortex-m7", ram="512K", flash="2M")
 >>> (m7.mcpu, m7.ram_bytes, m7.flash_bytes)
 ('cortex-m7', 524288, 2097152)
->>> parse_target("pdp-11")
+>>> parse_target("pdp-11")  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-ValueError: unknown target 'pdp-11'; known targets: cortex-m4, cortex-m55, cortex-m7, host, opencl
+ValueError: unknown target 'pdp-11'; known targets: cortex-m4, ..., host, opencl, tvm
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Target:
     `cflags` never contain an optimisation level: the build picks `-O<n>` separately."""
 
     name: str
-    kind: str  # "host" | "cortex-m" | "opencl"
+    kind: str  # "host" | "cortex-m" | "opencl" | "tvm"
     cc: str
     cflags: tuple[str, ...] = COMMON_CFLAGS
     ldflags: tuple[str, ...] = ()
@@ -208,10 +208,17 @@ def opencl_target() -> Target:
                   ldflags=("-lOpenCL",))
 
 
+def tvm_target() -> Target:
+    """Apache TVM: the loop IR as tirx PrimFuncs, built by TVM's LLVM code generator for this
+    CPU into a TVM runtime module (backends/tvm). Scheduled like the host (same vector ISA)."""
+    return host_target(name="tvm", kind="tvm")
+
+
 # name -> factory
 KNOWN_TARGETS: dict[str, Callable[[], Target]] = {
     "host": host_target,
     "opencl": opencl_target,
+    "tvm": tvm_target,
     "cortex-m7": cortex_m7,
     "cortex-m4": cortex_m4,
     "cortex-m55": cortex_m55,

@@ -1,7 +1,8 @@
 """OpenCL latency: nnc OpenCL (PoCL's CPU device by default) vs nnc host C vs onnxruntime, same
 run, same input.
 
-    python -m benchmarks.bench_opencl [--models kws,vww,ic,ad] [--repeat 50] [--device pocl]
+    python -m benchmarks.bench_opencl [--models kws,vww,ic,ad,squeezenet,shufflenet,resnet50]
+        [--repeat 50] [--device pocl] [--json out.json]
 
 nnc OpenCL: median whole-run wall time (inputs written, every kernel enqueued, outputs read;
 timed in C by the runtime), plus the summed start->end kernel times from profiling events and
@@ -24,7 +25,7 @@ import numpy as np
 import onnxruntime as ort
 
 import nnc
-from benchmarks.models import MODELS, sample_input
+from benchmarks.models import LIGHT_MODELS, MODELS, load_light, sample_input
 
 
 def ort_latency(model, feeds, repeat: int) -> tuple[float, np.ndarray]:
@@ -42,10 +43,15 @@ def ort_latency(model, feeds, repeat: int) -> tuple[float, np.ndarray]:
 
 
 def bench(name: str, repeat: int, device: str | None, tmp: Path) -> dict:
-    model = MODELS[name]()
-    feeds = sample_input(model)
+    if name in LIGHT_MODELS:
+        model, feeds, _ = load_light(name)
+    else:
+        model = MODELS[name]()
+        feeds = sample_input(model)
+    print(f"{name}: compiling", flush=True)
     cl = nnc.compile(model, target="opencl", output_dir=tmp / f"{name}_cl", device=device)
     host = nnc.compile(model, target="host", output_dir=tmp / f"{name}_c")
+    print(f"{name}: measuring", flush=True)
     rcl = cl.benchmark(warmup=5, repeat=repeat, inputs=feeds)
     rc = host.benchmark(warmup=5, repeat=repeat, inputs=feeds)
     ort_ms, want = ort_latency(model, feeds, repeat)
@@ -70,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="nnc-bench-cl-") as tmp:
         for name in args.models.split(","):
             rows.append(bench(name, args.repeat, args.device, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)  # each row as it lands
     print(f"device: {rows[0]['device'] if rows else '-'}\n")
     print("| model | kernels | MACs | nnc OpenCL ms (kernels ms) | nnc host C ms | onnxruntime ms "
           "| OpenCL / C | program build ms | max abs diff vs ORT |")

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +33,7 @@ from nnc.compiler.pipeline import default_pipeline
 from nnc.compiler.signals import terminate_on_signals
 from nnc.compiler.tune.apply import open_tuning, tuning_info, with_apply_tuning
 from nnc.ir.graph import Graph
-from nnc.ir.loops import LoopModule
+from nnc.ir.loops import For, LoopModule, walk_stmts
 from nnc.passes.manager import PassError, PassManager, PipelineStep, parse_pipeline
 
 if TYPE_CHECKING:
@@ -115,24 +116,20 @@ class CompiledModel:
         return feeds
 
     @property
+    def backend(self) -> Any:
+        """The target kind's `nnc.backends.base.Backend` (emit, build, load, benchmark)."""
+        from nnc.backends.base import get_backend
+
+        return get_backend(self.target.kind)
+
+    @property
     def is_device(self) -> bool:
         """True for microcontroller targets: runs go through the emulated board (QEMU)."""
-        return bool(self.target.kind == "cortex-m")
+        return bool(self.backend.is_device)
 
     def _runner_for_target(self) -> Any:
         if self._runner is None:
-            if self.target.kind == "opencl":
-                from nnc.backends.opencl.run import OpenCLModel
-
-                self._runner = OpenCLModel(self.source_dir, device=self.device)
-            elif self.is_device:
-                from nnc.backends.cortex_m.run import DeviceModel
-
-                self._runner = DeviceModel(self.source_dir)
-            else:
-                from nnc.backends.c.run import HostModel
-
-                self._runner = HostModel(self.source_dir)
+            self._runner = self.backend.load(self.source_dir, self.info, self.device)
         return self._runner
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -166,32 +163,8 @@ class CompiledModel:
         exact instruction counts (whole model and per layer), RAM and flash."""
         if inputs is not None:
             self.check_inputs(inputs)
-        if self.is_device:
-            return dict(self._runner_for_target().benchmark(inputs=inputs))
-        if self.target.kind == "opencl":
-            result = dict(self._runner_for_target().benchmark(warmup, repeat, inputs))
-            result.update(target=self.target.name, macs=self.info["macs"])
-            return result
-        if not (self.source_dir / "bench").exists():
-            raise NncError(f"{self.source_dir} was compiled without the benchmark executable "
-                           "(bench=False); compile again to benchmark")
-        runner = self._runner_for_target()
-        result = dict(runner.benchmark(warmup=warmup, repeat=repeat, inputs=inputs))
-        result.update(target=self.target.name, macs=self.info["macs"], repeat=repeat)
-        return result
-
-
-def _build_host(files: Mapping[str, str | bytes], out: Path, tgt: Any, opt_level: int,
-                prefix: str, bench: bool, cmsis: Any = None) -> None:
-    from nnc.backends.c.build import BuildError, build_project, explain_failure, write_project
-
-    write_project(files, out, tgt, prefix=prefix, opt_level=opt_level, cmsis=cmsis)
-    try:
-        build_project(out, tgt, opt_level=opt_level, prefix=prefix, bench=bench, cmsis=cmsis)
-    except BuildError as e:
-        if not e.command or e.stderr == "" and "not found" in str(e):
-            raise NncError(str(e).splitlines()[0]) from None  # no compiler: the user's setup
-        raise explain_failure(e, f"the {tgt.name} build", out, cmsis) from None
+        return self.backend.benchmark(self._runner_for_target(), self.source_dir, self.info,
+                                      warmup, repeat, inputs)
 
 
 def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
@@ -203,8 +176,10 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
 
     # a CMSIS-NN path asks for CMSIS-NN kernels, on the host too
     choice = kernels or ("cmsis-nn" if tgt.kind == "cortex-m" or cmsis_nn else "generated")
-    if tgt.kind == "opencl" and choice != "generated":
-        raise NncError("the opencl target runs nnc's generated kernels only (no CMSIS-NN)")
+    from nnc.backends.base import get_backend
+
+    if get_backend(tgt.kind).generated_only and choice != "generated":
+        raise NncError(f"the {tgt.name} target runs nnc's generated kernels only (no CMSIS-NN)")
     if choice not in KERNEL_CHOICES:
         raise NncError(f"kernels={choice!r} is not supported; choose one of "
                        f"{list(KERNEL_CHOICES)}")
@@ -217,6 +192,29 @@ def _kernel_choice(steps: list[PipelineStep], tgt: Any, kernels: str | None,
             s = PipelineStep(s.name, LowerOptions(kernels=choice))
         out.append(s)
     return out, (find_library(cmsis_nn) if choice == "cmsis-nn" else None)
+
+
+def _thread_choice(steps: list[PipelineStep], tgt: Any,
+                   threads: int | None) -> tuple[list[PipelineStep], int]:
+    """The pipeline with parallelize set to `threads` (default: the pipeline's, else 1), and
+    the thread count the C code is emitted and built for."""
+    from nnc.passes.parallelize import ParallelizeOptions
+
+    given = [s.options.threads for s in steps if s.name == "parallelize" and s.options]
+    n = threads if threads is not None else (given[-1] if given else 1)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise NncError(f"threads={n!r}: the thread count must be an integer >= 1")
+    if n > 1 and tgt.kind != "host":
+        raise NncError(f"threads={n}: parallel loops run on the host target only, not on "
+                       f"{tgt.name}; compile for {tgt.name} with threads=1 (--threads 1)")
+    if n > 1 and not any(s.name == "parallelize" for s in steps):
+        steps = [*steps, PipelineStep("parallelize", None)]
+    out = []
+    for s in steps:
+        if s.name == "parallelize":
+            s = PipelineStep(s.name, replace(s.options or ParallelizeOptions(), threads=n))
+        out.append(s)
+    return out, n
 
 
 def _rounding_choice(steps: list[PipelineStep], tgt: Any, int8_rounding: str | None,
@@ -336,6 +334,7 @@ def compile(  # noqa: A001 - the public name users expect
     bind: Mapping[str, Any] | None = None,
     int8_rounding: str | None = None,
     device: str | None = None,
+    threads: int | None = None,
     tuning_cache: str | os.PathLike[str] | bool | None = None,
 ) -> CompiledModel:
     """Compile an ONNX model (path or ModelProto) for `target` and build it.
@@ -379,6 +378,9 @@ def compile(  # noqa: A001 - the public name users expect
     `device` (target "opencl") picks the OpenCL device that builds and runs the kernels:
     "pocl", "gpu", "cpu", an index, or part of its name (default: the first device).
 
+    `threads` (host only, default 1) runs the outermost legal loop of each big kernel on that
+    many threads (OpenMP; fixed at compile time, recorded in nnc.json); 1 emits serial code.
+
     `tuning_cache` (a file `nnc.tune` wrote) gives each generated kernel the best schedule
     measured for its workload on this target, with no measurement (`nnc.compiler.tune.apply`);
     None uses the default cache ($NNC_TUNING_CACHE or the XDG one) where it exists, False none."""
@@ -389,6 +391,9 @@ def compile(  # noqa: A001 - the public name users expect
     t0 = time.perf_counter()
     graph = import_model(model, input_shapes, bind)
     times["import"] = time.perf_counter() - t0
+    from nnc.passes.check_fit import check_weights_fit
+
+    check_weights_fit(graph, tgt, int8=quantize is not None)  # before lowering: fails fast
 
     try:
         steps = parse_pipeline(pipeline or default_pipeline(tgt.kind))
@@ -396,6 +401,7 @@ def compile(  # noqa: A001 - the public name users expect
         raise NncError(str(e)) from None
     steps, library = _kernel_choice(steps, tgt, kernels, cmsis_nn)
     steps = _rounding_choice(steps, tgt, int8_rounding, quantize)
+    steps, n_threads = _thread_choice(steps, tgt, threads)
     quant_info: dict[str, Any] | None = None
     rounding: str | None = None
     pre_timings: list[tuple[str, float]] = []
@@ -433,15 +439,10 @@ def compile(  # noqa: A001 - the public name users expect
     if not isinstance(module, LoopModule):
         raise NncError("the pipeline must end at the loop IR (include lower-to-loops)")
 
-    from nnc.backends.c.emit import emit_c
+    from nnc.backends.base import get_backend
 
     t0 = time.perf_counter()
-    if tgt.kind == "opencl":
-        from nnc.backends.opencl.emit import emit_opencl
-
-        files = emit_opencl(module, prefix=prefix)
-    else:
-        files = emit_c(module, prefix=prefix)
+    files = get_backend(tgt.kind).emit(module, prefix, threads=n_threads)
     from nnc.backends.cmsis_nn import library_calls
 
     cmsis = library if library_calls(module) else None
@@ -459,6 +460,9 @@ def compile(  # noqa: A001 - the public name users expect
         "bound_inputs": sorted(bind or {}),
         "macs": int(sum(k.macs for k in module.kernels)),
         "num_kernels": len(module.kernels),
+        "threads": n_threads,
+        "parallel_kernels": sum(any(isinstance(s, For) and s.kind == "parallel"
+                                    for s in walk_stmts(k.body)) for k in module.kernels),
         "kernel_library": (None if cmsis is None else
                            "cmsis-nn (portable)" if cmsis.portable else f"cmsis-nn ({cmsis.root})"),
         "library_calls": library_calls(module),
@@ -469,6 +473,11 @@ def compile(  # noqa: A001 - the public name users expect
         "pass_times_s": {f"{i:02d}-{n}": round(t, 4)
                          for i, (n, t) in enumerate(pre_timings + pm.timings)},
         "layers": [{"name": k.op_name, "op": k.op_kind, "macs": k.macs} for k in module.kernels],
+        "model": _model_identity(model),  # the history (compiler/history.py) keys on it
+        "memory_plan": _memory_plan(module),  # the HTML report's arena timeline
+        "options": {"opt_level": opt_level, "quantize": quantize, "kernels": kernels,
+                    "calibration_method": calibration_method if quantize else None,
+                    "pipeline": pipeline, "ram": ram, "flash": flash},
     }
     if quant_info is not None:
         info["quantization"] = quant_info
@@ -503,26 +512,35 @@ def compile(  # noqa: A001 - the public name users expect
     return CompiledModel(out.root, info)
 
 
+def _memory_plan(module: LoopModule) -> list[dict[str, Any]]:
+    from nnc.compiler.report_html import memory_plan
+
+    return memory_plan(module)
+
+
+def _model_identity(model: str | os.PathLike[str] | onnx.ModelProto) -> dict[str, str]:
+    """The model's name and the SHA-256 of its ONNX bytes."""
+    import hashlib
+
+    if isinstance(model, onnx.ModelProto):
+        return {"name": model.graph.name or "model",
+                "sha256": hashlib.sha256(model.SerializeToString()).hexdigest()}
+    from nnc.compiler.history import file_hash
+
+    return {"name": Path(model).stem, "sha256": file_hash(model)}
+
+
 def _build(files: Mapping[str, str | bytes], out: Path, tgt: Any, module: LoopModule,
            opt_level: int, prefix: str, bench: bool, cmsis: Any, info: dict[str, Any],
            times: dict[str, float], final: Path, device: str | None) -> None:
     """Write and build the project into `out` (staging for `final`, the output folder; the
     same folder for a temporary build) and write nnc.json there."""
+    from nnc.backends.base import BuildJob, get_backend
+
     t0 = time.perf_counter()
-    if tgt.kind == "host":
-        _build_host(files, out, tgt, opt_level, prefix, bench, cmsis)
-    elif tgt.kind == "opencl":
-        from nnc.backends.opencl.build import build_opencl
-
-        info["opencl"] = build_opencl(files, out, final, tgt, opt_level, module.name, device)
-    else:
-        from nnc.backends.cortex_m.build import build_firmware
-
-        fw = build_firmware(files, out, tgt, module, opt_level=opt_level, prefix=prefix,
-                            cmsis=cmsis)
-        info["firmware"] = {"flash_bytes": fw.flash_bytes, "static_ram_bytes":
-                            fw.static_ram_bytes, "stack_bytes": fw.stack_bytes,
-                            "ram_bytes": fw.arena_bytes + fw.stack_bytes}
+    info.update(get_backend(tgt.kind).build(BuildJob(files, out, final, tgt, module, opt_level,
+                                                     prefix, bench, cmsis, device,
+                                                     info.get("threads", 1))))
     times["c_compiler"] = time.perf_counter() - t0
     info["compile_time_s"] = {k: round(v, 4) for k, v in times.items()}
     (out / METADATA).write_text(json.dumps(info, indent=1))

@@ -33,6 +33,8 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         raise NncError("--report/--report-json/--eval need --quantize int8")
     if args.report_json:
         _check_writable(args.report_json, "--report-json")  # before the compile, not after
+    if args.report_html:
+        _check_writable(args.report_html, "--report-html")
     if args.quantize is not None and not args.calibration:
         raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
                        "'random')")
@@ -62,6 +64,7 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         keep_failed=args.keep_failed,
         int8_rounding=args.int8_rounding,
         device=args.device,
+        threads=args.threads,
         tuning_cache=False if args.no_tuning_cache else args.tuning_cache,
     )
     t = model.compile_time_s
@@ -70,6 +73,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     print(f"  kernels {info['num_kernels']}, MACs {info['macs']:,}, "
           f"weights {info['weight_bytes']:,} B, arena {info['arena_bytes']:,} B "
           f"(floor {info['arena_floor_bytes']:,} B)")
+    if info.get("threads", 1) > 1:
+        print(f"  threads {info['threads']}: {info['parallel_kernels']} of "
+              f"{info['num_kernels']} kernels run a parallel loop")
     if info.get("kernel_library"):
         print(f"  {info['library_calls']} kernels call {info['kernel_library']}")
     if info.get("int8_rounding"):
@@ -109,6 +115,21 @@ def _cmd_compile(args: argparse.Namespace) -> int:
     if args.report_json:
         rep.save_json(args.report_json)
         print(f"accuracy report written to {args.report_json}")
+    if args.report_html is not None:
+        from nnc.compiler.report_html import write_report
+
+        path = write_report(model.source_dir, args.report_html or None)
+        print(f"HTML report written to {path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from nnc.compiler.report_html import write_report
+
+    if args.output:
+        _check_writable(args.output, "-o")
+    path = write_report(args.dir, args.output, history=args.history, bench=not args.no_bench)
+    print(f"HTML report written to {path} ({path.stat().st_size:,} B)")
     return 0
 
 
@@ -259,6 +280,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.device:
         model.device = args.device
     result = model.benchmark(warmup=args.warmup, repeat=args.repeat)
+    _record(args.history, lambda: [_bench_run(model.info, result)])
     if args.json:
         print(json.dumps(result, indent=2))
     elif model.target.kind == "opencl":
@@ -268,7 +290,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     else:
         lat = result["latency_ms"]
         print(f"{result['target']}: median {lat['median']:.4f} ms, min {lat['min']:.4f} ms, "
-              f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs")
+              f"max {lat['max']:.4f} ms over {result['repeat']} runs; {result['macs']:,} MACs"
+              + (f"; {result['threads']} threads" if result.get("threads", 1) > 1 else ""))
     return 0
 
 
@@ -316,6 +339,130 @@ def _device_report(r: dict) -> str:
     return "\n".join(lines)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from nnc.compiler.eval import evaluate
+    from nnc.compiler.onnx.importer import parse_input_shapes
+
+    if args.quantize is None and args.calibration:
+        raise NncError("--calibration needs --quantize int8")
+    if args.quantize is not None and not args.calibration:
+        raise NncError("--quantize int8 needs --calibration DATA (.npz, folder of .npy, or "
+                       "'random')")
+    result = evaluate(
+        args.model, args.data, target=args.target, labels=args.labels, metric=args.metric,
+        samples=args.samples, variants=args.variant, quantize=args.quantize,
+        calibration=args.calibration, calibration_method=args.calibration_method or "minmax",
+        kernels=args.kernels, input_shapes=parse_input_shapes(args.input_shape or []),
+        ram=args.ram, flash=args.flash, output_dir=args.output, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(result.table())
+    if isinstance(args.model, str) and Path(args.model).is_file():
+        from nnc.compiler.history import Run, file_hash
+
+        _record(args.history, lambda: Run.from_eval(result, file_hash(args.model)))
+    return 0
+
+
+def _bench_run(info: dict, result: dict) -> object:
+    from nnc.compiler.history import Run
+
+    return Run.from_bench(info, result)
+
+
+def _record(path: str | None, runs: object) -> None:
+    """Append runs to the history (--history, $NNC_HISTORY or the user's data dir); a history
+    that cannot be written warns and leaves the command's result alone."""
+    from nnc.compiler.history import History
+
+    try:
+        history = History.open(path)
+        if history is None:
+            return
+        with history:
+            for run in runs():  # type: ignore[operator]
+                history.record(run)
+    except (NncError, OSError) as e:
+        print(f"nnc: warning: not recorded in the history: {e}", file=sys.stderr)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from nnc.compiler.history import History, default_path, regressions, table
+
+    path = Path(args.history) if args.history else default_path()
+    if path is None:
+        raise NncError("the history is off (NNC_HISTORY=off); give --history FILE")
+    if not path.exists():  # listing creates nothing
+        raise NncError(f"no history at {path} yet: `nnc bench` and `nnc eval` write it")
+    with History(path) as history:
+        runs = history.runs(model=args.model, target=args.target, kind=args.kind)
+    if args.json:
+        print(json.dumps([{k: v for k, v in vars(r).items() if k != "layers"} for r in runs],
+                         indent=2))
+    else:
+        print(table(runs) if runs else f"no runs in {history.path}"
+              + (" matching the filters" if args.model or args.target or args.kind else ""))
+    found = regressions(runs)
+    for reg in found:
+        print(reg.describe())
+    return 3 if found and args.fail_on_regression else 0
+
+
+def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
+    e = sub.add_parser("eval", help="score the original model (onnxruntime) and compiled variants "
+                       "(host/device, fp32/int8) on the same labelled samples")
+    e.add_argument("model")
+    e.add_argument("--data", required=True, metavar="DATA",
+                   help="samples: .npz (key = input name, samples on the first axis; a "
+                   "'labels' key is taken as the labels), a folder of .npy, or a .npy")
+    e.add_argument("--labels", metavar="FILE.npy", help="one label per sample")
+    e.add_argument("--metric", choices=["top1", "top5", "auc", "mse", "sqnr"],
+                   help="default: top1 with labels (auc for an autoencoder), sqnr without")
+    e.add_argument("--samples", type=int, metavar="N", help="use the first N samples")
+    e.add_argument("--target", default="host",
+                   help="host, cortex-m7, cortex-m4 or cortex-m55 (default: host)")
+    e.add_argument("--variant", action="append",
+                   choices=["host-fp32", "host-int8", "device-fp32", "device-int8"],
+                   help="a variant to run (repeatable; default: host-fp32, device-fp32 on a "
+                   "Cortex-M target, and the target's int8 with --quantize)")
+    e.add_argument("--quantize", choices=["int8"])
+    e.add_argument("--calibration", metavar="DATA", help="as for compile")
+    e.add_argument("--calibration-method", choices=["minmax", "percentile", "entropy"])
+    e.add_argument("--kernels", choices=["cmsis-nn", "generated"])
+    e.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
+    e.add_argument("--ram")
+    e.add_argument("--flash")
+    e.add_argument("-o", "--output", metavar="DIR",
+                   help="keep each variant's build in DIR/<variant> (default: temporary)")
+    e.add_argument("--json", action="store_true", help="print the results as JSON")
+    e.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    e.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
+    e.set_defaults(fn=_cmd_eval)
+    h = sub.add_parser("history", help="list recorded bench/eval runs and flag regressions "
+                       "between the last two comparable runs")
+    h.add_argument("--model", help="model name or hash prefix")
+    h.add_argument("--target")
+    h.add_argument("--kind", choices=["bench", "eval", "tune"])
+    h.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
+    h.add_argument("--json", action="store_true")
+    h.add_argument("--fail-on-regression", action="store_true",
+                   help="exit with code 3 when a regression is flagged (for CI)")
+    h.set_defaults(fn=_cmd_history)
+    rp = sub.add_parser("report", help="write one self-contained HTML report of a compiled "
+                        "model (summary, layers, memory timeline, int8 SQNR, eval, history)")
+    rp.add_argument("dir")
+    rp.add_argument("-o", "--output", metavar="FILE", help="default: <dir>/report.html")
+    rp.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
+    rp.add_argument("--no-bench", action="store_true",
+                    help="do not measure the model now (the layer chart shows MACs)")
+    rp.set_defaults(fn=_cmd_report)
+
+
+HISTORY_HELP = ("the history file (default: $NNC_HISTORY, 'off' turns it off, else "
+                "$XDG_DATA_HOME/nnc/history.sqlite)")
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     if args.ops:
         from nnc.compiler.onnx.registry import supported_op_types
@@ -324,10 +471,17 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
         return 0
     if not args.model:
         raise NncError("inspect needs a model (or --ops)")
-    from nnc.compiler.inspect import inspect_model
+    from nnc.compiler.inspect import inspect_model, inspect_opencl
     from nnc.compiler.onnx.bind import parse_bind
     from nnc.compiler.onnx.importer import parse_input_shapes
 
+    if args.target == "opencl":  # the kernels and their work-item mapping
+        print(inspect_opencl(args.model, parse_input_shapes(args.input_shape or []),
+                             parse_bind(args.bind or [])))
+        return 0
+    if args.target is not None:
+        raise NncError(f"inspect --target {args.target}: only 'opencl' has a kernel report; "
+                       "leave --target out for the graph IR")
     print(inspect_model(args.model, parse_input_shapes(args.input_shape or []),
                         optimized=args.optimized, bind=parse_bind(args.bind or [])))
     return 0
@@ -340,7 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compile an ONNX model into a C project and build it")
     c.add_argument("model")
     c.add_argument("--target", default="host",
-                   help="host, cortex-m7, cortex-m4, cortex-m55 or opencl (default: host)")
+                   help="host, cortex-m7, cortex-m4, cortex-m55, opencl or tvm (default: host)")
     c.add_argument("-o", "--output", default="out", help="output directory (default: out)")
     c.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input's shape, e.g. input=1x3x224x224 (repeatable)")
@@ -365,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the int8 accuracy report: per-layer SQNR vs float, output SQNR, "
                    "max error and top-1 agreement on the evaluation samples")
     c.add_argument("--report-json", metavar="PATH", help="write the accuracy report as JSON")
+    c.add_argument("--report-html", nargs="?", const="", metavar="FILE",
+                   help="write the HTML report (summary, layers, memory timeline, int8 SQNR, "
+                   "history) to FILE (default: <output>/report.html); measures one run")
     c.add_argument("--kernels", choices=["cmsis-nn", "generated"],
                    help="who runs the int8 ops: calls into CMSIS-NN (default on Cortex-M) or "
                    "nnc's generated loop nests (default on the host)")
@@ -380,6 +537,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a pre-quantized model's requantization rounds: 'tflite' (the "
                    "default, every target; bit-exact with TFLite Micro and CMSIS-NN) or 'onnx' "
                    "(one rounding, as onnxruntime)")
+    c.add_argument("--threads", type=int, metavar="N",
+                   help="host: run the outer independent loop of each big kernel on N threads "
+                   "(OpenMP, fixed at compile time; default 1)")
     c.add_argument("--tuning-cache", metavar="FILE",
                    help="schedules from a cache `nnc tune` wrote, for the kernels whose workload "
                    "and target it has measured (default: $NNC_TUNING_CACHE, else "
@@ -434,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--repeat", type=int, default=100)
     b.add_argument("--device", help="opencl: run on this device (default: the compile's)")
+    b.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     b.set_defaults(fn=_cmd_bench)
 
     i = sub.add_parser("inspect", help="print the graph IR with per-op MACs and parameters")
@@ -443,7 +604,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix an input to a constant, as for compile")
     i.add_argument("--optimized", action="store_true", help="after the graph passes")
     i.add_argument("--ops", action="store_true", help="list the supported ONNX ops")
+    i.add_argument("--target", default=None,
+                   help="opencl: list the OpenCL kernels and their work-item mapping")
     i.set_defaults(fn=_cmd_inspect)
+    _add_eval_parser(sub)
     return p
 
 

@@ -56,3 +56,18 @@ def inspect_model(model: object, input_shapes: Mapping[str, Sequence[int]] | Non
     if optimized:
         graph = PassManager(",".join(GRAPH_PASSES)).run(graph)  # type: ignore[assignment]
     return print_graph(graph, elide_constants=True) + "\n" + summary_table(graph)
+
+
+def inspect_opencl(model: object, input_shapes: Mapping[str, Sequence[int]] | None = None,
+                   bind: Mapping[str, object] | None = None) -> str:
+    """`nnc inspect --target opencl`: the kernels model.cl would hold and their work mapping
+    per device type (the loop module `nnc compile --target opencl` emits)."""
+    from nnc.backends.opencl.inspect import kernel_report
+    from nnc.backends.target import parse_target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
+
+    graph = import_model(model, input_shapes, bind)  # type: ignore[arg-type]
+    pm = PassManager(parse_pipeline(default_pipeline("opencl")), target=parse_target("opencl"))
+    return kernel_report(pm.run(graph))  # type: ignore[arg-type]

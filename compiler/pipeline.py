@@ -20,13 +20,16 @@ LOOP_PASSES = (
 )
 
 PIPELINES: dict[str, tuple[str, ...]] = {
-    "host": GRAPH_PASSES + LOOP_PASSES,
+    # parallelize: checks parallel loops; with threads > 1 makes the outer legal loops parallel
+    "host": GRAPH_PASSES + LOOP_PASSES + ("parallelize",),
     # RAM is the scarce resource: order the fused ops for the lowest peak of live activations
     # (after fuse-ops, so the ops are the kernels), and refuse a model that cannot fit.
     "cortex-m": GRAPH_PASSES + ("order-ops",) + LOOP_PASSES + ("check-fit",),
     # the host's passes; the outer independent loops become work items at emission
     # (backends/opencl/mapping.py)
     "opencl": GRAPH_PASSES + LOOP_PASSES,
+    # the host's passes; backends/tvm renders the scheduled loop IR as TIR
+    "tvm": GRAPH_PASSES + LOOP_PASSES,
 }
 
 

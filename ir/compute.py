@@ -38,7 +38,7 @@ running it twice is harmless.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from nnc.ir.affine import flat_offset
 from nnc.ir.intrinsics import DOT_INTRINSICS
@@ -53,6 +53,7 @@ from nnc.ir.loops import (
     Fuse,
     If,
     Intrinsic,
+    Layout,
     Load,
     Parallel,
     Partition,
@@ -136,6 +137,8 @@ class Reduction:
     outside: Expr | None = None
     # whether float sums may be regrouped (int32 sums wrap, so they may always be)
     reassociate: bool = False
+    # constant operands a `Layout` step may re-lay out: (role, buffer name)
+    operands: tuple[tuple[str, str], ...] = ()
 
     def axis(self, name: str) -> Axis:
         for a in self.axes:
@@ -262,6 +265,8 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
             raise ComputeError(f"{step.name} needs a reduce loop of extent {width} "
                                f"({lp.name!r} has {lp.extent})")
         p.intrinsics[lp.name] = step.name
+    elif isinstance(step, Layout):
+        pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
         raise ComputeError("fuse is not supported on reductions")
     else:
@@ -477,6 +482,38 @@ class _Gen:
 def _const_value(e: Expr) -> int:
     assert isinstance(e, Const), f"an unrolled loop's value is a constant, not {e}"
     return int(e.value)
+
+
+def layout_name(buffer: str, perm: Sequence[int]) -> str:
+    """The name of `buffer`'s copy with its dims in `perm` order."""
+    return f"{buffer}_t{''.join(str(p) for p in perm)}"
+
+
+def relayout(defn: Reduction, step: Layout,
+             shape: tuple[int, ...]) -> tuple[Reduction, str, str]:
+    """`defn` reading its operand `step.operand` from a copy with the dims permuted: the new
+    definition, the original buffer's name and the copy's (the same for equal permutations of
+    one constant, so kernels sharing weights share the copy)."""
+    roles = dict(defn.operands)
+    if step.operand not in roles:
+        raise ComputeError(f"step {step} does not apply to {defn.kind}: no operand "
+                           f"{step.operand!r} (operands: {', '.join(roles) or 'none'})")
+    if sorted(step.perm) != list(range(len(shape))):
+        raise ComputeError(f"step {step}: perm must order the {len(shape)} dims of "
+                           f"{step.operand!r}")
+    old = roles[step.operand]
+    new = layout_name(old, step.perm)
+
+    def swap(e: Expr) -> Expr | None:
+        if isinstance(e, Load) and e.buffer == old:
+            return Load(new, tuple(e.indices[p] for p in step.perm), e.dtype)
+        return None
+
+    ops = tuple((r, new if b == old else b) for r, b in defn.operands)
+    out = replace(defn, init=map_expr(defn.init, swap), term=map_expr(defn.term, swap),
+                  finish=map_expr(defn.finish, swap), operands=ops,
+                  outside=None if defn.outside is None else map_expr(defn.outside, swap))
+    return out, old, new
 
 
 def _combine(kind: str, acc: Expr, value: Expr) -> Expr:

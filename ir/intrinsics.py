@@ -41,20 +41,21 @@ _PORTABLE = """    uint32_t s = (uint32_t)acc;
 
 DOT_INTRINSICS: dict[str, DotIntrinsic] = {
     "dot4_s8": DotIntrinsic("dot4_s8", 4, """\
+#include <string.h>
 #if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
 #include <arm_acle.h>
 #endif
 #if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
 /* SXTB16 of the bytes 1 and 3: one instruction with its rotation (gcc emits ROR + SXTB16) */
-static inline uint32_t nnc_sxtb16_ror8(uint32_t x) {
-    uint32_t r;
+static inline int32_t nnc_sxtb16_ror8(int32_t x) {
+    int32_t r;
     __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
     return r;
 }
 #endif
 static inline int32_t nnc_dot4_s8(const int8_t *a, const int8_t *b, int32_t acc) {
 #if defined(__ARM_FEATURE_SIMD32) && __ARM_FEATURE_SIMD32
-    uint32_t x, y;
+    int32_t x, y;  /* ACLE's int8x4_t / int16x2_t are int32_t */
     memcpy(&x, a, 4);
     memcpy(&y, b, 4);
     acc = __smlad(__sxtb16(x), __sxtb16(y), acc);

@@ -393,7 +393,19 @@ class Intrinsic:
     loop: str
 
 
-ScheduleStep = Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Store the constant operand `operand` of a declarative definition (its role, e.g. "w")
+    with its dims permuted (`perm`, numpy's transpose order): weight packing as a schedule
+    choice. The `schedule` pass makes the re-laid-out copy; an original no kernel reads is
+    dropped."""
+
+    operand: str
+    perm: tuple[int, ...]
+
+
+ScheduleStep = (Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
+                | Layout)
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules

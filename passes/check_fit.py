@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nnc.errors import NncError
+from nnc.ir.graph import Graph
 from nnc.ir.loops import Buffer, LoopModule
 from nnc.passes.manager import PassContext, register_pass
 
@@ -45,6 +46,36 @@ def flash_needed(module: LoopModule) -> int:
 
 def _roots(module: LoopModule, scope: str) -> list[Buffer]:
     return [b for b in module.buffers if b.scope == scope and b.alias is None]
+
+
+WEIGHT_OPS = frozenset({"conv", "conv_transpose", "gemm", "matmul"})
+
+
+def check_weights_fit(graph: Graph, target: object, int8: bool,
+                      opts: CheckFitOptions | None = None) -> None:
+    """The early flash check, on the imported graph before any pass: the weight operands of
+    conv/gemm/matmul ops (1 byte per element when quantizing to int8) are a lower bound of the
+    firmware's constant data, so a model they alone overflow is refused before lowering."""
+    flash = getattr(target, "flash_bytes", None)
+    if flash is None:
+        return
+    opts = opts or CheckFitOptions()
+    consts = graph.constant_map()
+    names = {op.inputs[1] for op in graph.ops
+             if op.kind in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] in consts}
+    sizes = [(n, int(consts[n].size) * (1 if int8 else int(consts[n].itemsize)))
+             for n in sorted(names)]
+    weights = sum(size for _, size in sizes)
+    if weights + opts.code_reserve <= flash:
+        return
+    name = getattr(target, "name", "target")
+    hint = "" if int8 else " or --quantize int8 (1 byte per weight)"
+    raise NncError(
+        f"model does not fit {name} flash: its conv/gemm/matmul weights alone need "
+        f"{weights:,} B{' as int8' if int8 else ''} + {opts.code_reserve:,} B code = "
+        f"{weights + opts.code_reserve:,} B > {flash:,} B available (checked right after "
+        f"import); largest weights: {_largest(sizes)}; use --flash to give the real part's "
+        f"size{hint}")
 
 
 @register_pass("check-fit", options=CheckFitOptions)

@@ -26,8 +26,10 @@ from nnc.ir.loops import (
     If,
     Intrinsic,
     Kernel,
+    Layout,
     Load,
     LoopModule,
+    Partition,
     Reorder,
     ScheduleStep,
     Split,
@@ -166,8 +168,18 @@ def _helium_lanes(defn: Reduction, target: Any,
     vectorized lane loop into MVE code), the taps around them."""
     if "mve" not in getattr(target, "features", ()) or "oc" not in {a.name for a in defn.axes}:
         return ()
-    if any(a.name in ("ic", "k") for a in defn.reduced) or defn.acc_dtype != "int32":
+    if defn.acc_dtype != "int32" or any(a.name == "k" for a in defn.reduced):
         return ()
+    layout: list[ScheduleStep] = []
+    ic = next((a for a in defn.reduced if a.name == "ic"), None)
+    if ic is not None:
+        # few input channels (a first layer): no dot product fits; with the weights stored
+        # output channel last, the channels become lanes against a broadcast input element
+        w = dict(defn.operands).get("w")
+        if ic.extent % 4 == 0 or w is None or w not in shapes or defn.axis("oc").extent < 8:
+            return ()
+        rank = len(shapes[w])
+        layout = [Layout("w", (*range(1, rank), 0))]
     oc = defn.axis("oc").extent
     width = next((w for w in (16, 8, 4) if oc % w == 0), 0)
     if not width:
@@ -175,7 +187,7 @@ def _helium_lanes(defn: Reduction, target: Any,
     outer = [a.name for a in defn.spatial if a.name != "oc"]
     split: list[ScheduleStep] = [Split("oc", width)] if oc > width else []
     lane = "oc_i" if split else "oc"
-    steps = (*split, Vectorize(lane),
+    steps = (*layout, *split, Vectorize(lane),
              Reorder((*outer, *(["oc_o"] if split else []), *[a.name for a in defn.reduced],
                       lane)))
     try:
@@ -207,9 +219,14 @@ def _candidates(defn: Reduction, target: Any, intrs: list[tuple[str, int]], oc_t
             tile.append("oc")
         else:
             outer.append("oc")
-    # No `Partition` by default: on the MLPerf Tiny models the guard-free interior saves 3-11%
-    # of a padded conv's instructions but copies its nest up to nine times (KWS: +25 KB of
-    # flash for -3.5% instructions); the step is there for the tuner to weigh.
+    # `Partition` only where the MACs are cheap enough for the tap checks to dominate: dense
+    # padded convs on Helium (IC on the M55: -15% instructions for +26 KB of flash). On the
+    # M4/M7 the guard-free interior saves 3-11% of a padded conv's instructions but copies its
+    # nest up to nine times (KWS: +25 KB of flash for -3.5%); the tuner weighs it there.
+    helium = "mve" in getattr(target, "features", ())
+    dense = any(a.name == "ic" and a.extent % 16 == 0 for a in defn.reduced)
+    if helium and dense:
+        base += [Partition(w.out) for w in defn.windows if w.out in outer]
     reduce = list(defn.reduced)
     candidates: list[tuple[ScheduleStep, ...]] = []
     for (fn, width), r in itertools.product(intrs, reversed(reduce)):
@@ -218,7 +235,11 @@ def _candidates(defn: Reduction, target: Any, intrs: list[tuple[str, int]], oc_t
         lanes = f"{r.name}_i" if r.extent > width else r.name
         split: list[ScheduleStep] = [Split(r.name, width)] if r.extent > width else []
         order = [a.name for a in reduce if a is not r] + ([f"{r.name}_o"] if split else [])
-        candidates.append((*base, *split, Intrinsic(fn, lanes),
+        tiled = base
+        if fn == "dot16_s8":  # Helium: the tile's accumulators as a row, requantized in lanes
+            tiled = [Vectorize(x.loop) if isinstance(x, Unroll) and x.loop == "oc_i" else x
+                     for x in base]
+        candidates.append((*tiled, *split, Intrinsic(fn, lanes),
                            Reorder((*outer, *order, *tile, lanes))))
     last = reduce[-1] if reduce else None
     fallback = list(base)

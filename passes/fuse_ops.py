@@ -10,8 +10,11 @@ through `ComputeContext.store`, and no buffer for the intermediates.
 Rules: the anchor is any non-alias op with one output; each epilogue op is elementwise (`scalar`
 and `fusable`), uses the chain value exactly once, has one output of the anchor's output shape and
 other inputs that broadcast into it; the chain value has one consumer and is not a graph output.
-Chains of one op stay plain ops. The fused op sits where the chain's last op was, which keeps the
-graph topologically ordered (every input of the chain is defined before its last op).
+Chains of one op stay plain ops; a chain stops at `MAX_CHAIN` ops (the next op anchors a new one),
+so a kernel's expression stays shallow for the recursive expression walkers and C compilers'
+nesting limits (clang's bracket depth is 256). The fused op sits where the chain's last op was,
+which keeps the graph topologically ordered (every input of the chain is defined before its
+last op).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from nnc.ir.graph import Attrs, Graph, Op, Value
 from nnc.ir.ops import OpDef, get_op
 from nnc.ir.types import TensorType
 from nnc.passes.manager import PassContext, register_pass
+
+MAX_CHAIN = 32
 
 
 def _opdef(op: Op) -> OpDef | None:
@@ -102,7 +107,8 @@ def fuse_graph(graph: Graph) -> Graph:
             continue
         chain = [op]
         shape = op.outputs[0].type.shape
-        while (nxt := _epilogue_of(chain[-1].outputs[0].name, shape, users, outputs, types)):
+        while len(chain) < MAX_CHAIN and (
+                nxt := _epilogue_of(chain[-1].outputs[0].name, shape, users, outputs, types)):
             if id(nxt) in taken:
                 break
             chain.append(nxt)

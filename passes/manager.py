@@ -65,7 +65,8 @@ _BUILTIN = (
     "fold_constants", "eliminate_dead_code", "fold_batchnorm", "quantize", "layout_nhwc",
     "fuse_qdq", "fuse_ops",
     "order_ops",
-    "lower_to_loops", "apply_tuning", "default_schedule", "schedule", "plan_memory", "check_fit",
+    "lower_to_loops", "apply_tuning", "default_schedule", "schedule", "plan_memory",
+    "parallelize", "check_fit",
 )
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from nnc.ir.compute import ComputeError, materialize
+import numpy as np
+
+from nnc.ir.compute import ComputeError, Reduction, layout_name, materialize, relayout
 from nnc.ir.loops import (
     Buffer,
     CallExtern,
@@ -25,6 +27,7 @@ from nnc.ir.loops import (
     Fuse,
     If,
     Kernel,
+    Layout,
     LoopModule,
     Parallel,
     Reorder,
@@ -189,7 +192,7 @@ def apply_step(body: tuple[Stmt, ...], step: ScheduleStep) -> tuple[Stmt, ...]:
         if fused_name in names:
             raise ValueError(f"loop name {fused_name!r} already exists")
         target, fn = step.outer, lambda f: _fuse(f, step.inner)
-    elif type(step) in _KINDS:
+    elif isinstance(step, (Vectorize, Unroll, Parallel)):
         kind = _KINDS[type(step)]
         target, fn = step.loop, lambda f: replace(f, kind=kind)
     else:
@@ -226,7 +229,8 @@ def schedule_kernel(kernel: Kernel, shapes: dict[str, tuple[int, ...]] | None = 
     return kernel if body is kernel.body else kernel.replace(body=body)
 
 
-def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]]) -> Kernel:
+def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]],
+                 defn: Reduction | None = None) -> Kernel:
     """A kernel with a declarative definition: its body is the definition materialized under
     the steps, from scratch (so scheduling twice gives the same kernel)."""
     locals_: list[Buffer] = []
@@ -236,15 +240,66 @@ def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]]) -> Kernel:
         locals_.append(buf)
         return buf
 
+    steps = tuple(s for s in kernel.schedule if not isinstance(s, Layout))
     try:
-        body = materialize(kernel.compute, kernel.schedule, new_local, shapes)
+        body = materialize(defn or kernel.compute, steps, new_local, shapes)
     except ComputeError as e:
         raise ScheduleError(f"kernel @{kernel.name}: {e}") from None
     return kernel.replace(body=body, locals=tuple(locals_))
 
 
+def _relayout(kernel: Kernel, buffers: dict[str, Buffer], constants: dict[str, np.ndarray],
+              sources: set[str]) -> tuple[Kernel, Reduction]:
+    """Apply a kernel's `Layout` steps: the re-laid-out constants (made once per permutation),
+    the kernel reading them, and its definition as it then reads."""
+    defn: Reduction = kernel.compute
+    params = list(kernel.params)
+    for step in kernel.schedule:
+        if not isinstance(step, Layout):
+            continue
+        roles = dict(defn.operands)
+        old_name = roles.get(step.operand, "")
+        old = buffers.get(old_name)
+        shape: tuple[int, ...] = old.shape if old else ()
+        made = buffers.get(layout_name(old_name, step.perm))
+        if old is None and made is not None and len(made.shape) == len(step.perm):
+            # scheduled before: the copy exists, the original may be gone
+            shape = tuple(made.shape[list(step.perm).index(d)] for d in range(len(step.perm)))
+        try:
+            defn, old_name, new_name = relayout(defn, step, shape)
+        except ComputeError as e:
+            raise ScheduleError(f"kernel @{kernel.name}: {e}") from None
+        if new_name not in buffers:
+            if old is None or old.scope != "constant" or old_name not in constants:
+                raise ScheduleError(f"kernel @{kernel.name}: step {step}: operand "
+                                    f"{step.operand!r} is not a constant")
+            data = np.ascontiguousarray(np.transpose(np.asarray(constants[old_name]).reshape(
+                old.shape), step.perm))
+            buffers[new_name] = Buffer(new_name, data.shape, old.dtype, "constant")
+            constants[new_name] = data
+            sources.add(old_name)
+        params = [new_name if p == old_name else p for p in params]
+    return kernel.replace(params=tuple(dict.fromkeys(params))), defn
+
+
 @register_pass("schedule")
 def schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
     """Apply every kernel's schedule steps to its body (the steps stay recorded)."""
-    shapes = {b.name: b.shape for b in module.buffers}
-    return module.replace(kernels=tuple(schedule_kernel(k, shapes) for k in module.kernels))
+    buffers = {b.name: b for b in module.buffers}
+    constants = dict(module.constants)
+    sources: set[str] = set()
+    staged: list[tuple[Kernel, Reduction | None]] = []
+    for k in module.kernels:
+        defn = None
+        if k.compute is not None and any(isinstance(s, Layout) for s in k.schedule):
+            k, defn = _relayout(k, buffers, constants, sources)
+        staged.append((k, defn))
+    shapes = {b.name: b.shape for b in buffers.values()}
+    kernels = [_materialize(k, shapes, d) if k.compute is not None else schedule_kernel(k, shapes)
+               for k, d in staged]
+    used = {p for k in kernels for p in k.params} | set(module.outputs) | set(module.inputs)
+    dropped = {n for n in sources if n not in used}
+    return module.replace(
+        kernels=tuple(kernels),
+        buffers=tuple(b for b in buffers.values() if b.name not in dropped),
+        constants={n: v for n, v in constants.items() if n not in dropped})

@@ -6,3 +6,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """`nnc bench` / `nnc eval` record into a history file: never the real one in tests
+    (subprocesses inherit the variable)."""
+    monkeypatch.setenv("NNC_HISTORY", str(tmp_path_factory.getbasetemp() / "history.sqlite"))

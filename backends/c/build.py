@@ -38,6 +38,7 @@ from nnc.ir.loops import LoopModule
 RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime_c"
 WARNINGS = ("-Wall", "-Wextra")
 LIBRARY = "libmodel.so"
+THREADS = ("-pthread",)  # compile and link flag of a model with threads > 1 (nnc_threads.h)
 BENCH = "bench"
 
 
@@ -206,8 +207,14 @@ def write_files(files: Mapping[str, str | bytes], out: Path) -> None:
             path.write_text(content)
 
 
+def thread_flags(threads: int) -> tuple[str, ...]:
+    """Extra compile and link flags of a model emitted for `threads` threads."""
+    return THREADS if threads > 1 else ()
+
+
 def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target: Target,
-                  prefix: str = "nnc", opt_level: int = 3, cmsis: Library | None = None) -> Path:
+                  prefix: str = "nnc", opt_level: int = 3, cmsis: Library | None = None,
+                  threads: int = 1) -> Path:
     """Write the emitted files, the runtime (headers + bench driver) and a Makefile; with
     `cmsis`, the CMSIS-NN library the model calls (see nnc.backends.cmsis_nn.stage)."""
     out = Path(out_dir)
@@ -224,8 +231,10 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
                       keep_trailing_newline=True)
     makefile = env.get_template("Makefile.j2").render(
         model=prefix, target=target.name, cc=target.cc, opt_level=opt_level,
-        cflags=shlex.join(target.cflags + WARNINGS + tuple(f"-I{i}" for i in incs)),
-        ldflags=shlex.join(target.ldflags), prefix=prefix, model_srcs=_model_sources(out) + srcs,
+        cflags=shlex.join(target.cflags + thread_flags(threads) + WARNINGS
+                          + tuple(f"-I{i}" for i in incs)),
+        ldflags=shlex.join(target.ldflags + thread_flags(threads)), prefix=prefix,
+        model_srcs=_model_sources(out) + srcs,
         has_weights_bin=(out / "weights.bin").exists())
     (out / "Makefile").write_text(makefile)
     return out
@@ -272,14 +281,16 @@ def _install_hint(cc: str) -> str:
 
 def build_project(out_dir: str | Path, target: Target | str = "host", opt_level: int = 3,
                   prefix: str = "nnc", werror: bool = False, bench: bool = True,
-                  cmsis: Library | None = None) -> BuildResult:
-    """Compile a written project into `libmodel.so` (and the `bench` executable)."""
+                  cmsis: Library | None = None, threads: int = 1) -> BuildResult:
+    """Compile a written project into `libmodel.so` (and the `bench` executable); a model
+    emitted for `threads` > 1 with -pthread."""
     start = time.perf_counter()
     tgt = parse_target(target)
     out = Path(out_dir)
     incs, lib_srcs = project_files(cmsis, out) if cmsis is not None else ([], [])
-    base = [tgt.cc, f"-O{opt_level}", *tgt.cflags, *WARNINGS, *(["-Werror"] if werror else []),
-            "-I.", *(f"-I{i}" for i in incs)]
+    omp = thread_flags(threads)
+    base = [tgt.cc, f"-O{opt_level}", *tgt.cflags, *omp, *WARNINGS,
+            *(["-Werror"] if werror else []), "-I.", *(f"-I{i}" for i in incs)]
     srcs = _model_sources(out)
     objects = [src.replace(".c", ".o") for src in srcs]
     compiles = [[*base, "-fPIC", "-c", src, "-o", obj]
@@ -293,9 +304,9 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
         compiles.append([*base, "-D_POSIX_C_SOURCE=199309L", f"-DNNC_PREFIX={prefix}",
                          "-c", "bench_main.c", "-o", "bench_main.o"])
     log = _run_all(compiles, out)
-    links = [[tgt.cc, "-shared", "-o", LIBRARY, *objects, *tgt.ldflags]]
+    links = [[tgt.cc, "-shared", "-o", LIBRARY, *objects, *tgt.ldflags, *omp]]
     if bench:
-        links.append([tgt.cc, "-o", BENCH, "bench_main.o", *objects, *tgt.ldflags])
+        links.append([tgt.cc, "-o", BENCH, "bench_main.o", *objects, *tgt.ldflags, *omp])
     log += _run_all(links, out)
     return BuildResult(
         out_dir=out, library=out / LIBRARY, bench=out / BENCH if bench else None,
@@ -306,12 +317,13 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
 def build(module: LoopModule, out_dir: str | Path, target: Target | str = "host",
           opt_level: int = 3, prefix: str = "nnc", werror: bool = False,
           bench: bool = True, weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
-          cmsis: Library | None = None) -> BuildResult:
+          cmsis: Library | None = None, threads: int = 1) -> BuildResult:
     """Emit `module` as C, write the project into `out_dir` and compile it. A module with
-    CMSIS-NN calls builds against `cmsis` (default: CMSIS_NN_PATH, else the portable one)."""
+    CMSIS-NN calls builds against `cmsis` (default: CMSIS_NN_PATH, else the portable one);
+    `threads` > 1 runs its parallel loops on that many threads (nnc_threads.h)."""
     tgt = parse_target(target)
-    files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit)
+    files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit, threads=threads)
     if cmsis is None and module_uses_cmsis(module):
         cmsis = find_library()
-    write_project(files, out_dir, tgt, prefix, opt_level, cmsis)
-    return build_project(out_dir, tgt, opt_level, prefix, werror, bench, cmsis)
+    write_project(files, out_dir, tgt, prefix, opt_level, cmsis, threads)
+    return build_project(out_dir, tgt, opt_level, prefix, werror, bench, cmsis, threads)

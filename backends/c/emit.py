@@ -287,6 +287,17 @@ def written_buffers(stmts: Iterable[Stmt], extern_writable: Callable[[str], bool
     return out
 
 
+def _stmt_exprs(s: Stmt) -> tuple[Expr, ...]:
+    """The expressions a statement itself holds (not those of nested statements)."""
+    if isinstance(s, Store):
+        return (*s.indices, s.value)
+    if isinstance(s, If):
+        return (s.cond,)
+    if isinstance(s, CallExtern):
+        return tuple(a for a in s.args if not isinstance(a, str))
+    return ()
+
+
 def flat_index(indices: Sequence[Expr], shape: Sequence[int]) -> Expr:
     """Row-major flattening in Horner form, with constant parts folded."""
     if not indices:
@@ -336,6 +347,9 @@ class CStyleEmitter:
     # lines before each kernel's signature: NNC_KERNEL (nnc_runtime.h) hides kernels from GCC's
     # interprocedural analysis, which miscompiles them (docs/gcc-pure-const-bug.md)
     kernel_attributes: tuple[str, ...] = ("NNC_KERNEL",)
+    # threads of a parallel loop (host: runtime_c/include/nnc_threads.h); 1 emits them serially
+    threads = 1
+    _in_parallel = False
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
@@ -618,6 +632,73 @@ class CStyleEmitter:
             return "/* parallel loop, run serially for now */"
         return None
 
+    def parallel_for(self, s: For, depth: int) -> list[str]:
+        """A parallel loop on `threads` threads: its body is outlined into a function over an
+        iteration range [lo, hi) that `nnc_parallel_for` (nnc_threads.h) runs in chunks. The
+        function gets the params, read-only locals and outer loop variables it uses through a
+        context struct; the locals the loop writes are its own (passes/parallelize.py checked
+        each is written before it is read in every iteration and not read after the loop)."""
+        fname = f"{self.kernel_fname}_par{len(self._outlined)}"
+        self.helpers.setdefault("nnc_threads", f'#define NNC_THREADS {self.threads}\n'
+                                               '#include "nnc_threads.h"')
+        stmts = [st for st in walk_stmts(s.body)]
+        used = {st.buffer for st in stmts if isinstance(st, Store)}
+        exprs = [e for st in stmts for e in _stmt_exprs(st)]
+        used |= {x.buffer for e in exprs for x in walk_expr(e) if isinstance(x, Load)}
+        var_names = {x.name for e in exprs for x in walk_expr(e) if isinstance(x, Var)}
+        written_locals = {st.buffer for st in stmts if isinstance(st, Store)
+                          and self.buffer(st.buffer).scope == "local"}
+        fields, unpack, init = [], [], []
+        for name in sorted(used - written_locals, key=lambda n: self.names[n]):
+            buf, cname = self.buffer(name), self.names[name]
+            ctype = self.storage_type(buf.dtype)
+            if buf.scope == "local" and not buf.shape:
+                fields.append(f"{ctype} {cname};")
+                unpack.append(f"const {ctype} {cname} = c->{cname};")
+            else:
+                const = "" if name in self._written and buf.scope != "local" else "const "
+                qual = "*restrict " if name in self._restrict else "*"
+                fields.append(f"{const}{ctype} *{cname};")
+                unpack.append(f"{const}{ctype} {qual}{cname} = c->{cname};")
+            init.append(f".{cname} = {cname}")
+        for ir_name in sorted(var_names & set(self.vars) - {s.var}):
+            cname = self.vars[ir_name]
+            fields.append(f"ptrdiff_t {cname};")
+            unpack.append(f"const ptrdiff_t {cname} = c->{cname};")
+            init.append(f".{cname} = {cname}")
+        privates = sorted(written_locals, key=lambda n: self.names[n])
+        unpack += [self.local_decl(self.buffer(n), self.names[n]) for n in privates]
+        unpack += [f"(void){self.names[n]};" for n in privates]
+        var = self.names.unique(s.var)
+        saved_vars, saved_touched, saved_loaded = dict(self.vars), set(self.touched), \
+            set(self.loaded)
+        self.vars[s.var] = var
+        self._in_parallel = True
+        try:
+            body = self.block(s.body, 2)
+        finally:
+            self._in_parallel = False
+            self.vars = saved_vars
+            mentioned = used - written_locals
+            self.touched, self.loaded = saved_touched | mentioned, saved_loaded | mentioned
+            self._private |= written_locals
+        pad, unit = self.indent_unit * depth, self.indent_unit
+        struct = f"struct {fname}_ctx"
+        self._outlined.append("\n".join(
+            [f"{struct} {{", *(unit + f for f in fields or ["char unused;"]), "};",
+             *self.kernel_attributes,
+             f"static void {fname}(void *ctx, ptrdiff_t lo, ptrdiff_t hi)", "{",
+             f"{unit}const {struct} *c = (const {struct} *)ctx;",
+             *(unit + u for u in unpack), f"{unit}(void)c;",
+             f"{unit}for (ptrdiff_t {var} = lo; {var} < hi; ++{var}) {{",
+             *body, f"{unit}}}", "}"]))
+        # ~8 chunks per thread: a thread the OS preempts holds one chunk, not a share
+        chunk = max(1, -(-s.extent // (8 * self.threads)))
+        return [f"{pad}{{",
+                f"{pad}{unit}{struct} nnc_ctx = {{{', '.join(init) or '0'}}};",
+                f"{pad}{unit}nnc_parallel_for({fname}, &nnc_ctx, {s.extent}, {chunk});",
+                f"{pad}}}"]
+
     def _vector_safe(self, s: For) -> bool:
         """ivdep promises no loop-carried memory dependence; refuse it when a store to memory
         lands on the same element in every iteration (an accumulation into a buffer)."""
@@ -633,6 +714,8 @@ class CStyleEmitter:
         return True
 
     def stmt_for(self, s: For, depth: int) -> list[str]:
+        if s.kind == "parallel" and self.threads > 1 and not self._in_parallel:
+            return self.parallel_for(s, depth)
         lanes = self.mve_lanes(s, depth)
         if lanes:
             return lanes
@@ -653,40 +736,29 @@ class CStyleEmitter:
         return lines + [pad + "}"]
 
     def mve_lanes(self, s: For, depth: int) -> list[str]:
-        """A vectorized loop `acc[i] += (x[.. + i] - zx) * (w[.. + i] - zw)` over a local int32
-        accumulator row and two contiguous int8 streams (a depthwise conv's channels) as Helium
-        code, 4 lanes per instruction (widening byte loads, VMUL, VADD; wrapping like the scalar
-        loop), with the scalar loop as the portable fallback. [] when the loop is not of that
-        form. gcc 12 does not vectorize the int8 -> int32 widening for MVE itself."""
+        """A vectorized loop of one of two forms as Helium code, 4 lanes per instruction, with
+        the scalar loop as the portable fallback ([] when the loop is of neither form; gcc 12
+        does not vectorize the int8 <-> int32 widening and narrowing for MVE itself):
+        - `acc[i] += (x[.. + i] + zx) * (w[.. + i] + zw)` over a local int32 accumulator row and
+          two contiguous int8 streams (a depthwise conv's channels): widening byte loads, VMUL,
+          VADD, wrapping like the scalar loop;
+        - `y[.. + i] = int8(clamp(requantize(acc[i], m[.. + i], s[.. + i]), lo, hi) + zp)` with
+          constant multipliers >= 0 and shifts <= 0 (the finish of such a row): VQRDMULH (the
+          saturating rounding doubling high multiply, exactly), the rounding divide by 2^-s
+          with ties away from zero, VMAX/VMIN, a narrowing byte store."""
         if s.kind != "vectorized" or s.extent % 4 or len(s.body) != 1:
             return []
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        acc = self.buffer(st.buffer)
-        var = Var(s.var)
-        if acc.scope != "local" or acc.dtype != "int32" or st.indices != (var,):
-            return []
-        v = st.value
-        if not (isinstance(v, Binary) and v.op == "add" and v.a == Load(acc.name, (var,), "int32")
-                and isinstance(v.b, Binary) and v.b.op == "mul"):
-            return []
-        streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
-        if any(x is None for x in streams):
+        groups = self._mve_mac(st, s) or self._mve_requantize(st, s)
+        if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "
                                 "(__ARM_FEATURE_MVE & 1)\n#include <arm_mve.h>\n#endif")
         pad, inner = self.indent_unit * depth, self.indent_unit * (depth + 1)
         lines = ["#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)", f"{pad}{{"]
-        for g in range(0, s.extent, 4):
-            ops = []
-            for ld, offset in streams:  # type: ignore[misc]
-                idx = tuple(_at(i, s.var, g) for i in ld.indices)
-                vec = f"vldrbq_s32(&{self.element(ld.buffer, idx)})"
-                ops.append(f"vaddq_n_s32({vec}, {offset})" if offset else vec)
-            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
-            lines.append(f"{inner}vstrwq_s32({a}, vaddq_s32(vldrwq_s32({a}), "
-                         f"vmulq_s32({ops[0]}, {ops[1]})));")
+        lines += [inner + line for line in groups]
         lines += [f"{pad}}}", "#else"]
         var_name = self.names.unique(s.var)
         outer = self.vars.get(s.var)
@@ -699,6 +771,104 @@ class CStyleEmitter:
         else:
             self.vars[s.var] = outer
         return lines + [pad + "}", "#endif"]
+
+    def _acc_row(self, e: Expr, var: str) -> Buffer | None:
+        """The local int32 row `e` loads at [var], else None."""
+        if not (isinstance(e, Load) and e.indices == (Var(var),)):
+            return None
+        buf = self.buffer(e.buffer)
+        return buf if buf.scope == "local" and buf.dtype == "int32" else None
+
+    def _mve_mac(self, st: Store, s: For) -> list[str]:
+        acc = self._acc_row(Load(st.buffer, st.indices, "int32"), s.var) \
+            if self.buffer(st.buffer).dtype == "int32" else None
+        v = st.value
+        if acc is None or not (isinstance(v, Binary) and v.op == "add"
+                               and v.a == Load(acc.name, (Var(s.var),), "int32")
+                               and isinstance(v.b, Binary) and v.b.op == "mul"):
+            return []
+        streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
+        if streams[0] is None and streams[1] is not None:
+            streams.reverse()
+            scalar = v.b.a
+        else:
+            scalar = v.b.b
+        if streams[0] is not None and streams[1] is None \
+                and not uses_var(scalar, s.var) and scalar.dtype == "int32":
+            # one stream against a broadcast element (a first layer's input): VMLA by scalar
+            ld, offset = streams[0]
+            x = self.text(scalar)
+            lines = []
+            for g in range(0, s.extent, 4):
+                vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
+                vec = f"vaddq_n_s32({vec}, {offset})" if offset else vec
+                a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+                lines.append(f"vstrwq_s32({a}, vmlaq_n_s32(vldrwq_s32({a}), {vec}, {x}));")
+            return lines
+        if any(x is None for x in streams):
+            return []
+        lines = []
+        for g in range(0, s.extent, 4):
+            ops = []
+            for ld, offset in streams:  # type: ignore[misc]
+                vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
+                ops.append(f"vaddq_n_s32({vec}, {offset})" if offset else vec)
+            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+            lines.append(f"vstrwq_s32({a}, vaddq_s32(vldrwq_s32({a}), "
+                         f"vmulq_s32({ops[0]}, {ops[1]})));")
+        return lines
+
+    def _mve_requantize(self, st: Store, s: For) -> list[str]:
+        out = self.buffer(st.buffer)
+        v = st.value
+        if out.dtype != "int8" or not isinstance(v, Cast) or v.dtype != "int8":
+            return []
+        if self._contiguous(st.indices, out, s.var) is None:
+            return []
+        e, zp = v.value, 0
+        if isinstance(e, Binary) and e.op == "add" and isinstance(e.b, Const):
+            e, zp = e.a, int(e.b.value)
+        if not (isinstance(e, Binary) and e.op == "min" and isinstance(e.b, Const)
+                and isinstance(e.a, Binary) and e.a.op == "max" and isinstance(e.a.b, Const)):
+            return []
+        hi, lo, rq = int(e.b.value), int(e.a.b.value), e.a.a
+        if not (isinstance(rq, Call) and rq.fn == "requantize"
+                and self._requantize_kind(rq) == "requantize_right"):
+            return []
+        acc = self._acc_row(rq.args[0], s.var)
+        m, sh = rq.args[1], rq.args[2]
+        if acc is None or not all(isinstance(x, Load) and self._contiguous(
+                x.indices, self.buffer(x.buffer), s.var) is not None for x in (m, sh)):
+            return []
+        lines = []
+        assert isinstance(m, Load) and isinstance(sh, Load)
+        for g in range(0, s.extent, 4):
+            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
+            y = self._addr(st.buffer, st.indices, s.var, g)
+            lines += [
+                "{",
+                f"    int32x4_t h = vqrdmulhq_s32(vldrwq_s32({a}), "
+                f"vldrwq_s32({self._addr(m.buffer, m.indices, s.var, g)}));",
+                f"    int32x4_t sh = vldrwq_s32({self._addr(sh.buffer, sh.indices, s.var, g)});",
+                "    int32x4_t mask = vsubq_n_s32(vshlq_s32(vdupq_n_s32(1), vnegq_s32(sh)), 1);",
+                "    int32x4_t thr = vaddq_s32(vshrq_n_s32(mask, 1), "
+                "vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(h), 31)));",
+                "    int32x4_t r = vshlq_s32(h, sh);",
+                "    r = vaddq_m_n_s32(r, r, 1, vcmpgtq_s32(vandq_s32(h, mask), thr));",
+                f"    r = vminq_s32(vmaxq_s32(r, vdupq_n_s32({lo})), vdupq_n_s32({hi}));",
+                f"    vstrbq_s32({y}, {'vaddq_n_s32(r, ' + str(zp) + ')' if zp else 'r'});",
+                "}",
+            ]
+        return lines
+
+    def _addr(self, buffer: str, indices: Sequence[Expr], var: str, value: int) -> str:
+        """C address of buffer[indices] with loop variable `var` at `value`."""
+        return "&" + self.element(buffer, tuple(_at(i, var, value) for i in indices))
+
+    def _contiguous(self, indices: Sequence[Expr], buf: Buffer, var: str) -> Any:
+        names = {x.name for i in indices for x in walk_expr(i) if isinstance(x, Var)}
+        form = flat_offset(indices, buf.shape, {n: 2 for n in names})
+        return form if form is not None and form.get(var) == 1 else None
 
     def _int8_stream(self, e: Expr, var: str) -> tuple[Load, int] | None:
         """(load, offset) of `int32(x[...]) + offset` whose element steps by one with `var`."""
@@ -773,6 +943,8 @@ class CStyleEmitter:
         self.kernel_fname = fname
         self.names.names.update({b.name: names[b.name] for b in params})
         self.vars, self.touched, self.loaded = {}, set(), set()
+        self._written, self._restrict, self._outlined = written, restrict, []
+        self._private: set[str] = set()  # locals of outlined parallel loops (parallel_for)
         self.buffers = {b.name: b for b in params}
         for b in k.locals:
             if b.name in self.buffers:
@@ -784,14 +956,17 @@ class CStyleEmitter:
         body = self.block(k.body, 1)
         pad = self.indent_unit
         head = [pad + line for line in self.kernel_prologue(params, decls)]
-        head += [pad + self.local_decl(b, self.names[b.name]) for b in k.locals]
+        local_bufs = [b for b in k.locals
+                      if b.name not in self._private or b.name in self.touched]
+        head += [pad + self.local_decl(b, self.names[b.name]) for b in local_bufs]
         # what the C text does not mention (e.g. folded away) would warn as unused
         head += [f"{pad}(void){self.names[b.name]};" for b in params
                  if b.name not in self.touched]
-        head += [f"{pad}(void){self.names[b.name]};" for b in k.locals
+        head += [f"{pad}(void){self.names[b.name]};" for b in local_bufs
                  if b.name not in self.loaded]
         signature = self.kernel_header(fname, params, decls)
-        return "\n".join([*self.kernel_attributes, signature, "{"] + head + body + ["}"])
+        return "\n".join([*self._outlined, *self.kernel_attributes, signature, "{"]
+                         + head + body + ["}"])
 
     def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:
         """The kernel's function header; `decls` are the params' declarations (param_decl)."""
@@ -825,14 +1000,18 @@ def _format_values(arr: np.ndarray) -> list[str]:
     if flat.dtype == np.bool_:
         flat = flat.astype(np.uint8)
     if flat.dtype.kind == "f":
-        # %.9g round-trips float32 (and float16); %.17g float64
-        fmt = "%.17g" if flat.dtype == np.float64 else "%.9g"
-        tokens = list(map(fmt.__mod__, flat.astype(np.float64).tolist()))
+        # %.9g round-trips float32 (and float16); %.17g float64. float32 literals carry `f`
+        # (a double literal in a float array warns under -Wconversion)
+        if flat.dtype == np.float64:
+            tokens = list(map("%.17g".__mod__, flat.tolist()))
+        else:
+            tokens = [t + "f" if "." in t or "e" in t else t + ".0f"
+                      for t in map("%.9g".__mod__, flat.astype(np.float64).tolist())]
         for i in np.flatnonzero(~np.isfinite(flat)).tolist():
             v = float(flat[i])
             tokens[i] = "NAN" if math.isnan(v) else ("INFINITY" if v > 0 else "-INFINITY")
         for i in np.flatnonzero((flat == 0) & np.signbit(flat)).tolist():
-            tokens[i] = "-0.0"  # "-0" would be the integer 0, losing the sign
+            tokens[i] = "-0.0" if flat.dtype == np.float64 else "-0.0f"  # "-0": the integer 0
         return tokens
     tokens = list(map(str, flat.tolist()))
     if flat.dtype == np.int64:
@@ -994,13 +1173,16 @@ class _ModuleEmitter:
                   and self.buf(n).alias is None]
         total = sum(b.nbytes for b in consts)
         if total <= self.limit:
-            defs = []
+            # file-scope arrays take the prefix: a kernel parameter of the constant's own name
+            # would shadow them (-Wshadow); the run function points a local of that name at them
+            defs, where = [], {}
             for b in consts:
                 data = np.asarray(self.m.constants[b.name]).astype(b.dtype, copy=False)
-                defs.append(f"static const {self.em.storage_type(b.dtype)} {self.names[b.name]}"
+                where[b.name] = f"{self.p}_const_{self.names[b.name]}"
+                defs.append(f"static const {self.em.storage_type(b.dtype)} {where[b.name]}"
                             f"[{max(b.size, 1)}] NNC_ALIGN({ARENA_ALIGN}) = {{\n"
                             f"{format_c_array(data)}\n}};")
-            return defs, {}, {}
+            return defs, where, {}
         blob = bytearray()
         where: dict[str, str] = {}
         sym = f"{self.p}_weights"
@@ -1056,8 +1238,6 @@ class _ModuleEmitter:
             elif b.scope == "output":
                 init = f"({ctype} *)outputs[{out_index[name]}]"
             elif b.scope == "constant":
-                if name not in in_bin:
-                    continue  # a file-scope array already
                 init = in_bin[name]
             else:
                 init = f"({ctype} *)({self.p}_arena + {self.offsets[name]})"
@@ -1126,10 +1306,14 @@ class _ModuleEmitter:
 
 def emit_c(module: LoopModule, prefix: str = "nnc", *,
            weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
-           emitter: CStyleEmitter | None = None) -> dict[str, str | bytes]:
+           emitter: CStyleEmitter | None = None, threads: int = 1) -> dict[str, str | bytes]:
     """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
-    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`."""
-    return _ModuleEmitter(module, prefix, weights_inline_limit, emitter or CStyleEmitter()).emit()
+    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`. With `threads` > 1
+    parallel loops run on that many threads (nnc_threads.h; build with -pthread)."""
+    em = emitter or CStyleEmitter()
+    if threads != 1:
+        em.threads = threads
+    return _ModuleEmitter(module, prefix, weights_inline_limit, em).emit()
 
 
 # The module assembler's layout, validation and constant logic, for other C-family backends

@@ -3,6 +3,11 @@
     >>> dev = DeviceModel("out")                                 # doctest: +SKIP
     >>> y = dev.run({"input": x})["output"]                      # doctest: +SKIP
     >>> dev.benchmark()["instructions"]                          # doctest: +SKIP
+    >>> runs = dev.execute_batch([{"input": x0}, {"input": x1}])  # doctest: +SKIP
+
+`execute_batch` runs many samples in one emulator start (the firmware's batch mode: batch.bin in,
+batch_out.bin and batch_ticks.bin out; see runtime_c/src/device_main.c), with per-sample outputs
+and instruction counts, a progress callback per sample and a timeout per sample.
 
 QEMU runs with `-icount shift=7,align=off,sleep=off`: the virtual clock advances exactly 2^7 ns
 per guest instruction, so the board timer (tick_hz) read around the model and each kernel gives
@@ -14,12 +19,15 @@ states are modelled). Everything is read from `device.json` next to `firmware.el
 from __future__ import annotations
 
 import json
+import queue
 import re
 import socket
+import struct
 import subprocess
 import tempfile
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +51,9 @@ _RESULT = re.compile(r"^NNC_RESULT status=(-?\d+) total_ticks=(\d+) layers=(\d+)
 _LAYER = re.compile(r"^NNC_LAYER (\d+) ticks=(\d+)", re.M)
 _FAULT = re.compile(r"NNC_FAULT (\w+) layer=(-?\d+) pc=(0x[0-9a-f]+)")
 _ERROR = re.compile(r"^NNC_ERROR (.*)$", re.M)
+_SAMPLE = re.compile(r"^NNC_SAMPLE (\d+) status=(-?\d+)")
+BATCH_MAGIC = b"NNCB"
+BATCH_VERSION = 1
 
 
 def qemu_command(qemu: str, board: Board, elf: str | Path,
@@ -66,6 +77,19 @@ class DeviceRun:
     stack_bytes: int
     wall_s: float
     stdout: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRun:
+    """One firmware run over N samples: per-sample outputs, the model's status per sample, timer
+    ticks per sample (total [N] and per layer [N, L]) and the peak stack over the batch."""
+
+    outputs: list[dict[str, np.ndarray]]
+    status: np.ndarray
+    total_ticks: np.ndarray
+    layer_ticks: np.ndarray
+    stack_bytes: int
+    wall_s: float
 
 
 class DeviceModel:
@@ -199,6 +223,95 @@ class DeviceModel:
         for m in _LAYER.finditer(stdout):
             ticks[int(m[1])] = int(m[2])
         return DeviceRun(outputs, int(result[2]), tuple(ticks), int(result[4]), wall, stdout)
+
+    def execute_batch(self, samples: Sequence[Mapping[str, Any]],
+                      progress: Callable[[int], None] | None = None,
+                      timeout_s: float | None = None) -> BatchRun:
+        """Run the firmware once over all `samples` (the model runs once per sample, in one QEMU
+        start). `progress(done)` is called as samples finish; `timeout_s` (default: the
+        model's) bounds each sample, not the whole batch."""
+        if not samples:
+            raise NncError("a batch needs at least one sample")
+        arrays = [self._check_inputs(s) for s in samples]
+        self._check_fits_board()
+        qemu = find_qemu(self.qemu)
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        n = len(arrays)
+        sample_bytes = sum(int(d["nbytes"]) for d in self.inputs)
+        out_bytes = sum(int(d["nbytes"]) for d in self.outputs)
+        nlayers = len(self.layers)
+        with tempfile.TemporaryDirectory(prefix="nnc_qemu_") as tmp:
+            work = Path(tmp)
+            with open(work / "batch.bin", "wb") as f:
+                f.write(BATCH_MAGIC + struct.pack("<III", BATCH_VERSION, n, sample_bytes))
+                for sample in arrays:
+                    for arr in sample:
+                        f.write(arr.astype(arr.dtype.newbyteorder("<"), copy=False).tobytes())
+            monitor = work / "monitor.sock"
+            cmd = qemu_command(qemu, self.board, self.elf.resolve(), monitor)
+            start = time.perf_counter()
+            proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    text=True, errors="replace")
+            lines: queue.Queue[str | None] = queue.Queue()
+
+            def read() -> None:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    lines.put(line)
+                lines.put(None)
+
+            reader = threading.Thread(target=read, daemon=True)
+            reader.start()
+            stdout: list[str] = []
+            try:
+                while True:
+                    try:
+                        line = lines.get(timeout=timeout)
+                    except queue.Empty:
+                        layer = self._read_current_layer(monitor)
+                        done = sum(1 for x in stdout if x.startswith("NNC_SAMPLE"))
+                        raise NncError(f"the firmware timed out after {timeout:g} s on sample "
+                                       f"{done} of {n} {self._where(layer)} on the emulated "
+                                       f"{self.board.name}") from None
+                    if line is None:
+                        break
+                    stdout.append(line)
+                    m = _SAMPLE.match(line)
+                    if m and progress is not None:
+                        progress(int(m[1]) + 1)
+                proc.wait(timeout=timeout)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                reader.join(timeout=5)
+            wall = time.perf_counter() - start
+            text = "".join(stdout)
+            self._check_exit(proc.returncode, text)
+            data = (work / "batch_out.bin").read_bytes()
+            counts = np.fromfile(work / "batch_ticks.bin", "<u4")
+        if len(data) != n * out_bytes or counts.size != n * (1 + nlayers):
+            raise NncError(f"the firmware wrote {len(data)} B of outputs and {counts.size} "
+                           f"counts for {n} samples, expected {n * out_bytes} B and "
+                           f"{n * (1 + nlayers)}")
+        status = np.zeros(n, np.int32)
+        for m in _SAMPLE.finditer(text):
+            status[int(m[1])] = int(m[2])
+        outputs = []
+        for k in range(n):
+            pos, sample_out = k * out_bytes, {}
+            for d in self.outputs:
+                dtype = np.dtype(d["dtype"]).newbyteorder("<")
+                chunk = data[pos:pos + int(d["nbytes"])]
+                sample_out[d["name"]] = (np.frombuffer(chunk, dtype).astype(d["dtype"])
+                                         .reshape(d["shape"]))
+                pos += int(d["nbytes"])
+            outputs.append(sample_out)
+        counts = counts.reshape(n, 1 + nlayers).astype(np.int64)
+        result = _RESULT.search(text)
+        assert result is not None  # _check_exit made sure
+        return BatchRun(outputs, status, counts[:, 0], counts[:, 1:], int(result[4]), wall)
 
     def _where(self, layer: int | None) -> str:
         if layer is None or layer < 0 or layer >= len(self.layers):

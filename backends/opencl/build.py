@@ -66,10 +66,12 @@ def build_project(out_dir: str | Path, target: Target | str = "opencl", opt_leve
 
 
 def build(module: LoopModule, out_dir: str | Path, target: Target | str = "opencl",
-          opt_level: int = 3, prefix: str = "nnc", werror: bool = False) -> Path:
-    """Emit `module` for OpenCL, write the project into `out_dir` and build the host library."""
+          opt_level: int = 3, prefix: str = "nnc", werror: bool = False,
+          mapping: str | None = None) -> Path:
+    """Emit `module` for OpenCL, write the project into `out_dir` and build the host library;
+    `mapping` as in `emit_opencl`."""
     tgt = parse_target(target)
-    write_project(emit_opencl(module, prefix), out_dir, tgt, opt_level, module.name)
+    write_project(emit_opencl(module, prefix, mapping), out_dir, tgt, opt_level, module.name)
     build_project(out_dir, tgt, opt_level, werror)
     return Path(out_dir) / LIBRARY
 

@@ -26,7 +26,9 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.emit import (
+    PRIMARY,
     WEIGHTS_ALIGN,
+    CExpr,
     CStyleEmitter,
     EmitError,
     ModuleEmitter,
@@ -34,8 +36,13 @@ from nnc.backends.c.emit import (
     c_string,
     kernel_comment,
 )
-from nnc.backends.opencl.mapping import WorkMapping, map_work
-from nnc.ir.loops import Buffer, For, Kernel, LoopModule
+from nnc.backends.opencl.mapping import (
+    DEVICE_TYPES,
+    WorkMapping,
+    device_mappings,
+    shrink_locals,
+)
+from nnc.ir.loops import Buffer, Expr, For, Kernel, Load, LoopModule, Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -74,6 +81,22 @@ typedef ulong uint64_t;
 """
 
 
+# float -> nearest-even half -> float without cl_khr_fp16 (halves are stored with
+# vstore_half_rte, which rounds the same way; in between they are floats holding halves)
+HALF_ROUNDING = """\
+static float nnc_f16r(float x)
+{
+    uint u = as_uint(x), a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return x;                                  /* NaN */
+    if (a >= 0x477ff000u) return as_float((u & 0x80000000u) | 0x7f800000u); /* to inf */
+    if (a < 0x38800000u) return rint(x * 0x1p24f) * 0x1p-24f;      /* subnormal half */
+    u += 0xfffu + ((u >> 13) & 1u);                                 /* 10 mantissa bits */
+    return as_float(u & ~0x1fffu);
+}
+#define NNC_F16(x) nnc_f16r((float)(x))
+"""
+
+
 @dataclass(frozen=True, slots=True)
 class KernelArg:
     """One argument of a kernel: the device buffer of `space` (`index`-th input/output)."""
@@ -102,9 +125,40 @@ class OpenCLEmitter(CStyleEmitter):
         self.places: dict[str, tuple[KernelArg, int]] = {}
 
     def storage_type(self, dtype: str) -> str:
-        if dtype == "float16":
-            raise EmitError("float16 tensors are not supported by the OpenCL backend yet")
-        return super().storage_type(dtype)
+        # float16 tensors are `half` buffers read and written with vload_half/vstore_half_rte
+        # (core OpenCL 1.2: no cl_khr_fp16 needed) and computed in float, as on the host
+        return "half" if dtype == "float16" else super().storage_type(dtype)
+
+    def local_decl(self, buf: Buffer, cname: str) -> str:
+        if buf.dtype == "float16":  # a private half array needs cl_khr_fp16: floats that
+            buf = Buffer(buf.name, buf.shape, "float32", buf.scope)  # hold rounded halves
+        return super().local_decl(buf, cname)
+
+    def _global_half(self, name: str, indices: Sequence[Expr]) -> tuple[str, str] | None:
+        """(pointer, index) of an element of a global float16 buffer, else None."""
+        buf = self.buffer(name)
+        if buf.dtype != "float16" or buf.scope == "local":
+            return None
+        text = self.element(name, indices)
+        at = text.index("[")
+        return text[:at], text[at + 1:-1]
+
+    def expr_load(self, e: Load) -> CExpr:
+        half = self._global_half(e.buffer, e.indices)
+        if half is None:
+            return super().expr_load(e)
+        self.loaded.add(e.buffer)
+        return CExpr(f"vload_half({half[1]}, {half[0]})", PRIMARY)
+
+    def stmt_store(self, s: Store, depth: int) -> list[str]:
+        half = self._global_half(s.buffer, s.indices)
+        if half is None:
+            return super().stmt_store(s, depth)
+        if s.value.dtype != "float16":
+            raise EmitError(f"store of a {s.value.dtype} value into float16 buffer "
+                            f"{s.buffer!r}")
+        value = self.expr(s.value).text
+        return [f"{self.indent_unit * depth}vstore_half_rte({value}, {half[1]}, {half[0]});"]
 
     def math_fn(self, fn: str, dtype: str) -> str:
         return _CL_MATH.get(fn, super().math_fn(fn, "float64"))
@@ -115,6 +169,9 @@ class OpenCLEmitter(CStyleEmitter):
         return None
 
     def stmt_for(self, s: For, depth: int) -> list[str]:
+        spread = self.work.spread_of(s.var)
+        if spread is not None:
+            return self.spread_for(s, spread.dim, spread.shift, depth)
         dim = self.work.dim_of(s.var)
         if dim is None:
             return super().stmt_for(s, depth)
@@ -126,6 +183,23 @@ class OpenCLEmitter(CStyleEmitter):
         lines += self.block(s.body, depth)  # a mapped loop is alone in its parent: nothing follows
         del self.vars[s.var]
         return lines
+
+    def spread_for(self, s: For, dim: int, shift: int, depth: int) -> list[str]:
+        """An inner loop spread over dimension `dim`: this item runs iteration id - shift."""
+        pad = self.indent_unit * depth
+        var = self.names.unique(s.var)
+        outer = self.vars.get(s.var)
+        self.vars[s.var] = var
+        at = f" - {shift}" if shift else ""
+        lines = [f"{pad}{{",
+                 f"{pad}    const ptrdiff_t {var} = (ptrdiff_t)get_global_id({dim}){at};",
+                 f"{pad}    if ({var} >= 0 && {var} < {s.extent}) {{"]
+        lines += self.block(s.body, depth + 2)
+        if outer is None:
+            del self.vars[s.var]
+        else:
+            self.vars[s.var] = outer
+        return lines + [pad + "    }", pad + "}"]
 
     def stmt_callextern(self, s: Any, depth: int) -> list[str]:
         raise EmitError(f"kernel {self.kernel_fname}: library call {s.fn}() cannot run in "
@@ -154,6 +228,8 @@ class OpenCLEmitter(CStyleEmitter):
 
 class OpenCLModuleEmitter(ModuleEmitter):
     """model.cl and the host files of one LoopModule, on the C backend's layout logic."""
+
+    only: str | None = None  # a device type whose mapping every device uses
 
     def weights_blob(self, used: list[str]) -> tuple[bytes, dict[str, int]]:
         """All constants the kernels use in one blob, each WEIGHTS_ALIGN-aligned."""
@@ -199,6 +275,14 @@ class OpenCLModuleEmitter(ModuleEmitter):
                 out.setdefault(p, out.get(w, w))
         return out
 
+    def mappings(self, k: Kernel, written: set[str]) -> dict[str, WorkMapping]:
+        """`k`'s work mapping per device type; with `only`, that type's mapping everywhere."""
+        same = self.same_memory(k, written)
+        if same is None:
+            return {t: WorkMapping() for t in DEVICE_TYPES}
+        maps = device_mappings(k, same)
+        return {t: maps[self.only] for t in DEVICE_TYPES} if self.only else maps
+
     def emit(self) -> dict[str, str | bytes]:
         self.validate()
         m, p = self.m, self.p
@@ -211,29 +295,34 @@ class OpenCLModuleEmitter(ModuleEmitter):
         for i, k in enumerate(m.kernels):
             params, written, restrict = self.kernel_signature(k)
             fname = fnames.add(f"k{i}_{k.name}")
-            same = self.same_memory(k, written)
-            em.work = map_work(k, same) if same is not None else WorkMapping()
+            maps = self.mappings(k, written)
             em.places = {b.name: self.place(b.name, blob_at) for b in params}
             em.args = sorted({a for a, _ in em.places.values()},
                              key=lambda a: (a.space, a.index))
-            kernels.append(kernel_comment(k) + "\n" + em.kernel(k, fname, params, written,
-                                                                restrict, self.names))
+            texts = []
+            for work in dict.fromkeys((maps["gpu"], maps["cpu"])):  # spread variant first
+                em.work = work
+                texts.append(em.kernel(shrink_locals(k, work), fname, params, written,
+                                       restrict, self.names))
+            text = texts[0] if len(texts) == 1 else (
+                f"#if NNC_CL_SPREAD /* {', '.join(maps['gpu'].loops)} */\n{texts[0]}\n"
+                f"#else /* CPU: {', '.join(maps['cpu'].loops)} */\n{texts[1]}\n#endif")
+            kernels.append(kernel_comment(k) + "\n" + text)
             layers.append(self.layer_desc(k))
             descs.append(dict(name=fname, args=[(a.space, a.index) for a in em.args],
-                              work_dim=em.work.work_dim,
-                              global_size=list(em.work.global_work) + [1] * (3 - len(
-                                  em.work.global_work)),
-                              loops=list(em.work.loops)))
+                              work_dim=[maps[t].work_dim for t in DEVICE_TYPES],
+                              launch=launch_sizes(maps), loops=list(maps["cpu"].loops)))
         outputs = []
         for name in m.outputs:
             arg, offset = self.place(name, blob_at)
             outputs.append(dict(space=arg.space, index=arg.index, offset=offset))
-        uses_fp64 = any(b.dtype == "float64" for b in m.buffers) or any(
-            b.dtype == "float64" for k in m.kernels for b in k.locals)
+        dtypes = {b.dtype for b in m.buffers} | {b.dtype for k in m.kernels for b in k.locals}
+        extensions = ["cl_khr_fp64"] if "float64" in dtypes else []
         ctx = dict(
             p=p, P=p.upper(), model=m.name, helpers=list(em.helpers.values()),
-            kernels=kernels, descs=descs, out_regions=outputs, uses_fp64=uses_fp64,
-            preamble=PREAMBLE, arena_size=self.arena_size, weights_size=len(blob),
+            kernels=kernels, descs=descs, out_regions=outputs, extensions=extensions,
+            preamble=PREAMBLE + (HALF_ROUNDING if "float16" in dtypes else ""),
+            arena_size=self.arena_size, weights_size=len(blob),
             inputs=self.tensor_descs(m.inputs, m.input_names, "input"),
             outputs=self.tensor_descs(m.outputs, m.output_names, "output"),
             layers=layers, c_string=c_string,
@@ -249,17 +338,30 @@ class OpenCLModuleEmitter(ModuleEmitter):
         }
 
 
-def emit_opencl(module: LoopModule, prefix: str = "nnc") -> dict[str, str | bytes]:
-    """The OpenCL project files of `module`; public host symbols start with `prefix`."""
-    return OpenCLModuleEmitter(module, prefix, 0, OpenCLEmitter()).emit()
-
-
-def kernel_mappings(module: LoopModule) -> list[WorkMapping]:
-    """The work mapping of every kernel, as emit_opencl chooses it (for reports and tests)."""
-    me = OpenCLModuleEmitter(module, "nnc", 0, OpenCLEmitter())
+def launch_sizes(maps: dict[str, WorkMapping]) -> list[tuple[list[int], list[int]]]:
+    """(global, local) sizes, three each, per device type in DEVICE_TYPES order (local 0: the
+    driver picks), as the runtime's kernel table holds them."""
     out = []
-    for k in module.kernels:
-        _, written, _ = me.kernel_signature(k)
-        same = me.same_memory(k, written)
-        out.append(map_work(k, same) if same is not None else WorkMapping())
+    for t in DEVICE_TYPES:
+        g, loc = maps[t].launch(t)
+        out.append((list(g) + [1] * (3 - len(g)),
+                    list(loc) + [1] * (3 - len(loc)) if loc else [0, 0, 0]))
     return out
+
+
+def emit_opencl(module: LoopModule, prefix: str = "nnc",
+                mapping: str | None = None) -> dict[str, str | bytes]:
+    """The OpenCL project files of `module`; public host symbols start with `prefix`. Each
+    device type gets its own work mapping; `mapping` (a device type) uses that type's on every
+    device (so PoCL's CPU device can run, and tests check, the GPU mapping)."""
+    if mapping is not None and mapping not in DEVICE_TYPES:
+        raise EmitError(f"unknown device type {mapping!r}; choose one of {list(DEVICE_TYPES)}")
+    me = OpenCLModuleEmitter(module, prefix, 0, OpenCLEmitter())
+    me.only = mapping
+    return me.emit()
+
+
+def kernel_mappings(module: LoopModule, device_type: str = "cpu") -> list[WorkMapping]:
+    """The work mapping of every kernel on `device_type`, as emit_opencl chooses it."""
+    me = OpenCLModuleEmitter(module, "nnc", 0, OpenCLEmitter())
+    return [me.mappings(k, me.kernel_signature(k)[1])[device_type] for k in module.kernels]

@@ -2,28 +2,40 @@
 
     >>> m = map_work(kernel)                      # doctest: +SKIP
     >>> m.loops, m.global_size                    # doctest: +SKIP
-    (('i3', 'i1'), (49, 64))                      # get_global_id(0) runs i3, (1) runs i1
+    (('tile0[0]', 'i2', 'i1'), (14, 4, 64))       # id(0): a tile row, (1): row block, (2): i1
 
 The mapping is data (`WorkMapping`), chosen here from the loop IR and consumed by the OpenCL
-emitter (the loops become `get_global_id(d)`) and the host runtime (the global sizes), so a
-schedule can set it instead: loops the schedule marked `parallel` are taken as independent
-without analysis, and a tuned local size only needs `local_size` filled.
+emitter (loops become `get_global_id(d)`) and the host runtime (global and work-group sizes
+per device type), so a schedule can set it instead: loops the schedule marked `parallel` are
+taken as independent without analysis, and tuned work-group sizes only need `local_sizes`.
 
 A loop of the kernel's outer perfect nest (each loop the only statement of its parent) is mapped
 when its iterations are independent: for every global buffer the kernel writes, every access
-(load or store, through any param that overlaps it) has the loop variable itself at one fixed
-index position, so different iterations touch disjoint elements, and every local is written
-before it is read in each iteration (no value carried from one iteration to the next). A kernel
-with no such loop runs as one work item: correct, just serial.
+(load or store, through any param that overlaps it) is `stride * v + r` at one fixed index
+position, one stride throughout and r (inner loops, constants) within [0, stride), so different
+iterations touch disjoint elements; and every local is written before it is read in each
+iteration (no value carried from one iteration to the next).
+
+Below the nest, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
+spread too (`Spread`): a position per written buffer (locals included) where every access is
+`u + c + rest` for one inner loop u, the same u and c throughout each store and one rest per
+buffer; work item g then runs iteration g - c of each such loop u and touches only its own
+elements, so its private copy of the tile needs one element there (`shrink_locals`). Spreading
+is a per-device-type choice (`SPREAD_DIMS`). A kernel with no mapped loop runs as one work item:
+correct, just serial.
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from nnc.ir.affine import Affine, affine_form
 from nnc.ir.loops import (
+    INDEX,
     CallExtern,
+    Const,
     Expr,
     For,
     If,
@@ -31,22 +43,52 @@ from nnc.ir.loops import (
     Load,
     Stmt,
     Store,
-    Var,
+    map_expr,
     walk_expr,
     walk_stmts,
 )
 
 MAX_DIMS = 3  # OpenCL 1.2 guarantees three work-item dimensions
+# Dimensions spread through an imperfect body, per device type. A GPU wants many items: a
+# conv's output rows and columns too. A CPU device wants few, long items: on PoCL resnet50 took
+# 1.0x host C's time with the outer nest alone, 1.7x with the rows spread and 4.5x with rows
+# and columns (one guarded multiply-add per item and input channel); see the README.
+# GPU and accelerator share model.cl's `NNC_CL_SPREAD` variant, so they share one value.
+SPREAD_DIMS = {"cpu": 0, "gpu": MAX_DIMS, "accelerator": MAX_DIMS}
+
+
+# Work-group sizes per OpenCL device type, as mapping data (the autotuner may tune them later):
+# None lets the driver pick (PoCL on a CPU packs work items into vectorized loops itself); a GPU
+# gets `GPU_GROUP` items along dimension 0 and the global size rounded up to a multiple of it
+# (the kernels guard every mapped index, so the padding items do nothing).
+DEVICE_TYPES = ("cpu", "gpu", "accelerator")
+GPU_GROUP = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """A loop inside a kernel's imperfect body run by work items: item g of dimension `dim`
+    runs its iteration g - `shift` (none where that is outside the loop)."""
+
+    loop: str
+    dim: int
+    shift: int
 
 
 @dataclass(frozen=True, slots=True)
 class WorkMapping:
-    """Loops run as work-item dimensions: `loops[d]` is `get_global_id(d)`, `global_size[d]` its
-    extent. `local_size` None lets the driver pick the work-group size. No loops: one item."""
+    """Loops run as work-item dimensions: `loops[d]` is `get_global_id(d)`: an outer loop, or
+    a spread dimension's label buffer[position] such as "tile0[0]"; `global_size[d]` is its
+    extent. `spread` lists the inner loops of spread dimensions; `private` the (local,
+    position) pairs an item indexes only at its own id, so its copy of the local needs one
+    element there. `local_sizes` holds (device type, work-group size or None: the driver
+    picks) pairs. No loops: one item."""
 
     loops: tuple[str, ...] = ()
     global_size: tuple[int, ...] = ()
-    local_size: tuple[int, ...] | None = None
+    spread: tuple[Spread, ...] = ()
+    local_sizes: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
+    private: tuple[tuple[str, int], ...] = ()
 
     @property
     def work_dim(self) -> int:
@@ -58,6 +100,31 @@ class WorkMapping:
 
     def dim_of(self, loop: str) -> int | None:
         return self.loops.index(loop) if loop in self.loops else None
+
+    def spread_of(self, loop: str) -> Spread | None:
+        return next((s for s in self.spread if s.loop == loop), None)
+
+    def local_size(self, device_type: str) -> tuple[int, ...] | None:
+        """The work-group size on a device of `device_type` (None: the driver picks)."""
+        return dict(self.local_sizes).get(device_type)
+
+    def launch(self, device_type: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        """(global size, local size) to enqueue with on `device_type`: the global size rounded
+        up to a multiple of the local one."""
+        local = self.local_size(device_type)
+        if local is None:
+            return self.global_work, None
+        return tuple(-(-g // n) * n for g, n in zip(self.global_work, local, strict=True)), local
+
+
+def default_local_sizes(global_size: tuple[int, ...]
+                        ) -> tuple[tuple[str, tuple[int, ...] | None], ...]:
+    """The per-device-type work-group sizes of a mapping with `global_size`."""
+    if not global_size:
+        return ()
+    gpu = (min(GPU_GROUP, 1 << (global_size[0] - 1).bit_length()),) + (1,) * (
+        len(global_size) - 1)
+    return (("cpu", None), ("gpu", gpu), ("accelerator", None))
 
 
 def outer_nest(body: Iterable[Stmt]) -> list[For]:
@@ -98,12 +165,151 @@ def _accesses(stmts: Iterable[Stmt]) -> list[tuple[str, tuple[Expr, ...], bool, 
     return out
 
 
+def _extents(stmts: Iterable[Stmt]) -> dict[str, int]:
+    return {s.var: s.extent for s in walk_stmts(stmts) if isinstance(s, For)}
+
+
+def _range(form: Affine, extents: Mapping[str, int]) -> tuple[int, int]:
+    """(min, max) of an affine form over its loops' ranges."""
+    lo = hi = form.get("", 0)
+    for v, c in form.items():
+        if v:
+            span = c * (extents[v] - 1)
+            lo, hi = lo + min(span, 0), hi + max(span, 0)
+    return lo, hi
+
+
+def _strided(loop: For, idxs: list[tuple[Expr, ...]], inner: Mapping[str, int]) -> bool:
+    """Some index position is `s * loop + r` in every access with one stride s > 0 and every r
+    (inner loops and constants only) in [0, s): each iteration owns its own slice there."""
+    extents = {**inner, loop.var: max(loop.extent, 2)}
+    for p in range(len(idxs[0])):
+        strides = set()
+        for i in idxs:
+            form = affine_form(i[p], extents)
+            if form is None or not set(form) - {""} <= set(extents):
+                break
+            s = form.pop(loop.var, 0)
+            lo, hi = _range(form, extents)
+            if s <= 0 or lo < 0 or hi >= s:
+                break
+            strides.add(s)
+        else:
+            if len(strides) == 1:
+                return True
+    return False
+
+
+def _partition(idx: Expr, extents: Mapping[str, int], inner: set[str]
+               ) -> tuple[str, int, frozenset[tuple[str, int]]] | None:
+    """`idx` as `v + c + rest`: one inner loop v with coefficient 1, the constant c and the
+    outer-loop rest, or None."""
+    form = affine_form(idx, dict(extents))
+    if form is None:
+        return None
+    c = form.pop("", 0)
+    vs = [v for v in form if v in inner]
+    if len(vs) != 1 or form[vs[0]] != 1:
+        return None
+    v = vs[0]
+    del form[v]
+    return v, c, frozenset(form.items())
+
+
+def _spread_one(body: tuple[Stmt, ...], keys: Mapping[str, str], written: set[str],
+                taken: Mapping[str, set[int]], extents: Mapping[str, int]
+                ) -> tuple[dict[str, int], dict[str, int], int, int, set[str]] | None:
+    """One more work-item dimension through the (imperfect) `body`: a position per written
+    buffer at which every access is `v + c + rest` (one rest per buffer), with the same v and c
+    throughout each store. Returns (position per buffer, offset c per spread loop v, lo, hi,
+    the buffers whose rest is empty): work item g runs iteration g + lo - c of loop v and
+    touches only elements g + lo + rest."""
+    inner = {s.var for s in walk_stmts(body) if isinstance(s, For)}
+    # every store, with the loops around it (inside body) and its written-buffer accesses
+    stores: list[tuple[tuple[For, ...], list[tuple[str, tuple[Expr, ...]]]]] = []
+
+    def visit(ss: Iterable[Stmt], loops: tuple[For, ...]) -> bool:
+        for s in ss:
+            if isinstance(s, For):
+                if not visit(s.body, (*loops, s)):
+                    return False
+            elif isinstance(s, If):
+                if any(isinstance(x, Load) and keys.get(x.buffer, x.buffer) in written
+                       for x in walk_expr(s.cond)):
+                    return False
+                if not visit(s.then, loops) or not visit(s.orelse, loops):
+                    return False
+            elif isinstance(s, Store):
+                acc = [(keys.get(s.buffer, s.buffer), s.indices)]
+                for e in (*s.indices, s.value):
+                    acc += [(keys.get(x.buffer, x.buffer), x.indices) for x in walk_expr(e)
+                            if isinstance(x, Load) and keys.get(x.buffer, x.buffer) in written]
+                stores.append((loops, acc))
+            else:
+                return False
+        return True
+
+    if not visit(body, ()) or not stores:
+        return None
+    by_buf: dict[str, list[tuple[Expr, ...]]] = {}
+    for _, acc in stores:
+        for b, idx in acc:
+            by_buf.setdefault(b, []).append(idx)
+    options: dict[str, list[int]] = {}
+    for b, idxs in by_buf.items():
+        rank = {len(i) for i in idxs}
+        if len(rank) != 1:
+            return None
+        options[b] = []
+        for p in range(rank.pop()):
+            if p in taken.get(b, set()):
+                continue
+            parts = [_partition(i[p], extents, inner) for i in idxs]
+            if all(parts) and len({r for _, _, r in parts}) == 1:  # type: ignore[misc]
+                options[b].append(p)
+        if not options[b]:
+            return None
+    names = sorted(options)
+    for choice in itertools.product(*(options[b] for b in names)):
+        pos = dict(zip(names, choice, strict=True))
+        offsets: dict[str, int] = {}
+        spread_of_store: list[str] = []
+        ok = True
+        for _, acc in stores:
+            parts = {_partition(idx[pos[b]], extents, inner)[:2] for b, idx in acc}  # type: ignore[index]
+            if len(parts) != 1:
+                ok = False
+                break
+            ((v, c),) = parts
+            if offsets.setdefault(v, c) != c:
+                ok = False
+                break
+            spread_of_store.append(v)
+        if not ok:
+            continue
+        # a spread loop runs one iteration per item: every store inside it must be spread by it
+        for (loops, _), v in zip(stores, spread_of_store, strict=True):
+            if any(f.var in offsets and f.var != v for f in loops):
+                ok = False
+        if not ok:
+            continue
+        lo = min(c for c in offsets.values())
+        hi = max(c + extents[v] for v, c in offsets.items())
+        if hi - lo > 1:
+            plain = {b for b in names
+                     if all(not _partition(i[pos[b]], extents, inner)[2]  # type: ignore[index]
+                            for i in by_buf[b])}
+            return pos, offsets, lo, hi, plain
+    return None
+
+
 def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
-             max_dims: int = MAX_DIMS) -> WorkMapping:
+             max_dims: int = MAX_DIMS, max_spread: int = MAX_DIMS) -> WorkMapping:
     """The work-item mapping of `kernel`. `same_memory` maps a param to the written param whose
     memory it shares exactly (same bytes, same shape: an in-place kernel's input and output);
     a param overlapping a written one in any other way must not be passed (the caller maps such
-    a kernel to one work item)."""
+    a kernel to one work item). At most `max_spread` dimensions are spread through an imperfect
+    body (`SPREAD_DIMS` holds the choice per device type)."""
     if any(isinstance(s, CallExtern) for s in walk_stmts(kernel.body)):
         return WorkMapping()
     nest = outer_nest(kernel.body)
@@ -125,19 +331,92 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
         key = same.get(buf, buf)
         if key in written:
             by_buffer.setdefault(key, []).append(idx)
+    body = nest[-1].body
+    inner = _extents(body)
+    inner.update({f.var: 1 for f in nest if f.extent == 1})  # extent-1 loops drop out
 
     def independent(loop: For) -> bool:
         if loop.kind == "parallel":
             return True  # the schedule's promise
         for idxs in by_buffer.values():
-            rank = {len(i) for i in idxs}
-            if len(rank) != 1:
-                return False
-            if not any(all(isinstance(i[p], Var) and i[p].name == loop.var for i in idxs)
-                       for p in range(rank.pop())):
+            if len({len(i) for i in idxs}) != 1 or not _strided(loop, idxs, inner):
                 return False
         return True
 
     chosen = [f for f in nest if f.extent > 1 and independent(f)][:max_dims]
-    chosen.reverse()  # dimension 0 varies fastest: the innermost mapped loop
-    return WorkMapping(tuple(f.var for f in chosen), tuple(f.extent for f in chosen))
+    dims = [(f.var, f.extent) for f in chosen]
+    # through an imperfect body (a conv's init + reduction + epilogue): spread its pixels too
+    spread: list[Spread] = []
+    private: list[tuple[str, int]] = []
+    spread_dims: list[str] = []
+    extents = {**inner, **{f.var: f.extent for f in nest}}
+    keys = {**same, **{b: b for b in local_names}}
+    all_written = written | local_names
+    taken: dict[str, set[int]] = {}
+    while len(dims) < max_dims and len(spread_dims) < max_spread and len(body) > 1:
+        found = _spread_one(body, keys, all_written, taken, extents)
+        if found is None:
+            break
+        pos, offsets, lo, hi, plain = found
+        for b, p in pos.items():
+            taken.setdefault(b, set()).add(p)
+            if b in local_names and b in plain:
+                private.append((b, p))
+        label = min(f"{b}[{p}]" for b, p in pos.items())  # e.g. the tile's row: "tile0[0]"
+        spread += [Spread(v, len(dims), c - lo) for v, c in sorted(offsets.items())]
+        dims.append((label, hi - lo))
+        spread_dims.append(label)
+    # dimension 0 varies fastest: the innermost mapped loop
+    n = len(dims)
+    spread = [Spread(sp.loop, n - 1 - sp.dim, sp.shift) for sp in spread]
+    dims.reverse()
+    sizes = tuple(e for _, e in dims)
+    return WorkMapping(tuple(d for d, _ in dims), sizes, tuple(spread),
+                       default_local_sizes(sizes), tuple(sorted(private)))
+
+
+def device_mappings(kernel: Kernel, same_memory: Mapping[str, str] | None = None
+                    ) -> dict[str, WorkMapping]:
+    """The mapping of `kernel` per device type (DEVICE_TYPES), as the runtime launches it."""
+    return {t: map_work(kernel, same_memory, max_spread=SPREAD_DIMS[t]) for t in DEVICE_TYPES}
+
+
+def shrink_locals(kernel: Kernel, work: WorkMapping) -> Kernel:
+    """`kernel` with each local position in `work.private` cut to one element: a work item of
+    a spread dimension touches only its own index there (its private copy needs no more)."""
+    if not work.private:
+        return kernel
+    cut: dict[str, set[int]] = {}
+    for b, p in work.private:
+        cut.setdefault(b, set()).add(p)
+    zero = Const(0, INDEX)
+
+    def index(buf: str, idx: tuple[Expr, ...]) -> tuple[Expr, ...]:
+        ps = cut.get(buf, set())
+        return tuple(zero if p in ps else e for p, e in enumerate(idx))
+
+    def expr(e: Expr) -> Expr:
+        def fn(x: Expr) -> Expr | None:
+            return replace(x, indices=index(x.buffer, x.indices)) if isinstance(x, Load) \
+                else None
+        return map_expr(e, fn)
+
+    def stmts(ss: tuple[Stmt, ...]) -> tuple[Stmt, ...]:
+        out: list[Stmt] = []
+        for s in ss:
+            if isinstance(s, For):
+                out.append(replace(s, body=stmts(s.body)))
+            elif isinstance(s, If):
+                out.append(replace(s, cond=expr(s.cond), then=stmts(s.then),
+                                   orelse=stmts(s.orelse)))
+            elif isinstance(s, Store):
+                out.append(Store(s.buffer, index(s.buffer, tuple(expr(i) for i in s.indices)),
+                                 expr(s.value)))
+            else:
+                out.append(s)
+        return tuple(out)
+
+    local = tuple(replace(b, shape=tuple(1 if p in cut.get(b.name, set()) else d
+                                         for p, d in enumerate(b.shape)))
+                  for b in kernel.locals)
+    return kernel.replace(locals=local, body=stmts(kernel.body))

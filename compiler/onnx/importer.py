@@ -365,26 +365,29 @@ def _check_supported(model: onnx.ModelProto, opset: int) -> None:
 
 
 def _toposort(nodes: Sequence[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
-    """The nodes in dependency order: the file's order when it is one (one sweep), otherwise
-    repeated sweeps take each node once what it uses is defined."""
-    done = set(available)
-    uses = [node_uses(n) for n in nodes]
-    pending = list(range(len(nodes)))
-    order: list[onnx.NodeProto] = []
-    while pending:
-        rest = []
-        for k in pending:
-            if all(i in done for i in uses[k]):
-                order.append(nodes[k])
-                done.update(o for o in nodes[k].output if o)
-            else:
-                rest.append(k)
-        if len(rest) == len(pending):
-            n = nodes[rest[0]]
-            need = [i for i in uses[rest[0]] if i not in done]
+    """The nodes in dependency order, the file's order wherever it allows (networkx's
+    lexicographical sort keyed by position: linear-ish, where repeated sweeps were quadratic on
+    an unsorted file). A value nobody defines, or a cycle, names the nodes involved."""
+    import networkx as nx
+
+    producer: dict[str, int] = {}
+    for k, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                producer.setdefault(o, k)
+    deps = nx.DiGraph()
+    deps.add_nodes_from(range(len(nodes)))
+    for k, n in enumerate(nodes):
+        need = [i for i in node_uses(n) if i not in available and i not in producer]
+        if need:
             raise NncError(f"node '{n.name}' ({n.op_type}) uses undefined value(s) {need}")
-        pending = rest
-    return order
+        deps.add_edges_from((producer[i], k) for i in node_uses(n) if i not in available)
+    try:
+        return [nodes[k] for k in nx.lexicographical_topological_sort(deps)]
+    except nx.NetworkXUnfeasible:
+        cycle = [f"'{nodes[a].name}' ({nodes[a].op_type})" for a, _ in nx.find_cycle(deps)]
+        raise NncError(f"the graph has a cycle: {' -> '.join(cycle)}; ONNX graphs must be "
+                       "acyclic") from None
 
 
 def _upgrade_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
@@ -522,6 +525,10 @@ def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
     ir_name = b.names[onnx_name]
     t = b.types[ir_name]
     free = all(v.name != ir_name for v in bound)
+    if ir_name in b.constants and ir_name == onnx_name:
+        # an output that is an initializer (or folded to a constant) is a buffer the runtime
+        # fills, not a weight: the constant takes a fresh name and a copy fills the output
+        return _copy_output(b, _rename_constant(b, ir_name), onnx_name, onnx_name)
     if ir_name == onnx_name and free:
         return Value(ir_name, t)
     if free and onnx_name not in b.defined and ir_name in b.branch_values and any(
@@ -529,11 +536,31 @@ def _bind_output(b: GraphBuilder, onnx_name: str, bound: list[Value]) -> Value:
         _rename(b, ir_name, onnx_name)
         return Value(onnx_name, t)
     name = onnx_name if onnx_name not in b.defined else b.fresh(onnx_name)
+    return _copy_output(b, ir_name, name, onnx_name)
+
+
+def _copy_output(b: GraphBuilder, src: str, name: str, onnx_name: str) -> Value:
+    t = b.types[src]
     b.defined.add(name)
     b.types[name] = t
-    b.ops.append(Op("reshape", (ir_name,), (Value(name, t),), Attrs.of(shape=t.shape),
+    b.ops.append(Op("reshape", (src,), (Value(name, t),), Attrs.of(shape=t.shape),
                     name=f"{onnx_name}_copy"))
     return Value(name, t)
+
+
+def _rename_constant(b: GraphBuilder, old: str) -> str:
+    """Give constant `old` a fresh name (ops and scopes follow); returns it."""
+    new = b.fresh(f"{old}_w")
+    b.used.add(new)
+    b.constants[new] = b.constants.pop(old)
+    b.types[new] = b.types[old]
+    b.ops = [op.with_(inputs=tuple(new if n == old else n for n in op.inputs))
+             if old in op.inputs else op for op in b.ops]
+    for scope in b.scopes:
+        for k, v in scope.items():
+            if v == old:
+                scope[k] = new
+    return new
 
 
 def _rename(b: GraphBuilder, old: str, new: str) -> None:

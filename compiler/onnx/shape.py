@@ -17,6 +17,10 @@ from nnc.compiler.onnx.registry import ConversionError, ConvertContext, converte
 from nnc.ir.ops.shape import normalize_slice
 from nnc.ir.types import TensorType, is_float
 
+# ConstantOfShape is materialized at import: refuse more elements than this (1 GiB of float32)
+# before numpy allocates them
+CONSTANT_LIMIT = 1 << 28
+
 # ---------------------------------------------------------------- helpers
 
 
@@ -29,6 +33,16 @@ def _in_type(ctx: ConvertContext, i: int = 0) -> TensorType:
 
 def _ints(values: object) -> list[int]:
     return [int(v) for v in np.asarray(values).reshape(-1)]
+
+
+def _shape_vector(values: np.ndarray, what: str) -> list[int]:
+    """A shape given as a tensor: ONNX requires it 1-D (a 0-d scalar is not a shape either)."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        raise ConversionError(f"{what} must be a 1-D tensor of dimensions, got shape "
+                              f"{list(arr.shape)}; flatten it in the exporter (e.g. "
+                              f"{_ints(arr)[:8]})")
+    return _ints(arr)
 
 
 def _norm_axis(axis: int, rank: int, what: str = "axis") -> int:
@@ -101,7 +115,7 @@ def _axes_arg(ctx: ConvertContext, input_since: int, idx: int = 1) -> list[int] 
 @converter("Reshape", since=5)
 def convert_reshape(ctx: ConvertContext) -> list[str]:
     t = _in_type(ctx)
-    shape = _ints(ctx.require_const(1, "shape"))
+    shape = _shape_vector(ctx.require_const(1, "shape"), "reshape: the shape input")
     allowzero = ctx.opset >= 14 and bool(ctx.attr("allowzero", 0))
     return [_reshape(ctx, ctx.input(0), resolve_reshape(t.shape, shape, allowzero))]
 
@@ -405,9 +419,15 @@ def convert_constant(ctx: ConvertContext) -> list[str]:
 
 @converter("ConstantOfShape", since=9)
 def convert_constant_of_shape(ctx: ConvertContext) -> list[str]:
-    shape = _ints(ctx.require_const(0, "shape"))
+    shape = _shape_vector(ctx.require_const(0, "shape"), "constant_of_shape: the shape input")
     if any(d < 0 for d in shape):
         raise ConversionError(f"constant_of_shape: negative dimension in {shape}")
+    count = _prod(shape)
+    if count > CONSTANT_LIMIT:
+        raise ConversionError(
+            f"constant_of_shape: shape {shape} asks for {count:,} elements; nnc makes the "
+            f"constant at compile time and refuses more than {CONSTANT_LIMIT:,} (check the "
+            f"shape input)")
     value = ctx.attr("value")
     fill = np.zeros(1, np.float32) if value is None else np.asarray(value).reshape(-1)
     if fill.size != 1:

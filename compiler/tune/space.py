@@ -28,6 +28,7 @@ from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Intrinsic,
+    Layout,
     Partition,
     Reorder,
     ScheduleStep,
@@ -59,13 +60,22 @@ class Knobs:
     lanes_inner: bool = True
     order: tuple[str, ...] = ()
     oc_outer: bool = False
+    # the weights stored output channel last (`Layout`; Helium's lanes over the channels)
+    layout: bool = False
 
-    def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
+    def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
+              ) -> tuple[ScheduleStep, ...]:
         """The schedule steps of this point (raises ComputeError where the knobs do not fit
         the definition's axes; `plan` checks the rest)."""
         names = [a.name for a in defn.axes]
         spatial = [a.name for a in defn.spatial]
         steps: list[ScheduleStep] = []
+        if self.layout:
+            w = dict(defn.operands).get("w")
+            if w is None or shapes is None or w not in shapes:
+                raise ComputeError("no weight operand to lay out")
+            rank = len(shapes[w])
+            steps.append(Layout("w", (*range(1, rank), 0)))
         outer = [n for n in spatial if n != "oc"]
         tile: list[str] = []
         row = _row_axis(defn)
@@ -91,13 +101,13 @@ class Knobs:
                 tile.append("oc_i")
             else:
                 oc_loops.append("oc")
+        steps += [Partition(p) for p in self.partition]
         lane_steps, other, lanes = self._lane_steps(defn)
         steps += lane_steps
         if self.order:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
             other = list(self.order)
-        steps += [Partition(p) for p in self.partition]
         head = (oc_loops + outer) if self.oc_outer else (outer + oc_loops)
         if self.tile_inside:
             inner = [*tile, *lanes] if self.lanes_inner else [*lanes, *tile]
@@ -219,7 +229,9 @@ class ScheduleSpace:
         return {"oc_tile": self._oc_tiles(), "tile": self._tiles(),
                 "row_tile": self._row_tiles(), "lanes": self._lanes(),
                 "partition": self._partitions(), "tile_inside": [True, False],
-                "lanes_inner": [True, False], "oc_outer": [False, True]}
+                "lanes_inner": [True, False], "oc_outer": [False, True],
+                "layout": [False, True] if self.vector_lanes and "w" in dict(
+                    self.defn.operands) else [False]}
 
     # -- legality
 
@@ -237,7 +249,7 @@ class ScheduleSpace:
     def steps_of(self, knobs: Knobs) -> tuple[ScheduleStep, ...] | None:
         """The steps of `knobs`, or None where they are not legal here."""
         try:
-            steps = knobs.steps(self.defn)
+            steps = knobs.steps(self.defn, self.shapes)
         except ComputeError:
             return None
         return steps if self.legal(steps) else None

@@ -406,7 +406,7 @@ def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, 
     ctx.b.define(Reduction(
         "conv_s8", tuple(axes), "int32", _bias_at(bias, oc), term, target.name, idx, value,
         windows=windows_of(onames, knames, in_sp, out_sp, ks, strides, dil, pb),
-        outside=outside), _shapes(ctx, target))
+        outside=outside, operands=(("w", w.name),)), _shapes(ctx, target))
 
 
 def _shapes(ctx: ComputeContext, target: Buffer) -> dict[str, tuple[int, ...]]:
@@ -531,7 +531,8 @@ def _fc_compute(ctx: ComputeContext) -> None:
     value = _finish(ctx.b, Var(ACC, "int32"), _channel(mult, oc), _channel(shift, oc), ctx.attrs)
     target, value = ctx.output(0, idx, value)
     ctx.b.define(Reduction("fully_connected_s8", axes, "int32", _bias_at(bias, oc), term,
-                           target.name, idx, value), _shapes(ctx, target))
+                           target.name, idx, value, operands=(("w", w.name),)),
+                 _shapes(ctx, target))
 
 
 def _fc_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],

@@ -5,7 +5,10 @@ Canonical forms (the ONNX converters in nnc.compiler.onnx.quant produce them):
   quantize_linear(x, scale, zero_point?) {dtype}: scale and zero point broadcast against x (the
     converter reshapes per-axis vectors and expands blocks). y = saturate(round_half_even(
     x / scale) + zero_point); x / scale in float32 (float16 operands: the quotient is rounded to
-    half first, as onnx.reference divides in half; int32 x: float64, as onnx.reference).
+    half first, as onnx.reference divides in half; int32 x: float64, as onnx.reference). NaN
+    quantizes to the lowest code (-128 for int8, 0 for uint8), as onnxruntime and TFLite's
+    reference kernel do on x86, on every target (C leaves the float->int conversion of NaN
+    undefined; Arm's vcvt would give the zero point).
   dequantize_linear(x, scale, zero_point?) {dtype}: y = float32(x - zero_point) * scale, cast to
     dtype; scale and zero point broadcast against x.
   conv_integer(x, w, x_zero_point?, w_zero_point?) {strides, pads, dilations, group}: the int32
@@ -29,7 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from nnc.ir.graph import Attrs
-from nnc.ir.loops import Buffer, Expr, call, cast, const, maximum, minimum
+from nnc.ir.loops import Buffer, Expr, call, cast, const, maximum, minimum, select
 from nnc.ir.ops import (
     ComputeContext,
     OpDef,
@@ -197,6 +200,7 @@ def _quantize_scalar(args: Sequence[Expr], attrs: Attrs, dt: str) -> Expr:
     lo, hi = qrange(dt)
     zf = cast(zp, wide) if zp is not None else const(0, wide)
     r = minimum(maximum(call("round", q), lo - zf), hi - zf)
+    r = select(call("isnan", q), lo - zf, r)  # NaN: the lowest code (module docstring)
     y = cast(r, "int32")
     return cast(y if zp is None else y + cast(zp, "int32"), dt)
 
@@ -214,7 +218,7 @@ def _quantize_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[n
             q = x.astype(wide) / scale.astype(wide)
         lo, hi = qrange(dt)
         zf = zp.astype(wide) if zp is not None else wide.type(0)
-        r = np.clip(np.rint(q), lo - zf, hi - zf)
+        r = np.where(np.isnan(q), lo - zf, np.clip(np.rint(q), lo - zf, hi - zf))
         y = r.astype(np.int32) + (zp.astype(np.int32) if zp is not None else np.int32(0))
     return [np.broadcast_to(y, x.shape).astype(dt)]
 

@@ -130,6 +130,9 @@ static int select_device(nnc_cl_state *s)
             if (match) {
                 s->platform = platforms[p];
                 s->device = devices[d];
+                s->device_type = (type & CL_DEVICE_TYPE_GPU)           ? NNC_CL_GPU
+                                 : (type & CL_DEVICE_TYPE_ACCELERATOR) ? NNC_CL_ACCELERATOR
+                                                                       : NNC_CL_CPU;
                 snprintf(s->device_name, sizeof s->device_name, "%s (%s)", dname, pname);
                 return 0;
             }
@@ -225,6 +228,8 @@ static int build_program(nnc_cl_state *s)
     clGetDeviceInfo(s->device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL);
     if (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT)  /* float / and sqrt as on the host */
         strcat(options, " -cl-fp32-correctly-rounded-divide-sqrt");
+    /* the kernels' work mapping of this device type (model.cl: #if NNC_CL_SPREAD) */
+    if (s->device_type != NNC_CL_CPU) strcat(options, " -DNNC_CL_SPREAD=1");
     double t0 = now_ms();
     uint64_t key = cache_key(s, options);
     s->program = load_cached(s, key);
@@ -266,6 +271,31 @@ static cl_mem arg_buffer(nnc_cl_state *s, nnc_cl_arg a)
     }
 }
 
+/* every extension the model needs is one the device has, else NNC_CL_ENODEVICE naming it */
+static int check_extensions(nnc_cl_state *s, const char *needed)
+{
+    char have[8192] = "";
+    clGetDeviceInfo(s->device, CL_DEVICE_EXTENSIONS, sizeof have - 1, have, NULL);
+    for (const char *p = needed; p && *p;) {
+        size_t n = strcspn(p, " ");
+        char word[128];
+        snprintf(word, sizeof word, "%.*s", (int)n, p);
+        int found = 0;
+        for (const char *q = have; n && (q = strstr(q, word)) != NULL; q += n)
+            if ((q == have || q[-1] == ' ') && (q[n] == ' ' || q[n] == '\0')) found = 1;
+        if (n && !found) {
+            set_error(s, "OpenCL device %s does not have %.*s, which this model needs (%s "
+                      "tensors); choose a device that has it (--device) or compile a float32 "
+                      "model", s->device_name, (int)n, p,
+                      strncmp(p, "cl_khr_fp16", n) ? "float64" : "float16");
+            return NNC_CL_ENODEVICE;
+        }
+        p += n;
+        while (*p == ' ') ++p;
+    }
+    return 0;
+}
+
 int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *m)
 {
     if (!s || !m) return NNC_CL_EARG;
@@ -277,6 +307,8 @@ int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *m)
         nnc_cl_configure(s, cache, dev);
     }
     int rc = select_device(s);
+    if (rc) return rc;
+    rc = check_extensions(s, m->extensions);
     if (rc) return rc;
     cl_int err;
     s->context = clCreateContext(NULL, 1, &s->device, NULL, NULL, &err);
@@ -343,8 +375,9 @@ int nnc_cl_run(nnc_cl_state *s, const void *const *inputs, void *const *outputs,
                   "clEnqueueWriteBuffer(input)");
     for (int32_t k = 0; k < m->num_kernels; ++k) {
         const nnc_cl_kernel_desc *d = &m->kernels[k];
-        cl_int err = clEnqueueNDRangeKernel(s->queue, s->kernels[k], d->work_dim, NULL,
-                                            d->global, NULL, 0, NULL,
+        const size_t *local = d->local[s->device_type][0] ? d->local[s->device_type] : NULL;
+        cl_int err = clEnqueueNDRangeKernel(s->queue, s->kernels[k], d->work_dim[s->device_type], NULL,
+                                            d->global[s->device_type], local, 0, NULL,
                                             kernel_ns ? &s->events[k] : NULL);
         if (err != CL_SUCCESS) {
             set_error(s, "kernel %s (layer %d): clEnqueueNDRangeKernel failed: %s", d->name,

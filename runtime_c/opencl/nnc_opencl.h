@@ -39,9 +39,14 @@ typedef struct nnc_cl_kernel_desc {
     const char *name;
     int32_t num_args;
     const nnc_cl_arg *args;
-    uint32_t work_dim;
-    size_t global[3];
+    uint32_t work_dim[3];
+    /* launch sizes per device type (NNC_CL_CPU, NNC_CL_GPU, NNC_CL_ACCELERATOR): the global
+     * size and the work-group size (all 0: the driver picks), from the work mapping */
+    size_t global[3][3];
+    size_t local[3][3];
 } nnc_cl_kernel_desc;
+
+enum { NNC_CL_CPU = 0, NNC_CL_GPU = 1, NNC_CL_ACCELERATOR = 2 };
 
 typedef struct nnc_cl_region {
     int32_t space;
@@ -63,6 +68,8 @@ typedef struct nnc_cl_model {
     const nnc_cl_region *outputs;
     int32_t num_kernels;
     const nnc_cl_kernel_desc *kernels;
+    /* space-separated OpenCL extensions model.cl needs ("cl_khr_fp16 cl_khr_fp64" or "") */
+    const char *extensions;
 } nnc_cl_model;
 
 typedef struct nnc_cl_state {
@@ -79,6 +86,7 @@ typedef struct nnc_cl_state {
     /* OpenCL objects */
     cl_platform_id platform;
     cl_device_id device;
+    int32_t device_type; /* NNC_CL_CPU, ...: which launch sizes the kernels use */
     cl_context context;
     cl_command_queue queue;
     cl_program program;

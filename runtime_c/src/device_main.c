@@ -11,6 +11,17 @@
  *   NNC_LAYER <i> ticks=<n>                                     (L lines)
  *   NNC_END
  *
+ * Batch mode (`nnc eval`: many samples in one emulator run): when batch.bin exists, it holds a
+ * 16-byte header (magic "NNCB", uint32 version 1, uint32 N, uint32 bytes per sample) and then N
+ * samples, each the model's inputs back to back in order. The model runs once per sample;
+ * batch_out.bin gets each sample's outputs back to back, batch_ticks.bin (1 + L) uint32 per
+ * sample (total ticks, then each layer's), and one line per sample reports progress:
+ *
+ *   NNC_SAMPLE <i> status=<rc>
+ *
+ * followed by the NNC_RESULT / NNC_LAYER lines of the last sample (stack_bytes: the peak over
+ * all samples) and NNC_END, as above. All values little-endian.
+ *
  * Build: -DNNC_PREFIX=<prefix> -DNNC_LAYER_CAPACITY=<number of layers>. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,11 +171,102 @@ static uint32_t stack_used(void)
     return (uint32_t)((uintptr_t)&__StackTop - (uintptr_t)p);
 }
 
+/* One timed model run, shared by the single and the batch path so both count the same. */
+__attribute__((noinline)) static int timed_run(const void **inputs, void **outputs,
+                                               uint32_t *ticks)
+{
+    uint32_t start = nnc_board_ticks();
+    int rc = MODEL_RUN(inputs, outputs);
+    *ticks = nnc_board_ticks() - start;
+    nnc_current_layer = -1;
+    return rc;
+}
+
+#define BATCH_MAGIC 0x42434E4Eu /* "NNCB" read as a little-endian uint32 */
+
+static uint32_t read_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Runs every sample of batch.bin (opened as `in`); returns main's exit code. */
+static int run_batch(FILE *in, const void **inputs, void **outputs)
+{
+    uint8_t header[16];
+    uint32_t n, sample_bytes, expected = 0, k, total = 0;
+    uint32_t counts[1 + (NNC_LAYER_CAPACITY > 0 ? NNC_LAYER_CAPACITY : 1)];
+    uint32_t ncounts = 1 + (uint32_t)(MODEL_NUM_LAYERS < NNC_LAYER_CAPACITY ? MODEL_NUM_LAYERS
+                                                                           : NNC_LAYER_CAPACITY);
+    FILE *out, *ticks;
+    int32_t i;
+    int rc = 0, first_rc = 0;
+
+    for (i = 0; i < MODEL_NUM_INPUTS; ++i) expected += (uint32_t)MODEL_INPUTS[i].nbytes;
+    if (fread(header, 1, sizeof header, in) != sizeof header || read_u32(header) != BATCH_MAGIC
+        || read_u32(header + 4) != 1u) {
+        printf("NNC_ERROR batch.bin: not an nnc batch file (version 1)\n");
+        return 3;
+    }
+    n = read_u32(header + 8);
+    sample_bytes = read_u32(header + 12);
+    if (sample_bytes != expected) {
+        printf("NNC_ERROR batch.bin: %lu bytes per sample, the model's inputs take %lu\n",
+               (unsigned long)sample_bytes, (unsigned long)expected);
+        return 3;
+    }
+    out = fopen("batch_out.bin", "wb");
+    ticks = fopen("batch_ticks.bin", "wb");
+    if (!out || !ticks) {
+        printf("NNC_ERROR cannot create batch_out.bin / batch_ticks.bin\n");
+        return 3;
+    }
+    paint_stack();
+    for (k = 0; k < n; ++k) {
+        for (i = 0; i < MODEL_NUM_INPUTS; ++i) {
+            size_t nb = (size_t)MODEL_INPUTS[i].nbytes;
+            if (fread((void *)inputs[i], 1, nb, in) != nb) {
+                printf("NNC_ERROR batch.bin: sample %lu is cut short\n", (unsigned long)k);
+                return 3;
+            }
+        }
+        memset(layer_ticks, 0, sizeof layer_ticks);
+        rc = timed_run(inputs, outputs, &total);
+        if (rc != 0 && first_rc == 0) first_rc = rc;
+        counts[0] = total;
+        for (i = 0; i + 1 < (int32_t)ncounts; ++i) counts[i + 1] = layer_ticks[i];
+        for (i = 0; i < MODEL_NUM_OUTPUTS; ++i) {
+            size_t nb = (size_t)MODEL_OUTPUTS[i].nbytes;
+            if (fwrite(outputs[i], 1, nb, out) != nb) {
+                printf("NNC_ERROR cannot write batch_out.bin\n");
+                return 3;
+            }
+        }
+        if (fwrite(counts, sizeof counts[0], ncounts, ticks) != ncounts) {
+            printf("NNC_ERROR cannot write batch_ticks.bin\n");
+            return 3;
+        }
+        printf("NNC_SAMPLE %lu status=%d\n", (unsigned long)k, rc);
+        fflush(stdout);
+    }
+    if (fclose(out) != 0 || fclose(ticks) != 0) {
+        printf("NNC_ERROR cannot write batch_out.bin / batch_ticks.bin\n");
+        return 3;
+    }
+    printf("NNC_RESULT status=%d total_ticks=%lu layers=%ld stack_bytes=%lu\n", first_rc,
+           (unsigned long)total, (long)MODEL_NUM_LAYERS, (unsigned long)stack_used());
+    for (i = 0; i < MODEL_NUM_LAYERS && i < NNC_LAYER_CAPACITY; ++i)
+        printf("NNC_LAYER %ld ticks=%lu\n", (long)i, (unsigned long)layer_ticks[i]);
+    printf("NNC_END\n");
+    fflush(stdout);
+    return first_rc == 0 ? 0 : 4;
+}
+
 int main(void)
 {
+    FILE *batch;
     const void *inputs[MODEL_NUM_INPUTS > 0 ? MODEL_NUM_INPUTS : 1];
     void *outputs[MODEL_NUM_OUTPUTS > 0 ? MODEL_NUM_OUTPUTS : 1];
-    uint32_t start, total;
+    uint32_t total;
     int32_t i;
     int rc;
 
@@ -181,9 +283,6 @@ int main(void)
                    (unsigned long)d->nbytes);
             return 3;
         }
-        rc = read_input((int)i, data, (size_t)d->nbytes);
-        if (rc < 0) return 3;
-        if (rc == 0) fill_random(data, d);
         inputs[i] = data;
     }
     for (i = 0; i < MODEL_NUM_OUTPUTS; ++i) {
@@ -193,12 +292,21 @@ int main(void)
             return 3;
         }
     }
+    batch = fopen("batch.bin", "rb");
+    if (batch) {
+        rc = run_batch(batch, inputs, outputs);
+        fclose(batch);
+        return rc;
+    }
+    for (i = 0; i < MODEL_NUM_INPUTS; ++i) {
+        const nnc_tensor_desc *d = &MODEL_INPUTS[i];
+        rc = read_input((int)i, (uint8_t *)inputs[i], (size_t)d->nbytes);
+        if (rc < 0) return 3;
+        if (rc == 0) fill_random((uint8_t *)inputs[i], d);
+    }
 
     paint_stack();
-    start = nnc_board_ticks();
-    rc = MODEL_RUN(inputs, outputs);
-    total = nnc_board_ticks() - start;
-    nnc_current_layer = -1;
+    rc = timed_run(inputs, outputs, &total);
 
     printf("NNC_RESULT status=%d total_ticks=%lu layers=%ld stack_bytes=%lu\n", rc,
            (unsigned long)total, (long)MODEL_NUM_LAYERS, (unsigned long)stack_used());

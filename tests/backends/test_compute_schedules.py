@@ -15,7 +15,7 @@ from nnc.ir.graph import Attrs
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_parser import parse_module
 from nnc.ir.loop_printer import format_module
-from nnc.ir.loops import Intrinsic, Partition, Reorder, Split, Unroll, Vectorize
+from nnc.ir.loops import Intrinsic, Layout, Partition, Reorder, Split, Unroll, Vectorize
 from nnc.ir.ops import get_op
 from nnc.ir.ops.int8 import quantize_multiplier
 from nnc.passes.default_schedule import default_schedule
@@ -224,5 +224,47 @@ def test_helium_lanes_for_depthwise(compile_module):
 
     text = "".join(v for v in emit_c(scheduled).values() if isinstance(v, str))
     assert "vldrbq_s32" in text and "vmulq_s32" in text
+    np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
+    np.testing.assert_array_equal(compile_module(scheduled).run(feeds)[module.outputs[0]], ref)
+
+
+def test_layout_step_re_lays_out_the_weights_once():
+    """`Layout("w", perm)`: the kernel reads a transposed copy of its weights (output channels
+    last here, as the M55's lanes want for few-channel first layers); the original goes when no
+    kernel reads it; scheduling twice changes nothing."""
+    module, feeds, ref = _lowered(*_conv_case(False, 1, 0))
+    steps = (Layout("w", (1, 2, 3, 0)), Split("oc", 4), Vectorize("oc_i"),
+             Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic", "oc_i")))
+    once = _with_steps(module, steps)
+    (w,) = [b for b in once.buffers if b.name.endswith("_t1230")]
+    assert w.shape == (3, 3, 8, 6) and w.name in once.kernels[0].params
+    original = w.name[: -len("_t1230")]
+    assert original not in once.constants and original not in once.kernels[0].params
+    np.testing.assert_array_equal(run_loop_module(once, feeds)[module.outputs[0]], ref)
+    twice = schedule(once, PassContext())
+    assert format_module(twice) == format_module(once)
+    with pytest.raises(ScheduleError, match="no operand 'x'"):
+        _with_steps(module, (Layout("x", (0, 1, 2, 3)),))
+    with pytest.raises(ScheduleError, match="perm must order the 4 dims"):
+        _with_steps(module, (Layout("w", (0, 1)),))
+
+
+def test_m55_first_layer_lanes_against_a_broadcast_input(compile_module):
+    """Few input channels on the M55: weights re-laid out output channel last, the channels as
+    lanes against the broadcast input element (VMLA by scalar); the host runs the fallback."""
+    rng = np.random.default_rng(5)
+    x, w = _s8(rng, (1, 7, 6, 3)), _s8(rng, (16, 3, 3, 3), lo=-127)
+    mult, shift = _requant(rng, 16)
+    attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[2, 2], group=1,
+                 input_zero_point=-7, output_zero_point=2)
+    module, feeds, ref = _lowered("conv_s8", [x, w, mult, shift,
+                                              rng.integers(-900, 900, 16).astype(np.int32)], attrs)
+    ctx = PassContext(target=cortex_m55())
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    assert Layout("w", (1, 2, 3, 0)) in scheduled.kernels[0].schedule
+    from nnc.backends.c.emit import emit_c
+
+    text = "".join(v for v in emit_c(scheduled).values() if isinstance(v, str))
+    assert "vmlaq_n_s32" in text
     np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
     np.testing.assert_array_equal(compile_module(scheduled).run(feeds)[module.outputs[0]], ref)

@@ -167,3 +167,16 @@ def test_fused_graph_lowers_to_one_kernel_with_same_numerics() -> None:
     x = np.random.default_rng(2).standard_normal((1, 2, 4, 4)).astype(np.float32)
     got = run_loop_module(module, {module.inputs[0]: x})[module.outputs[0]]
     np.testing.assert_allclose(got, run_graph(before, {"x": x})["y"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_long_chain_is_cut_into_kernels_of_at_most_max_chain_ops() -> None:
+    from nnc.passes.fuse_ops import MAX_CHAIN
+
+    n = 2 * MAX_CHAIN + 5
+    specs: list[Spec] = [("relu", ["x" if i == 0 else f"t{i - 1}"], {}, f"t{i}") for i in range(n)]
+    g = build({"x": (1, 8)}, {}, specs, [f"t{n - 1}"])
+    out = run(g)
+    sizes = [len(op.body.ops) if op.body is not None else 1 for op in out.ops]
+    assert sum(sizes) == n and max(sizes) == MAX_CHAIN and len(out.ops) == 3
+    x = {"x": np.linspace(-1, 1, 8, dtype=np.float32).reshape(1, 8)}
+    np.testing.assert_array_equal(run_graph(out, x)[f"t{n - 1}"], run_graph(g, x)[f"t{n - 1}"])

@@ -4,6 +4,7 @@
 #define ARM_NN_MATH_TYPES_H
 
 #include <limits.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 

@@ -16,12 +16,12 @@
 
 static inline float nnc_max_f32(float a, float b) { return (a > b || a != a) ? a : b; }
 
-static const float conv_weight[18] NNC_ALIGN(16) = {
-    -1, -0.882352948, -0.764705896, -0.647058845, -0.529411793, -0.411764711, -0.294117659, -0.176470593, -0.0588235296, 0.0588235296, 0.176470593, 0.294117659, 0.411764711, 0.529411793, 0.647058845, 0.764705896,
-    0.882352948, 1
+static const float net_const_conv_weight[18] NNC_ALIGN(16) = {
+    -1.0f, -0.882352948f, -0.764705896f, -0.647058845f, -0.529411793f, -0.411764711f, -0.294117659f, -0.176470593f, -0.0588235296f, 0.0588235296f, 0.176470593f, 0.294117659f, 0.411764711f, 0.529411793f, 0.647058845f, 0.764705896f,
+    0.882352948f, 1.0f
 };
-static const float conv_bias[3] NNC_ALIGN(16) = {
-    0.5, -0.25, 0
+static const float net_const_conv_bias[3] NNC_ALIGN(16) = {
+    0.5f, -0.25f, 0.0f
 };
 
 static uint8_t net_arena[72] NNC_ALIGN(16);
@@ -67,6 +67,8 @@ int net_run(const void *const *inputs, void *const *outputs)
     if (!inputs) return -1;
     if (!outputs) return -1;
     const float *const input = (const float *)inputs[0];
+    const float *const conv_weight = net_const_conv_weight;
+    const float *const conv_bias = net_const_conv_bias;
     float *const t0 = (float *)(net_arena + 0);
     float *const output = (float *)outputs[0];
     float *const t0_flat = (float *)t0;

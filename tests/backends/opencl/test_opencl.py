@@ -170,8 +170,8 @@ def test_kernel_that_fails_to_build_shows_the_log_and_kernel(tmp_path: Path) -> 
     nnc.compile(small_models()["conv"], target="opencl", output_dir=out)
     cl = (out / "model.cl").read_text()
     name = cl.split("__kernel void ", 1)[1].split("(", 1)[0]
-    cl = cl.replace("float acc", "flot acc", 1) if "float acc" in cl else cl.replace(
-        "{\n", "{\n    undeclared_thing = 1;\n", 1)
+    at = cl.rindex("{\n") + 2  # in the last kernel variant: the one this device builds
+    cl = cl[:at] + "    undeclared_thing = 1;\n" + cl[at:]
     (out / "model.cl").write_text(cl)
     (out / "model.clbin").unlink(missing_ok=True)
     subprocess.run(["make", "-s", "-B", "-C", str(out)], check=True, capture_output=True)
@@ -215,3 +215,89 @@ def test_int8_bit_identical_with_host_c(mlperf: dict, tmp_path: Path) -> None:
         (b,) = host.run(feeds).values()
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+def test_prequantized_qdq_model_bit_identical_with_host_c(mlperf: dict, tmp_path: Path) -> None:
+    """An onnxruntime quantize_static QDQ model (KWS, per-channel int8), not quantized by nnc."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    model = mlperf["kws"]()
+    model.ir_version = min(model.ir_version, 8)
+    src, dst = tmp_path / "kws.onnx", tmp_path / "kws_qdq.onnx"
+    onnx.save(model, src)
+    vi = model.graph.input[0]
+    shape = tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+    rng = np.random.default_rng(0)
+    samples = iter([{vi.name: rng.standard_normal(shape).astype(np.float32)} for _ in range(8)])
+
+    class Reader:
+        def get_next(self) -> dict | None:
+            return next(samples, None)
+
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QInt8,
+                    weight_type=QuantType.QInt8)
+    cl = nnc.compile(dst, target="opencl", output_dir=tmp_path / "cl", kernels="generated")
+    host = nnc.compile(dst, target="host", output_dir=tmp_path / "c", bench=False,
+                       kernels="generated")
+    assert cl.info["num_kernels"] == host.info["num_kernels"]
+    for seed in range(3):
+        feeds = cl.random_inputs(seed=seed)
+        (a,) = cl.run(feeds).values()
+        (b,) = host.run(feeds).values()
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from nnc.compiler.inspect import inspect_opencl
+
+    path = tmp_path / "conv.onnx"
+    onnx.save(small_models()["conv"], path)
+    text = inspect_opencl(path)
+    assert "k0_conv" in text and "conv+relu" in text
+    assert "4 (i1)" in text  # CPU: the output channels
+    assert "256 (tile0[1], tile0[0], i1)" in text  # GPU: channels x rows x columns
+    assert cli_main(["inspect", str(path), "--target", "opencl"]) == 0
+    assert capsys.readouterr().out.strip() == text
+    assert cli_main(["inspect", str(path), "--target", "cortex-m4"]) == 2
+    assert "only 'opencl' has a kernel report" in capsys.readouterr().err
+
+
+def test_float16_matches_onnxruntime_without_cl_khr_fp16(tmp_path: Path) -> None:
+    """float16 tensors are `half` buffers (vload_half/vstore_half_rte, core OpenCL 1.2) computed
+    in float: the same values as the host C target, on devices with or without cl_khr_fp16."""
+    f16 = TensorProto.FLOAT16
+    model = _model([helper.make_node("Mul", ["x", "x"], ["m"]),
+                    helper.make_node("Sigmoid", ["m"], ["s"]),
+                    helper.make_node("ReduceSum", ["s"], ["y"], keepdims=1)],
+                   [helper.make_tensor_value_info("x", f16, [4, 8])],
+                   [helper.make_tensor_value_info("y", f16, [1, 1])])
+    cl = nnc.compile(model, target="opencl", output_dir=tmp_path / "cl")
+    host = nnc.compile(model, target="host", output_dir=tmp_path / "c", bench=False)
+    assert "cl_khr_fp16" not in (tmp_path / "cl" / "model.cl").read_text()
+    # subnormal, tie, overflow and NaN halves as well as ordinary ones
+    x = np.array([0, 1e-7, -3e-5, 6.1e-5, 0.5, 1.0009765625, -2, 255.9, 300, 65504, -65504,
+                  np.inf, -np.inf, np.nan, 1e-3, 0.1] * 2, np.float16).reshape(4, 8)
+    (got,) = cl.run({"x": x}).values()
+    (want,) = host.run({"x": x}).values()
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, want)
+    (ref,) = ort_run(model, {"x": x})
+    np.testing.assert_allclose(got.astype(np.float32), ref.astype(np.float32), rtol=1e-2)
+
+
+def test_missing_device_extension_is_one_clear_line(tmp_path: Path) -> None:
+    """A model.cl that needs an extension the device lacks (float64 on a device without
+    cl_khr_fp64) is refused at init, naming it; simulated with an extension no device has."""
+    out = tmp_path / "m"
+    nnc.compile(small_models()["gemm"], target="opencl", output_dir=out)
+    c = (out / "model.c").read_text()
+    assert '    "",\n};' in c
+    (out / "model.c").write_text(c.replace('    "",\n};', '    "cl_khr_fp64 cl_nnc_none",\n};'))
+    subprocess.run(["make", "-s", "-B", "-C", str(out)], check=True, capture_output=True)
+    with pytest.raises(OpenCLUnavailable) as e:  # an NncError: the CLI's one line, exit 2
+        OpenCLModel(out)
+    assert "does not have cl_nnc_none, which this model needs" in str(e.value)
+    assert "\n" not in str(e.value)

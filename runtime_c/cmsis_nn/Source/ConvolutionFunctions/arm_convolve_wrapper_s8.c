@@ -35,7 +35,7 @@ arm_cmsis_nn_status arm_convolve_wrapper_s8(const cmsis_nn_context *ctx,
     const int32_t out_per_group = out_c / groups;
 
     for (int32_t b = 0; b < input_dims->n; b++) {
-        const int8_t *in_batch = input_data + (size_t)b * in_h * in_w * in_c;
+        const int8_t *in_batch = input_data + (ptrdiff_t)b * in_h * in_w * in_c;
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * stride_h - conv_params->padding.h;
             int32_t ky0, ky1;
@@ -51,8 +51,8 @@ arm_cmsis_nn_status arm_convolve_wrapper_s8(const cmsis_nn_context *ctx,
                         const int32_t iy = y0 + ky * dil_h;
                         for (int32_t kx = kx0; kx < kx1; kx++) {
                             const int32_t ix = x0 + kx * dil_w;
-                            const int8_t *in = in_batch + ((size_t)iy * in_w + ix) * in_c + ic0;
-                            const int8_t *w = filter_data + (((size_t)oc * k_h + ky) * k_w + kx) * k_c;
+                            const int8_t *in = in_batch + ((ptrdiff_t)iy * in_w + ix) * in_c + ic0;
+                            const int8_t *w = filter_data + (((ptrdiff_t)oc * k_h + ky) * k_w + kx) * k_c;
                             for (int32_t i = 0; i < k_c; i++) {
                                 acc += ((int32_t)in[i] + in_off) * (int32_t)w[i];
                             }

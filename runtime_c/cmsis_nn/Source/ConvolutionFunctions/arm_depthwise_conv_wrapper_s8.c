@@ -34,7 +34,7 @@ arm_cmsis_nn_status arm_depthwise_conv_wrapper_s8(const cmsis_nn_context *ctx,
     }
 
     for (int32_t b = 0; b < input_dims->n; b++) {
-        const int8_t *in_batch = input_data + (size_t)b * in_h * in_w * in_c;
+        const int8_t *in_batch = input_data + (ptrdiff_t)b * in_h * in_w * in_c;
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * stride_h - dw_conv_params->padding.h;
             int32_t ky0, ky1;
@@ -48,12 +48,12 @@ arm_cmsis_nn_status arm_depthwise_conv_wrapper_s8(const cmsis_nn_context *ctx,
                     int32_t acc = bias_data != NULL ? bias_data[oc] : 0;
                     for (int32_t ky = ky0; ky < ky1; ky++) {
                         const int32_t iy = y0 + ky * dil_h;
-                        const int8_t *in_row = in_batch + (size_t)iy * in_w * in_c + ic;
-                        const int8_t *w_row = filter_data + (size_t)ky * k_w * out_c + oc;
+                        const int8_t *in_row = in_batch + (ptrdiff_t)iy * in_w * in_c + ic;
+                        const int8_t *w_row = filter_data + (ptrdiff_t)ky * k_w * out_c + oc;
                         for (int32_t kx = kx0; kx < kx1; kx++) {
                             const int32_t ix = x0 + kx * dil_w;
-                            acc += ((int32_t)in_row[(size_t)ix * in_c] + in_off) *
-                                   (int32_t)w_row[(size_t)kx * out_c];
+                            acc += ((int32_t)in_row[(ptrdiff_t)ix * in_c] + in_off) *
+                                   (int32_t)w_row[(ptrdiff_t)kx * out_c];
                         }
                     }
                     acc = arm_nn_requantize(acc, quant_params->multiplier[oc], quant_params->shift[oc]);

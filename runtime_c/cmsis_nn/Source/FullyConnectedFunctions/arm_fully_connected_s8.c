@@ -25,9 +25,9 @@ static arm_cmsis_nn_status fully_connected(const cmsis_nn_fc_params *fc_params,
         return ARM_CMSIS_NN_ARG_ERROR;
     }
     for (int32_t b = 0; b < input_dims->n; b++) {
-        const int8_t *in = input_data + (size_t)b * depth;
+        const int8_t *in = input_data + (ptrdiff_t)b * depth;
         for (int32_t oc = 0; oc < out_c; oc++) {
-            const int8_t *w = filter_data + (size_t)oc * depth;
+            const int8_t *w = filter_data + (ptrdiff_t)oc * depth;
             int32_t acc = bias_data != NULL ? bias_data[oc] : 0;
             for (int32_t i = 0; i < depth; i++) {
                 acc += ((int32_t)in[i] + in_off) * ((int32_t)w[i] + w_off);

@@ -10,7 +10,7 @@ arm_cmsis_nn_status arm_vector_sum_s8(int32_t *vector_sum_buf,
                                       const int32_t *bias_data)
 {
     for (int32_t r = 0; r < vector_rows; r++) {
-        const int8_t *row = vector_data + (size_t)r * vector_cols;
+        const int8_t *row = vector_data + (ptrdiff_t)r * vector_cols;
         int32_t sum = 0;
         for (int32_t c = 0; c < vector_cols; c++) {
             sum += row[c];

@@ -19,7 +19,7 @@ arm_cmsis_nn_status arm_max_pool_s8(const cmsis_nn_context *ctx,
         return ARM_CMSIS_NN_ARG_ERROR;
     }
     for (int32_t b = 0; b < input_dims->n; b++) {
-        const int8_t *in_batch = input_data + (size_t)b * in_h * in_w * ch;
+        const int8_t *in_batch = input_data + (ptrdiff_t)b * in_h * in_w * ch;
         for (int32_t oy = 0; oy < out_h; oy++) {
             const int32_t y0 = oy * pool_params->stride.h - pool_params->padding.h;
             int32_t ky0, ky1;
@@ -31,9 +31,9 @@ arm_cmsis_nn_status arm_max_pool_s8(const cmsis_nn_context *ctx,
                 for (int32_t c = 0; c < ch; c++) {
                     int32_t max = INT8_MIN;
                     for (int32_t ky = ky0; ky < ky1; ky++) {
-                        const int8_t *row = in_batch + ((size_t)(y0 + ky) * in_w + x0) * ch + c;
+                        const int8_t *row = in_batch + ((ptrdiff_t)(y0 + ky) * in_w + x0) * ch + c;
                         for (int32_t kx = kx0; kx < kx1; kx++) {
-                            const int32_t v = row[(size_t)kx * ch];
+                            const int32_t v = row[(ptrdiff_t)kx * ch];
                             max = v > max ? v : max;
                         }
                     }

@@ -99,8 +99,8 @@ void arm_softmax_s8(const int8_t *input,
                     int8_t *output)
 {
     for (int32_t r = 0; r < num_rows; r++) {
-        const int8_t *in = input + (size_t)r * row_size;
-        int8_t *out = output + (size_t)r * row_size;
+        const int8_t *in = input + (ptrdiff_t)r * row_size;
+        int8_t *out = output + (ptrdiff_t)r * row_size;
         int32_t max = in[0];
         for (int32_t c = 1; c < row_size; c++) {
             max = in[c] > max ? in[c] : max;

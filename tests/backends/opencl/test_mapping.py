@@ -1,0 +1,198 @@
+# ruff: noqa: E501  (the loop-IR texts keep their printed lines)
+"""Work-item mapping (backends/opencl/mapping.py): which loops become work items, and that the
+mapping is legal: the OpenCL run of a hand-written loop module equals the loop-IR interpreter's
+run of it, element for element."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nnc.backends.opencl.build import build
+from nnc.backends.opencl.emit import emit_opencl
+from nnc.backends.opencl.mapping import WorkMapping, device_mappings, map_work
+from nnc.backends.opencl.run import OpenCLModel
+from nnc.ir.loop_interp import run_loop_module
+from nnc.ir.loop_parser import parse_module
+
+# A conv-shaped kernel: the channel loop's body is init + a reduction with shifted (padded)
+# pieces + an epilogue, all through one local tile, written out in row blocks of 4.
+CONV_LIKE = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[3,8,6] input
+  buffer %y: f32[5,8,6] output
+kernel @k0_conv(%x, %y) {
+  local %tile0: f32[4,6] local
+  for %i1 in 0..5 serial {
+    for %i2 in 0..2 serial {
+      for %j0 in 0..4 serial {
+        for %j1 in 0..6 vectorized {
+          %tile0[%j0, %j1] = 0.5:f32
+        }
+      }
+      for %c0 in 0..3 serial {
+        for %r0 in 0..4 serial {
+          for %j2 in 0..5 vectorized {
+            %tile0[%r0, (%j2 + 1:i64)] = (%tile0[%r0, (%j2 + 1:i64)] + %x[%c0, ((%i2 * 4:i64) + %r0), %j2])
+          }
+        }
+        for %r1 in 0..3 serial {
+          for %j3 in 0..6 vectorized {
+            %tile0[(%r1 + 1:i64), %j3] = (%tile0[(%r1 + 1:i64), %j3] * %x[%c0, ((%i2 * 4:i64) + %r1), %j3])
+          }
+        }
+      }
+      for %j4 in 0..4 serial {
+        for %j5 in 0..6 vectorized {
+          %y[%i1, ((%i2 * 4:i64) + %j4), %j5] = max(%tile0[%j4, %j5], 0.0:f32)
+        }
+      }
+    }
+  }
+}
+}
+"""
+
+# Each row of the tile reads the row above it (a running sum down the rows): rows must not be
+# spread; the channel loop still is.
+ROW_SCAN = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[4,6] input
+  buffer %y: f32[3,4,6] output
+kernel @k0_scan(%x, %y) {
+  local %tile0: f32[4,6] local
+  for %i1 in 0..3 serial {
+    for %j0 in 0..6 serial {
+      %tile0[0:i64, %j0] = %x[0:i64, %j0]
+    }
+    for %r0 in 0..3 serial {
+      for %j1 in 0..6 serial {
+        %tile0[(%r0 + 1:i64), %j1] = (%tile0[%r0, %j1] + %x[(%r0 + 1:i64), %j1])
+      }
+    }
+    for %r1 in 0..4 serial {
+      for %j2 in 0..6 serial {
+        %y[%i1, %r1, %j2] = %tile0[%r1, %j2]
+      }
+    }
+  }
+}
+}
+"""
+
+# A reduction into one output element per channel through a scalar accumulator: nothing but the
+# channel loop is independent.
+SCALAR_ACC = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[4,6] input
+  buffer %y: f32[4] output
+kernel @k0_sum(%x, %y) {
+  local %acc0: f32[] local
+  for %i0 in 0..4 serial {
+    %acc0[] = 0.0:f32
+    for %r0 in 0..6 serial {
+      %acc0[] = (%acc0[] + %x[%i0, %r0])
+    }
+    %y[%i0] = %acc0[]
+  }
+}
+}
+"""
+
+
+def _mapping(text: str) -> WorkMapping:
+    (k,) = parse_module(text).kernels
+    return map_work(k)
+
+
+def test_conv_like_body_spreads_rows_and_columns_too() -> None:
+    m = _mapping(CONV_LIKE)
+    # channels (i1) and row blocks (i2) from the outer nest, and the tile's rows through the body
+    assert m.loops == ("tile0[0]", "i2", "i1") and m.global_size == (4, 2, 5)
+    by_loop = {s.loop: (s.dim, s.shift) for s in m.spread}
+    assert by_loop == {"j0": (0, 0), "r0": (0, 0), "r1": (0, 1), "j4": (0, 0)}
+    assert m.private == (("tile0", 0),)  # each item keeps one row of the tile
+    assert m.local_size("cpu") is None and m.local_size("gpu") == (4, 1, 1)
+    assert m.launch("gpu") == ((4, 2, 5), (4, 1, 1))
+
+
+def test_spread_fills_the_dimensions_the_outer_nest_leaves() -> None:
+    m = map_work(parse_module(CONV_LIKE).kernels[0], max_dims=3)
+    assert len(m.loops) == 3
+    two = map_work(parse_module(CONV_LIKE).kernels[0], max_dims=2)
+    assert two.loops == ("i2", "i1") and not two.spread
+
+
+def test_row_dependence_is_not_spread() -> None:
+    m = _mapping(ROW_SCAN)
+    assert m.loops[-1] == "i1"
+    assert all(s.loop not in ("r0", "r1") for s in m.spread)  # only the columns may spread
+
+
+def test_scalar_accumulator_keeps_the_reduction_serial() -> None:
+    m = _mapping(SCALAR_ACC)
+    assert m.loops == ("i0",) and not m.spread
+
+
+def test_gpu_launch_rounds_the_global_size_up() -> None:
+    m = _mapping(SCALAR_ACC)
+    assert m.launch("gpu") == ((4,), (4,))
+    wide = WorkMapping(("i",), (100,), (), (("gpu", (64,)),))
+    assert wide.launch("gpu") == ((128,), (64,)) and wide.launch("cpu") == ((100,), None)
+
+
+def test_cpu_devices_keep_the_outer_nest_gpus_spread() -> None:
+    (k,) = parse_module(CONV_LIKE).kernels
+    maps = device_mappings(k)
+    assert maps["cpu"].loops == ("i2", "i1") and not maps["cpu"].spread
+    assert maps["gpu"] == maps["accelerator"] == map_work(k)
+    cl = str(emit_opencl(parse_module(CONV_LIKE))["model.cl"])
+    assert "#if NNC_CL_SPREAD" in cl and "#else /* CPU: i2, i1 */" in cl
+    assert cl.count("__kernel void k0_k0_conv(") == 2
+    assert "float tile0[6]" in cl and "float tile0[24]" in cl  # one row per item when spread
+
+
+@pytest.mark.needs_opencl
+@pytest.mark.parametrize("mapping", [None, "gpu"])
+@pytest.mark.parametrize("name", ["conv_like", "row_scan", "scalar_acc"])
+def test_mapped_kernel_equals_the_interpreter(name: str, mapping: str | None,
+                                              tmp_path: Path) -> None:
+    """Both mappings, on this device (PoCL's CPU device runs the GPU one when asked to)."""
+    text = {"conv_like": CONV_LIKE, "row_scan": ROW_SCAN, "scalar_acc": SCALAR_ACC}[name]
+    module = parse_module(text)
+    x = module.buffer_map()["x"]
+    feeds = {"x": np.random.default_rng(3).standard_normal(x.shape).astype(np.float32)}
+    want = run_loop_module(module, feeds)["y"]
+    build(module, tmp_path, mapping=mapping)
+    got = OpenCLModel(tmp_path).run(feeds)["y"]
+    np.testing.assert_array_equal(got, want)
+
+
+REVERSE = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[4] input
+  buffer %y: f32[4] output
+kernel @k0_rev(%x, %y) {
+  for %i0 in 0..4 KIND {
+    %y[(3:i64 - %i0)] = %x[%i0]
+  }
+}
+}
+"""
+
+
+def test_loops_marked_parallel_are_taken_as_independent() -> None:
+    """A reversed store is beyond the analysis (a negative stride); the schedule's promise is
+    enough."""
+    assert _mapping(REVERSE.replace("KIND", "serial")).loops == ()
+    assert _mapping(REVERSE.replace("KIND", "parallel")).loops == ("i0",)

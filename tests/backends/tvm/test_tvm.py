@@ -1,0 +1,221 @@
+"""--target tvm: nnc's loop IR as TIR, built into a TVM runtime module (backends/tvm).
+
+Correctness is a comparison with onnxruntime (float, rtol 1e-3, atol 1e-4) or bit-exactness with
+the host C target (int8, integer edge cases); the exported model.so is run by its loader in a
+fresh process that imports no nnc.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import nnc
+from nnc.compiler.cli import main as cli_main
+from nnc.errors import NncError
+
+pytestmark = pytest.mark.needs_tvm
+RTOL, ATOL = 1e-3, 1e-4
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+def make(nodes, inputs, outputs, inits=(), opset=13) -> onnx.ModelProto:
+    g = helper.make_graph(nodes, "m", inputs, outputs,
+                          [numpy_helper.from_array(a, n) for n, a in inits])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def vi(name, dtype, shape):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+RNG = np.random.default_rng(0)
+
+
+def conv_net() -> onnx.ModelProto:
+    """conv (padded: guarded loads) + bias + relu, max pool, gemm, softmax."""
+    w = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
+    b = RNG.standard_normal(8).astype(np.float32)
+    fc = RNG.standard_normal((128, 10)).astype(np.float32)
+    return make([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                 helper.make_node("Relu", ["c"], ["r"]),
+                 helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                 helper.make_node("Flatten", ["p"], ["f"]),
+                 helper.make_node("MatMul", ["f", "fc"], ["g"]),
+                 helper.make_node("Softmax", ["g"], ["y"])],
+                [vi("x", TensorProto.FLOAT, [1, 3, 8, 8])], [vi("y", TensorProto.FLOAT, [1, 10])],
+                [("w", w), ("b", b), ("fc", fc)])
+
+
+def elementwise_net() -> onnx.ModelProto:
+    """broadcasting, clip (float min/max), sigmoid, division, a reduction, a transpose."""
+    c = RNG.standard_normal((1, 5)).astype(np.float32)
+    return make([helper.make_node("Add", ["x", "c"], ["a"]),
+                 helper.make_node("Clip", ["a", "lo", "hi"], ["k"]),
+                 helper.make_node("Sigmoid", ["k"], ["s"]),
+                 helper.make_node("Div", ["s", "a"], ["d"]),
+                 helper.make_node("Transpose", ["d"], ["t"], perm=[1, 0]),
+                 helper.make_node("ReduceMean", ["t"], ["y"], axes=[1], keepdims=0)],
+                [vi("x", TensorProto.FLOAT, [4, 5])], [vi("y", TensorProto.FLOAT, [5])],
+                [("c", c), ("lo", np.array(-0.5, np.float32)), ("hi", np.array(0.7, np.float32))])
+
+
+@pytest.mark.parametrize("build", [conv_net, elementwise_net])
+def test_small_models_match_onnxruntime(build, tmp_path: Path) -> None:
+    model = build()
+    name = model.graph.input[0].name
+    shape = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    feeds = {name: RNG.standard_normal(shape).astype(np.float32)}
+    m = nnc.compile(model, target="tvm", output_dir=tmp_path / "out")
+    assert m.target.kind == "tvm" and (tmp_path / "out" / "model.so").exists()
+    got, want = m.run(feeds), ort_run(model, feeds)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
+
+
+def edge_net() -> onnx.ModelProto:
+    """Integer wrap-around, division by zero / by -1, NaN-propagating max, a guarded Where."""
+    return make([helper.make_node("Mul", ["a", "b"], ["m"]),
+                 helper.make_node("Add", ["m", "a"], ["s"]),  # int32 overflow: wraps
+                 helper.make_node("Div", ["a", "b"], ["q"]),  # b holds 0 and -1
+                 helper.make_node("Max", ["x", "z"], ["mx"]),  # x holds NaN
+                 helper.make_node("Less", ["x", "z"], ["lt"]),
+                 helper.make_node("Where", ["lt", "x", "z"], ["w"])],
+                [vi("a", TensorProto.INT32, [6]), vi("b", TensorProto.INT32, [6]),
+                 vi("x", TensorProto.FLOAT, [6]), vi("z", TensorProto.FLOAT, [6])],
+                [vi("s", TensorProto.INT32, [6]), vi("q", TensorProto.INT32, [6]),
+                 vi("mx", TensorProto.FLOAT, [6]), vi("w", TensorProto.FLOAT, [6]),
+                 vi("lt", TensorProto.BOOL, [6])])
+
+
+def test_integer_and_nan_edge_cases_bit_identical_with_host() -> None:
+    model = edge_net()
+    i32 = np.iinfo(np.int32)
+    feeds = {"a": np.array([i32.max, i32.min, 7, -7, 100000, i32.min], np.int32),
+             "b": np.array([2, -1, 0, -1, 100000, 3], np.int32),
+             "x": np.array([np.nan, 1, -2, np.inf, 0.5, -0.0], np.float32),
+             "z": np.array([0, np.nan, 3, 1, 0.5, 0], np.float32)}
+    host = nnc.compile(model, target="host", bench=False).run(feeds)
+    tvm = nnc.compile(model, target="tvm").run(feeds)
+    for k in host:
+        assert host[k].dtype == tvm[k].dtype, k
+        np.testing.assert_array_equal(tvm[k], host[k], err_msg=k)
+    assert np.isnan(tvm["mx"][0]) and np.isnan(tvm["mx"][1])  # max propagates NaN both ways
+    assert tvm["q"][2] == 0 and tvm["q"][1] == i32.min  # x / 0 -> 0; INT_MIN / -1 wraps
+
+
+def test_int8_model_bit_identical_with_host_c() -> None:
+    from benchmarks.models import MODELS, sample_input
+
+    model = MODELS["ad"]()
+    feeds = sample_input(model)
+    kw = dict(quantize="int8", calibration="random")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        host = nnc.compile(model, target="host", bench=False, **kw).run(feeds)
+    with pytest.warns(UserWarning, match="RANDOM"):
+        tvm = nnc.compile(model, target="tvm", **kw)
+    assert tvm.info["int8_rounding"] == "tflite"
+    out = tvm.run(feeds)
+    for k in host:
+        np.testing.assert_array_equal(out[k], host[k])
+
+
+def test_cli_compile_run_bench_and_fresh_process_loader(tmp_path: Path, capsys) -> None:
+    model = conv_net()  # its weights come from RNG: build it once
+    model_path = tmp_path / "conv.onnx"
+    onnx.save(model, model_path)
+    out = tmp_path / "out"
+    assert cli_main(["compile", str(model_path), "--target", "tvm", "-o", str(out)]) == 0
+    assert {"model.so", "weights.bin", "nnc.json", "model_tir.py", "run_model.py"} <= \
+        {p.name for p in out.iterdir()}
+    x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "in.npz", x=x)
+    assert cli_main(["run", str(out), "--inputs", str(tmp_path / "in.npz"),
+                     "--outputs", str(tmp_path / "nnc_out.npz")]) == 0
+    capsys.readouterr()
+    assert cli_main(["bench", str(out), "--json", "--repeat", "5", "--warmup", "1"]) == 0
+    bench = json.loads(capsys.readouterr().out)
+    assert bench["target"] == "tvm" and bench["timer"] == "tvm time_evaluator"
+    assert 0 < bench["latency_ms"]["min"] <= bench["latency_ms"]["median"]
+
+    # the loader alone, in a fresh interpreter: its only TVM import is tvm.runtime, no nnc
+    tree = ast.parse((out / "run_model.py").read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert imported == {"json", "sys", "pathlib", "numpy", "tvm.runtime"}
+    check = ("import runpy, sys; sys.argv = ['run_model.py', 'in.npz', 'tvm_out.npz']; "
+             "runpy.run_path('run_model.py', run_name='__main__'); "
+             "assert not [m for m in sys.modules if m == 'nnc' or m.startswith('nnc.')]")
+    (out / "in.npz").write_bytes((tmp_path / "in.npz").read_bytes())
+    proc = subprocess.run([sys.executable, "-c", check], cwd=out, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(out / "tvm_out.npz") as a, np.load(tmp_path / "nnc_out.npz") as b:
+        np.testing.assert_array_equal(a["y"], b["y"])
+        np.testing.assert_allclose(a["y"], ort_run(model, {"x": x})["y"], rtol=RTOL,
+                                   atol=ATOL)
+
+
+def test_missing_tvm_is_one_clear_error(monkeypatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setitem(sys.modules, "tvm", None)  # `import tvm` now raises ImportError
+    with pytest.raises(NncError, match=r"pip install nnc\[tvm\]"):
+        nnc.compile(conv_net(), target="tvm")
+    model_path = tmp_path / "conv.onnx"
+    onnx.save(conv_net(), model_path)
+    assert cli_main(["compile", str(model_path), "--target", "tvm", "-o",
+                     str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install nnc[tvm]" in err
+
+
+def test_cmsis_nn_kernels_are_refused() -> None:
+    with pytest.raises(NncError, match="generated kernels only"):
+        nnc.compile(conv_net(), target="tvm", kernels="cmsis-nn")
+
+
+# a bounded slice of the ONNX conformance selection (the whole of it: benchmarks/conformance_tvm)
+CONFORMANCE_SUBSET = (
+    "test_conv_with_strides_padding", "test_averagepool_2d_pads", "test_softmax_axis_1",
+    "test_div_int32_trunc", "test_max_float32", "test_where_example",
+    "test_cast_FLOAT_to_FLOAT16", "test_add_uint32",
+)
+
+
+def test_conformance_subset() -> None:
+    from benchmarks.conformance_tvm import run_tvm  # registers the "tvm" runner
+    from tests import test_conformance as tc
+
+    assert run_tvm is tc.BACKENDS["tvm"][0]
+    selected = {c.name: c for c in tc.select_cases()}
+    missing = sorted(set(CONFORMANCE_SUBSET) - set(selected))
+    assert not missing, missing
+    cases = [selected[n] for n in CONFORMANCE_SUBSET]
+    summary = tc.run_conformance(cases, "tvm", workers=2)
+    assert not summary.failures, summary.table()
+
+
+@pytest.mark.parametrize("name", ["ad", pytest.param("ic", marks=pytest.mark.slow),
+                                  pytest.param("kws", marks=pytest.mark.slow),
+                                  pytest.param("vww", marks=pytest.mark.slow)])
+def test_mlperf_tiny_matches_onnxruntime(name: str) -> None:
+    from benchmarks.models import MODELS, sample_input
+
+    model = MODELS[name]()
+    feeds = sample_input(model)
+    got, want = nnc.compile(model, target="tvm").run(feeds), ort_run(model, feeds)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
