@@ -17,3 +17,5 @@ def _history_in_tmp(tmp_path_factory: pytest.TempPathFactory,
     """`nnc bench` / `nnc eval` record into a history file: never the real one in tests
     (subprocesses inherit the variable)."""
     monkeypatch.setenv("NNC_HISTORY", str(tmp_path_factory.getbasetemp() / "history.sqlite"))
+    # a developer's tuning cache (XDG default) must not change what the tests compile
+    monkeypatch.setenv("NNC_TUNING_CACHE", "off")
