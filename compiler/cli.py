@@ -158,6 +158,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                   time_budget_s=budget, cache=args.cache, search=args.search, batch=args.batch,
                   early_stop=args.early_stop, seed=args.seed, progress=not args.no_progress)
     print(result.table())
+    from nnc.compiler.history import Run, file_hash
+
+    options = {k: v for k, v in (("quantize", args.quantize), ("trials", args.trials),
+                                 ("search", args.search), ("seed", args.seed)) if v is not None}
+    _record(args.history, lambda: [Run.from_tune(
+        result, Path(args.model).stem, file_hash(args.model),
+        "int8" if args.quantize else "fp32", options)])
     if result.stopped and result.stopped != "trials":
         print(f"stopped: {result.stopped}")
     print(f"compile with the tuned schedules: nnc compile {args.model} --target {args.target}"
@@ -570,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop a workload after N trials without improvement")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
+    t.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     t.set_defaults(fn=_cmd_tune)
 
     k = sub.add_parser("cache", help="look into a tuning cache: list its workloads, show one's "

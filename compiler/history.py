@@ -140,6 +140,25 @@ class Run:
                    [dict(la) for la in result.get("layers", [])])
 
     @staticmethod
+    def from_tune(result: Any, model: str, model_hash: str, scheme: str,
+                  options: Mapping[str, Any]) -> Run:
+        """A `nnc tune` run (a `TuneResult`): the whole model's instructions with every best
+        schedule, and per workload its default, best and figure per trial (the tuning curve)."""
+        workloads = [{"hash": w.hash, "op": w.kind, "layers": list(w.layers),
+                      "default": w.default, "best": w.best, "trials": w.trials,
+                      "failed": w.failed, "wrong": w.wrong, "curve": list(w.history)}
+                     for w in result.workloads]
+        figures = {"instructions_default": result.model_default,
+                   "instructions": result.model_tuned, "builds": result.builds,
+                   "seconds": round(result.seconds, 1), "objective": result.objective,
+                   "cache": str(result.cache), "stopped": result.stopped,
+                   "workloads": workloads}
+        layers = [{"name": name, "op": w["op"], "instructions": w["best"]}
+                  for w in workloads for name in w["layers"]]
+        return Run("tune", model, model_hash, result.target, scheme, dict(options), figures,
+                   "instructions", float(result.model_tuned or 0), True, layers)
+
+    @staticmethod
     def from_eval(result: Any, model_hash: str) -> list[Run]:
         """One run per compiled variant of a `nnc eval` (an `EvalResult`)."""
         runs = []

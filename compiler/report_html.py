@@ -316,6 +316,32 @@ def _quant(info: Mapping[str, Any]) -> str:
             + _table(("#", "layer", "op", "SQNR dB", "drop dB", "clipped"), rows))
 
 
+def _tuning(run: Any) -> str:
+    """The latest `nnc tune` of this model: per workload its best-so-far curve over the trials
+    of that session (figure per trial, running minimum) and the summary table."""
+    f = run.figures
+    parts = [f"<h2>Tuning</h2><p class=\"note\">The latest <code>nnc tune</code> "
+             f"({_e(run.time[:19])} UTC, {f.get('builds', 0)} builds in {f.get('seconds', 0)} s): "
+             f"{_num(f.get('instructions_default'))} &rarr; {_num(f.get('instructions'))} "
+             f"{_e(f.get('objective', ''))} with every best schedule</p>"]
+    rows = []
+    for w in f.get("workloads", []):
+        curve = [float(x) for x in w.get("curve", []) if x is not None]
+        best, so_far = math.inf, []
+        for x in curve:
+            best = min(best, x)
+            so_far.append(best)
+        if len(so_far) > 1:
+            parts.append(_line(so_far, f"{w['op']} #{w['hash']} best so far").replace(
+                "oldest run to newest", "trial by trial"))
+        rows.append((w["hash"], w["op"], len(w.get("layers", [])), _num(w["default"]),
+                     _num(w["best"]), f"{w['default'] / w['best']:.2f}x" if w["best"] else "-",
+                     w["trials"]))
+    parts.append(_table(("workload", "op", "layers", "default", "best", "speedup", "trials"),
+                        rows))
+    return "".join(parts)
+
+
 def _from_history(ident: Mapping[str, Any], target: str, scheme: str,
                   path: str | os.PathLike[str] | None) -> list[str]:
     from nnc.compiler.history import History, default_path, regressions
@@ -348,6 +374,9 @@ def _from_history(ident: Mapping[str, Any], target: str, scheme: str,
                    f"this model ({_e(recent[0].time[:19])} UTC)</p>" + _table(
                        ("variant", "target", "metric", "value", "top-1 agreement",
                         "SQNR dB", "cost", "samples"), rows))
+    tunes = [r for r in runs if r.kind == "tune" and r.target == target and r.scheme == scheme]
+    if tunes:
+        out.append(_tuning(tunes[-1]))
     benches = [r for r in runs if r.kind == "bench" and r.target == target
                and r.scheme == scheme]
     if benches:

@@ -104,6 +104,10 @@ def test_cli_tune_and_errors(tmp_path):
     assert "speedup" in r.stdout and "whole model on cortex-m7" in r.stdout
     r = nnc_cli("cache", "list", "--cache", str(cache))
     assert r.returncode == 0 and "8 trials of 4 workloads" in r.stdout, r.stderr
+    r = nnc_cli("history", "--kind", "tune", "--json")  # every nnc tune is in the history
+    assert r.returncode == 0, r.stderr
+    runs = [x for x in json.loads(r.stdout) if x["model"] == "tiny"]
+    assert runs and runs[-1]["kind"] == "tune" and len(runs[-1]["figures"]["workloads"]) == 4
     for args, message in [
         (("tune", str(path), "--cache", str(cache)), "no kernel with a schedule space"),
         (("tune", str(path), "--quantize", "int8", "--calibration", "random",

@@ -131,3 +131,27 @@ def test_vww_report_size_and_render(tmp_path: Path) -> None:
     assert "instructions (emulated)" in text and "<h2>int8 accuracy</h2>" in text
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     assert render(page, ARTIFACTS / "report_vww.png", tmp_path) == []
+
+
+def test_tuning_section_from_a_tune_run(compiled: tuple[Path, Path], tmp_path: Path) -> None:
+    """A `nnc tune` run in the history (what `_cmd_tune` records) shows as a Tuning section:
+    each workload's best-so-far curve and the summary. The TuneResult is made by hand here; the
+    real one is recorded by tests/test_tune_cortex_m.py's CLI run."""
+    import json
+
+    from nnc.compiler.history import History, Run
+    from nnc.compiler.tune.tuner import TuneResult, WorkloadResult
+
+    out, _ = compiled
+    info = json.loads((out / "nnc.json").read_text())
+    result = TuneResult([WorkloadResult("conv_s8(...)", "abc123def456", "conv_s8", ["c1", "c2"],
+                                        1000.0, 700.0, "()", 5, history=[990, 800, 900, 700,
+                                                                          750])],
+                        tmp_path / "t.sqlite", info["target"], "qemu-instructions", 6, 12.0,
+                        5000, 4400)
+    hist = tmp_path / "h.sqlite"
+    with History(hist) as h:
+        h.record(Run.from_tune(result, "tinycls", info["model"]["sha256"], "int8", {}))
+    text = build_report(out, history=hist)
+    assert "<h2>Tuning</h2>" in text and "abc123def456" in text and "1.43x" in text
+    assert "trial by trial" in text
