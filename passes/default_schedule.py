@@ -27,6 +27,7 @@ from nnc.ir.loops import (
     Kernel,
     Load,
     LoopModule,
+    Partition,
     Reorder,
     ScheduleStep,
     Split,
@@ -140,6 +141,13 @@ def reduction_steps(defn: Reduction, target: Any,
       the M55) where its extent allows, else unrolled by 4 on Cortex-M (gcc does not unroll
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
+    if getattr(target, "kind", "") == "host" and defn.acc_dtype in _LANE_BYTES:
+        steps = host_vector_steps(defn, target)
+        try:
+            plan(defn, steps, shapes)
+            return steps
+        except ComputeError:
+            pass
     intr = _intrinsic_for(target)
     row = "ow" if any(a.name == "ow" for a in defn.spatial) else None
     tiles: list[tuple[int, int]] = []
@@ -155,6 +163,79 @@ def reduction_steps(defn: Reduction, target: Any,
                 continue
             return steps
     return ()
+
+
+_LANE_BYTES = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
+
+
+def host_registers(target: Any) -> tuple[int, int]:
+    """(vector registers, vector bits) of a host target: 32 zmm with AVX-512, 16 ymm/xmm else."""
+    bits = getattr(target, "vector_bits", 0) or 128
+    return (32 if getattr(target, "vector_isa", None) == "avx512f" else 16), bits
+
+
+def host_vector_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
+    """The host's register tile for a reduction: the innermost spatial axis (`ow`; a gemm's
+    column) as vector lanes, `oc` (a gemm's row) as unrolled copies, both inside the
+    reduction, so every input vector loaded serves `oc_tile` FMAs (broadcast operands) and the
+    accumulators stay in registers: one vector x 12 channels on AVX2's 16 ymm, x 16 on
+    AVX-512's 32 zmm (registers less four for operands). One vector per channel measured
+    best: with 2-3 vectors (a 48-float array per channel) gcc no longer keeps the tile in
+    registers (KWS-size rows are one vector or less anyway). An axis with a padding
+    window is partitioned (a guard-free interior) and then split by the vector tile, which
+    the peeled remainder of each region completes; other padded axes are partitioned whole.
+    Order: outer spatial axes, the reduce axes (the definition's order), the tile."""
+    regs, bits = host_registers(target)
+    lanes = max(1, bits // (8 * _LANE_BYTES[defn.acc_dtype]))
+    spatial = [a.name for a in defn.spatial]
+    tiled = "oc" if "oc" in spatial else None
+    vec = next((a for a in reversed(spatial) if a not in ("n", tiled)), None)
+    steps: list[ScheduleStep] = []
+    outer = [a for a in spatial if a != tiled]
+    tile: list[str] = []
+    windowed = {w.out for w in defn.windows}
+    for name in spatial:
+        if name in windowed and name != vec:
+            steps.append(Partition(name))
+    if vec is not None:
+        extent = defn.axis(vec).extent
+        budget = regs - 4  # the input vector, broadcasts, addresses
+        if vec in windowed or extent > 2 * lanes:
+            width = lanes
+            if vec in windowed:
+                steps.append(Partition(vec))
+            steps += [Split(vec, width), Vectorize(f"{vec}_i")]
+            outer[outer.index(vec)] = f"{vec}_o"
+            tile.append(f"{vec}_i")
+        else:
+            width = extent
+            steps.append(Vectorize(vec))
+            outer.remove(vec)
+            tile.append(vec)
+        vectors = -(-width // lanes)
+        oc_tile = max(1, min(16, budget // vectors))
+    else:
+        oc_tile = 4
+    if tiled is not None:
+        oc = defn.axis(tiled).extent
+        oc_tile = min(oc_tile, oc)
+        if oc_tile == oc:
+            steps.append(Unroll(tiled))
+            tile.append(tiled)
+        elif oc_tile > 1:
+            # an even split when one is close: fewer peeled copies of the nest
+            for t in range(oc_tile, max(1, oc_tile // 2), -1):
+                if oc % t == 0:
+                    oc_tile = t
+                    break
+            steps += [Split(tiled, oc_tile), Unroll(f"{tiled}_i")]
+            outer.insert(1 if outer and outer[0] == "n" else 0, f"{tiled}_o")
+            tile.append(f"{tiled}_i")
+        else:
+            outer.insert(1 if outer and outer[0] == "n" else 0, tiled)
+    reduce = [a.name for a in defn.reduced]
+    steps.append(Reorder((*outer, *reduce, *tile)))
+    return tuple(steps)
 
 
 def _candidates(defn: Reduction, target: Any, intr: tuple[str, int] | None, oc_tile: int,

@@ -191,3 +191,106 @@ def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
     with pytest.raises(ScheduleError, match=message):
         _with_steps(module, steps)
+
+
+# ---------------------------------------------------------------- float32 conv (NCHW)
+
+
+def _fconv_case(kind: str):
+    rng = np.random.default_rng({"dense": 1, "strided": 2, "depthwise": 3, "grouped": 4}[kind])
+    c, oc, group, stride = {"dense": (5, 6, 1, 1), "strided": (4, 5, 1, 2),
+                            "depthwise": (6, 6, 6, 1), "grouped": (4, 6, 2, 1)}[kind]
+    x = rng.standard_normal((1, c, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((oc, c // group, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    attrs = dict(pads=[1, 1, 1, 1], strides=[stride, stride], group=group)
+    return "conv", [x, w, bias], attrs
+
+
+def _fconv_space(depthwise: bool):
+    """Vector tiles over ow (whole row, or split with its remainder peeled, partitioned first
+    or not), unrolled or array accumulators over oc, partitioned rows, channel orders."""
+    for ow_mode, oc_split, unroll_oc, part_oh, ic_first in itertools.product(
+            ("row", "split4", "part_split4", "part"), (None, 2, 4), (True, False),
+            (False, True), (True, False)):
+        if depthwise and not ic_first:
+            continue
+        steps, outer, tile = [], ["n"], []
+        if oc_split:
+            steps.append(Split("oc", oc_split))
+            outer.append("oc_o")
+            oc_tile = ["oc_i"]
+        else:
+            outer.append("oc")
+            oc_tile = []
+        if unroll_oc and oc_tile:
+            steps.append(Unroll("oc_i"))
+        outer.append("oh")
+        if part_oh:
+            steps.append(Partition("oh"))
+        if ow_mode == "row":
+            steps.append(Vectorize("ow"))
+            tile.append("ow")
+        elif ow_mode == "part":
+            steps.append(Partition("ow"))
+            outer.append("ow")
+        else:
+            if ow_mode == "part_split4":
+                steps.append(Partition("ow"))
+            steps += [Split("ow", 4), Vectorize("ow_i")]
+            outer.append("ow_o")
+            tile.append("ow_i")
+        reduce = ["kh", "kw"] if depthwise else (["ic", "kh", "kw"] if ic_first
+                                                  else ["kh", "kw", "ic"])
+        steps.append(Reorder((*outer, *reduce, *tile, *oc_tile)))
+        yield tuple(steps)
+
+
+@pytest.mark.parametrize("kind", ["dense", "strided", "depthwise", "grouped"])
+def test_every_float_conv_schedule_is_within_tolerance(kind):
+    module, feeds, ref = _lowered(*_fconv_case(kind))
+    (k,) = module.kernels
+    assert k.compute is not None and k.compute.reassociate
+    count = 0
+    for steps in _fconv_space(kind == "depthwise"):
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+        count += 1
+    assert count >= 48
+
+
+def test_host_float_conv_default_is_a_vector_register_tile():
+    """AVX-512: one 16-lane vector of ow x 16 output channels, ow partitioned then split."""
+    from nnc.backends.target import host_target
+
+    module, feeds, ref = _lowered(*_fconv_case("dense"))
+    avx512 = host_target(vector_isa="avx512f", vector_bits=512)
+    (k,) = default_schedule(module, PassContext(target=avx512)).kernels
+    assert k.schedule == (Partition("oh"), Partition("ow"), Split("ow", 16), Vectorize("ow_i"),
+                          Unroll("oc"), Reorder(("n", "oh", "ow_o", "ic", "kh", "kw", "ow_i",
+                                                 "oc")))
+    avx2 = host_target(vector_isa="avx2", vector_bits=256)
+    (k,) = default_schedule(module, PassContext(target=avx2)).kernels
+    assert Split("ow", 8) in k.schedule and Unroll("oc") in k.schedule
+
+
+def test_compiled_float_conv_schedules_match_the_reference(compile_module):
+    for kind in ("dense", "depthwise", "strided"):
+        module, feeds, ref = _lowered(*_fconv_case(kind))
+        space = list(_fconv_space(kind == "depthwise"))
+        for steps in space[:: max(1, len(space) // 4)]:
+            got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+
+
+def test_partitioned_split_peels_each_region_and_is_idempotent():
+    module, feeds, ref = _lowered(*_fconv_case("dense"))
+    steps = (Partition("ow"), Split("ow", 4), Vectorize("ow_i"),
+             Reorder(("n", "oc", "oh", "ow_o", "ic", "kh", "kw", "ow_i")))
+    once = _with_steps(module, steps)
+    text = format_module(once)
+    # ow = 9 with pad 1: border [0, 1), interior [1, 8) = one 4-wide tile + 3, border [8, 9)
+    assert "for %ow_i in 0..4 vectorized" in text and "for %ow_i in 0..3 vectorized" in text
+    assert format_module(schedule(once, PassContext())) == text
+    got = run_loop_module(once, feeds)[module.outputs[0]]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)

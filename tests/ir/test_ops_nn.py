@@ -61,11 +61,9 @@ def test_conv_compute_dtypes():
     ((1, 5, 9), (2, 5, 4), dict(strides=(2,), pads=(3, 1), dilations=(2,))),
     ((1, 4, 3, 4, 3), (2, 4, 3, 2, 2), dict(pads=(2, 0, 1, 1, 1, 0), strides=(2, 1, 2))),
 ])
-@pytest.mark.parametrize("tile_limit", [1024, 5, 1])
-def test_conv_compute_blocks_and_tiles(monkeypatch, xshape, wshape, attrs, tile_limit):
-    """Channel blocks and their rest; one whole-plane tile, several row tiles (rows in the
-    padding skipped at run time) and one-row tiles; taps whose range is empty."""
-    monkeypatch.setattr(nn, "CONV_TILE_LIMIT", tile_limit)
+def test_conv_compute_windows_and_groups(xshape, wshape, attrs):
+    """Padding windows on either side, groups, strides, dilations, 1-D and 3-D: the declarative
+    definition and its default schedules on the host and Cortex-M (check_op runs them)."""
     check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, **TOL)
 
 
