@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from nnc.ir.affine import flat_offset
 from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.loops import (
     CallExtern,
@@ -142,7 +143,7 @@ def reduction_steps(defn: Reduction, target: Any,
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
     if getattr(target, "kind", "") == "host" and defn.acc_dtype in _LANE_BYTES:
-        steps = host_vector_steps(defn, target)
+        steps = host_vector_steps(defn, target, shapes)
         try:
             plan(defn, steps, shapes)
             return steps
@@ -174,65 +175,71 @@ def host_registers(target: Any) -> tuple[int, int]:
     return (32 if getattr(target, "vector_isa", None) == "avx512f" else 16), bits
 
 
-def host_vector_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
-    """The host's register tile for a reduction: the innermost spatial axis (`ow`; a gemm's
-    column) as vector lanes, `oc` (a gemm's row) as unrolled copies, both inside the
-    reduction, so every input vector loaded serves `oc_tile` FMAs (broadcast operands) and the
-    accumulators stay in registers: one vector x 12 channels on AVX2's 16 ymm, x 16 on
-    AVX-512's 32 zmm (registers less four for operands). One vector per channel measured
-    best: with 2-3 vectors (a 48-float array per channel) gcc no longer keeps the tile in
-    registers (KWS-size rows are one vector or less anyway). An axis with a padding
-    window is partitioned (a guard-free interior) and then split by the vector tile, which
-    the peeled remainder of each region completes; other padded axes are partitioned whole.
+def _strides(defn: Reduction, shapes: dict[str, tuple[int, ...]], axis: str) -> set[int] | None:
+    """The element strides along `axis` of the term's loads (None: one is not affine)."""
+    extents = {a.name: a.extent for a in defn.axes}
+    found: set[int] = set()
+    for ld in walk_expr(defn.term):
+        if isinstance(ld, Load):
+            shape = shapes.get(ld.buffer)
+            form = flat_offset(ld.indices, shape, extents) if shape is not None else None
+            if form is None:
+                return None
+            found.add(form.get(axis, 0))
+    return found
+
+
+def host_vector_steps(defn: Reduction, target: Any,
+                      shapes: dict[str, tuple[int, ...]]) -> tuple[ScheduleStep, ...]:
+    """The host's register tile for a reduction: one spatial axis as vector lanes, another as
+    unrolled copies, both inside the reduction, so each vector loaded serves every copy (the
+    other operand a broadcast) and the accumulators (copies x one vector) stay in registers:
+    up to 12 copies on AVX2's 16 ymm, up to 24 on AVX-512's 32 zmm (registers less four
+    for operands). The lanes go along output channels where every load is contiguous there
+    or does not depend on them (dense convs with channels-last weights, `_conv_pack`), the
+    copies along the output row; else the lanes go along the row (depthwise, grouped) and
+    the copies along the channels. An axis with a padding window is partitioned (a
+    guard-free interior) and then split, each region with its own peeled remainder; other
+    padded axes are partitioned whole. One vector per copy measured best: with 2-3 (a
+    48-float array per copy) gcc no longer keeps the tile in registers.
     Order: outer spatial axes, the reduce axes (the definition's order), the tile."""
     regs, bits = host_registers(target)
     lanes = max(1, bits // (8 * _LANE_BYTES[defn.acc_dtype]))
     spatial = [a.name for a in defn.spatial]
-    tiled = "oc" if "oc" in spatial else None
-    vec = next((a for a in reversed(spatial) if a not in ("n", tiled)), None)
+    row = next((a for a in reversed(spatial) if a not in ("n", "oc")), None)
+    strides = _strides(defn, shapes, "oc") if "oc" in spatial else None
+    if strides is not None and strides <= {0, 1} and defn.axis("oc").extent >= lanes // 2:
+        vec, copies = "oc", row
+    else:
+        vec, copies = row, ("oc" if "oc" in spatial else None)
     steps: list[ScheduleStep] = []
-    outer = [a for a in spatial if a != tiled]
+    outer = list(spatial)
     tile: list[str] = []
     windowed = {w.out for w in defn.windows}
     for name in spatial:
-        if name in windowed and name != vec:
+        if name in windowed and name not in (vec, copies):
             steps.append(Partition(name))
+
+    def tiled(axis: str, factor: int, kind: type[Vectorize] | type[Unroll]) -> None:
+        extent = defn.axis(axis).extent
+        if axis in windowed:
+            steps.append(Partition(axis))
+        elif extent <= factor:
+            steps.append(kind(axis))
+            outer.remove(axis)
+            tile.append(axis)
+            return
+        else:  # an even split when one is close: fewer peeled copies of the nest
+            factor = next((f for f in range(factor, max(1, factor // 2), -1) if extent % f == 0),
+                          factor)
+        steps.extend([Split(axis, factor), kind(f"{axis}_i")])
+        outer[outer.index(axis)] = f"{axis}_o"
+        tile.append(f"{axis}_i")
+
     if vec is not None:
-        extent = defn.axis(vec).extent
-        budget = regs - 4  # the input vector, broadcasts, addresses
-        if vec in windowed or extent > 2 * lanes:
-            width = lanes
-            if vec in windowed:
-                steps.append(Partition(vec))
-            steps += [Split(vec, width), Vectorize(f"{vec}_i")]
-            outer[outer.index(vec)] = f"{vec}_o"
-            tile.append(f"{vec}_i")
-        else:
-            width = extent
-            steps.append(Vectorize(vec))
-            outer.remove(vec)
-            tile.append(vec)
-        vectors = -(-width // lanes)
-        oc_tile = max(1, min(16, budget // vectors))
-    else:
-        oc_tile = 4
-    if tiled is not None:
-        oc = defn.axis(tiled).extent
-        oc_tile = min(oc_tile, oc)
-        if oc_tile == oc:
-            steps.append(Unroll(tiled))
-            tile.append(tiled)
-        elif oc_tile > 1:
-            # an even split when one is close: fewer peeled copies of the nest
-            for t in range(oc_tile, max(1, oc_tile // 2), -1):
-                if oc % t == 0:
-                    oc_tile = t
-                    break
-            steps += [Split(tiled, oc_tile), Unroll(f"{tiled}_i")]
-            outer.insert(1 if outer and outer[0] == "n" else 0, f"{tiled}_o")
-            tile.append(f"{tiled}_i")
-        else:
-            outer.insert(1 if outer and outer[0] == "n" else 0, tiled)
+        tiled(vec, lanes, Vectorize)
+    if copies is not None:
+        tiled(copies, min(regs - 4, 12 if regs > 16 else 8, defn.axis(copies).extent), Unroll)
     reduce = [a.name for a in defn.reduced]
     steps.append(Reorder((*outer, *reduce, *tile)))
     return tuple(steps)

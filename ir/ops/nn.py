@@ -251,9 +251,9 @@ def _conv_compute(ctx: ComputeContext) -> None:
     nsp = len(x.shape) - 2
     strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
     group = int(ctx.attr("group", 1))
-    oc_n, cg = w.shape[0], w.shape[1]
-    ocg = oc_n // group
-    ks = w.shape[2:]
+    oc_n, ocg = out.shape[1], out.shape[1] // group
+    cg = x.shape[1] // group
+    ks = w.shape[1:-1] if ctx.attrs.get_int("weight_oc_last", 0) else w.shape[2:]
     onames, knames = spatial_names(nsp)
     n, oc = Var("n"), Var("oc")
     pos = [_add(_mul(Var(o), st) + _mul(Var(k), d), -p)
@@ -272,7 +272,10 @@ def _conv_compute(ctx: ComputeContext) -> None:
         g = oc // ocg if ocg > 1 else oc
         ic = g * cg + icg if cg > 1 else g
     kv = tuple(Var(k) for k in knames)
-    term = _load(x, (n, ic, *pos), ad) * _load(w, (oc, icg, *kv), ad)
+    # `_conv_pack` stores constant dense weights channels-last ([IC, taps..., OC]), so a
+    # vector of output channels is one contiguous load (the host's register tile)
+    widx = (icg, *kv, oc) if ctx.attrs.get_int("weight_oc_last", 0) else (oc, icg, *kv)
+    term = _load(x, (n, ic, *pos), ad) * _load(w, widx, ad)
     init = _load(bias, (oc,), ad) if bias is not None else const(0, ad)
     idx = (n, oc, *(Var(o) for o in onames))
     target, value = ctx.output(0, idx, cast(Var(ACC, ad), out.dtype))
@@ -297,8 +300,19 @@ def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
     return outs[0].size * int(np.prod(w.shape[1:]))
 
 
+def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+               ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """Constant weights of a dense (group 1) conv, channels-last: [OC, IC, taps...] ->
+    [IC, taps..., OC] (`weight_oc_last`), so output channels are contiguous."""
+    w = arrays[1] if len(arrays) > 1 else None
+    if w is None or attrs.get_int("group", 1) != 1 or attrs.get_int("weight_oc_last", 0):
+        return None
+    return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(w, 0, -1))}
+
+
 register(OpDef(
     "conv", infer=_conv_infer, reference=_conv_reference, compute=_conv_compute, macs=_conv_macs,
+    pack=_conv_pack,
 ))
 
 
