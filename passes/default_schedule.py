@@ -236,7 +236,22 @@ def host_vector_steps(defn: Reduction, target: Any,
         outer[outer.index(axis)] = f"{axis}_o"
         tile.append(f"{axis}_i")
 
-    if vec is not None:
+    few = copies is None or defn.axis(copies).extent < 4
+    if vec is not None and few and vec not in windowed and defn.axis(vec).extent >= 2 * lanes:
+        # too few copies (a gemm of one row): several vectors of the lane axis as the copies,
+        # independent accumulators to hide the FMA latency
+        extent = defn.axis(vec).extent
+        width = lanes * min(8, extent // lanes)
+        name = vec
+        if extent > width:
+            steps.append(Split(vec, width))
+            outer[outer.index(vec)] = f"{vec}_o"
+            name = f"{vec}_i"
+        else:
+            outer.remove(vec)
+        steps += [Split(name, lanes), Unroll(f"{name}_o"), Vectorize(f"{name}_i")]
+        tile += [f"{name}_i", f"{name}_o"]  # the copies inside the vector loop, as conv tiles
+    elif vec is not None:
         tiled(vec, lanes, Vectorize)
     if copies is not None:
         tiled(copies, min(regs - 4, 12 if regs > 16 else 8, defn.axis(copies).extent), Unroll)

@@ -521,10 +521,10 @@ def _accumulate_rows(b: KernelBuilder, row: Buffer, k_n: int, term: Any) -> None
 
 
 def _gemm_compute(ctx: ComputeContext) -> None:
-    """B not transposed: a local row of the output accumulates A[m, k] * B[k, :] (contiguous
-    rows of B). B transposed: each output is a dot product over contiguous rows, with
-    DOT_LANES partial sums."""
-    b = ctx.b
+    """One declarative definition (`nnc.ir.compute`): axes m0 (rows of A), oc (columns of B)
+    and the reduce axis k; alpha and beta * C applied on the way out. Float sums may be
+    regrouped; the schedule picks the register tile (passes/default_schedule.py). Constant
+    B arrives [K, N] (`_gemm_pack`), so output columns are contiguous."""
     a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
     c_buf = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     assert a_buf is not None and b_buf is not None
@@ -534,28 +534,29 @@ def _gemm_compute(ctx: ComputeContext) -> None:
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     k_n = a_buf.shape[0] if ta else a_buf.shape[1]
     m_n, n_n = out.shape
+    m, n, k = Var("m0"), Var("oc"), Var("k")
+    term = _load(a_buf, (k, m) if ta else (m, k), ad) * _load(b_buf, (n, k) if tb else (k, n), ad)
+    y: Expr = Var(ACC, ad)
+    if alpha != 1.0:
+        y = y * alpha
+    if c_buf is not None and beta != 0.0:
+        cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
+        y = y + (cv if beta == 1.0 else cv * beta)
+    idx = (m, n)
+    target, value = ctx.output(0, idx, cast(y, out.dtype))
+    axes = (Axis("m0", m_n), Axis("oc", n_n), Axis("k", k_n, True))
+    ctx.b.define(Reduction("gemm", axes, ad, const(0, ad), term, target.name, idx, value,
+                           reassociate=is_float(ad)),
+                 {b.name: b.shape for b in (a_buf, b_buf, c_buf, target) if b is not None})
 
-    def a_at(m: Expr, k: Expr) -> Expr:
-        return _load(a_buf, (k, m) if ta else (m, k), ad)
 
-    def finish(m: Expr, n: Expr, acc: Expr) -> None:
-        y = acc if alpha == 1.0 else acc * alpha
-        if c_buf is not None and beta != 0.0:
-            cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
-            y = y + (cv if beta == 1.0 else cv * beta)
-        ctx.store(0, (m, n), cast(y, out.dtype))
-
-    if tb:
-        with b.loops(out.shape) as (m, n):
-            finish(m, n, _dot(b, ad, k_n, lambda k: a_at(m, k) * _load(b_buf, (n, k), ad)))
-        return
-    row = b.local(ad, "row", shape=(n_n,))
-    with b.loop(m_n, "m") as m:
-        with b.loop(n_n, "j") as j:
-            b.store(row, (j,), const(0, ad))
-        _accumulate_rows(b, row, k_n, lambda k, j: a_at(m, k) * _load(b_buf, (k, j), ad))
-        with b.loop(n_n, "j") as j:
-            finish(m, j, row[j])
+def _gemm_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+               ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """A constant transposed B stored [K, N] (trans_b cleared): output columns contiguous."""
+    b = arrays[1] if len(arrays) > 1 else None
+    if b is None or not attrs.get_int("trans_b", 0):
+        return None
+    return attrs.set(trans_b=0), {1: np.ascontiguousarray(b.T)}
 
 
 def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -565,6 +566,7 @@ def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
 
 register(OpDef(
     "gemm", infer=_gemm_infer, reference=_gemm_reference, compute=_gemm_compute, macs=_gemm_macs,
+    pack=_gemm_pack,
 ))
 
 
