@@ -242,6 +242,10 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
             raise ComputeError("split factor must be >= 1")
         if lp.name in p.intrinsics or lp.name in p.tails or lp.name in p.part_splits:
             raise ComputeError(f"loop {lp.name!r} is tensorized or already split")
+        if any(t[0] == lp.name for t in p.tails.values()) \
+                or any(t[1] == lp.name for t in p.part_splits.values()):
+            raise ComputeError(f"loop {lp.name!r} is the inner loop of a split with a "
+                               f"remainder (split it before, or split evenly)")
         outer, inner = f"{lp.name}_o", f"{lp.name}_i"
         if {outer, inner} & set(p.names()):
             raise ComputeError(f"loop names {outer!r}/{inner!r} already exist")

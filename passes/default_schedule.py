@@ -199,8 +199,8 @@ def host_vector_steps(defn: Reduction, target: Any,
     or does not depend on them (dense convs with channels-last weights, `_conv_pack`), the
     copies along the output row; else the lanes go along the row (depthwise, grouped) and
     the copies along the channels. An axis with a padding window is partitioned (a
-    guard-free interior) and then split, each region with its own peeled remainder; other
-    padded axes are partitioned whole. One vector per copy measured best: with 2-3 (a
+    guard-free interior) and then split, each region with its own peeled remainder. One
+    vector per copy measured best: with 2-3 (a
     48-float array per copy) gcc no longer keeps the tile in registers.
     Order: outer spatial axes, the reduce axes (the definition's order), the tile."""
     regs, bits = host_registers(target)
@@ -216,9 +216,8 @@ def host_vector_steps(defn: Reduction, target: Any,
     outer = list(spatial)
     tile: list[str] = []
     windowed = {w.out for w in defn.windows}
-    for name in spatial:
-        if name in windowed and name not in (vec, copies):
-            steps.append(Partition(name))
+    # other padded axes (the rows) keep their guard: it sits outside the tap row (kw) loop,
+    # and partitioning them too would triple the code for < 2% of the time
 
     def tiled(axis: str, factor: int, kind: type[Vectorize] | type[Unroll]) -> None:
         extent = defn.axis(axis).extent
@@ -229,7 +228,7 @@ def host_vector_steps(defn: Reduction, target: Any,
             outer.remove(axis)
             tile.append(axis)
             return
-        else:  # an even split when one is close: fewer peeled copies of the nest
+        elif kind is Unroll:  # an even split when one is close: fewer peeled copies
             factor = next((f for f in range(factor, max(1, factor // 2), -1) if extent % f == 0),
                           factor)
         steps.extend([Split(axis, factor), kind(f"{axis}_i")])
@@ -237,11 +236,16 @@ def host_vector_steps(defn: Reduction, target: Any,
         tile.append(f"{axis}_i")
 
     few = copies is None or defn.axis(copies).extent < 4
-    if vec is not None and few and vec not in windowed and defn.axis(vec).extent >= 2 * lanes:
+    if vec is not None and few and vec not in windowed and defn.axis(vec).extent >= 2 * lanes \
+            and defn.axis(vec).extent % lanes == 0:
         # too few copies (a gemm of one row): several vectors of the lane axis as the copies,
         # independent accumulators to hide the FMA latency
         extent = defn.axis(vec).extent
+        # up to 8 vectors, a number that divides the axis (the inner loop of a split with a
+        # remainder cannot be split again)
         width = lanes * min(8, extent // lanes)
+        if extent > width:
+            width = next(lanes * j for j in range(8, 0, -1) if extent % (lanes * j) == 0)
         name = vec
         if extent > width:
             steps.append(Split(vec, width))
