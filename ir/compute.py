@@ -432,7 +432,8 @@ class _Gen:
                 out.append(For(lp.name, count, tuple(body), lp.kind))
         if tail is not None and lp.name not in ov:
             inner_name, full, n_rest = tail
-            out += inner({**sub, lp.name: const(full, "int64")}, {**ov, inner_name: n_rest}, windows)
+            out += inner({**sub, lp.name: const(full, "int64")}, {**ov, inner_name: n_rest},
+                         windows)
         return out
 
     def outer(self, i: int, sub: dict[str, Expr], ov: dict[str, int],

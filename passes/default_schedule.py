@@ -208,6 +208,8 @@ def host_vector_steps(defn: Reduction, target: Any,
     spatial = [a.name for a in defn.spatial]
     row = next((a for a in reversed(spatial) if a not in ("n", "oc")), None)
     strides = _strides(defn, shapes, "oc") if "oc" in spatial else None
+    vec: str | None
+    copies: str | None
     if strides is not None and strides <= {0, 1} and defn.axis("oc").extent >= lanes // 2:
         vec, copies = "oc", row
     else:

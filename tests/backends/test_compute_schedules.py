@@ -313,7 +313,8 @@ def test_host_dense_conv_with_packed_weights_puts_channels_in_the_lanes(compile_
     (k,) = scheduled.kernels
     from nnc.ir.loops import Load, walk_expr
 
-    (wload,) = [e for e in walk_expr(k.compute.term) if isinstance(e, Load) and "packed" in e.buffer]
+    (wload,) = [e for e in walk_expr(k.compute.term)
+                if isinstance(e, Load) and "packed" in e.buffer]
     assert [getattr(i, "name", None) for i in wload.indices] == ["ic", "kh", "kw", "oc"]
     assert (Split("oc", 16), Vectorize("oc_i")) == k.schedule[:2]
     assert Partition("ow") in k.schedule and Unroll("ow_i") in k.schedule

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnc.ir.graph import Attrs
-from nnc.ir.ops import OpError, get_op, nn
+from nnc.ir.ops import OpError, get_op
 from nnc.ir.types import TensorType
 from nnc.testing import check_op
 
