@@ -118,15 +118,11 @@ def detect_vector_isa(cpuinfo: str | None = None) -> tuple[str | None, int, tupl
 def host_target(**overrides: Any) -> Target:
     """The machine we are running on, built with `nnc.config.host_cc()` and `-march=native`."""
     isa, bits, features = detect_vector_isa()
-    # -ffp-contract=fast (GNU C's default, off under -std=c99): a * b + c as one fused
-    # multiply-add where the CPU has one; one rounding instead of two, so results stay within
-    # the tolerances, and the MAC loops issue half the instructions
-    contract = ("-ffp-contract=fast",) if "fma" in features else ()
     base = Target(
         name="host",
         kind="host",
         cc=config.host_cc(),
-        cflags=COMMON_CFLAGS + ("-march=native", *contract),
+        cflags=COMMON_CFLAGS + ("-march=native",),
         ldflags=("-lm",),
         vector_isa=isa,
         vector_bits=bits,
