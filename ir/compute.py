@@ -24,7 +24,9 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
 - `Unroll(loop)` elsewhere copies the statements too (loop IR, not a compiler hint);
   `Vectorize` and `Parallel` set the loop's kind for the backend.
 - `Partition(loop)`: a spatial loop of a padding window splits into border / interior / border;
-  the interior, where no tap can fall outside, has no guard.
+  the interior, where no tap can fall outside, has no guard. A `Split` of the partitioned loop
+  afterwards splits each region on its own (`<axis>_p` is the region's start), each with its
+  peeled remainder: a guard-free vector or register tile along a padded row.
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
   of two int8 loads, each contiguous along `loop`. A peeled remainder stays scalar.

@@ -186,6 +186,7 @@ def test_schedule_is_idempotent_and_prints_and_parses_back():
     ((Split("ic", 4), Intrinsic("dot4_s8", "ic_i"), Reorder(("ic_i", "kw"))),
      "innermost reduce loop"),
     ((Reorder(("nope", "oc")),), "no loop named 'nope'"),
+    ((Split("oc", 4), Split("oc_i", 2)), "inner loop of a split with a remainder"),
 ])
 def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
