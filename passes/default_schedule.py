@@ -241,7 +241,7 @@ def host_vector_steps(defn: Reduction, target: Any,
     if vec is not None and few and vec not in windowed and defn.axis(vec).extent >= 2 * lanes \
             and defn.axis(vec).extent % lanes == 0:
         # too few copies (a gemm of one row): several vectors of the lane axis as the copies,
-        # independent accumulators to hide the FMA latency
+        # independent accumulators to hide the latency of the adds
         extent = defn.axis(vec).extent
         # up to 8 vectors, a number that divides the axis (the inner loop of a split with a
         # remainder cannot be split again)
