@@ -253,31 +253,40 @@ def _conv_compute(ctx: ComputeContext) -> None:
     group = int(ctx.attr("group", 1))
     oc_n, ocg = out.shape[1], out.shape[1] // group
     cg = x.shape[1] // group
-    ks = w.shape[1:-1] if ctx.attrs.get_int("weight_oc_last", 0) else w.shape[2:]
+    # `_conv_pack` stores constant weights channels-last ([IC, taps..., OC]; per group
+    # [G, IC/G, taps..., OC/G]), so a vector of output channels is one contiguous load
+    packed = bool(ctx.attrs.get_int("weight_oc_last", 0))
+    grouped = packed and group > 1  # the group is an axis of its own: g, then oc in it
+    ks = w.shape[2:-1] if grouped else w.shape[1:-1] if packed else w.shape[2:]
     onames, knames = spatial_names(nsp)
     n, oc = Var("n"), Var("oc")
     pos = [_add(_mul(Var(o), st) + _mul(Var(k), d), -p)
            for o, k, st, d, p in zip(onames, knames, strides, dil, pb, strict=True)]
-    axes = [Axis("n", x.shape[0]), Axis("oc", oc_n),
-            *(Axis(o, e) for o, e in zip(onames, out.shape[2:], strict=True))]
+    axes = [Axis("n", x.shape[0])]
+    axes += [Axis("g", group), Axis("oc", ocg)] if grouped else [Axis("oc", oc_n)]
+    axes += [Axis(o, e) for o, e in zip(onames, out.shape[2:], strict=True)]
     if cg > 1:
         axes.append(Axis("ic", cg, True))
         icg: Expr = Var("ic")
     else:
         icg = const(0, "int64")
     axes += [Axis(k, e, True) for k, e in zip(knames, ks, strict=True)]
-    if group == 1:
-        ic = icg
-    else:
-        g = oc // ocg if ocg > 1 else oc
-        ic = g * cg + icg if cg > 1 else g
     kv = tuple(Var(k) for k in knames)
-    # `_conv_pack` stores constant dense weights channels-last ([IC, taps..., OC]), so a
-    # vector of output channels is one contiguous load (the host's register tile)
-    widx = (icg, *kv, oc) if ctx.attrs.get_int("weight_oc_last", 0) else (oc, icg, *kv)
+    out_c: Expr = oc
+    if grouped:
+        out_c = Var("g") * ocg + oc
+        ic = Var("g") * cg + icg if cg > 1 else Var("g")
+        widx: tuple[Expr, ...] = (Var("g"), icg, *kv, oc)
+    else:
+        if group == 1:
+            ic = icg
+        else:
+            g = oc // ocg if ocg > 1 else oc
+            ic = g * cg + icg if cg > 1 else g
+        widx = (icg, *kv, oc) if packed else (oc, icg, *kv)
     term = _load(x, (n, ic, *pos), ad) * _load(w, widx, ad)
-    init = _load(bias, (oc,), ad) if bias is not None else const(0, ad)
-    idx = (n, oc, *(Var(o) for o in onames))
+    init = _load(bias, (out_c,), ad) if bias is not None else const(0, ad)
+    idx = (n, out_c, *(Var(o) for o in onames))
     target, value = ctx.output(0, idx, cast(Var(ACC, ad), out.dtype))
     ctx.b.define(Reduction(
         "conv", tuple(axes), ad, init, term, target.name, idx, value,
@@ -302,12 +311,17 @@ def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
 
 def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
                ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
-    """Constant weights of a dense (group 1) conv, channels-last: [OC, IC, taps...] ->
-    [IC, taps..., OC] (`weight_oc_last`), so output channels are contiguous."""
+    """Constant weights channels-last (`weight_oc_last`), so output channels are contiguous:
+    dense [OC, IC, taps...] -> [IC, taps..., OC]; grouped (not depthwise) per group
+    [G, IC/G, taps..., OC/G]."""
     w = arrays[1] if len(arrays) > 1 else None
-    if w is None or attrs.get_int("group", 1) != 1 or attrs.get_int("weight_oc_last", 0):
+    group = attrs.get_int("group", 1)
+    if w is None or attrs.get_int("weight_oc_last", 0) or (group > 1 and w.shape[1] == 1):
         return None
-    return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(w, 0, -1))}
+    if group == 1:
+        return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(w, 0, -1))}
+    per = w.reshape(group, w.shape[0] // group, *w.shape[1:])
+    return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(per, 1, -1))}
 
 
 register(OpDef(

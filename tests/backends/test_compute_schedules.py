@@ -394,3 +394,29 @@ def test_host_gemm_default_and_compiled(compile_module):
     for steps in list(_gemm_space())[::6]:
         got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
         np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+
+
+def test_host_grouped_conv_packs_per_group(compile_module):
+    """Constant grouped weights are stored [G, IC/G, KH, KW, OC/G]: the group is an axis (g) of
+    its own, the channels within it the lanes."""
+    from nnc.backends.target import host_target
+    from nnc.ir.loops import Load, walk_expr
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 6, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    module, feeds, ref = _lowered("conv", [x, w, rng.standard_normal(24).astype(np.float32)],
+                                  dict(pads=[1, 0, 1, 2], group=2))
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert [a.name for a in k.compute.axes][:3] == ["n", "g", "oc"]
+    (wload,) = [e for e in walk_expr(k.compute.term)
+                if isinstance(e, Load) and "packed" in e.buffer]
+    assert [getattr(i, "name", None) for i in wload.indices] == ["g", "ic", "kh", "kw", "oc"]
+    assert Vectorize("oc") in k.schedule  # 12 channels per group: one vector
+    for m in (scheduled, _with_steps(module, ())):
+        np.testing.assert_allclose(run_loop_module(m, feeds)[module.outputs[0]], ref,
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)

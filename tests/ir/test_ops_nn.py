@@ -65,6 +65,9 @@ def test_conv_compute_windows_and_groups(xshape, wshape, attrs):
     """Padding windows on either side, groups, strides, dilations, 1-D and 3-D: the declarative
     definition and its default schedules on the host and Cortex-M (check_op runs them)."""
     check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, **TOL)
+    # constant weights: stored channels-last (per group), the host's lanes along the channels
+    check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, constant_inputs=(1, 2),
+             **TOL)
 
 
 @pytest.mark.parametrize("xshape,wshape,attrs", [
@@ -130,9 +133,12 @@ def test_gemm_compute(attrs, cshape):
 @pytest.mark.parametrize("k", [1, 5, 8, 13, 19])
 @pytest.mark.parametrize("trans_b", [0, 1])
 def test_gemm_reduction_lengths(k, trans_b):
-    """Row accumulation in blocks of 4 plus a rest; dot products in 8 lanes plus a rest."""
+    """Reduction lengths through the declarative gemm and its default schedules."""
     b = _r(3, k) if trans_b else _r(k, 3)
     check_op("gemm", [_r(2, k), b, _r(3)], dict(trans_b=trans_b), **TOL)
+    # a constant B: stored [K, N] (`_gemm_pack`), columns in the host's lanes
+    check_op("gemm", [_r(1, k), _r(40, k) if trans_b else _r(k, 40), _r(40)],
+             dict(trans_b=trans_b), constant_inputs=(1, 2), **TOL)
     check_op("gemm", [_ints((2, k), np.int32), _ints(b.shape, np.int32)], dict(trans_b=trans_b))
 
 
