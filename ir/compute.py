@@ -24,7 +24,9 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
 - `Unroll(loop)` elsewhere copies the statements too (loop IR, not a compiler hint);
   `Vectorize` and `Parallel` set the loop's kind for the backend.
 - `Partition(loop)`: a spatial loop of a padding window splits into border / interior / border;
-  the interior, where no tap can fall outside, has no guard.
+  the interior, where no tap can fall outside, has no guard. A `Split` of the partitioned loop
+  afterwards splits each region on its own (`<axis>_p` is the region's start), each with its
+  peeled remainder: a guard-free vector or register tile along a padded row.
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
   of two int8 loads, each contiguous along `loop`. A peeled remainder stays scalar.
@@ -155,6 +157,28 @@ class Reduction:
         return tuple(a for a in self.axes if a.reduce)
 
 
+_SPATIAL = {1: ("ow",), 2: ("oh", "ow"), 3: ("od", "oh", "ow")}
+
+
+def spatial_names(nsp: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Axis names of the output positions and of the window taps (oh/ow and kh/kw in 2-D)."""
+    outs = _SPATIAL.get(nsp, tuple(f"o{i}" for i in range(nsp)))
+    return outs, tuple("k" + o[1:] for o in outs)
+
+
+def windows_of(outs: Sequence[str], taps: Sequence[str], in_sp: Sequence[int],
+               out_sp: Sequence[int], ks: Sequence[int], strides: Sequence[int],
+               dil: Sequence[int], pb: Sequence[int]) -> tuple[Window, ...]:
+    """The padding windows of a sliding-window op: one per dimension some tap can leave."""
+    found = []
+    for o, k, size, osz, ksz, st, d, p in zip(outs, taps, in_sp, out_sp, ks, strides, dil, pb,
+                                              strict=True):
+        high = (osz - 1) * st + (ksz - 1) * d - p >= size
+        if p > 0 or high:
+            found.append(Window(o, k, st, d, p, size, low=p > 0, high=high))
+    return tuple(found)
+
+
 # ---------------------------------------------------------------- the loop plan
 
 
@@ -173,6 +197,9 @@ class _Plan:
     env: dict[str, Expr]  # axis -> its value in loop variables
     tails: dict[str, tuple[str, int, int]] = field(default_factory=dict)  # o -> (i, full, rest)
     partitions: set[str] = field(default_factory=set)
+    # a partitioned loop split afterwards: outer -> (axis, inner, factor); each region of the
+    # partition is split on its own (its own remainder), from the region's start `<axis>_p`
+    part_splits: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     intrinsics: dict[str, str] = field(default_factory=dict)  # loop -> intrinsic name
 
     def find(self, name: str) -> int:
@@ -204,7 +231,7 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
     for lp in p.loops[:first]:
         if lp.name in p.intrinsics:
             raise ComputeError(f"intrinsic loop {lp.name!r} is not a reduce loop")
-    for name in p.partitions:
+    for name in (*p.partitions, *p.part_splits):
         if p.find(name) >= first:
             raise ComputeError(f"partitioned loop {name!r} must be outside the reduction")
     for name, fn in p.intrinsics.items():
@@ -218,8 +245,12 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
         lp = p.loops[i]
         if step.factor < 1:
             raise ComputeError("split factor must be >= 1")
-        if lp.name in p.partitions or lp.name in p.intrinsics or lp.name in p.tails:
-            raise ComputeError(f"loop {lp.name!r} is partitioned, tensorized or already split")
+        if lp.name in p.intrinsics or lp.name in p.tails or lp.name in p.part_splits:
+            raise ComputeError(f"loop {lp.name!r} is tensorized or already split")
+        if any(t[0] == lp.name for t in p.tails.values()) \
+                or any(t[1] == lp.name for t in p.part_splits.values()):
+            raise ComputeError(f"loop {lp.name!r} is the inner loop of a split with a "
+                               f"remainder (split it before, or split evenly)")
         outer, inner = f"{lp.name}_o", f"{lp.name}_i"
         if {outer, inner} & set(p.names()):
             raise ComputeError(f"loop names {outer!r}/{inner!r} already exist")
@@ -230,8 +261,12 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
                             _Loop(inner, step.factor, lp.axis, lp.reduce,
                                   lp.kind if lp.kind in ("vectorized", "unrolled") else "serial")]
         value = Var(outer) * step.factor + Var(inner)
+        if lp.name in p.partitions:
+            p.partitions.discard(lp.name)
+            p.part_splits[outer] = (lp.axis, inner, step.factor)
+            value = Var(f"{lp.axis}_p") + value
         p.env = {a: _substitute(e, {lp.name: value}) for a, e in p.env.items()}
-        if rest:
+        if rest and outer not in p.part_splits:
             p.tails[outer] = (inner, full, rest)
     elif isinstance(step, Reorder):
         if len(set(step.loops)) != len(step.loops) or not step.loops:
@@ -240,7 +275,9 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
         picked = [p.loops[p.find(n)] for n in step.loops]
         for slot, lp in zip(slots, picked, strict=True):
             p.loops[slot] = lp
-        for o, (inner, _, _) in p.tails.items():
+        pairs = [(o, t[0]) for o, t in p.tails.items()]
+        pairs += [(o, t[1]) for o, t in p.part_splits.items()]
+        for o, inner in pairs:
             if p.find(inner) < p.find(o):
                 raise ComputeError(f"loop {inner!r} is a split remainder's inner loop and must "
                                    f"stay inside {o!r}")
@@ -343,23 +380,51 @@ class _Gen:
 
     # -- loops
 
+    def regions(self, axis: str, extent: int, windows: tuple[Window, ...]
+                ) -> list[tuple[int, int, tuple[Window, ...]]]:
+        """A partitioned axis's border / interior / border: (start, count, live windows)."""
+        for w in windows:
+            if w.out == axis:
+                lo, hi = w.interior(extent, self.d.axis(w.tap).extent)
+                rest = tuple(x for x in windows if x is not w)
+                return [(0, lo, windows), (lo, hi - lo, rest), (hi, extent - hi, windows)]
+        return [(0, extent, windows)]
+
+    def split_regions(self, lp: _Loop, sub: dict[str, Expr], ov: dict[str, int],
+                      windows: tuple[Window, ...], inner: Callable[..., list[Stmt]]
+                      ) -> list[Stmt]:
+        """The outer loop of a partitioned axis split afterwards: each region split on its own,
+        its remainder peeled."""
+        axis, inner_name, factor = self.p.part_splits[lp.name]
+        out: list[Stmt] = []
+        for start, count, wins in self.regions(axis, self.d.axis(axis).extent, windows):
+            if count <= 0:
+                continue
+            at = {**sub, f"{axis}_p": const(start, "int64")}
+            full, rest = divmod(count, factor)
+            if full == 1 or (full and lp.kind == "unrolled"):
+                for v in range(full):
+                    out += inner({**at, lp.name: const(v, "int64")}, ov, wins)
+            elif full:
+                body = inner({**at, lp.name: Var(lp.name)}, ov, wins)
+                if body:
+                    out.append(For(lp.name, full, tuple(body), lp.kind))
+            if rest:
+                out += inner({**at, lp.name: const(full, "int64")}, {**ov, inner_name: rest},
+                             wins)
+        return out
+
     def loop(self, lp: _Loop, sub: dict[str, Expr], ov: dict[str, int],
              windows: tuple[Window, ...], inner: Callable[..., list[Stmt]]) -> list[Stmt]:
+        if lp.name in self.p.part_splits:
+            return self.split_regions(lp, sub, ov, windows, inner)
         extent = ov.get(lp.name, lp.extent)
         regions: list[tuple[int, int, tuple[Window, ...]]] = [(0, extent, windows)]
         tail = self.p.tails.get(lp.name)
         if tail is not None and lp.name not in ov:
             regions = [(0, tail[1], windows)]
         if lp.name in self.p.partitions:
-            regions = []
-            for w in windows:
-                if w.out == lp.axis:
-                    lo, hi = w.interior(extent, self.d.axis(w.tap).extent)
-                    rest = tuple(x for x in windows if x is not w)
-                    regions = [(0, lo, windows), (lo, hi - lo, rest), (hi, extent - hi, windows)]
-                    break
-            else:
-                regions = [(0, extent, windows)]
+            regions = self.regions(lp.axis, extent, windows)
         out: list[Stmt] = []
         for start, count, wins in regions:
             if count <= 0:

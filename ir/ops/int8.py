@@ -41,7 +41,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from nnc.ir import fixed_point
-from nnc.ir.compute import ACC, Axis, Reduction, Window
+from nnc.ir.compute import ACC, Axis, Reduction, spatial_names, windows_of
 from nnc.ir.fixed_point import INT32_MAX, INT32_MIN, wrap32
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
@@ -338,28 +338,6 @@ def _bias_at(bias: Buffer | None, o: Expr) -> Expr:
 def _centered(v: Load, zero_point: int) -> Expr:
     """An int8 element as int32, minus the zero point."""
     return cast(v, "int32") - zero_point if zero_point else cast(v, "int32")
-
-
-_SPATIAL = {1: ("ow",), 2: ("oh", "ow"), 3: ("od", "oh", "ow")}
-
-
-def spatial_names(nsp: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Axis names of the output positions and of the window taps (oh/ow and kh/kw in 2-D)."""
-    outs = _SPATIAL.get(nsp, tuple(f"o{i}" for i in range(nsp)))
-    return outs, tuple("k" + o[1:] for o in outs)
-
-
-def windows_of(outs: Sequence[str], taps: Sequence[str], in_sp: Sequence[int],
-               out_sp: Sequence[int], ks: Sequence[int], strides: Sequence[int],
-               dil: Sequence[int], pb: Sequence[int]) -> tuple[Window, ...]:
-    """The padding windows of a sliding-window op: one per dimension some tap can leave."""
-    found = []
-    for o, k, size, osz, ksz, st, d, p in zip(outs, taps, in_sp, out_sp, ks, strides, dil, pb,
-                                              strict=True):
-        high = (osz - 1) * st + (ksz - 1) * d - p >= size
-        if p > 0 or high:
-            found.append(Window(o, k, st, d, p, size, low=p > 0, high=high))
-    return tuple(found)
 
 
 def _conv_nhwc_compute(ctx: ComputeContext, x: Buffer, w: Buffer, mult: Buffer, shift: Buffer,

@@ -23,11 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from nnc.ir.compute import ACC, Axis, Reduction, spatial_names, windows_of
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Buffer,
     Expr,
     KernelBuilder,
+    Var,
     binary,
     call,
     cast,
@@ -236,27 +238,11 @@ def maybe_if(b: KernelBuilder, cond: Expr | None) -> AbstractContextManager[None
     return nullcontext() if cond is None else b.if_(cond)
 
 
-CONV_CHANNEL_BLOCK = 4  # input channels summed per update of the accumulator
-CONV_TILE_LIMIT = 1024  # most elements of the local accumulator tile
-
-
-def _row_tile(rows: int, cols: int) -> int:
-    """Rows per accumulator tile: the largest divisor of `rows` whose tile fits the limit
-    (at least 1: a single row however long)."""
-    fits = [r for r in range(1, rows + 1) if rows % r == 0 and r * cols <= CONV_TILE_LIMIT]
-    return max(fits, default=1)
-
-
 def _conv_compute(ctx: ComputeContext) -> None:
-    """Tile form: for each (n, oc, leading spatial dims, tile of output rows) a local tile of
-    R rows x the last spatial dim starts at the bias. Every tap of the last two kernel dims
-    (unrolled at lowering time) adds x * w over only the outputs whose input is in range, so
-    the inner loops are branch-free, contiguous for stride 1 and vectorizable (a whole small
-    plane is one tile, which the C compiler vectorizes across rows too). Input channels go in
-    blocks of CONV_CHANNEL_BLOCK, summed before the tile is updated (fewer tile loads/stores
-    per multiply-accumulate). When the rows come in several tiles, rows that fall into the
-    padding are skipped with an `If`, as are taps of further leading spatial dims (3-D)."""
-    b = ctx.b
+    """NCHW conv as one declarative definition (`nnc.ir.compute`): axes n, oc, the output
+    positions (od/oh/ow), then the reduce axes: the input channels of the group (none when
+    depthwise) and the taps. Float sums may be regrouped (`reassociate`): the schedule
+    (passes/default_schedule.py) picks the register tile, vector lanes and loop order."""
     x, w = ctx.inputs[0], ctx.inputs[1]
     bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     out = ctx.outputs[0]
@@ -265,76 +251,48 @@ def _conv_compute(ctx: ComputeContext) -> None:
     nsp = len(x.shape) - 2
     strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
     group = int(ctx.attr("group", 1))
-    oc_n, cg = w.shape[0], w.shape[1]
-    ocg = oc_n // group
-    ks = w.shape[2:]
-    # the tile's dims: rows (the second-last spatial dim; one row for 1-D) x the last dim
-    lead = max(nsp - 2, 0)
-    tile_dims = list(range(lead, nsp))
-    oh_n = out.shape[2 + lead] if nsp >= 2 else 1
-    ow_n = out.shape[-1]
-    rows = _row_tile(oh_n, ow_n)
-    tile = b.local(ad, "tile", shape=(rows, ow_n))
-    with b.loops((*out.shape[: 2 + lead], oh_n // rows)) as outer:
-        n, oc, olead, tix = outer[0], outer[1], outer[2:-1], outer[-1]
-        init = _load(bias, (oc,), ad) if bias is not None else const(0, ad)
-        with b.loops((rows, ow_n), "j") as (r, j):
-            b.store(tile, (r, j), init)
-
-        def accumulate(icgs: Sequence[Expr]) -> None:
-            ics = [icg if group == 1 else (oc // ocg) * cg + icg for icg in icgs]
-            with b.loops(ks[:lead], "k") as klead:
-                pos, cond = window_positions(
-                    olead, klead, x.shape[2:2 + lead], out.shape[2:2 + lead], ks[:lead],
-                    strides[:lead], dil[:lead], pb[:lead],
-                )
-                with maybe_if(b, cond):
-                    for ktile in np.ndindex(*ks[lead:]):
-                        taps(ics, icgs, pos, klead, ktile)
-
-        def taps(ics: Sequence[Expr], icgs: Sequence[Expr], pos: Sequence[Expr],
-                 klead: Sequence[Expr], ktile: tuple[int, ...]) -> None:
-            ranges = [
-                tap_range(k, x.shape[2 + i], out.shape[2 + i], strides[i], dil[i], pb[i])
-                for i, k in zip(tile_dims, ktile, strict=True)
-            ]
-            if any(hi == lo for lo, hi in ranges):
-                return
-            lo_w, hi_w = ranges[-1]
-            whole = rows == oh_n  # one tile (always for 1-D): loop over the rows in range only
-            lo_h, hi_h = ranges[0] if whole and nsp >= 2 else (0, rows)
-            with b.loop(hi_h - lo_h, "r") as rv:
-                r_e = _add(rv, lo_h)  # row in the tile
-                row_pos: list[Expr] = []
-                row_cond: Expr | None = None
-                if nsp >= 2:
-                    oh = r_e if whole else _mul(tix, rows) + rv
-                    row_pos, row_cond = window_positions(
-                        [oh], [const(ktile[0], "int64")], [x.shape[-2]], [oh_n], [ks[-2]],
-                        [strides[-2]], [dil[-2]], [pb[-2]],
-                    )
-                    row_cond = None if whole else row_cond
-                with maybe_if(b, row_cond), b.loop(hi_w - lo_w, "j") as t:
-                    o = _add(t, lo_w)
-                    xi = _add(_mul(o, strides[-1]), ktile[-1] * dil[-1] - pb[-1])
-                    kc = tuple(const(k, "int64") for k in ktile)
-                    terms = [
-                        _load(x, (n, ic, *pos, *row_pos, xi), ad)
-                        * _load(w, (oc, icg, *klead, *kc), ad)
-                        for ic, icg in zip(ics, icgs, strict=True)
-                    ]
-                    b.store(tile, (r_e, o), tile[r_e, o] + _tree_sum(terms))
-
-        blk = CONV_CHANNEL_BLOCK if cg >= CONV_CHANNEL_BLOCK else 1
-        nblk, rest = divmod(cg, blk)
-        with b.loop(nblk, "c") as cb:
-            accumulate([_add(_mul(cb, blk), u) for u in range(blk)])
-        if rest:
-            with b.loop(rest, "c") as cr:
-                accumulate([_add(cr, nblk * blk)])
-        with b.loops((rows, ow_n), "j") as (r, j):
-            oi = (_mul(tix, rows) + r,) if nsp >= 2 else ()
-            ctx.store(0, (n, oc, *olead, *oi, j), cast(tile[r, j], out.dtype))
+    oc_n, ocg = out.shape[1], out.shape[1] // group
+    cg = x.shape[1] // group
+    # `_conv_pack` stores constant weights channels-last ([IC, taps..., OC]; per group
+    # [G, IC/G, taps..., OC/G]), so a vector of output channels is one contiguous load
+    packed = bool(ctx.attrs.get_int("weight_oc_last", 0))
+    grouped = packed and group > 1  # the group is an axis of its own: g, then oc in it
+    ks = w.shape[2:-1] if grouped else w.shape[1:-1] if packed else w.shape[2:]
+    onames, knames = spatial_names(nsp)
+    n, oc = Var("n"), Var("oc")
+    pos = [_add(_mul(Var(o), st) + _mul(Var(k), d), -p)
+           for o, k, st, d, p in zip(onames, knames, strides, dil, pb, strict=True)]
+    axes = [Axis("n", x.shape[0])]
+    axes += [Axis("g", group), Axis("oc", ocg)] if grouped else [Axis("oc", oc_n)]
+    axes += [Axis(o, e) for o, e in zip(onames, out.shape[2:], strict=True)]
+    if cg > 1:
+        axes.append(Axis("ic", cg, True))
+        icg: Expr = Var("ic")
+    else:
+        icg = const(0, "int64")
+    axes += [Axis(k, e, True) for k, e in zip(knames, ks, strict=True)]
+    kv = tuple(Var(k) for k in knames)
+    out_c: Expr = oc
+    if grouped:
+        out_c = Var("g") * ocg + oc
+        ic = Var("g") * cg + icg if cg > 1 else Var("g")
+        widx: tuple[Expr, ...] = (Var("g"), icg, *kv, oc)
+    else:
+        if group == 1:
+            ic = icg
+        else:
+            g = oc // ocg if ocg > 1 else oc
+            ic = g * cg + icg if cg > 1 else g
+        widx = (icg, *kv, oc) if packed else (oc, icg, *kv)
+    term = _load(x, (n, ic, *pos), ad) * _load(w, widx, ad)
+    init = _load(bias, (out_c,), ad) if bias is not None else const(0, ad)
+    idx = (n, out_c, *(Var(o) for o in onames))
+    target, value = ctx.output(0, idx, cast(Var(ACC, ad), out.dtype))
+    ctx.b.define(Reduction(
+        "conv", tuple(axes), ad, init, term, target.name, idx, value,
+        windows=windows_of(onames, knames, x.shape[2:], out.shape[2:], ks, strides, dil, pb),
+        reassociate=is_float(ad)),
+        {b.name: b.shape for b in (x, w, bias, target) if b is not None})
 
 
 def _tree_sum(terms: Sequence[Expr]) -> Expr:
@@ -351,8 +309,24 @@ def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
     return outs[0].size * int(np.prod(w.shape[1:]))
 
 
+def _conv_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+               ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """Constant weights channels-last (`weight_oc_last`), so output channels are contiguous:
+    dense [OC, IC, taps...] -> [IC, taps..., OC]; grouped (not depthwise) per group
+    [G, IC/G, taps..., OC/G]."""
+    w = arrays[1] if len(arrays) > 1 else None
+    group = attrs.get_int("group", 1)
+    if w is None or attrs.get_int("weight_oc_last", 0) or (group > 1 and w.shape[1] == 1):
+        return None
+    if group == 1:
+        return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(w, 0, -1))}
+    per = w.reshape(group, w.shape[0] // group, *w.shape[1:])
+    return attrs.set(weight_oc_last=1), {1: np.ascontiguousarray(np.moveaxis(per, 1, -1))}
+
+
 register(OpDef(
     "conv", infer=_conv_infer, reference=_conv_reference, compute=_conv_compute, macs=_conv_macs,
+    pack=_conv_pack,
 ))
 
 
@@ -519,6 +493,7 @@ def _gemm_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     return [y.astype(dt)]
 
 
+GEMM_K_BLOCK = 4  # reduction steps summed per update of a gemm's accumulator row
 DOT_LANES = 8  # independent partial sums of a dot product (one vector register of float32)
 
 
@@ -544,8 +519,8 @@ def _dot(b: KernelBuilder, ad: str, k_n: int, term: Any) -> Expr:
 
 def _accumulate_rows(b: KernelBuilder, row: Buffer, k_n: int, term: Any) -> None:
     """row[j] += sum of term(k, j) for k < k_n, j < len(row): k outside in blocks of
-    CONV_CHANNEL_BLOCK summed before the row is updated, j inside (contiguous, vectorizable)."""
-    blk = CONV_CHANNEL_BLOCK if k_n >= CONV_CHANNEL_BLOCK else 1
+    GEMM_K_BLOCK summed before the row is updated, j inside (contiguous, vectorizable)."""
+    blk = GEMM_K_BLOCK if k_n >= GEMM_K_BLOCK else 1
     nblk, rest = divmod(k_n, blk)
 
     def update(ks: Sequence[Expr]) -> None:
@@ -560,10 +535,10 @@ def _accumulate_rows(b: KernelBuilder, row: Buffer, k_n: int, term: Any) -> None
 
 
 def _gemm_compute(ctx: ComputeContext) -> None:
-    """B not transposed: a local row of the output accumulates A[m, k] * B[k, :] (contiguous
-    rows of B). B transposed: each output is a dot product over contiguous rows, with
-    DOT_LANES partial sums."""
-    b = ctx.b
+    """One declarative definition (`nnc.ir.compute`): axes m0 (rows of A), oc (columns of B)
+    and the reduce axis k; alpha and beta * C applied on the way out. Float sums may be
+    regrouped; the schedule picks the register tile (passes/default_schedule.py). Constant
+    B arrives [K, N] (`_gemm_pack`), so output columns are contiguous."""
     a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
     c_buf = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     assert a_buf is not None and b_buf is not None
@@ -573,28 +548,29 @@ def _gemm_compute(ctx: ComputeContext) -> None:
     alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
     k_n = a_buf.shape[0] if ta else a_buf.shape[1]
     m_n, n_n = out.shape
+    m, n, k = Var("m0"), Var("oc"), Var("k")
+    term = _load(a_buf, (k, m) if ta else (m, k), ad) * _load(b_buf, (n, k) if tb else (k, n), ad)
+    y: Expr = Var(ACC, ad)
+    if alpha != 1.0:
+        y = y * alpha
+    if c_buf is not None and beta != 0.0:
+        cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
+        y = y + (cv if beta == 1.0 else cv * beta)
+    idx = (m, n)
+    target, value = ctx.output(0, idx, cast(y, out.dtype))
+    axes = (Axis("m0", m_n), Axis("oc", n_n), Axis("k", k_n, True))
+    ctx.b.define(Reduction("gemm", axes, ad, const(0, ad), term, target.name, idx, value,
+                           reassociate=is_float(ad)),
+                 {b.name: b.shape for b in (a_buf, b_buf, c_buf, target) if b is not None})
 
-    def a_at(m: Expr, k: Expr) -> Expr:
-        return _load(a_buf, (k, m) if ta else (m, k), ad)
 
-    def finish(m: Expr, n: Expr, acc: Expr) -> None:
-        y = acc if alpha == 1.0 else acc * alpha
-        if c_buf is not None and beta != 0.0:
-            cv = _load(c_buf, broadcast_index(c_buf.shape, (m, n)), ad)
-            y = y + (cv if beta == 1.0 else cv * beta)
-        ctx.store(0, (m, n), cast(y, out.dtype))
-
-    if tb:
-        with b.loops(out.shape) as (m, n):
-            finish(m, n, _dot(b, ad, k_n, lambda k: a_at(m, k) * _load(b_buf, (n, k), ad)))
-        return
-    row = b.local(ad, "row", shape=(n_n,))
-    with b.loop(m_n, "m") as m:
-        with b.loop(n_n, "j") as j:
-            b.store(row, (j,), const(0, ad))
-        _accumulate_rows(b, row, k_n, lambda k, j: a_at(m, k) * _load(b_buf, (k, j), ad))
-        with b.loop(n_n, "j") as j:
-            finish(m, j, row[j])
+def _gemm_pack(attrs: Attrs, arrays: Sequence[np.ndarray | None], present: Sequence[bool],
+               ) -> tuple[Attrs, dict[int, np.ndarray]] | None:
+    """A constant transposed B stored [K, N] (trans_b cleared): output columns contiguous."""
+    b = arrays[1] if len(arrays) > 1 else None
+    if b is None or not attrs.get_int("trans_b", 0):
+        return None
+    return attrs.set(trans_b=0), {1: np.ascontiguousarray(b.T)}
 
 
 def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -604,6 +580,7 @@ def _gemm_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: 
 
 register(OpDef(
     "gemm", infer=_gemm_infer, reference=_gemm_reference, compute=_gemm_compute, macs=_gemm_macs,
+    pack=_gemm_pack,
 ))
 
 

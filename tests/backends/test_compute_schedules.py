@@ -186,6 +186,7 @@ def test_schedule_is_idempotent_and_prints_and_parses_back():
     ((Split("ic", 4), Intrinsic("dot4_s8", "ic_i"), Reorder(("ic_i", "kw"))),
      "innermost reduce loop"),
     ((Reorder(("nope", "oc")),), "no loop named 'nope'"),
+    ((Split("oc", 4), Split("oc_i", 2)), "inner loop of a split with a remainder"),
 ])
 def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
@@ -268,3 +269,229 @@ def test_m55_first_layer_lanes_against_a_broadcast_input(compile_module):
     assert "vmlaq_n_s32" in text
     np.testing.assert_array_equal(run_loop_module(scheduled, feeds)[module.outputs[0]], ref)
     np.testing.assert_array_equal(compile_module(scheduled).run(feeds)[module.outputs[0]], ref)
+# ---------------------------------------------------------------- float32 conv (NCHW)
+
+
+def _fconv_case(kind: str):
+    rng = np.random.default_rng({"dense": 1, "strided": 2, "depthwise": 3, "grouped": 4}[kind])
+    c, oc, group, stride = {"dense": (5, 6, 1, 1), "strided": (4, 5, 1, 2),
+                            "depthwise": (6, 6, 6, 1), "grouped": (4, 6, 2, 1)}[kind]
+    x = rng.standard_normal((1, c, 7, 9)).astype(np.float32)
+    w = rng.standard_normal((oc, c // group, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(oc).astype(np.float32)
+    attrs = dict(pads=[1, 1, 1, 1], strides=[stride, stride], group=group)
+    return "conv", [x, w, bias], attrs
+
+
+def _fconv_space(depthwise: bool):
+    """Vector tiles over ow (whole row, or split with its remainder peeled, partitioned first
+    or not), unrolled or array accumulators over oc, partitioned rows, channel orders."""
+    for ow_mode, oc_split, unroll_oc, part_oh, ic_first in itertools.product(
+            ("row", "split4", "part_split4", "part"), (None, 2, 4), (True, False),
+            (False, True), (True, False)):
+        if depthwise and not ic_first:
+            continue
+        steps, outer, tile = [], ["n"], []
+        if oc_split:
+            steps.append(Split("oc", oc_split))
+            outer.append("oc_o")
+            oc_tile = ["oc_i"]
+        else:
+            outer.append("oc")
+            oc_tile = []
+        if unroll_oc and oc_tile:
+            steps.append(Unroll("oc_i"))
+        outer.append("oh")
+        if part_oh:
+            steps.append(Partition("oh"))
+        if ow_mode == "row":
+            steps.append(Vectorize("ow"))
+            tile.append("ow")
+        elif ow_mode == "part":
+            steps.append(Partition("ow"))
+            outer.append("ow")
+        else:
+            if ow_mode == "part_split4":
+                steps.append(Partition("ow"))
+            steps += [Split("ow", 4), Vectorize("ow_i")]
+            outer.append("ow_o")
+            tile.append("ow_i")
+        reduce = ["kh", "kw"] if depthwise else (["ic", "kh", "kw"] if ic_first
+                                                  else ["kh", "kw", "ic"])
+        steps.append(Reorder((*outer, *reduce, *tile, *oc_tile)))
+        yield tuple(steps)
+
+
+@pytest.mark.parametrize("kind", ["dense", "strided", "depthwise", "grouped"])
+def test_every_float_conv_schedule_is_within_tolerance(kind):
+    module, feeds, ref = _lowered(*_fconv_case(kind))
+    (k,) = module.kernels
+    assert k.compute is not None and k.compute.reassociate
+    count = 0
+    for steps in _fconv_space(kind == "depthwise"):
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+        count += 1
+    assert count >= 48
+
+
+def test_host_float_conv_default_is_a_vector_register_tile():
+    """AVX-512: 6 output channels fill too little of a 16-lane vector: the lanes go along ow
+    (partitioned, then split), the channels are the unrolled copies."""
+    from nnc.backends.target import host_target
+
+    module, feeds, ref = _lowered(*_fconv_case("dense"))
+    avx512 = host_target(vector_isa="avx512f", vector_bits=512)
+    (k,) = default_schedule(module, PassContext(target=avx512)).kernels
+    assert k.schedule == (Partition("ow"), Split("ow", 16), Vectorize("ow_i"),
+                          Unroll("oc"), Reorder(("n", "oh", "ow_o", "ic", "kh", "kw", "ow_i",
+                                                 "oc")))
+    avx2 = host_target(vector_isa="avx2", vector_bits=256)
+    (k,) = default_schedule(module, PassContext(target=avx2)).kernels
+    # 8 lanes: the 6 channels fill most of one ymm, so they are the lanes, 8 columns the copies
+    assert Vectorize("oc") in k.schedule and Split("ow", 8) in k.schedule
+
+
+def test_compiled_float_conv_schedules_match_the_reference(compile_module):
+    for kind in ("dense", "depthwise", "strided"):
+        module, feeds, ref = _lowered(*_fconv_case(kind))
+        space = list(_fconv_space(kind == "depthwise"))
+        for steps in space[:: max(1, len(space) // 4)]:
+            got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+
+
+def test_partitioned_split_peels_each_region_and_is_idempotent():
+    module, feeds, ref = _lowered(*_fconv_case("dense"))
+    steps = (Partition("ow"), Split("ow", 4), Vectorize("ow_i"),
+             Reorder(("n", "oc", "oh", "ow_o", "ic", "kh", "kw", "ow_i")))
+    once = _with_steps(module, steps)
+    text = format_module(once)
+    # ow = 9 with pad 1: border [0, 1), interior [1, 8) = one 4-wide tile + 3, border [8, 9)
+    assert "for %ow_i in 0..4 vectorized" in text and "for %ow_i in 0..3 vectorized" in text
+    assert format_module(schedule(once, PassContext())) == text
+    got = run_loop_module(once, feeds)[module.outputs[0]]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_host_dense_conv_with_packed_weights_puts_channels_in_the_lanes(compile_module):
+    """Constant dense weights are stored [IC, KH, KW, OC]: 16 output channels are one contiguous
+    load, the row's outputs the unrolled copies (guard-free after the partition)."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 3, 6, 7)).astype(np.float32)
+    w = rng.standard_normal((20, 3, 3, 3)).astype(np.float32)
+    module, feeds, ref = _lowered("conv", [x, w, rng.standard_normal(20).astype(np.float32)],
+                                  dict(pads=[1, 1, 1, 1], strides=[1, 2]))
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    from nnc.ir.loops import Load, walk_expr
+
+    (wload,) = [e for e in walk_expr(k.compute.term)
+                if isinstance(e, Load) and "packed" in e.buffer]
+    assert [getattr(i, "name", None) for i in wload.indices] == ["ic", "kh", "kw", "oc"]
+    assert (Split("oc", 16), Vectorize("oc_i")) == k.schedule[:2]
+    assert Partition("ow") in k.schedule and Unroll("ow_i") in k.schedule
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- float32 gemm
+
+
+def _gemm_case(trans_b: int, m: int):
+    rng = np.random.default_rng(11 + m)
+    a = rng.standard_normal((m, 19)).astype(np.float32)
+    b = rng.standard_normal((32, 19) if trans_b else (19, 32)).astype(np.float32)
+    c = rng.standard_normal(32).astype(np.float32)
+    return "gemm", [a, b, c], dict(trans_b=trans_b, alpha=0.5, beta=2.0)
+
+
+def _gemm_space():
+    for oc_split, lanes, unroll_m, k_split in itertools.product(
+            (None, 8, 5), (None, 4), (False, True), (None, 3)):
+        if oc_split == 5 and lanes:  # a remainder's inner loop is not split again
+            continue
+        steps, tile, outer = [], [], ["m0"]
+        name = "oc"
+        if oc_split:
+            steps.append(Split("oc", oc_split))
+            outer.append("oc_o")
+            name = "oc_i"
+        if lanes:
+            steps += [Split(name, lanes), Unroll(f"{name}_o"), Vectorize(f"{name}_i")]
+            # the copies inside the vector loop; a peeled remainder's lanes must stay inside
+            tile += [f"{name}_i", f"{name}_o"] if oc_split else [f"{name}_o", f"{name}_i"]
+        else:
+            steps.append(Vectorize(name))
+            tile.append(name)
+        if unroll_m:
+            steps.append(Unroll("m0"))
+            tile.append("m0")
+            outer.remove("m0")
+        reduce = ["k"]
+        if k_split:
+            steps.append(Split("k", k_split))
+            reduce = ["k_o", "k_i"]
+        steps.append(Reorder((*outer, *reduce, *tile)))
+        yield tuple(steps)
+
+
+@pytest.mark.parametrize("trans_b, m", [(1, 1), (0, 3)])
+def test_every_gemm_schedule_is_within_tolerance(trans_b, m):
+    module, feeds, ref = _lowered(*_gemm_case(trans_b, m))
+    (k,) = module.kernels
+    assert k.compute is not None and k.compute.reassociate
+    count = 0
+    for steps in _gemm_space():
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+        count += 1
+    assert count >= 20
+
+
+def test_host_gemm_default_and_compiled(compile_module):
+    """One row: several 16-lane vectors of output columns are the copies (independent
+    accumulators); the transposed constant B is stored [K, N]."""
+    from nnc.backends.target import host_target
+
+    module, feeds, ref = _lowered(*_gemm_case(1, 1))
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert Unroll("oc_o") in k.schedule and Vectorize("oc_i") in k.schedule
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    for steps in list(_gemm_space())[::6]:
+        got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+
+
+def test_host_grouped_conv_packs_per_group(compile_module):
+    """Constant grouped weights are stored [G, IC/G, KH, KW, OC/G]: the group is an axis (g) of
+    its own, the channels within it the lanes."""
+    from nnc.backends.target import host_target
+    from nnc.ir.loops import Load, walk_expr
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 6, 5, 6)).astype(np.float32)
+    w = rng.standard_normal((24, 3, 3, 3)).astype(np.float32)
+    module, feeds, ref = _lowered("conv", [x, w, rng.standard_normal(24).astype(np.float32)],
+                                  dict(pads=[1, 0, 1, 2], group=2))
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert [a.name for a in k.compute.axes][:3] == ["n", "g", "oc"]
+    (wload,) = [e for e in walk_expr(k.compute.term)
+                if isinstance(e, Load) and "packed" in e.buffer]
+    assert [getattr(i, "name", None) for i in wload.indices] == ["g", "ic", "kh", "kw", "oc"]
+    assert Vectorize("oc") in k.schedule  # 12 channels per group: one vector
+    for m in (scheduled, _with_steps(module, ())):
+        np.testing.assert_allclose(run_loop_module(m, feeds)[module.outputs[0]], ref,
+                                   rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)

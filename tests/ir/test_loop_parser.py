@@ -50,10 +50,15 @@ def assert_same_module(a: LoopModule, b: LoopModule) -> None:
     assert (a.name, a.arena_size, a.inputs, a.outputs, a.input_names, a.output_names) == (
         b.name, b.arena_size, b.inputs, b.outputs, b.input_names, b.output_names)
     assert a.buffers == b.buffers
-    assert a.kernels == b.kernels
+    # the declarative definition (Kernel.compute) is not printed yet (docs/roadmap.md, issue 9)
+    assert _without_compute(a.kernels) == _without_compute(b.kernels)
     assert sorted(a.constants) == sorted(b.constants)
     for k, v in a.constants.items():
         np.testing.assert_array_equal(v, b.constants[k])
+
+
+def _without_compute(kernels: Any) -> list[Kernel]:
+    return [k.replace(compute=None) for k in kernels]
 
 
 def round_trip(m: LoopModule) -> LoopModule:
@@ -307,7 +312,7 @@ def test_mlperf_tiny_kernels_round_trip(name: str) -> None:
                 verify_loop_module(parsed)
                 for k in m.kernels:
                     assert k.workload, k.name
-                    assert parse_kernel(format_kernel(k), m.buffers) == k
+                    assert parse_kernel(format_kernel(k), m.buffers) == k.replace(compute=None)
                 if kernels == "cmsis-nn" and int8:
                     assert any(isinstance(s, CallExtern) for k in m.kernels for s in k.body)
                 if target == "cortex-m7" and int8 and kernels == "generated":

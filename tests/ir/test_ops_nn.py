@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from nnc.ir.graph import Attrs
-from nnc.ir.ops import OpError, get_op, nn
+from nnc.ir.ops import OpError, get_op
 from nnc.ir.types import TensorType
 from nnc.testing import check_op
 
@@ -61,12 +61,13 @@ def test_conv_compute_dtypes():
     ((1, 5, 9), (2, 5, 4), dict(strides=(2,), pads=(3, 1), dilations=(2,))),
     ((1, 4, 3, 4, 3), (2, 4, 3, 2, 2), dict(pads=(2, 0, 1, 1, 1, 0), strides=(2, 1, 2))),
 ])
-@pytest.mark.parametrize("tile_limit", [1024, 5, 1])
-def test_conv_compute_blocks_and_tiles(monkeypatch, xshape, wshape, attrs, tile_limit):
-    """Channel blocks and their rest; one whole-plane tile, several row tiles (rows in the
-    padding skipped at run time) and one-row tiles; taps whose range is empty."""
-    monkeypatch.setattr(nn, "CONV_TILE_LIMIT", tile_limit)
+def test_conv_compute_windows_and_groups(xshape, wshape, attrs):
+    """Padding windows on either side, groups, strides, dilations, 1-D and 3-D: the declarative
+    definition and its default schedules on the host and Cortex-M (check_op runs them)."""
     check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, **TOL)
+    # constant weights: stored channels-last (per group), the host's lanes along the channels
+    check_op("conv", [_r(*xshape), _r(*wshape), _r(wshape[0])], attrs, constant_inputs=(1, 2),
+             **TOL)
 
 
 @pytest.mark.parametrize("xshape,wshape,attrs", [
@@ -132,9 +133,12 @@ def test_gemm_compute(attrs, cshape):
 @pytest.mark.parametrize("k", [1, 5, 8, 13, 19])
 @pytest.mark.parametrize("trans_b", [0, 1])
 def test_gemm_reduction_lengths(k, trans_b):
-    """Row accumulation in blocks of 4 plus a rest; dot products in 8 lanes plus a rest."""
+    """Reduction lengths through the declarative gemm and its default schedules."""
     b = _r(3, k) if trans_b else _r(k, 3)
     check_op("gemm", [_r(2, k), b, _r(3)], dict(trans_b=trans_b), **TOL)
+    # a constant B: stored [K, N] (`_gemm_pack`), columns in the host's lanes
+    check_op("gemm", [_r(1, k), _r(40, k) if trans_b else _r(k, 40), _r(40)],
+             dict(trans_b=trans_b), constant_inputs=(1, 2), **TOL)
     check_op("gemm", [_ints((2, k), np.int32), _ints(b.shape, np.int32)], dict(trans_b=trans_b))
 
 
