@@ -233,7 +233,9 @@ def test_two_threads_give_the_one_thread_bits(name, quantize) -> None:
     with pytest.warns(UserWarning) if quantize else nullcontext():
         one = nnc.compile(model, **kw)
         two = nnc.compile(model, threads=2, **kw)
-    assert two.info["threads"] == 2 and two.info["parallel_kernels"] >= 2
+    # (since the fp32 conv/gemm became declarative, AD and grouped_dilated have one kernel over
+    # the parallelize pass's work threshold; docs/roadmap.md, Threads)
+    assert two.info["threads"] == 2 and two.info["parallel_kernels"] >= 1
     assert "nnc_parallel_for(" in (two.source_dir / "model.c").read_text()
     assert "nnc_threads" not in (one.source_dir / "model.c").read_text()
     feeds = sample_input(model)

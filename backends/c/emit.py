@@ -330,6 +330,14 @@ _FLOAT_TO_INT_VIA = {"int8": "int32_t", "int16": "int32_t", "uint8": "int32_t",
                      "uint16": "int32_t", "uint32": "int64_t"}
 
 
+def _has_feature(workload: str, feature: str) -> bool:
+    """Whether a workload key's `features=a,b,...` field lists `feature`."""
+    for tok in workload.split():
+        if tok.startswith("features="):
+            return feature in tok[len("features="):].split(",")
+    return False
+
+
 def _at(e: Expr, var: str, value: int) -> Expr:
     """`e` with loop variable `var` replaced by the constant `value`."""
     return map_expr(e, lambda x: Const(value, "int64")
@@ -746,7 +754,8 @@ class CStyleEmitter:
           constant multipliers >= 0 and shifts <= 0 (the finish of such a row): VQRDMULH (the
           saturating rounding doubling high multiply, exactly), the rounding divide by 2^-s
           with ties away from zero, VMAX/VMIN, a narrowing byte store."""
-        if s.kind != "vectorized" or s.extent % 4 or len(s.body) != 1:
+        if not getattr(self, "helium", False) or s.kind != "vectorized" or s.extent % 4 \
+                or len(s.body) != 1:
             return []
         st = s.body[0]
         if not isinstance(st, Store):
@@ -945,6 +954,9 @@ class CStyleEmitter:
         self.vars, self.touched, self.loaded = {}, set(), set()
         self._written, self._restrict, self._outlined = written, restrict, []
         self._private: set[str] = set()  # locals of outlined parallel loops (parallel_for)
+        # Helium code for lane loops only where the kernel was scheduled for an MVE core (its
+        # workload key names the target's features)
+        self.helium = _has_feature(k.workload, "mve")
         self.buffers = {b.name: b for b in params}
         for b in k.locals:
             if b.name in self.buffers:

@@ -106,7 +106,10 @@ def prepare(model: Any, target: str = "cortex-m7", *, input_shapes: Mapping[str,
     shapes = {b.name: b.shape for b in module.buffers}
     workloads: dict[str, Workload] = {}
     for i, k in enumerate(module.kernels):
-        if k.compute is None or not k.workload:
+        # integer definitions only: a candidate counts when its outputs are bit-identical with
+        # the untuned build, which float ones that regroup sums are not (a tolerance check for
+        # them is the next step)
+        if k.compute is None or not k.workload or k.compute.acc_dtype not in ("int32", "int64"):
             continue
         w = workloads.get(k.workload)
         if w is None:

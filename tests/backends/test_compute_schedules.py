@@ -57,9 +57,9 @@ def _fc_case():
         attrs
 
 
-def _lowered(kind, inputs, attrs):
+def _lowered(kind, inputs, attrs, target=None):
     graph = single_op_graph(kind, inputs, attrs, (1, 2, 3, 4))
-    module = lower_to_loops(graph, PassContext())
+    module = lower_to_loops(graph, PassContext(target=target))
     ref = get_op(kind).reference(list(inputs), Attrs.of(attrs))
     feeds = {module.inputs[0]: inputs[0]}
     return module, feeds, np.asarray(ref[0])
@@ -216,7 +216,7 @@ def test_helium_lanes_for_depthwise(compile_module):
     """On the M55 a depthwise conv runs its channels as vector lanes: the emitter writes MVE code
     for the lane loop (board builds: tests/test_int8_differential.py) and the scalar loop as the
     fallback, which the host build runs here."""
-    module, feeds, ref = _lowered(*_conv_case(True, 1, -128))
+    module, feeds, ref = _lowered(*_conv_case(True, 1, -128), target=cortex_m55())
     ctx = PassContext(target=cortex_m55())
     scheduled = schedule(default_schedule(module, ctx), ctx)
     (k,) = scheduled.kernels
@@ -259,7 +259,8 @@ def test_m55_first_layer_lanes_against_a_broadcast_input(compile_module):
     attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[2, 2], group=1,
                  input_zero_point=-7, output_zero_point=2)
     module, feeds, ref = _lowered("conv_s8", [x, w, mult, shift,
-                                              rng.integers(-900, 900, 16).astype(np.int32)], attrs)
+                                              rng.integers(-900, 900, 16).astype(np.int32)], attrs,
+                                  target=cortex_m55())
     ctx = PassContext(target=cortex_m55())
     scheduled = schedule(default_schedule(module, ctx), ctx)
     assert Layout("w", (1, 2, 3, 0)) in scheduled.kernels[0].schedule

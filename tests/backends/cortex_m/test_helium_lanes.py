@@ -50,7 +50,9 @@ def _module(mult: np.ndarray, shift: np.ndarray) -> LoopModule:
         For("i", N, (Store("acc", (i,), mac),), "vectorized"),
         For("i", N, (Store("y", (i,), out),), "vectorized"),
     )
-    k = Kernel("lanes", ("acc_in", "a", "b", "mult", "shift", "y"), (acc,), body)
+    # scheduled for the M55: its workload key names the target's features (mve)
+    k = Kernel("lanes", ("acc_in", "a", "b", "mult", "shift", "y"), (acc,), body,
+               workload="lanes target=cortex-m55 isa=mve/128 features=dsp,fpu-dp,mve,mve-fp")
     return LoopModule("lanes", (acc_in, a, b, m, s, y), (k,), ("acc_in", "a", "b"), ("y",),
                       {"mult": mult, "shift": shift})
 
