@@ -404,15 +404,16 @@ def _cmd_history(args: argparse.Namespace) -> int:
         raise NncError(f"no history at {path} yet: `nnc bench` and `nnc eval` write it")
     with History(path) as history:
         runs = history.runs(model=args.model, target=args.target, kind=args.kind)
-    if args.json:
-        print(json.dumps([{k: v for k, v in vars(r).items() if k != "layers"} for r in runs],
-                         indent=2))
+    found = regressions(runs)
+    if args.json:  # stdout stays one JSON document: regressions go with each run
+        flagged = {reg.run.id: reg.describe() for reg in found}
+        print(json.dumps([{**{k: v for k, v in vars(r).items() if k != "layers"},
+                           "regression": flagged.get(r.id)} for r in runs], indent=2))
     else:
         print(table(runs) if runs else f"no runs in {history.path}"
               + (" matching the filters" if args.model or args.target or args.kind else ""))
-    found = regressions(runs)
-    for reg in found:
-        print(reg.describe())
+        for reg in found:
+            print(reg.describe())
     return 3 if found and args.fail_on_regression else 0
 
 

@@ -167,3 +167,18 @@ def test_history_of_nothing_creates_nothing(tmp_path: Path,
     missing = tmp_path / "none.sqlite"
     assert main(["history", "--history", str(missing)]) == 2
     assert "no history at" in capsys.readouterr().err and not missing.exists()
+
+
+def test_json_listing_stays_json_with_a_regression(tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """`nnc history --json` prints one JSON document even when a run is flagged (the flag goes
+    with the run); the text listing prints the regression line."""
+    hist = tmp_path / "h.sqlite"
+    with History(hist) as h:
+        for value in (1000.0, 1000.0, 1500.0):
+            h.record(Run("bench", "m", "hh", "cortex-m7", "int8", {}, {}, "instructions", value))
+    assert main(["history", "--history", str(hist), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [r["regression"] is not None for r in runs] == [False, False, True]
+    assert main(["history", "--history", str(hist)]) == 0
+    assert "instructions 1,000 -> 1,500 (+50.0% worse)" in capsys.readouterr().out
