@@ -45,7 +45,7 @@ $(DEMO_MODEL): install benchmarks/models/mlperf_tiny.py
 $(DEMO_CAL): $(DEMO_MODEL) benchmarks/models/calibration.py
 	$(PY) -m benchmarks.models.calibration $(DEMO_MODEL) $@
 
-# float32, then int8 (CMSIS-NN kernels on Cortex-M) with its accuracy report
+# float32, then int8 (nnc's generated int8 kernels; CMSIS-NN calls with CMSIS_NN_PATH) with its accuracy report
 demo: install $(DEMO_MODEL) $(DEMO_CAL)
 	$(NNC) compile $(DEMO_MODEL) --target $(DEMO_TARGET) -o $(DEMO_OUT)
 	$(NNC) run $(DEMO_OUT)

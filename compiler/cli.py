@@ -169,7 +169,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"stopped: {result.stopped}")
     print(f"compile with the tuned schedules: nnc compile {args.model} --target {args.target}"
           + (f" --quantize int8 --calibration {args.calibration}" if args.quantize else "")
-          + " --kernels generated"
+          + (" --kernels generated" if os.environ.get("CMSIS_NN_PATH") else "")
           + (f" --tuning-cache {args.cache}" if args.cache else ""))
     return 0
 
@@ -531,8 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the HTML report (summary, layers, memory timeline, int8 SQNR, "
                    "history) to FILE (default: <output>/report.html); measures one run")
     c.add_argument("--kernels", choices=["cmsis-nn", "generated"],
-                   help="who runs the int8 ops: calls into CMSIS-NN (default on Cortex-M) or "
-                   "nnc's generated loop nests (default on the host)")
+                   help="who runs the int8 ops: nnc's generated loop nests (default) or calls "
+                   "into CMSIS-NN (default on Cortex-M when --cmsis-nn or $CMSIS_NN_PATH names a "
+                   "checkout; without one, nnc's portable CMSIS-NN subset)")
     c.add_argument("--cmsis-nn", metavar="PATH",
                    help="a CMSIS-NN checkout to build against (default: $CMSIS_NN_PATH, else "
                    "nnc's portable CMSIS-NN subset)")

@@ -93,7 +93,7 @@ def test_ad_shaped_model_is_int8_fully_connected_layers_only(target: str) -> Non
     Cortex-M each one an arm_fully_connected_s8 call."""
     fx = load_fixture("ad")
     compiled = nnc.compile(fx.onnx_path, target=target, input_shapes=fx.input_shapes,
-                           bench=False)
+                           bench=False, kernels="cmsis-nn" if target != "host" else None)
     info = compiled.info
     assert [lay["op"] for lay in info["layers"]] == ["fully_connected_s8"] * 10
     assert info["library_calls"] == (10 if target != "host" else 0)
@@ -108,12 +108,16 @@ def test_ad_shaped_model_is_int8_fully_connected_layers_only(target: str) -> Non
 @needs_board
 @pytest.mark.needs_arm
 @pytest.mark.needs_qemu
-def test_cortex_m7_rounds_the_tflite_way_by_default_and_matches_tflite() -> None:
-    """The CNN on the emulated Cortex-M7, CMSIS-NN kernels, the default rounding: TFLite's."""
+@pytest.mark.parametrize("kernels", [None, "cmsis-nn"])
+def test_cortex_m7_rounds_the_tflite_way_by_default_and_matches_tflite(kernels) -> None:
+    """The CNN on the emulated Cortex-M7, nnc's generated kernels (the default) and CMSIS-NN
+    calls, the default rounding: TFLite's."""
     fx = load_fixture("cnn")
-    compiled = nnc.compile(fx.onnx_path, target="cortex-m7", input_shapes=fx.input_shapes)
+    compiled = nnc.compile(fx.onnx_path, target="cortex-m7", input_shapes=fx.input_shapes,
+                           kernels=kernels)
     info = compiled.info
-    assert info["int8_rounding"] == "tflite" and info["library_calls"] >= 6
+    assert info["int8_rounding"] == "tflite"
+    assert (info.get("library_calls", 0) >= 6) if kernels else not info.get("library_calls")
     runs = [compiled.run(feed) for feed in fx.feeds()]
     got = [np.stack([r[n] for r in runs]) for n in fx.output_names]
     r = agreement(got, fx.outputs["tflite_ref"])
