@@ -44,8 +44,8 @@ CORTEX_M = ("cortex-m4", "cortex-m7", "cortex-m55")
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "host": ("host", {"kernels": "generated"}),
     "host/cmsis-nn": ("host", {"kernels": "cmsis-nn"}),
-    **{t: (t, {}) for t in CORTEX_M},
-    "cortex-m7/O0": ("cortex-m7", {"opt_level": 0}),
+    **{t: (t, {"kernels": "cmsis-nn"}) for t in CORTEX_M},
+    "cortex-m7/O0": ("cortex-m7", {"kernels": "cmsis-nn", "opt_level": 0}),
     **{f"{t}/generated": (t, {"kernels": "generated"}) for t in CORTEX_M},
 }
 REFERENCE = "interp"

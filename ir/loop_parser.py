@@ -403,6 +403,7 @@ class _Parser(TokenCursor):
             if digest.text[1:] != k.workload_hash:
                 raise self.fail(digest, f"workload hash {digest.text} does not match its key "
                                 f"(#{k.workload_hash})")
+        compute = self.compute() if self.at("ident", "compute") else None
         locals_: list[Buffer] = []
         while self.at("ident", "local"):
             self.next()
@@ -430,7 +431,75 @@ class _Parser(TokenCursor):
         while not self.accept("punct", "}"):
             body.append(self.stmt())
         return Kernel(name, tuple(params), tuple(locals_), tuple(body), op_kind, op_name, macs,
-                      schedule, tuple(inplace), workload)
+                      schedule, tuple(inplace), workload, compute)
+
+    def compute(self) -> Any:
+        """A `compute` block (`format_compute`): the kernel's `nnc.ir.compute.Reduction`."""
+        from nnc.ir.compute import Axis, Reduction, Window
+
+        start = self.word("compute")
+        kind = self.dq_string("the definition's kind in quotes")
+        self.word("acc")
+        self.punct("=")
+        acc = self.dtype()
+        self.word("combine")
+        self.punct("=")
+        combine = self.expect("ident", what="a combine (add or max)")
+        if combine.text not in ("add", "max"):
+            raise self.error("a combine (add or max)", combine)
+        reassociate = bool(self.accept("ident", "reassociate"))
+        self.punct("{")
+        axes: list[Axis] = []
+        while self.accept("ident", "axis"):
+            ax = self.name("an axis name such as %oc")
+            extent = self.int_lit("the axis extent")
+            axes.append(Axis(ax, extent, bool(self.accept("ident", "reduce"))))
+        windows: list[Window] = []
+        while self.accept("ident", "window"):
+            out, tap = self.name("an output axis"), self.name("a tap axis")
+            vals = {}
+            for key in ("stride", "dilation", "pad", "size"):
+                self.word(key)
+                self.punct("=")
+                vals[key] = self.int_lit(f"the window's {key}", signed=True)
+            low = bool(self.accept("ident", "low"))
+            high = bool(self.accept("ident", "high"))
+            windows.append(Window(out, tap, vals["stride"], vals["dilation"], vals["pad"],
+                                  vals["size"], low, high))
+        operands: list[tuple[str, str]] = []
+        while self.accept("ident", "operand"):
+            role = self.dq_string("the operand's role in quotes")
+            operands.append((role, self.name("the operand's buffer")))
+        outer = self.scope
+        self.scope = dict(outer)
+        if self.accept("ident", "reads"):
+            def read() -> None:
+                n = self.name("a buffer the definition reads, such as %w")
+                self.punct(":")
+                self.scope[n] = Buffer(n, (), self.dtype(), "constant")
+
+            read()
+            while self.accept("punct", ","):
+                read()
+        self.word("init")
+        init = self.expr()
+        self.word("term")
+        term = self.expr()
+        outside = self.expr() if self.accept("ident", "outside") else None
+        out_tok = self.peek()
+        out = self.name("the output store such as %y[...] = ...")
+        if out not in self.scope:
+            raise self.fail(out_tok, f"the definition stores to unknown buffer %{out}")
+        self.punct("[")
+        index = self.comma_list("]", self.expr)
+        self.punct("=")
+        finish = self.expr()
+        self.punct("}")
+        self.scope = outer
+        if not axes:
+            raise self.fail(start, "a compute block needs at least one axis")
+        return Reduction(kind, tuple(axes), acc, init, term, out, tuple(index), finish,
+                         combine.text, tuple(windows), outside, reassociate, tuple(operands))
 
     def param(self) -> str:
         tok = self.peek()

@@ -31,6 +31,7 @@ from nnc.ir.loops import (
     Stmt,
     Store,
     Var,
+    walk_expr,
 )
 from nnc.ir.printer import format_float, format_name, format_string
 from nnc.ir.types import DTYPE_SHORT
@@ -128,6 +129,44 @@ def format_buffer(b: Buffer) -> str:
     return f"%{format_name(b.name)}: {b} {b.scope}{extra}"
 
 
+def _loaded(e: Expr | None, out: dict[str, str]) -> None:
+    for x in walk_expr(e) if e is not None else ():
+        if isinstance(x, Load):
+            out.setdefault(x.buffer, x.dtype)
+
+
+def format_compute(k: Kernel) -> list[str]:
+    """The kernel's declarative definition (`nnc.ir.compute.Reduction`) as a `compute` block:
+    axes, accumulator, padding windows, re-layoutable operands, the buffers it reads that are
+    not the kernel's parameters (with their types: a `Layout` step may have replaced them),
+    init, term, outside and the output store with its finish."""
+    d = k.compute
+    head = f"  compute {format_string(d.kind)} acc={DTYPE_SHORT[d.acc_dtype]} combine={d.combine}"
+    lines = [head + (" reassociate {" if d.reassociate else " {")]
+    for a in d.axes:
+        lines.append(f"    axis %{format_name(a.name)} {a.extent}" + (" reduce" if a.reduce else ""))
+    for w in d.windows:
+        lines.append(f"    window %{format_name(w.out)} %{format_name(w.tap)} stride={w.stride} "
+                     f"dilation={w.dilation} pad={w.pad} size={w.size}"
+                     + (" low" if w.low else "") + (" high" if w.high else ""))
+    for role, buf in d.operands:
+        lines.append(f"    operand {format_string(role)} %{format_name(buf)}")
+    loaded: dict[str, str] = {}
+    for e in (d.init, d.term, d.outside, d.finish, *d.out_index):
+        _loaded(e, loaded)
+    known = set(k.params) | {b.name for b in k.locals}
+    reads = [f"%{format_name(n)}:{DTYPE_SHORT[t]}" for n, t in loaded.items() if n not in known]
+    if reads:
+        lines.append("    reads " + ", ".join(reads))
+    lines.append(f"    init {format_expr(d.init)}")
+    lines.append(f"    term {format_expr(d.term)}")
+    if d.outside is not None:
+        lines.append(f"    outside {format_expr(d.outside)}")
+    idx = ", ".join(format_expr(i) for i in d.out_index)
+    lines.append(f"    %{format_name(d.out)}[{idx}] = {format_expr(d.finish)}")
+    return lines + ["  }"]
+
+
 def format_kernel(k: Kernel) -> str:
     params = ", ".join("%" + format_name(p) for p in k.params)
     head = f"kernel @{format_name(k.name)}({params})"
@@ -137,6 +176,8 @@ def format_kernel(k: Kernel) -> str:
     lines = [head + " {"]
     if k.workload:
         lines.append(f"  workload #{k.workload_hash} {format_string(k.workload)}")
+    if k.compute is not None:
+        lines += format_compute(k)
     lines += [f"  local {format_buffer(b)}" for b in k.locals]
     if k.schedule:
         lines.append(f"  schedule {list(k.schedule)}")

@@ -184,7 +184,8 @@ def test_board_cmsis_equals_generated(target):
     inp = model.graph.input[0]
     shape = [d.dim_value for d in inp.type.tensor_type.shape.dim]
     cal = {inp.name: RNG.standard_normal([4, *shape]).astype(np.float32)}
-    lib = nnc.compile(model, target=target, quantize="int8", calibration=cal)
+    lib = nnc.compile(model, target=target, quantize="int8", calibration=cal,
+                      kernels="cmsis-nn")
     gen = _compile(model, cal, "generated", target=target)
     assert lib.info["library_calls"] == 12  # 11 conv / pool / FC layers and the softmax
     x = {inp.name: RNG.standard_normal(shape).astype(np.float32)}

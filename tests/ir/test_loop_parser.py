@@ -50,15 +50,12 @@ def assert_same_module(a: LoopModule, b: LoopModule) -> None:
     assert (a.name, a.arena_size, a.inputs, a.outputs, a.input_names, a.output_names) == (
         b.name, b.arena_size, b.inputs, b.outputs, b.input_names, b.output_names)
     assert a.buffers == b.buffers
-    # the declarative definition (Kernel.compute) is not printed yet (docs/roadmap.md, issue 9)
-    assert _without_compute(a.kernels) == _without_compute(b.kernels)
+    assert list(a.kernels) == list(b.kernels)
+    # the declarative definition (Kernel.compute: compare=False) prints as a `compute` block
+    assert [k.compute for k in a.kernels] == [k.compute for k in b.kernels]
     assert sorted(a.constants) == sorted(b.constants)
     for k, v in a.constants.items():
         np.testing.assert_array_equal(v, b.constants[k])
-
-
-def _without_compute(kernels: Any) -> list[Kernel]:
-    return [k.replace(compute=None) for k in kernels]
 
 
 def round_trip(m: LoopModule) -> LoopModule:
@@ -312,11 +309,36 @@ def test_mlperf_tiny_kernels_round_trip(name: str) -> None:
                 verify_loop_module(parsed)
                 for k in m.kernels:
                     assert k.workload, k.name
-                    assert parse_kernel(format_kernel(k), m.buffers) == k.replace(compute=None)
+                    parsed_k = parse_kernel(format_kernel(k), m.buffers)
+                    assert parsed_k == k and parsed_k.compute == k.compute, k.name
                 if kernels == "cmsis-nn" and int8:
                     assert any(isinstance(s, CallExtern) for k in m.kernels for s in k.body)
                 if target == "cortex-m7" and int8 and kernels == "generated":
                     assert any(k.schedule for k in m.kernels)
+
+
+def test_a_printed_definition_reschedules_to_the_same_kernels() -> None:
+    """The `compute` block carries the definition: a module read back from text is scheduled
+    again (other steps, then the original ones) into the same kernels, Layout copies included."""
+    from nnc.ir.loops import Layout
+    from nnc.passes.manager import PassContext
+    from nnc.passes.schedule import schedule
+
+    m = loop_module_of(_models()["kws"](), "cortex-m55", True, "generated")
+    assert any(isinstance(s, Layout) for k in m.kernels for s in k.schedule)
+    text = format_module(m)
+    assert "  compute \"conv_s8\" acc=i32 combine=add" in text
+    parsed = parse_module(text, constants=m.constants)
+    ctx = PassContext(target=None)
+    # the kernels with a definition (the others' steps apply to the body once only); the
+    # definition, not the printed body, is what the schedule pass builds them from
+    defined = [k for k in m.kernels if k.compute is not None]
+    assert len(defined) >= 5
+    bare = parsed.replace(kernels=tuple(k.replace(body=()) for k in parsed.kernels
+                                        if k.compute is not None))
+    again = schedule(bare, ctx)
+    assert [(k.body, k.locals, k.params) for k in again.kernels] == [
+        (k.body, k.locals, k.params) for k in defined]
 
 
 # ---------------------------------------------------------------- workload keys
