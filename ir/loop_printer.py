@@ -144,7 +144,8 @@ def format_compute(k: Kernel) -> list[str]:
     head = f"  compute {format_string(d.kind)} acc={DTYPE_SHORT[d.acc_dtype]} combine={d.combine}"
     lines = [head + (" reassociate {" if d.reassociate else " {")]
     for a in d.axes:
-        lines.append(f"    axis %{format_name(a.name)} {a.extent}" + (" reduce" if a.reduce else ""))
+        reduce = " reduce" if a.reduce else ""
+        lines.append(f"    axis %{format_name(a.name)} {a.extent}{reduce}")
     for w in d.windows:
         lines.append(f"    window %{format_name(w.out)} %{format_name(w.tap)} stride={w.stride} "
                      f"dilation={w.dilation} pad={w.pad} size={w.size}"
