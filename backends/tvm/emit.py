@@ -147,6 +147,7 @@ class KernelEmitter:
         self.bufnames: dict[str, str] = {}
         self.vars: dict[str, str] = {}
         self.hoisted: list[str] = []  # T.bind lines for the statement being emitted
+        self.binds = 0  # T.bind lines emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
 
     # ---- Let bindings
@@ -184,6 +185,7 @@ class KernelEmitter:
     def with_hoisted(self, lines: list[str], pad: str) -> list[str]:
         """`lines` (one statement) preceded by the bindings its expressions asked for."""
         out = [pad + h for h in self.hoisted] + lines
+        self.binds += len(self.hoisted)
         self.hoisted = []
         return out
 
@@ -451,7 +453,10 @@ class KernelEmitter:
             kind = _LOOP_KINDS[s.kind]
             if s.kind == "vectorized" and not vectorizable(s):
                 kind = "T.serial"
+            binds = self.binds
             body = self.block(s.body, depth + 1) or [pad + "    T.evaluate(0)"]
+            if self.binds != binds:  # TIR's vectorizer cannot widen a T.bind (int8 requantize)
+                kind = "T.serial"
             if outer is None:
                 del self.vars[s.var]
             else:
