@@ -94,12 +94,17 @@ def edge_net() -> onnx.ModelProto:
                  helper.make_node("Div", ["a", "b"], ["q"]),  # b holds 0 and -1
                  helper.make_node("Max", ["x", "z"], ["mx"]),  # x holds NaN
                  helper.make_node("Less", ["x", "z"], ["lt"]),
-                 helper.make_node("Where", ["lt", "x", "z"], ["w"])],
+                 helper.make_node("Where", ["lt", "x", "z"], ["w"]),
+                 helper.make_node("Pow", ["a", "e"], ["p"]),  # wraps; negative exponents
+                 helper.make_node("Pow", ["c", "f"], ["pc"])],  # int64 ** a constant int8
                 [vi("a", TensorProto.INT32, [6]), vi("b", TensorProto.INT32, [6]),
-                 vi("x", TensorProto.FLOAT, [6]), vi("z", TensorProto.FLOAT, [6])],
-                [vi("s", TensorProto.INT32, [6]), vi("q", TensorProto.INT32, [6]),
+                 vi("x", TensorProto.FLOAT, [6]), vi("z", TensorProto.FLOAT, [6]),
+                 vi("e", TensorProto.INT32, [6]), vi("c", TensorProto.INT64, [6])],
+                [vi("p", TensorProto.INT32, [6]), vi("pc", TensorProto.INT64, [6]),
+                 vi("s", TensorProto.INT32, [6]), vi("q", TensorProto.INT32, [6]),
                  vi("mx", TensorProto.FLOAT, [6]), vi("w", TensorProto.FLOAT, [6]),
-                 vi("lt", TensorProto.BOOL, [6])])
+                 vi("lt", TensorProto.BOOL, [6])],
+                [("f", np.array([3], np.int8))])
 
 
 def test_integer_and_nan_edge_cases_bit_identical_with_host() -> None:
@@ -108,7 +113,9 @@ def test_integer_and_nan_edge_cases_bit_identical_with_host() -> None:
     feeds = {"a": np.array([i32.max, i32.min, 7, -7, 100000, i32.min], np.int32),
              "b": np.array([2, -1, 0, -1, 100000, 3], np.int32),
              "x": np.array([np.nan, 1, -2, np.inf, 0.5, -0.0], np.float32),
-             "z": np.array([0, np.nan, 3, 1, 0.5, 0], np.float32)}
+             "z": np.array([0, np.nan, 3, 1, 0.5, 0], np.float32),
+             "e": np.array([2, 31, 0, -1, 3, -2], np.int32),
+             "c": np.array([-128, 127, 3, -5, 0, 1], np.int64)}
     host = nnc.compile(model, target="host", bench=False).run(feeds)
     tvm = nnc.compile(model, target="tvm").run(feeds)
     for k in host:
@@ -116,6 +123,7 @@ def test_integer_and_nan_edge_cases_bit_identical_with_host() -> None:
         np.testing.assert_array_equal(tvm[k], host[k], err_msg=k)
     assert np.isnan(tvm["mx"][0]) and np.isnan(tvm["mx"][1])  # max propagates NaN both ways
     assert tvm["q"][2] == 0 and tvm["q"][1] == i32.min  # x / 0 -> 0; INT_MIN / -1 wraps
+    assert tvm["p"][2] == 1 and tvm["p"][3] == 0 and tvm["pc"][2] == 27  # 7^0, (-7)^-1, 3^3
 
 
 # ic: its requantize epilogues bind values inside vectorized loops (once a TIR crash)
