@@ -229,3 +229,15 @@ def test_mlperf_tiny_matches_onnxruntime(name: str) -> None:
     got, want = nnc.compile(model, target="tvm").run(feeds), ort_run(model, feeds)
     for k, v in want.items():
         np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
+
+
+# bounded: two zoo models of the differential matrix (python -m benchmarks.int8_differential
+# --variants host,tvm runs all fourteen)
+@pytest.mark.parametrize("name", ["se_hardswish", "grouped_dilated"])
+def test_int8_differential_tvm_identical_with_host_and_interpreter(name: str) -> None:
+    from benchmarks.int8_differential import VARIANTS, agrees, all_models, check_model
+
+    assert "tvm" in VARIANTS
+    row = check_model(name, all_models()[name], ["host", "tvm"], n_inputs=2)
+    bad = {variant: verdict for variant, verdict in row.items() if not agrees(verdict)}
+    assert not bad, f"{name}: {bad}"
