@@ -241,3 +241,15 @@ def test_int8_differential_tvm_identical_with_host_and_interpreter(name: str) ->
     row = check_model(name, all_models()[name], ["host", "tvm"], n_inputs=2)
     bad = {variant: verdict for variant, verdict in row.items() if not agrees(verdict)}
     assert not bad, f"{name}: {bad}"
+
+
+# onnx's light models (the host's whole-model set): minutes of TVMScript parsing and LLVM each
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet", "resnet50"])
+def test_light_models_match_onnxruntime(name: str) -> None:
+    from benchmarks.models import load_light
+
+    model, feeds, _ = load_light(name)
+    got, want = nnc.compile(model, target="tvm").run(feeds), ort_run(model, feeds)
+    for k, v in want.items():
+        np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
