@@ -98,6 +98,9 @@ def literal(value: float | int | bool, dtype: str) -> str:
             return f'T.{dt}(float("nan"))'
         if math.isinf(v):
             return f'T.{dt}(float("{"inf" if v > 0 else "-inf"}"))'
+        if abs(v) > float(np.finfo(np.float32).max):
+            # T.float64(x) makes x a float32 literal first: the node itself, from tvm.tirx
+            return f'tirx.FloatImm("{dt}", {v!r})'
         return f"T.{dt}({v!r})"
     v = int(value)
     if dt == "uint64" and v >= 1 << 63:  # an IntImm holds int64: reinterpret the bits
