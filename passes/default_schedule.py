@@ -43,7 +43,6 @@ from nnc.ir.loops import (
 )
 from nnc.passes.manager import PassContext, register_pass
 
-
 HOST_CPU_KINDS = frozenset({"host", "tvm"})  # targets whose kernels run on the compiling CPU
 
 
