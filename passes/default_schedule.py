@@ -43,6 +43,8 @@ from nnc.ir.loops import (
 )
 from nnc.passes.manager import PassContext, register_pass
 
+HOST_CPU_KINDS = frozenset({"host", "tvm"})  # targets whose kernels run on the compiling CPU
+
 
 @dataclass(frozen=True)
 class DefaultScheduleOptions:
@@ -142,7 +144,8 @@ def reduction_steps(defn: Reduction, target: Any,
       the M55) where its extent allows, else unrolled by 4 on Cortex-M (gcc does not unroll
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
-    if getattr(target, "kind", "") == "host" and defn.acc_dtype in _LANE_BYTES:
+    # the TVM target runs on this CPU too (TVM's LLVM for the host's vector ISA): same tiles
+    if getattr(target, "kind", "") in HOST_CPU_KINDS and defn.acc_dtype in _LANE_BYTES:
         steps = host_vector_steps(defn, target, shapes)
         try:
             plan(defn, steps, shapes)

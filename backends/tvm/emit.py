@@ -98,6 +98,9 @@ def literal(value: float | int | bool, dtype: str) -> str:
             return f'T.{dt}(float("nan"))'
         if math.isinf(v):
             return f'T.{dt}(float("{"inf" if v > 0 else "-inf"}"))'
+        if abs(v) > float(np.finfo(np.float32).max):
+            # T.float64(x) makes x a float32 literal first: the node itself, from tvm.tirx
+            return f'tirx.FloatImm("{dt}", {v!r})'
         return f"T.{dt}({v!r})"
     v = int(value)
     if dt == "uint64" and v >= 1 << 63:  # an IntImm holds int64: reinterpret the bits
@@ -147,6 +150,7 @@ class KernelEmitter:
         self.bufnames: dict[str, str] = {}
         self.vars: dict[str, str] = {}
         self.hoisted: list[str] = []  # T.bind lines for the statement being emitted
+        self.binds = 0  # T.bind lines emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
 
     # ---- Let bindings
@@ -184,6 +188,7 @@ class KernelEmitter:
     def with_hoisted(self, lines: list[str], pad: str) -> list[str]:
         """`lines` (one statement) preceded by the bindings its expressions asked for."""
         out = [pad + h for h in self.hoisted] + lines
+        self.binds += len(self.hoisted)
         self.hoisted = []
         return out
 
@@ -260,6 +265,8 @@ class KernelEmitter:
             return f"T.{op}({self.expr(e.a)}, {self.expr(e.b)})"
         if op == "pow" and dt in _FLOATS:
             return f"T.pow({self.expr(e.a)}, {self.expr(e.b)})"
+        if op == "pow" and dt in _INTS:
+            return self.int_pow(e.a, e.b, dt)
         if op == "mod" and dt in _FLOATS:
             return f"T.fmod({self.expr(e.a)}, {self.expr(e.b)})"
         if op in ("and", "or", "xor") and dt in _INTS:
@@ -287,6 +294,33 @@ class KernelEmitter:
         neg = self.wrapped("-", zero, a, dt)
         return self.let(la + lb, f"T.Select({b} == {zero}, {zero}, "
                                  f"T.Select({b} == {literal(-1, dt)}, {neg}, {q}))")
+
+    def int_pow(self, ea: Expr, eb: Expr, dt: str) -> str:
+        """nnc_pow of backends/c/emit.py: square-and-multiply over the exponent's bits (all of
+        them, or a constant exponent's), wrapping; a negative exponent gives 1/a truncated
+        (1 for a == 1, +-1 for a == -1, else 0)."""
+        a, lets = self.share_text(self.expr(ea), dt)
+        b, lb = self.share_text(self.expr(eb), dt)
+        lets += lb
+        one, zero = literal(1, dt), literal(0, dt)
+        nbits = 8 * itemsize(dt) - (0 if dt in _UNSIGNED else 1)
+        if isinstance(eb, Const):
+            nbits = max(int(eb.value), 0).bit_length()
+        r, base = one, a
+        for k in range(nbits):
+            bit = f"(T.bitwise_and(T.shift_right({b}, {literal(k, dt)}), {one}) == {one})"
+            r, lr = self.share_text(f"T.Select({bit}, {self.wrapped('*', r, base, dt)}, {r})",
+                                    dt)
+            lets += lr
+            if k + 1 < nbits:
+                base, lbase = self.share_text(self.wrapped("*", base, base, dt), dt)
+                lets += lbase
+        if dt in _UNSIGNED:
+            return self.let(lets, r)
+        odd = f"(T.bitwise_and({b}, {one}) == {one})"
+        negative = (f"T.Select({a} == {one}, {one}, T.Select({a} == {literal(-1, dt)}, "
+                    f"T.Select({odd}, {literal(-1, dt)}, {one}), {zero}))")
+        return self.let(lets, f"T.Select({b} < {zero}, {negative}, {r})")
 
     def shift(self, op: str, ea: Expr, eb: Expr, dt: str) -> str:
         bits = 8 * itemsize(dt)
@@ -451,7 +485,10 @@ class KernelEmitter:
             kind = _LOOP_KINDS[s.kind]
             if s.kind == "vectorized" and not vectorizable(s):
                 kind = "T.serial"
+            binds = self.binds
             body = self.block(s.body, depth + 1) or [pad + "    T.evaluate(0)"]
+            if self.binds != binds:  # TIR's vectorizer cannot widen a T.bind (int8 requantize)
+                kind = "T.serial"
             if outer is None:
                 del self.vars[s.var]
             else:
