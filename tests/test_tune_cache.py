@@ -272,3 +272,29 @@ def test_time_budget_and_early_stop(prepared, tmp_path):
     for w in r.workloads:
         h = w.history
         assert len(h) < 200 and min(h[-3:]) >= min(h[:-3] + [w.default])
+
+
+def test_a_record_of_the_same_isa_family_schedules_the_kernel(prepared, tmp_path):
+    """A cache tuned on the Cortex-M4 schedules the M7 build's kernel (same dsp/32 family),
+    and the lookup says so."""
+    import random
+
+    from nnc.backends.target import parse_target
+    from nnc.compiler.tune.space import ScheduleSpace
+    from nnc.passes.lower_to_loops import target_key
+
+    w = prepared.workloads[2]
+    m4 = target_key(parse_target("cortex-m4"))
+    assert w.key.endswith(" " + prepared.target_key)
+    (_, steps), = ScheduleSpace(w.defn, w.shapes, prepared.target).sample(random.Random(3), 1)
+    with TuningCache.open(tmp_path / "c.sqlite") as c:
+        c.add(Trial(w.key[: -len(prepared.target_key)] + m4, m4, "qemu-instructions",
+                    schedule_text(steps), 5.0))
+    lookup = open_tuning(tmp_path / "c.sqlite", prepared.target)
+    # apply-tuning asks `get(kernel.workload)` (nnc.compile hands it the lookup itself)
+    found = {x.key: lookup.get(x.key) for x in prepared.workloads}
+    module = scheduled_module(prepared, {k: v for k, v in found.items() if v is not None})
+    tuned = [k for k in module.kernels if k.workload == w.key]
+    assert tuned and all(k.schedule == steps for k in tuned)
+    assert lookup.fallbacks == [(w.key, m4)]
+    assert [k for k, v in found.items() if v is not None] == [w.key]
