@@ -92,6 +92,9 @@ def _cmd_compile(args: argparse.Namespace) -> int:
         tu = info["tuning"]
         print(f"  tuning cache {tu['cache']}: {tu['tuned_kernels']} kernels scheduled from it "
               f"({tu['objective']})")
+        if tu.get("family_fallbacks"):
+            print(f"  note: some schedules were measured on {', '.join(tu['family_fallbacks'])} "
+                  "(same ISA family; no record for this target)")
         if args.tuning_cache and not tu["tuned_kernels"] and info.get("library_calls"):
             print("  note: tuned schedules are for nnc's generated kernels; this build calls "
                   "CMSIS-NN (add --kernels generated)")
@@ -175,8 +178,34 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
-    from nnc.compiler.tune.cache import TuningCache
+    from nnc.compiler.tune.cache import TuningCache, export_cache, import_cache, prune
 
+    if args.action in ("export", "import") and not args.workload:
+        raise NncError(f"cache {args.action} needs a file: nnc cache {args.action} FILE.json")
+    if args.action == "import":
+        with TuningCache.open(args.cache) as cache:
+            added, skipped = import_cache(cache, args.workload)
+            print(f"{cache.path}: {added} trials imported from {args.workload}, {skipped} "
+                  f"already there; {cache.count()} trials in all")
+        return 0
+    if args.action == "export":
+        with TuningCache.open(args.cache, create=False) as cache:
+            n = export_cache(cache, args.workload, workload=args.only)
+            print(f"{args.workload}: {n} trials exported from {cache.path}")
+        return 0
+    if args.action == "prune":
+        if args.keep is not None and not args.superseded:
+            raise NncError("cache prune --keep N goes with --superseded")
+        chosen = args.failed or args.superseded or args.other_versions
+        with TuningCache.open(args.cache, create=False) as cache:
+            rep = prune(cache, failed=args.failed or not chosen, superseded=args.superseded,
+                        keep=args.keep or 1, other_versions=args.other_versions,
+                        dry_run=args.dry_run)
+            verb = "would drop" if args.dry_run else "dropped"
+            print(f"{cache.path}: {verb} {rep.dropped} trials ({rep.failed} failed or wrong, "
+                  f"{rep.superseded} superseded, {rep.other_versions} of other nnc versions); "
+                  f"{rep.kept} kept")
+        return 0
     with TuningCache.open(args.cache, create=False) as cache:
         trials = cache.trials()
         groups: dict[tuple[str, str, str], list] = {}
@@ -582,10 +611,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     t.set_defaults(fn=_cmd_tune)
 
-    k = sub.add_parser("cache", help="look into a tuning cache: list its workloads, show one's "
-                       "trials")
-    k.add_argument("action", choices=["list", "show"])
-    k.add_argument("workload", nargs="?", help="show: the workload hash (or its start)")
+    k = sub.add_parser("cache", help="look after a tuning cache: list its workloads, show one's "
+                       "trials, prune it, export / import (merge) its records")
+    k.add_argument("action", choices=["list", "show", "prune", "export", "import"])
+    k.add_argument("workload", nargs="?", metavar="ARG",
+                   help="show: the workload hash (or its start); export: the file to write "
+                   "(.json, or .sqlite for a new cache); import: a JSON export or a cache file")
+    k.add_argument("--only", metavar="HASH", help="export: only the workloads whose hash starts "
+                   "with HASH")
+    k.add_argument("--failed", action="store_true",
+                   help="prune: drop failed and wrong trials (the default when no other is given)")
+    k.add_argument("--superseded", action="store_true", help="prune: drop ok trials beyond the "
+                   "--keep best of each workload (the default schedule stays)")
+    k.add_argument("--keep", type=int, metavar="N", help="prune --superseded: keep N (default 1)")
+    k.add_argument("--other-versions", action="store_true",
+                   help="prune: drop records other nnc versions wrote")
+    k.add_argument("--dry-run", action="store_true", help="prune: count, drop nothing")
     k.add_argument("--cache", metavar="FILE",
                    help="the tuning cache (default: $XDG_CACHE_HOME/nnc/tuning.sqlite)")
     k.set_defaults(fn=_cmd_cache)

@@ -5,7 +5,10 @@ default-schedule leaves those kernels alone.
 
 `tuning_cache`: None = the default cache (`$NNC_TUNING_CACHE`, else
 `$XDG_CACHE_HOME/nnc/tuning.sqlite`) if that file exists, else none; False = none; a path =
-that file, which must exist. `NNC_TUNING_CACHE=off` turns the default off.
+that file, which must exist. `NNC_TUNING_CACHE=off` turns the default off. Where a workload
+has no record for this exact target, a record of another target of the same ISA family
+(`isa=dsp/32`: Cortex-M4 and M7) applies, with a warning on the `nnc.tune` logger and the
+targets in nnc.json's `tuning.family_fallbacks`.
 """
 
 from __future__ import annotations
@@ -16,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from nnc import config
-from nnc.compiler.tune.cache import CacheError, CacheLookup, TuningCache, default_cache_path
+from nnc.compiler.tune.cache import (
+    CacheError,
+    CacheLookup,
+    TuningCache,
+    default_cache_path,
+    target_cpu,
+)
 from nnc.passes.manager import PipelineStep
 
 OBJECTIVES = {"cortex-m": "qemu-instructions"}
@@ -65,4 +74,5 @@ def tuning_info(lookup: CacheLookup, facts: dict[str, Any]) -> dict[str, Any]:
     """nnc.json's "tuning" entry."""
     return {"cache": str(lookup.cache.path), "target": lookup.target,
             "objective": lookup.objective, "tuned_kernels": int(facts.get("tuned_kernels", 0)),
-            "tuned_workloads": len(set(lookup.hits))}
+            "tuned_workloads": len(set(lookup.hits)),
+            "family_fallbacks": sorted({target_cpu(t) for _, t in lookup.fallbacks})}

@@ -21,6 +21,7 @@ version is refused with a `CacheError` (an NncError: one message, exit 2).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import time
@@ -277,16 +278,55 @@ class TuningCache:
         self.close()
 
 
+_log = logging.getLogger("nnc.tune")
+
+
+def isa_family(target: str) -> str | None:
+    """The ISA family of a target key (`target=cortex-m7 isa=dsp/32 ...` -> `dsp/32`), or
+    None where it names no vector ISA (the host's family is never guessed)."""
+    for part in target.split():
+        if part.startswith("isa="):
+            isa = part.removeprefix("isa=")
+            return None if isa.startswith("-") else isa
+    return None
+
+
+def target_cpu(target: str) -> str:
+    return target.split()[0].removeprefix("target=")
+
+
+def family_best(cache: TuningCache, workload: str, target: str, objective: str) -> Trial | None:
+    """The best ok record of `workload` measured on another target of `target`'s ISA family
+    (same objective; the workload key with its target part swapped), or None. A workload key
+    ends with its target key, so the other target's key is `workload` with that tail
+    replaced."""
+    family = isa_family(target)
+    if family is None or not workload.endswith(" " + target):
+        return None
+    stem = workload[: -len(target)]
+    rows = cache._query(
+        "SELECT * FROM trials WHERE objective = ? AND status = 'ok' AND target != ? AND "
+        "target LIKE ? ORDER BY figure, id", [objective, target, f"% isa={family} %"])
+    for r in rows:
+        t = TuningCache._row(r)
+        if isa_family(t.target) == family and t.workload == stem + t.target:
+            return t
+    return None
+
+
 class CacheLookup(Mapping[str, tuple[Any, ...]]):
     """The best schedule per workload key for one target and objective, read from a cache as
     the compiler asks (`apply-tuning` calls `get(workload)`); `hits` lists the workloads it
     gave a schedule for. A row whose text no longer parses is skipped (and counted)."""
 
-    def __init__(self, cache: TuningCache, target: str, objective: str) -> None:
+    def __init__(self, cache: TuningCache, target: str, objective: str,
+                 family_fallback: bool = True) -> None:
         self.cache = cache
         self.target = target
         self.objective = objective
+        self.family_fallback = family_fallback
         self.hits: list[str] = []
+        self.fallbacks: list[tuple[str, str]] = []  # (workload, the target its record is for)
         self.unreadable = 0
 
     def __getitem__(self, workload: str) -> tuple[Any, ...]:
@@ -294,6 +334,14 @@ class CacheLookup(Mapping[str, tuple[Any, ...]]):
         from nnc.ir.parser import ParseError
 
         best = self.cache.best(workload, self.target, self.objective)
+        if best is None and self.family_fallback:
+            best = family_best(self.cache, workload, self.target, self.objective)
+            if best is not None:
+                self.fallbacks.append((workload, best.target))
+                _log.warning("tuning cache %s: no record for %s on %s; using the one measured "
+                             "on %s (same ISA family %s)", self.cache.path,
+                             workload.split("(")[0], target_cpu(self.target),
+                             target_cpu(best.target), isa_family(self.target))
         if best is None:
             raise KeyError(workload)
         try:
@@ -311,3 +359,179 @@ class CacheLookup(Mapping[str, tuple[Any, ...]]):
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
+
+
+# -- looking after a cache: prune, export, import
+
+EXPORT_FORMAT = "nnc-tuning-export"
+_FIELDS = ("workload", "target", "objective", "steps", "figure", "status", "error", "is_default",
+           "features", "nnc_version", "toolchain", "created")
+
+
+@dataclass(frozen=True)
+class PruneReport:
+    failed: int = 0
+    superseded: int = 0
+    other_versions: int = 0
+    kept: int = 0
+
+    @property
+    def dropped(self) -> int:
+        return self.failed + self.superseded + self.other_versions
+
+
+def prune(cache: TuningCache, failed: bool = True, superseded: bool = False, keep: int = 1,
+          other_versions: bool = False, dry_run: bool = False) -> PruneReport:
+    """Drop records from `cache` in one transaction (all or none):
+    `failed`: the `failed` and `wrong` trials; `superseded`: the ok trials of a (workload,
+    target, objective) beyond its `keep` best and its default; `other_versions`: every record
+    another nnc version wrote. `dry_run` counts and drops nothing. Note that superseded
+    records are the cost model's warm-start data too."""
+    if keep < 1:
+        raise CacheError(f"cache prune --keep {keep}: keep at least 1 record per workload")
+    version = nnc_version()
+    trials = cache.trials()
+    drop: dict[int, str] = {}
+    if other_versions:
+        for t in trials:
+            if t.nnc_version != version:
+                drop[t.id or 0] = "other_versions"
+    if failed:
+        for t in trials:
+            if t.status != "ok" and t.id not in drop:
+                drop[t.id or 0] = "failed"
+    if superseded:
+        groups: dict[tuple[str, str, str], list[Trial]] = {}
+        for t in trials:
+            if t.status == "ok" and t.id not in drop:
+                groups.setdefault((t.workload, t.target, t.objective), []).append(t)
+        for ts in groups.values():
+            ranked = sorted(ts, key=lambda t: (t.figure or 0.0, t.id or 0))
+            for t in ranked[keep:]:
+                if not t.is_default:
+                    drop[t.id or 0] = "superseded"
+    counts = {"failed": 0, "superseded": 0, "other_versions": 0}
+    for why in drop.values():
+        counts[why] += 1
+    if drop and not dry_run:
+        try:
+            with cache._transaction() as c:
+                c.executemany("DELETE FROM trials WHERE id = ?", [(i,) for i in drop])
+        except sqlite3.DatabaseError as e:
+            raise CacheError(f"tuning cache {cache.path}: cannot prune ({e})") from None
+    return PruneReport(**counts, kept=len(trials) - len(drop))
+
+
+def _trial_dict(t: Trial) -> dict[str, Any]:
+    return {f: getattr(t, f) for f in _FIELDS}
+
+
+def export_cache(cache: TuningCache, out: str | os.PathLike[str],
+                 workload: str | None = None) -> int:
+    """Write `cache`'s trials (those of workloads whose hash starts with `workload`) to `out`:
+    a JSON document (`.json`) or a new SQLite tuning cache (`.sqlite`/`.db`); returns how
+    many. The file is written whole to a temporary name and renamed, so a killed export
+    leaves no half file."""
+    p = Path(out)
+    if p.is_dir():
+        raise CacheError(f"cache export {p}: is a directory; give a file name")
+    if not p.parent.is_dir():
+        raise CacheError(f"cache export {p}: directory {p.parent} does not exist")
+    trials = [t for t in cache.trials() if t.workload_hash.startswith(workload or "")]
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        if p.suffix in (".sqlite", ".db", ".sqlite3"):
+            if p.exists():
+                raise CacheError(f"cache export {p}: exists; export into a new file (or `nnc "
+                                 "cache import` to merge)")
+            with TuningCache.open(tmp) as dst:
+                _insert(dst, trials)
+        else:
+            doc = {"format": EXPORT_FORMAT, "schema_version": SCHEMA_VERSION,
+                   "exported_by": f"nnc {nnc_version()}", "exported": time.time(),
+                   "trials": [_trial_dict(t) for t in trials]}
+            tmp.write_text(json.dumps(doc, indent=1) + "\n")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return len(trials)
+
+
+def _read_export(path: Path) -> list[Trial]:
+    """The trials of an export file (JSON or SQLite), all checked before any is merged."""
+    if not path.is_file():
+        raise CacheError(f"cache import {path}: no such file")
+    with path.open("rb") as f:
+        head = f.read(16)
+    if head.startswith(b"SQLite format 3"):
+        with TuningCache.open(path, create=False) as src:
+            return [Trial(**_trial_dict(t)) for t in src.trials()]
+    try:
+        doc = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CacheError(f"cache import {path}: neither an nnc tuning export (JSON) nor a "
+                         f"tuning cache (SQLite): {e}") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        what = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise CacheError(f"cache import {path}: JSON but not an nnc tuning export (format "
+                         f"{what!r})")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise CacheError(f"cache import {path}: schema version {doc.get('schema_version')}, "
+                         f"this nnc reads version {SCHEMA_VERSION}")
+    records = doc.get("trials")
+    if not isinstance(records, list):
+        raise CacheError(f"cache import {path}: no list of trials")
+    out = []
+    text = ("workload", "target", "objective", "steps", "status", "nnc_version")
+    for i, r in enumerate(records):
+        bad = (not isinstance(r, dict) or set(r) != set(_FIELDS)
+               or not all(isinstance(r[f], str) and r[f] for f in text)
+               or r["status"] not in STATUSES
+               or not isinstance(r["error"], str) or not isinstance(r["toolchain"], str)
+               or not isinstance(r["is_default"], bool)
+               or not (r["figure"] is None or isinstance(r["figure"], int | float))
+               or (r["status"] == "ok" and r["figure"] is None)
+               or not isinstance(r["created"], int | float)
+               or not isinstance(r["features"], list)
+               or not all(isinstance(x, int | float) for x in r["features"]))
+        if bad:
+            raise CacheError(f"cache import {path}: trial {i} is malformed (fields "
+                             f"{', '.join(_FIELDS)}); nothing imported")
+        out.append(Trial(**r))
+    return out
+
+
+def _key(t: Trial) -> tuple[Any, ...]:
+    return (t.workload, t.target, t.objective, t.steps, t.figure, t.status, t.nnc_version,
+            t.created)
+
+
+def _insert(cache: TuningCache, trials: list[Trial]) -> int:
+    have = {_key(t) for t in cache.trials()}
+    new = []
+    for t in trials:
+        if _key(t) not in have:
+            have.add(_key(t))
+            new.append(t)
+    with cache._transaction() as c:
+        c.executemany(
+            "INSERT INTO trials (workload, workload_hash, target, objective, steps, figure, "
+            "status, error, is_default, features, nnc_version, toolchain, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(t.workload, t.workload_hash, t.target, t.objective, t.steps, t.figure, t.status,
+              t.error, int(t.is_default), json.dumps(t.features) if t.features else "",
+              t.nnc_version, t.toolchain, t.created) for t in new])
+    return len(new)
+
+
+def import_cache(cache: TuningCache, src: str | os.PathLike[str]) -> tuple[int, int]:
+    """Merge the trials of `src` (a JSON export or another tuning cache) into `cache` in one
+    transaction; records already there (same keys, steps, figure, status, version and time)
+    are skipped. Returns (added, skipped). A foreign or malformed file: CacheError, nothing
+    merged."""
+    trials = _read_export(Path(src))
+    try:
+        added = _insert(cache, trials)
+    except sqlite3.DatabaseError as e:
+        raise CacheError(f"tuning cache {cache.path}: cannot import ({e})") from None
+    return added, len(trials) - added
