@@ -496,3 +496,24 @@ def test_host_grouped_conv_packs_per_group(compile_module):
                                    rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
                                rtol=1e-5, atol=1e-5)
+
+
+def test_host_depthwise_copies_go_along_the_rows(compile_module):
+    """A depthwise conv's input changes with the channel, its weight not with the row: the
+    lanes go along the row, the unrolled copies along the output rows (one broadcast weight
+    for all), the row partitioned, the rows guarded (fewer regions: half the C compile
+    time); loop interpreter and compiled C match the reference."""
+    from nnc.backends.target import host_target
+
+    module, feeds, ref = _lowered(*_fconv_case("depthwise"))
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    # 7 rows: all of them the copies (a longer plane splits them by up to 12)
+    assert Vectorize("ow_i") in k.schedule and Unroll("oh") in k.schedule
+    assert Partition("ow") in k.schedule and Partition("oh") not in k.schedule and not any(
+        getattr(s, "loop", None) == "oc_i" for s in k.schedule)
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
