@@ -5,8 +5,10 @@
     (PosixPath('out/libmodel.so'), PosixPath('out/bench'))
 
 The directory is self-contained: the emitted files, the runtime headers, the benchmark driver and a
-Makefile, so `make` rebuilds it without nnc. `model.c` is compiled once (position independent) and
-linked into both the shared library (for `HostModel`) and the benchmark executable.
+Makefile, so `make` rebuilds it without nnc. `model.c` is compiled once (position independent) into
+the shared library (for `HostModel`); the benchmark executable links against that library (rpath
+`$ORIGIN`), so weights.bin's bytes are in the folder twice (weights.bin, libmodel.so), not four
+times.
 """
 
 from __future__ import annotations
@@ -304,10 +306,18 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
         compiles.append([*base, "-D_POSIX_C_SOURCE=199309L", f"-DNNC_PREFIX={prefix}",
                          "-c", "bench_main.c", "-o", "bench_main.o"])
     log = _run_all(compiles, out)
-    links = [[tgt.cc, "-shared", "-o", LIBRARY, *objects, *tgt.ldflags, *omp]]
-    if bench:
-        links.append([tgt.cc, "-o", BENCH, "bench_main.o", *objects, *tgt.ldflags, *omp])
+    # the weights live in libmodel.so only: bench links against it (found beside itself through
+    # $ORIGIN), and weights.o, a third copy, goes once both are linked (issue 14)
+    links = [[tgt.cc, "-shared", f"-Wl,-soname,{LIBRARY}", "-o", LIBRARY, *objects,
+              *tgt.ldflags, *omp]]
     log += _run_all(links, out)
+    if bench:
+        bench_link = [tgt.cc, "-o", BENCH, "bench_main.o", LIBRARY, "-Wl,-rpath,$ORIGIN",
+                      *tgt.ldflags, *omp]
+        links.append(bench_link)
+        log += _run_all([bench_link], out)
+    if "weights.o" in objects:
+        (out / "weights.o").unlink(missing_ok=True)
     return BuildResult(
         out_dir=out, library=out / LIBRARY, bench=out / BENCH if bench else None,
         commands=tuple(tuple(c) for c in compiles + links), warnings=log,

@@ -142,3 +142,28 @@ def test_clang_builds_with_werror(tmp_path):
     model = HostModel(result.out_dir)
     x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)
     np.testing.assert_allclose(model.run({"input": x})["output"], _softplus(x), rtol=1e-6)
+
+
+def test_large_weights_are_stored_once_in_the_library(tmp_path):
+    """weights.bin's bytes end up in libmodel.so only: bench links against it (rpath $ORIGIN)
+    and weights.o is removed after the link (issue 14: was four copies in the folder)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    import nnc
+    w = np.random.default_rng(0).standard_normal((512, 640)).astype(np.float32)  # 1.3 MB
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 512])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 640])],
+        [numpy_helper.from_array(w, "w")])
+    path = tmp_path / "gemm.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), path)
+    out = tmp_path / "out"
+    model = nnc.compile(str(path), output_dir=out)
+    assert (out / "weights.bin").stat().st_size >= w.nbytes
+    assert not (out / "weights.o").exists()
+    assert (out / "bench").stat().st_size < w.nbytes // 4  # the weights are not linked in
+    x = np.ones((1, 512), np.float32)
+    np.testing.assert_allclose(model.run({"x": x})["y"], x @ w, rtol=1e-4, atol=1e-3)
+    assert model.benchmark(warmup=0, repeat=1)["repeat"] == 1  # bench finds libmodel.so
