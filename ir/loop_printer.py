@@ -4,6 +4,8 @@
 Names that are not plain words are quoted (`%"a b"`), as in the graph IR. Types the printer can
 infer are left out: a loop variable is `int64` unless it says `%i:i32`, a call or binary op has
 the type `nnc.ir.loops.call` / `binary` would give it unless it says `max<i32>(...)`.
+A kernel with a declarative definition (`Kernel.compute`) prints it as a `compute` block after
+its workload line (`format_compute`).
 """
 
 from __future__ import annotations
