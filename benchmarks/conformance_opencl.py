@@ -1,6 +1,6 @@
 """ONNX node conformance on `--target opencl`, against the host target's passing cases.
 
-    python -m benchmarks.conformance_opencl [-k conv] [--every N] [--limit N] [--device pocl]
+    python -m benchmarks.conformance_opencl [-k conv] [--every N [--offset I]] [--limit N] [--device pocl]
         [--json benchmarks/results/conformance_opencl.json]
 
 The cases, the frozen shape operands and the comparison (rtol 1e-3, atol 1e-5, NaN == NaN,
@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--limit", type=int, default=0, help="only the first N selected cases")
     p.add_argument("--every", type=int, default=1,
                    help="every Nth selected case only (a sample across all ops)")
+    p.add_argument("--offset", type=int, default=0,
+                   help="with --every: start the sample at this case (another slice)")
     p.add_argument("--cases", default="", help="only these cases (comma-separated names)")
     p.add_argument("--device", default=None, help="OpenCL device (as nnc compile --device)")
     p.add_argument("--workers", type=int, default=2)
@@ -83,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             missing = sorted(wanted - {c.name for c in cases})
             print(f"not in the selection: {', '.join(missing)}", file=sys.stderr)
             return 2
-    cases = cases[::max(args.every, 1)]
+    cases = cases[args.offset::max(args.every, 1)]
     if args.limit:
         cases = cases[:args.limit]
     print(f"{len(cases)} cases, host then OpenCL", flush=True)

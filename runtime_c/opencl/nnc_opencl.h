@@ -12,6 +12,22 @@
 #endif
 #include <CL/cl.h>
 
+/* The runtime's external functions carry the model's prefix (nnc_opencl_prefix.h, generated
+ * next to it: `#define NNC_CL_PREFIX foo` makes nnc_cl_init foo_cl_init, ...), so two models
+ * built with different prefixes link into one binary; the source keeps the nnc_cl_ names. */
+#include "nnc_opencl_prefix.h"
+#ifndef NNC_CL_PREFIX
+#define NNC_CL_PREFIX nnc
+#endif
+#define NNC_CL_CAT_(p, n) p##_cl_##n
+#define NNC_CL_NAME(p, n) NNC_CL_CAT_(p, n)
+#define nnc_cl_configure NNC_CL_NAME(NNC_CL_PREFIX, configure)
+#define nnc_cl_init NNC_CL_NAME(NNC_CL_PREFIX, init)
+#define nnc_cl_run NNC_CL_NAME(NNC_CL_PREFIX, run)
+#define nnc_cl_bench NNC_CL_NAME(NNC_CL_PREFIX, bench)
+#define nnc_cl_release NNC_CL_NAME(NNC_CL_PREFIX, release)
+#define nnc_cl_error_name NNC_CL_NAME(NNC_CL_PREFIX, error_name)
+
 #ifdef __cplusplus
 extern "C" {
 #endif

@@ -303,3 +303,45 @@ def test_missing_device_extension_is_one_clear_line(tmp_path: Path) -> None:
         OpenCLModel(out)
     assert "does not have cl_nnc_none, which this model needs" in str(e.value)
     assert "\n" not in str(e.value)
+
+
+TWO_MODELS_MAIN = r"""
+#include <stdio.h>
+#include <stdint.h>
+int ma_configure(const char *, const char *); int ma_init(void);
+int ma_run(const void *const *, void *const *); const char *ma_last_error(void);
+int mb_configure(const char *, const char *); int mb_init(void);
+int mb_run(const void *const *, void *const *); const char *mb_last_error(void);
+int main(void)
+{
+    float xa[3 * 8 * 8], ya[4 * 8 * 8], xb[2 * 16], yb[2 * 10];
+    for (int i = 0; i < 3 * 8 * 8; i++) xa[i] = (float)(i % 7) * 0.25f - 0.5f;
+    for (int i = 0; i < 2 * 16; i++) xb[i] = (float)(i % 5) * 0.5f - 1.0f;
+    const void *ia[1] = { xa }, *ib[1] = { xb };
+    void *oa[1] = { ya }, *ob[1] = { yb };
+    if (ma_configure(NULL, NULL) || ma_init() || ma_run(ia, oa)) { puts(ma_last_error()); return 1; }
+    if (mb_configure(NULL, NULL) || mb_init() || mb_run(ib, ob)) { puts(mb_last_error()); return 1; }
+    fwrite(ya, sizeof ya, 1, stdout);
+    fwrite(yb, sizeof yb, 1, stdout);
+    return 0;
+}
+"""
+
+
+def test_two_models_link_into_one_binary(tmp_path: Path) -> None:
+    """Each project's runtime functions carry its prefix (ma_cl_init, mb_cl_init): the two
+    models' objects link into one executable and both run right."""
+    models = small_models()
+    a = nnc.compile(models["conv"], target="opencl", output_dir=tmp_path / "a", prefix="ma")
+    b = nnc.compile(models["gemm"], target="opencl", output_dir=tmp_path / "b", prefix="mb")
+    assert "#define NNC_CL_PREFIX ma" in (tmp_path / "a" / "nnc_opencl_prefix.h").read_text()
+    (tmp_path / "main.c").write_text(TWO_MODELS_MAIN)
+    objects = [str(tmp_path / d / f"{s}.o") for d in "ab" for s in ("model", "blobs", "nnc_opencl")]
+    subprocess.run(["gcc", "-O1", "-o", str(tmp_path / "both"), str(tmp_path / "main.c"),
+                    *objects, "-lOpenCL", "-lm"], check=True, capture_output=True, text=True)
+    run = subprocess.run([str(tmp_path / "both")], check=True, capture_output=True)
+    got = np.frombuffer(run.stdout, np.float32)
+    xa = ((np.arange(3 * 8 * 8) % 7) * 0.25 - 0.5).astype(np.float32).reshape(1, 3, 8, 8)
+    xb = ((np.arange(2 * 16) % 5) * 0.5 - 1.0).astype(np.float32).reshape(2, 16)
+    np.testing.assert_array_equal(got[:4 * 8 * 8], a.run({"x": xa})["y"].ravel())
+    np.testing.assert_array_equal(got[4 * 8 * 8:], b.run({"x": xb})["y"].ravel())
