@@ -14,6 +14,17 @@ from nnc.ir.types import tensor_type_of
 from nnc.passes.manager import PassContext
 
 
+def find_clang() -> str | None:
+    """A clang on PATH: `clang`, else the newest versioned one (Debian's pocl pulls in `clang-15`
+    without the plain name)."""
+    import shutil
+
+    for name in ("clang", *(f"clang-{v}" for v in range(30, 10, -1))):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
 def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float,
                  what: str = "output") -> None:
     actual, expected = np.asarray(actual), np.asarray(expected)

@@ -12,6 +12,7 @@ from nnc.backends.c.build import BuildError, build
 from nnc.backends.c.run import HostModel, detect_prefix
 from nnc.backends.target import host_target
 from nnc.ir.loops import Buffer, CallExtern, Kernel, KernelBuilder, LoopModule, call
+from nnc.testing import find_clang
 
 
 def _softplus_module() -> LoopModule:
@@ -135,9 +136,9 @@ def test_compiler_errors_carry_stderr(tmp_path):
         build(m, tmp_path, target=host_target(cc="no-such-cc-nnc"), bench=False)
 
 
-@pytest.mark.skipif(shutil.which("clang") is None, reason="clang not installed")
+@pytest.mark.skipif(find_clang() is None, reason="clang not installed")
 def test_clang_builds_with_werror(tmp_path):
-    result = build(_softplus_module(), tmp_path, target=host_target(cc="clang"), opt_level=2,
+    result = build(_softplus_module(), tmp_path, target=host_target(cc=find_clang()), opt_level=2,
                    werror=True)
     model = HostModel(result.out_dir)
     x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)

@@ -14,13 +14,14 @@ import pytest
 
 from benchmarks.models import mlperf_tiny
 from nnc.compiler.api import compile as nnc_compile
+from nnc.testing import find_clang
 
 STRICT = ["-std=c99", "-fwrapv", "-O2", "-Wall", "-Wextra", "-Wconversion", "-Wshadow", "-Werror"]
 M7 = ["-mcpu=cortex-m7", "-mthumb", "-mfpu=fpv5-d16", "-mfloat-abi=hard"]
 BUILDERS = {"kws": mlperf_tiny.build_kws, "ad": mlperf_tiny.build_ad,
             "vww": mlperf_tiny.build_vww, "ic": mlperf_tiny.build_ic}
 MODELS = ["kws", *(pytest.param(m, marks=pytest.mark.slow) for m in ("ad", "vww", "ic"))]
-CLANG = shutil.which("clang") or shutil.which("clang-15")
+CLANG = find_clang()
 
 needs_arm = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None,
                                reason="needs gcc-arm-none-eabi")
