@@ -586,6 +586,16 @@ def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Va
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     del m.graph.value_info[:]
+    # onnx infers in file order: a file whose nodes are out of order (valid for onnxruntime and
+    # for nnc, which sorts them) gets them sorted first, not "expected to have type but is null"
+    known = {vi.name for vi in m.graph.input} | {t.name for t in m.graph.initializer}
+    order = _toposort(list(m.graph.node), known)
+    if [id(n) for n in order] != [id(n) for n in m.graph.node]:
+        kept = [onnx.NodeProto() for _ in order]
+        for dst, src in zip(kept, order, strict=True):
+            dst.CopyFrom(src)
+        del m.graph.node[:]
+        m.graph.node.extend(kept)
     _forget_unknown_dims(m.graph)
     byname = {v.name: v for v in inputs}
     for vi in m.graph.input:

@@ -66,3 +66,26 @@ def test_the_toposort_is_fast_on_an_unsorted_file_and_names_a_cycle() -> None:
             helper.make_node("Relu", ["a"], ["b"], name="r2")]
     with pytest.raises(NncError, match=r"cycle: 'r1' \(Relu\) -> 'r2' \(Relu\)"):
         _toposort(loop, {"x"})
+
+
+def test_a_file_with_nodes_out_of_order_compiles_and_matches_onnxruntime(tmp_path) -> None:
+    """onnx's shape inference reads nodes in file order; the importer sorts them first, so an
+    unsorted file (which onnxruntime runs) compiles instead of failing with "expected to have
+    type but instead is null"."""
+    import onnx
+    import onnxruntime as ort
+
+    relu = helper.make_node("Relu", ["x"], ["a"], name="r1")
+    neg = helper.make_node("Neg", ["a"], ["b"], name="n2")
+    mul = helper.make_node("Mul", ["b", "x"], ["y"], name="m3")
+    f32 = TensorProto.FLOAT
+    g = helper.make_graph([mul, neg, relu], "g", [helper.make_tensor_value_info("x", f32, [2, 3])],
+                          [helper.make_tensor_value_info("y", f32, [2, 3])])
+    path = tmp_path / "unsorted.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    x = np.linspace(-2, 3, 6, dtype=np.float32).reshape(2, 3)
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    got = nnc_compile(path, bench=False).run({"x": x})["y"]
+    np.testing.assert_array_equal(got, want)
+    assert np.any(got != 0)
