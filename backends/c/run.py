@@ -30,6 +30,7 @@ import numpy as np
 
 from nnc.backends.c.build import BENCH, LIBRARY
 from nnc.backends.c.emit import DTYPE_CODES
+from nnc.errors import NncError
 
 CODE_DTYPES: dict[int, str] = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
@@ -82,6 +83,34 @@ def detect_prefix(out_dir: str | Path) -> str:
     return match.group(1)
 
 
+def check_elf(path: Path) -> None:
+    """Refuse a shared library whose ELF headers point past its end (a truncated or cut copy):
+    dlopen maps such a file and the process dies of SIGBUS on the first page past the end. The
+    manifest's size check covers builds that have one; this covers the others."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(64)
+        size = os.fstat(f.fileno()).st_size
+        bad = f"{path}: not a complete shared library ({size:,} bytes{{}}); compile again"
+        if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:
+            if head[:4] == b"\x7fELF" and head[4] == 1 and len(head) >= 52:
+                return  # a 32-bit library: not what nnc builds on the host, dlopen judges it
+            raise NncError(bad.format(", no 64-bit ELF header"))
+        order = "<" if head[5] == 1 else ">"
+        phoff, shoff = struct.unpack_from(order + "QQ", head, 0x20)
+        phentsize, phnum, shentsize, shnum = struct.unpack_from(order + "HHHH", head, 0x36)
+        if shoff + shentsize * shnum > size or phoff + phentsize * phnum > size:
+            raise NncError(bad.format(", its headers point past the end"))
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+        for k in range(phnum):
+            offset, = struct.unpack_from(order + "Q", table, k * phentsize + 8)
+            filesz, = struct.unpack_from(order + "Q", table, k * phentsize + 32)
+            if offset + filesz > size:
+                raise NncError(bad.format(f", segment {k} ends at byte {offset + filesz:,}"))
+
+
 def _load_private_copy(path: Path) -> ctypes.CDLL:
     """dlopen a private copy: glibc hands back an already loaded library with the same path,
     so a model rebuilt in place would otherwise keep running its old code."""
@@ -112,6 +141,7 @@ class HostModel:
         if not lib_path.exists():
             raise FileNotFoundError(f"{lib_path} not found; build the model first")
         self.prefix = prefix or detect_prefix(self.out_dir)
+        check_elf(lib_path)
         self._lib = _load_private_copy(lib_path)
         self.inputs = self._tensors("inputs")
         self.outputs = self._tensors("outputs")

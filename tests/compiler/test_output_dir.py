@@ -211,6 +211,32 @@ def test_load_reports_a_damaged_build(tmp_path: Path) -> None:
         CompiledModel.load(out)
 
 
+def test_a_truncated_library_without_a_manifest_is_refused_not_sigbus(tmp_path: Path) -> None:
+    """An older nnc's build (no manifest) with a cut libmodel.so: its ELF headers point past
+    the end, so `nnc run` says so (exit 2) instead of dying of SIGBUS in dlopen."""
+    import subprocess
+    import sys
+
+    from nnc.backends.c.run import HostModel
+
+    out = tmp_path / "out"
+    nnc.compile(_model(3), output_dir=out)
+    (out / MANIFEST).unlink()
+    lib = out / "libmodel.so"
+    data = lib.read_bytes()
+    for cut in (len(data) // 2, len(data) - 64, 12):
+        lib.write_bytes(data[:cut])
+        with pytest.raises(NncError, match="libmodel.so: not a complete shared library"):
+            HostModel(out)
+    lib.write_bytes(data[:len(data) // 2])
+    r = subprocess.run([sys.executable, "-m", "nnc.compiler.cli", "run", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r
+    assert r.stderr.count("\n") == 1 and "compile again" in r.stderr and "Traceback" not in r.stderr
+    lib.write_bytes(data)
+    assert HostModel(out).inputs  # whole again: loads
+
+
 # ------------------------------------------------------------------- mount points (root only)
 
 
