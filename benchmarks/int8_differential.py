@@ -8,6 +8,7 @@ the same inputs by:
   <board>           each Cortex-M target with its default CMSIS-NN kernels, -O3, under QEMU
   cortex-m7/O0      the same firmware built at -O0 (a compiler that misreads the C shows up here)
   <board>/generated the Cortex-M targets with nnc's generated int8 kernels
+  opencl            the OpenCL build (--target opencl) on the first OpenCL device (PoCL in CI)
   tvm               the TVM module (--target tvm; only where apache-tvm is installed)
 Outputs are compared bit for bit (the dequantized float output is a bijection of the int8 one).
 The issue-11 bug this guards against: GCC 12 deleted a transpose kernel's call at -O2 and up on
@@ -49,6 +50,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     **{t: (t, {"kernels": "cmsis-nn"}) for t in CORTEX_M},
     "cortex-m7/O0": ("cortex-m7", {"kernels": "cmsis-nn", "opt_level": 0}),
     **{f"{t}/generated": (t, {"kernels": "generated"}) for t in CORTEX_M},
+    "opencl": ("opencl", {}),
     # the [tvm] extra is optional: no column where it is missing
     **({"tvm": ("tvm", {})} if importlib.util.find_spec("tvm") is not None else {}),
 }
@@ -67,7 +69,7 @@ def capture_graph(graph: Graph, ctx: Any) -> Graph:
 def _pipeline(target: str) -> str:
     from nnc.compiler.pipeline import default_pipeline
 
-    kind = target if target in ("host", "tvm") else "cortex-m"
+    kind = target if target in ("host", "tvm", "opencl") else "cortex-m"
     steps = default_pipeline(kind).split(",")
     at = steps.index("lower-to-loops")
     return ",".join(steps[:at] + ["capture-graph"] + steps[at:])

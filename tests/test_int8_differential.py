@@ -5,7 +5,8 @@ Paddle and opset-14 hard-swish, unnamed nodes, layout transposes, a detector nec
 ConvTranspose / Concat / HardSigmoid gates / broadcast Mul, grouped and dilated convs, ...) the
 int8 outputs of the graph interpreter, the host build (generated and CMSIS-NN kernels), every
 Cortex-M target (CMSIS-NN kernels at -O3, the M7 also at -O0) and every Cortex-M target with
-generated kernels must be identical. Outputs a float op computes after the last int8 layer may
+generated kernels (plus the OpenCL build, and the TVM module where apache-tvm is installed) must be
+identical. Outputs a float op computes after the last int8 layer may
 differ by libm rounding ("~"). `python -m benchmarks.int8_differential` runs the same matrix.
 """
 

@@ -345,3 +345,15 @@ def test_two_models_link_into_one_binary(tmp_path: Path) -> None:
     xb = ((np.arange(2 * 16) % 5) * 0.5 - 1.0).astype(np.float32).reshape(2, 16)
     np.testing.assert_array_equal(got[:4 * 8 * 8], a.run({"x": xa})["y"].ravel())
     np.testing.assert_array_equal(got[4 * 8 * 8:], b.run({"x": xb})["y"].ravel())
+
+
+# bounded: two zoo models of the differential matrix (`python -m benchmarks.int8_differential
+# --variants host,opencl` runs all fourteen; the slow matrix test includes opencl)
+@pytest.mark.parametrize("name", ["gated_fc", "broadcast_ops"])
+def test_int8_differential_opencl_identical_with_host_and_interpreter(name: str) -> None:
+    from benchmarks.int8_differential import VARIANTS, agrees, all_models, check_model
+
+    assert "opencl" in VARIANTS
+    row = check_model(name, all_models()[name], ["host", "opencl"], n_inputs=2)
+    bad = {variant: verdict for variant, verdict in row.items() if not agrees(verdict)}
+    assert not bad, f"{name}: {bad}"
