@@ -78,6 +78,37 @@ def llvm_target(tvm: Any, cpu: str | None = None) -> Any:
                               "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu()})
 
 
+def _with_deep_stack(fn: Any) -> Any:
+    """`fn()` on a thread with a 512 MB stack and a raised recursion limit: TVMScript's parser
+    and TIR's visitors recurse once per nested expression / statement, and a long chain (the
+    LSTM's unrolled cell) overflowed Python's limit, then the C stack inside TVM's FFI
+    (a segfault, not an error)."""
+    import sys
+    import threading
+
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["value"] = fn()
+        except BaseException as e:  # re-raised on the caller's thread
+            result["error"] = e
+
+    old_limit, old_size = sys.getrecursionlimit(), threading.stack_size()
+    sys.setrecursionlimit(max(old_limit, 200_000))
+    threading.stack_size(512 << 20)
+    try:
+        t = threading.Thread(target=run, name="nnc-tvm-build")
+        t.start()
+    finally:
+        threading.stack_size(old_size)
+    t.join()
+    sys.setrecursionlimit(old_limit)
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
 def build_tvm(files: Mapping[str, str | bytes], out: Path) -> dict[str, Any]:
     """Write `files` into `out` and build model.so; returns nnc.json's "tvm" entry."""
     from nnc.backends.c.build import write_files
@@ -85,11 +116,15 @@ def build_tvm(files: Mapping[str, str | bytes], out: Path) -> dict[str, Any]:
     tvm = require_tvm()
     write_files(files, out)
     t0 = time.perf_counter()
-    program = load_script(out / SCRIPT)
+    program = _with_deep_stack(lambda: load_script(out / SCRIPT))
     parse_s = time.perf_counter() - t0
     target = llvm_target(tvm)
-    with tvm.transform.PassContext(opt_level=3, disabled_pass=SKIPPED_PASSES):
-        lib = tvm.compile(program.Module, target=target)
+
+    def compile_module() -> Any:
+        with tvm.transform.PassContext(opt_level=3, disabled_pass=SKIPPED_PASSES):
+            return tvm.compile(program.Module, target=target)
+
+    lib = _with_deep_stack(compile_module)
     lib.export_library(str(out / LIBRARY))
     return {
         "library": LIBRARY, "weights": WEIGHTS, "entry": "main",
