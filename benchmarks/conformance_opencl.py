@@ -1,6 +1,7 @@
 """ONNX node conformance on `--target opencl`, against the host target's passing cases.
 
-    python -m benchmarks.conformance_opencl [-k conv] [--every N [--offset I]] [--limit N] [--device pocl]
+    python -m benchmarks.conformance_opencl [-k conv] [--every N [--offset I]] [--limit N]
+        [--device pocl]
         [--json benchmarks/results/conformance_opencl.json]
 
 The cases, the frozen shape operands and the comparison (rtol 1e-3, atol 1e-5, NaN == NaN,

@@ -319,8 +319,12 @@ int main(void)
     for (int i = 0; i < 2 * 16; i++) xb[i] = (float)(i % 5) * 0.5f - 1.0f;
     const void *ia[1] = { xa }, *ib[1] = { xb };
     void *oa[1] = { ya }, *ob[1] = { yb };
-    if (ma_configure(NULL, NULL) || ma_init() || ma_run(ia, oa)) { puts(ma_last_error()); return 1; }
-    if (mb_configure(NULL, NULL) || mb_init() || mb_run(ib, ob)) { puts(mb_last_error()); return 1; }
+    if (ma_configure(NULL, NULL) || ma_init() || ma_run(ia, oa)) {
+        puts(ma_last_error()); return 1;
+    }
+    if (mb_configure(NULL, NULL) || mb_init() || mb_run(ib, ob)) {
+        puts(mb_last_error()); return 1;
+    }
     fwrite(ya, sizeof ya, 1, stdout);
     fwrite(yb, sizeof yb, 1, stdout);
     return 0;
