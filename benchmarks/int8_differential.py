@@ -170,6 +170,17 @@ def agrees(verdict: str) -> bool:
     return verdict == "=" or verdict.startswith("~")
 
 
+def disagreements(name: str, variants: Sequence[str], n_inputs: int = 2) -> dict[str, str]:
+    """The variants of `variants` (and the interpreter) whose outputs on model `name` do not
+    agree with the interpreter's: {} when every build gives the same bits."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
+    row = check_model(name, all_models()[name], variants, n_inputs=n_inputs)
+    assert len(row) == len(variants) + 1, row
+    return {variant: verdict for variant, verdict in row.items() if not agrees(verdict)}
+
+
 def check_model(name: str, build: Callable[[], onnx.ModelProto], variants: Sequence[str],
                 n_inputs: int = 2, progress: Callable[[str], None] = lambda s: None
                 ) -> dict[str, str]:

@@ -16,7 +16,7 @@ import shutil
 
 import pytest
 
-from benchmarks.int8_differential import VARIANTS, agrees, all_models, check_model
+from benchmarks.int8_differential import VARIANTS, agrees, all_models, disagreements
 
 needs_tools = pytest.mark.skipif(
     not (shutil.which("arm-none-eabi-gcc") and shutil.which("qemu-system-arm")),
@@ -32,10 +32,7 @@ MODELS = all_models()
 def test_int8_outputs_identical_on_every_build(name):
     # the TVM module is left out here: lstm_kws int8 differs on it (up to 35 LSB, docs/roadmap.md
     # issue 13); tests/backends/tvm checks it on the models where it agrees
-    variants = [v for v in VARIANTS if v != "tvm"]
-    row = check_model(name, MODELS[name], variants, n_inputs=2)
-    assert len(row) == len(variants) + 1
-    bad = {variant: verdict for variant, verdict in row.items() if not agrees(verdict)}
+    bad = disagreements(name, [v for v in VARIANTS if v != "tvm"])
     assert not bad, f"{name}: {bad}"
 
 
