@@ -589,8 +589,9 @@ def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Va
     # onnx infers in file order: a file whose nodes are out of order (valid for onnxruntime and
     # for nnc, which sorts them) gets them sorted first, not "expected to have type but is null"
     known = {vi.name for vi in m.graph.input} | {t.name for t in m.graph.initializer}
-    order = _toposort(list(m.graph.node), known)
-    if [id(n) for n in order] != [id(n) for n in m.graph.node]:
+    nodes = list(m.graph.node)
+    order = _toposort(nodes, known)
+    if any(a is not b for a, b in zip(order, nodes, strict=True)):
         kept = [onnx.NodeProto() for _ in order]
         for dst, src in zip(kept, order, strict=True):
             dst.CopyFrom(src)
