@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -210,15 +211,37 @@ class History:
         self.path = Path(path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self.db = self._connect()
         except sqlite3.DatabaseError as e:
             raise NncError(f"history {self.path}: {e} (give another file with --history, or "
                            f"{ENV}=off)") from None
         except OSError as e:
             raise NncError(f"history {self.path}: {e.strerror}") from None
+
+    def _connect(self) -> sqlite3.Connection:
+        """Connect, switch to WAL and migrate. Switching the journal mode of a file another
+        process is creating at the same moment can fail with "database is locked" without
+        SQLite's busy handler being called, so the whole sequence is retried until
+        `BUSY_TIMEOUT_S`."""
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            try:
+                if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA foreign_keys=ON")
+                self.db = db
+                self._migrate()
+                return db
+            except sqlite3.OperationalError as e:
+                db.close()
+                busy = "locked" in str(e) or "busy" in str(e)
+                if not busy or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+            except BaseException:
+                db.close()
+                raise
 
     @staticmethod
     def open(path: str | os.PathLike[str] | None = None) -> History | None:
