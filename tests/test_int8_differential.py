@@ -30,9 +30,7 @@ MODELS = all_models()
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_int8_outputs_identical_on_every_build(name):
-    # the TVM module is left out here: lstm_kws int8 differs on it (up to 35 LSB, docs/roadmap.md
-    # issue 13); tests/backends/tvm checks it on the models where it agrees
-    bad = disagreements(name, [v for v in VARIANTS if v != "tvm"])
+    bad = disagreements(name, list(VARIANTS))
     assert not bad, f"{name}: {bad}"
 
 

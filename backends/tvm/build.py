@@ -73,9 +73,17 @@ def load_script(path: Path) -> Any:
 
 
 def llvm_target(tvm: Any, cpu: str | None = None) -> Any:
-    """LLVM for this CPU (TVM refuses "-mcpu=" strings; the dict form is the way)."""
+    """LLVM for this CPU (TVM refuses "-mcpu=" strings; the dict form is the way), with
+    type-based alias analysis off. TVM tags every buffer variable with its own TBAA type, and
+    nnc's memory plan gives the same workspace bytes to buffers of different kernels (and
+    dtypes): once LLVM inlines the kernels into `main`, TBAA lets it move a later kernel's load
+    above an earlier kernel's store to the same bytes (lstm_kws int8 was up to 35 LSB off, the
+    flexattention conformance cases wrong). The C backend is safe the other way: its kernels are
+    `noipa`. Aliasing inside a kernel is still described by `tir.noalias` (nnc's restrict
+    analysis)."""
     return tvm.target.Target({"kind": "llvm",
-                              "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu()})
+                              "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu(),
+                              "cl-opt": ["-enable-tbaa=0"]})
 
 
 def _with_deep_stack(fn: Any) -> Any:

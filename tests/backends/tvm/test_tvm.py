@@ -126,8 +126,9 @@ def test_integer_and_nan_edge_cases_bit_identical_with_host() -> None:
     assert tvm["p"][2] == 1 and tvm["p"][3] == 0 and tvm["pc"][2] == 27  # 7^0, (-7)^-1, 3^3
 
 
-# ic: its requantize epilogues bind values inside vectorized loops (once a TIR crash)
-@pytest.mark.parametrize("name", ["ad", "ic", pytest.param("kws", marks=pytest.mark.slow)])
+# ic: its requantize epilogues bind values inside vectorized loops (once a TIR crash); the slow
+# differential matrix (tests/test_int8_differential.py) has the TVM column on all 14 models
+@pytest.mark.parametrize("name", ["ad", "ic"])
 def test_int8_model_bit_identical_with_host_c(name: str) -> None:
     from benchmarks.models import MODELS, sample_input
 
@@ -204,6 +205,10 @@ CONFORMANCE_SUBSET = (
     "test_cast_FLOAT_to_FLOAT16", "test_add_uint32",
     "test_pow_types_int32_int32", "test_pow_types_int64_int64",  # integer pow
     "test_flexattention_double_expanded_ver26",  # a float64 literal below -FLT_MAX
+    # wrong before LLVM's type-based alias analysis was turned off (build.py::llvm_target):
+    # the workspace's reused bytes are read as another buffer in a later kernel
+    "test_flexattention_prob_mod_expanded_ver26", "test_flexattention_score_mod_expanded_ver26",
+    "test_flexattention_soft_cap_expanded_ver26",
 )
 
 
