@@ -79,7 +79,7 @@ def llvm_target(tvm: Any, cpu: str | None = None) -> Any:
     dtypes): once LLVM inlines the kernels into `main`, TBAA lets it move a later kernel's load
     above an earlier kernel's store to the same bytes (lstm_kws int8 was up to 35 LSB off, the
     flexattention conformance cases wrong). The C backend is safe the other way: its kernels are
-    `noipa`. Aliasing inside a kernel is still described by `tir.noalias` (nnc's restrict
+    `noipa`. Aliasing inside a kernel is still described by `tirx.noalias` (nnc's restrict
     analysis)."""
     return tvm.target.Target({"kind": "llvm",
                               "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu(),

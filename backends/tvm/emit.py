@@ -637,7 +637,7 @@ class _TVMModule:
         pad = "        "
         head = ["    @T.prim_func(private=True)",
                 f"    def {fname}({', '.join(args)}):",
-                f'{pad}T.func_attr({{"tir.noalias": {noalias}}})']
+                f'{pad}T.func_attr({{"tirx.noalias": {noalias}}})']
         about = f"{k.op_kind} {k.op_name!r}".strip() if k.op_kind else k.name
         head.insert(0, f"    # {k.name}: {about}".replace("\n", " "))
         lines = head + [pad + d for d in decls] + [pad + i for i in inits] + body
@@ -695,8 +695,10 @@ class _TVMModule:
         pad = "        "
         args = self.args + [f'ws: T.Buffer(({workspace},), "uint8")',
                             f'weights: T.Buffer(({max(wbytes, 1)},), "uint8")']
+        # the caller's inputs, outputs, workspace and weights are distinct arrays (TVMModel,
+        # run_model.py); aliasing inside the workspace is each kernel's `tirx.noalias`
         lines = ["    @T.prim_func", f"    def main({', '.join(args)}):",
-                 f'{pad}T.func_attr({{"global_symbol": "main", "tir.noalias": False}})']
+                 f'{pad}T.func_attr({{"global_symbol": "main", "tirx.noalias": True}})']
         lines += [pad + v for v in self.decls] + [pad + c for c in (*calls, *self.copies)]
         if not calls and not self.copies:
             lines.append(pad + "T.evaluate(0)")
