@@ -87,6 +87,19 @@ def test_small_models_match_onnxruntime(build, tmp_path: Path) -> None:
         np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
 
 
+def test_kernels_carry_the_no_alias_attribute_tvm_reads(tmp_path: Path) -> None:
+    # TVM 0.27 reads "tirx.noalias"; the "tir.noalias" nnc once wrote was ignored, so no kernel
+    # was restricted and LLVM's TBAA (now off, build.py::llvm_target) stood in for it, unsoundly
+    from nnc.backends.tvm.build import load_script
+
+    nnc.compile(conv_net(), target="tvm", output_dir=tmp_path / "out")
+    program = load_script(tmp_path / "out" / "model_tir.py")
+    funcs = {gv.name_hint: f for gv, f in program.Module.functions.items()}
+    assert len(funcs) > 2 and all(isinstance(f.attrs["tirx.noalias"], (bool, int))
+                                  for f in funcs.values())
+    assert sum(bool(f.attrs["tirx.noalias"]) for f in funcs.values()) > 1
+
+
 def edge_net() -> onnx.ModelProto:
     """Integer wrap-around, division by zero / by -1, NaN-propagating max, a guarded Where."""
     return make([helper.make_node("Mul", ["a", "b"], ["m"]),
