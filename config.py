@@ -3,7 +3,7 @@
 NNC_DEBUG=1     keep temporary build directories and print internal tracebacks for user errors
 NNC_VERIFY=0    skip IR verification between passes (on by default)
 NNC_DUMP_IR=dir write the IR after every pass into dir
-NNC_CC=gcc      the host C compiler
+NNC_CC=cc       the host C compiler (default: the newest clang on PATH, else gcc)
 NNC_TUNING_CACHE=file|off  the tuning cache compiles use by default (default: the XDG one)
 """
 
@@ -24,8 +24,9 @@ def dump_ir_dir() -> str | None:
     return os.environ.get("NNC_DUMP_IR") or None
 
 
-def host_cc() -> str:
-    return os.environ.get("NNC_CC", "gcc")
+def host_cc() -> str | None:
+    """NNC_CC, or None: then the backend picks (nnc.backends.target.default_host_cc)."""
+    return os.environ.get("NNC_CC") or None
 
 
 def tuning_cache() -> str | None:

@@ -15,14 +15,13 @@ from nnc.passes.manager import PassContext
 
 
 def find_clang() -> str | None:
-    """A clang on PATH: `clang`, else the newest versioned one (Debian's pocl pulls in `clang-15`
-    without the plain name)."""
+    """A clang on PATH (`nnc.backends.target.find_clang`), as its full path."""
     import shutil
 
-    for name in ("clang", *(f"clang-{v}" for v in range(30, 10, -1))):
-        if path := shutil.which(name):
-            return path
-    return None
+    from nnc.backends.target import find_clang as find
+
+    name = find()
+    return None if name is None else shutil.which(name)
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float,

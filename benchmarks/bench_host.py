@@ -1,6 +1,7 @@
 """Host latency: nnc's generated C against onnxruntime, one thread each, same inputs, same run.
 
     python -m benchmarks.bench_host [--models kws,ic] [--repeat 200] [--json out.json]
+                                    [--cc gcc,clang-15] [--drop pad-depthwise-rows]
 
 For each model: nnc compile time split into graph (import + graph passes), codegen and C compiler;
 nnc latency is the median of `repeat` runs of the generated `bench` executable after `warmup`
@@ -8,7 +9,10 @@ runs (timed in C, no Python in the loop); onnxruntime latency is the median of a
 `InferenceSession.run` calls (timed in Python, so it includes a few microseconds of call
 overhead), with `intra_op_num_threads = inter_op_num_threads = 1`. Slow models get fewer runs
 (see --budget). The outputs of both are compared on the same input. Prints a markdown table and
-writes JSON.
+writes JSON. `--cc` builds each model with each listed host C compiler in turn (each row
+with its own onnxruntime timing, taken right before), default: nnc's choice (NNC_CC, else the
+newest clang, else gcc). `--drop PASS` adds, for each model and compiler, a build without that
+pass of the default pipeline (rows marked "-PASS"), timed in the same run.
 """
 
 from __future__ import annotations
@@ -78,13 +82,20 @@ def time_ort(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], warmup: i
 
 
 def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
-                opt_level: int | None, budget_s: float = 10.0) -> dict[str, Any]:
+                opt_level: int | None, budget_s: float = 10.0,
+                cc: str | None = None, drop: str | None = None) -> dict[str, Any]:
     import nnc
+    from nnc.backends.target import host_target
+    from nnc.compiler.pipeline import PIPELINES
 
     model, feeds = BENCH_MODELS[name]()
-    kwargs = {} if opt_level is None else {"opt_level": opt_level}
+    kwargs: dict[str, Any] = {} if opt_level is None else {"opt_level": opt_level}
+    if drop is not None:
+        kwargs["pipeline"] = ",".join(p for p in PIPELINES["host"] if p != drop)
+    target = host_target() if cc is None else host_target(cc=cc)
     t0 = time.perf_counter()
-    compiled = nnc.compile(model, target="host", output_dir=workdir / name, **kwargs)
+    compiled = nnc.compile(model, target=target,
+                           output_dir=workdir / f"{name}-{target.cc}-{drop}", **kwargs)
     wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     got = compiled.run(feeds)
@@ -103,7 +114,8 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
     params, macs = model_stats(model) if name in MODELS else (None, compiled.info.get("macs"))
     nnc_ms = result["latency_ms"]
     return {
-        "model": name,
+        "model": name if drop is None else f"{name} -{drop}",
+        "cc": compiled.info["cc"]["version"] or target.cc,
         "params": params,
         "macs": macs,
         "nnc_ms": {k: round(float(nnc_ms[k]), 5) for k in ("median", "min", "max")},
@@ -125,12 +137,12 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| model | MACs | nnc ms | ORT ms | nnc/ORT | nnc GMAC/s | max abs err "
-        "| compile s: graph / codegen / cc |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        "| compile s: graph / codegen / cc | C compiler |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---|",
     ]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['model']} | | failed: {r['error'][:80]} | | | | | |")
+            lines.append(f"| {r['model']} | | failed: {r['error'][:80]} | | | | | | |")
             continue
         macs, med = r["macs"] or 0, r["nnc_ms"]["median"]
         gmacs = macs / (med * 1e6) if med else 0.0
@@ -138,7 +150,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['model']} | {macs / 1e6:.2f}M | {med:.3f} | {r['ort_ms']['median']:.3f} "
             f"| {r['nnc_over_ort']:.2f}x | {gmacs:.2f} | {r['max_abs_err']:.1e} "
-            f"| {c['graph']:.2f} / {c['codegen']:.2f} / {c['c_compiler']:.2f} |")
+            f"| {c['graph']:.2f} / {c['codegen']:.2f} / {c['c_compiler']:.2f} | {r['cc']} |")
     return "\n".join(lines)
 
 
@@ -154,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=10.0,
                    help="seconds of timed runs per model and runtime (fewer repeats if slow)")
     p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--drop", default=None,
+                   help="also build each model without this pass of the default pipeline")
+    p.add_argument("--cc", default="",
+                   help="comma-separated host C compilers to build each model with, in turn "
+                        "(default: nnc's choice)")
     args = p.parse_args(argv)
 
     names = [n for n in args.models.split(",") if n]
@@ -163,12 +180,16 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnc-bench-") as tmp:
         for name in names:
-            try:
-                rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp),
-                                        args.opt_level, args.budget))
-            except Exception as e:  # one failing model must not hide the others' figures
-                rows.append({"model": name, "error": f"{type(e).__name__}: {e}".splitlines()[0]})
-            print(f"{name}: done", file=sys.stderr, flush=True)
+            for cc in [c for c in args.cc.split(",") if c] or [None]:
+                for drop in [None] + ([args.drop] if args.drop else []):
+                    try:
+                        rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp),
+                                                args.opt_level, args.budget, cc, drop))
+                    except Exception as e:  # one failing model must not hide the others
+                        rows.append({"model": name, "cc": cc,
+                                     "error": f"{type(e).__name__}: {e}".splitlines()[0]})
+                    print(f"{name} ({cc or 'default'}{f', -{drop}' if drop else ''}): done",
+                          file=sys.stderr, flush=True)
     table = markdown(rows)
     print(table)
     args.json.parent.mkdir(parents=True, exist_ok=True)

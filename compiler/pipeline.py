@@ -19,9 +19,12 @@ LOOP_PASSES = (
     "plan-memory",
 )
 
+# narrow depthwise convs get whole vector rows (explicit zero padding, a slice after)
+HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("pad-depthwise-rows",) + GRAPH_PASSES[-1:]
+
 PIPELINES: dict[str, tuple[str, ...]] = {
     # parallelize: checks parallel loops; with threads > 1 makes the outer legal loops parallel
-    "host": GRAPH_PASSES + LOOP_PASSES + ("parallelize",),
+    "host": HOST_GRAPH_PASSES + LOOP_PASSES + ("parallelize",),
     # RAM is the scarce resource: order the fused ops for the lowest peak of live activations
     # (after fuse-ops, so the ops are the kernels), and refuse a model that cannot fit.
     "cortex-m": GRAPH_PASSES + ("order-ops",) + LOOP_PASSES + ("check-fit",),

@@ -21,7 +21,14 @@ class HostBackend(Backend):
         return emit_c(module, prefix=prefix, threads=threads)
 
     def build(self, job: BuildJob) -> dict[str, Any]:
-        from nnc.backends.c.build import BuildError, build_project, explain_failure, write_project
+        from nnc.backends.c.build import (
+            BuildError,
+            build_project,
+            compiler_version,
+            explain_failure,
+            thread_flags,
+            write_project,
+        )
 
         tgt, out = job.target, job.out
         write_project(job.files, out, tgt, prefix=job.prefix, opt_level=job.opt_level,
@@ -33,7 +40,9 @@ class HostBackend(Backend):
             if not e.command or e.stderr == "" and "not found" in str(e):
                 raise NncError(str(e).splitlines()[0]) from None  # no compiler: the user's setup
             raise explain_failure(e, f"the {tgt.name} build", out, job.cmsis) from None
-        return {}
+        return {"cc": {"command": tgt.cc, "version": compiler_version(tgt.cc),
+                       "cflags": [f"-O{job.opt_level}", *tgt.cflags,
+                                  *thread_flags(job.threads)]}}
 
     def load(self, directory: Path, info: Mapping[str, Any], device: str | None) -> Any:
         from nnc.backends.c.run import HostModel

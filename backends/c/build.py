@@ -13,10 +13,12 @@ times.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
 import shutil
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -244,6 +246,18 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
 
 def _model_sources(out: Path) -> list[str]:
     return ["model.c"] + (["weights.c"] if (out / "weights.c").exists() else [])
+
+
+@functools.cache
+def compiler_version(cc: str) -> str | None:
+    """The first line of `cc --version` ("Debian clang version 15.0.6"), None when it does not
+    run; nnc.json records it beside the command."""
+    try:
+        r = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = r.stdout.strip().splitlines()
+    return lines[0].strip() if r.returncode == 0 and lines else None
 
 
 def build_jobs() -> int:

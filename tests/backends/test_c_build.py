@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 
@@ -131,14 +132,18 @@ def test_compiler_errors_carry_stderr(tmp_path):
     m = LoopModule("bad", (x, y), (k,), ("x",), ("y",), {}, 0)
     with pytest.raises(BuildError, match="undeclared_fn") as info:
         build(m, tmp_path, opt_level=0, werror=True, bench=False)
-    assert "implicit declaration" in info.value.stderr
+    # gcc: "implicit declaration of function"; clang: "call to undeclared function"
+    assert re.search("implicit declaration|undeclared function", info.value.stderr)
     with pytest.raises(BuildError, match="not found"):
         build(m, tmp_path, target=host_target(cc="no-such-cc-nnc"), bench=False)
 
 
-@pytest.mark.skipif(find_clang() is None, reason="clang not installed")
-def test_clang_builds_with_werror(tmp_path):
-    result = build(_softplus_module(), tmp_path, target=host_target(cc=find_clang()), opt_level=2,
+@pytest.mark.parametrize("cc", [
+    "gcc",  # a machine without clang
+    pytest.param(find_clang(), marks=pytest.mark.skipif(find_clang() is None,
+                                                        reason="clang not installed"))])
+def test_host_compilers_build_with_werror(tmp_path, cc):
+    result = build(_softplus_module(), tmp_path, target=host_target(cc=cc), opt_level=2,
                    werror=True)
     model = HostModel(result.out_dir)
     x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)
@@ -168,3 +173,24 @@ def test_large_weights_are_stored_once_in_the_library(tmp_path):
     x = np.ones((1, 512), np.float32)
     np.testing.assert_allclose(model.run({"x": x})["y"], x @ w, rtol=1e-4, atol=1e-3)
     assert model.benchmark(warmup=0, repeat=1)["repeat"] == 1  # bench finds libmodel.so
+
+
+def test_nnc_json_records_the_host_compiler(tmp_path, monkeypatch):
+    import json
+
+    from onnx import TensorProto, helper
+
+    import nnc
+
+    graph = helper.make_graph([helper.make_node("Softplus", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    monkeypatch.setenv("NNC_CC", "gcc")  # NNC_CC overrides the default (clang when present)
+    compiled = nnc.compile(model, target="host", output_dir=tmp_path / "out", bench=False)
+    cc = json.loads((tmp_path / "out" / "nnc.json").read_text())["cc"]
+    assert cc["command"] == "gcc" and cc["version"].startswith("gcc")
+    assert "-ffp-contract=on" in cc["cflags"] and "-O3" in cc["cflags"]
+    assert "CC ?= gcc\n" in (tmp_path / "out" / "Makefile").read_text()
+    x = np.linspace(-3, 3, 16, dtype=np.float32).reshape(2, 8)
+    np.testing.assert_allclose(compiled.run({"x": x})["y"], _softplus(x), rtol=1e-6)

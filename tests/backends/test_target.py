@@ -44,3 +44,22 @@ def test_detect_vector_isa_from_cpuinfo(flags, isa, bits):
 def test_detect_vector_isa_arm64():
     isa, bits, _ = detect_vector_isa("Features\t: fp asimd evtstrm\n")
     assert (isa, bits) == ("neon", 128)
+
+
+def test_host_compiler_is_the_newest_clang_else_gcc(monkeypatch):
+    from nnc.backends import target
+
+    monkeypatch.delenv("NNC_CC", raising=False)
+    on_path = {"clang-14", "clang-16", "clang", "gcc"}
+    monkeypatch.setattr(target.shutil, "which", lambda name: name if name in on_path else None)
+    target.default_host_cc.cache_clear()
+    try:
+        assert parse_target("host").cc == "clang-16"
+        assert "-ffp-contract=on" in parse_target("host").cflags
+        on_path = {"gcc"}  # a machine with gcc only
+        target.default_host_cc.cache_clear()
+        assert parse_target("host").cc == "gcc"
+        monkeypatch.setenv("NNC_CC", "my-cc")
+        assert parse_target("host").cc == parse_target("opencl").cc == "my-cc"
+    finally:
+        target.default_host_cc.cache_clear()

@@ -1,0 +1,152 @@
+"""pad-depthwise-rows: full vector rows for the host's narrow depthwise convs.
+
+A float depthwise conv (group = input = output channels, 2-D, stride 1, dilation 1) whose
+output rows are 4-32 columns wide fills few vector lanes: the row loop is partitioned into
+border / interior / border (KWS's 5-wide rows: 1 + 3 + 1 columns, scalar code). Here the input
+is padded with explicit zeros instead (top, bottom, left as the conv's pads; on the right up
+to a row of a multiple of 8 output columns), the conv runs unpadded on it (no guard, whole
+8-lane rows), and a slice after the conv's elementwise epilogue keeps the real columns:
+
+    %y = conv(%x, %w, %b) {group=64, pads=[1, 1, 1, 1]}; %r = relu(%y)        (%r: 64x25x5)
+    →  %xp = pad(%x) {pads=[0, 0, 1, 1, 0, 0, 1, 4]}                          (64x27x10)
+       %y' = conv(%xp, %w, %b) {group=64}; %r' = relu(%y')                    (64x25x8)
+       %r = slice(%r') {starts=[0, 0, 0, 0], ends=[1, 64, 25, 5]}
+
+The taps that were skipped outside the input now add 0 * w (exact, the sums otherwise run in
+the same order), so only weights that are finite constants qualify (0 * inf would be NaN).
+The epilogue moved before the slice is a chain of elementwise ops whose other operands are
+constants constant along the row (a bias [C, 1, 1], a clip bound). Measured per layer (same
+run, README "Host fp32"): 3x3 on 25x5x64 0.0120 -> 0.0066 ms, 12x12x256 0.0675 -> 0.0262 ms,
+24x24x128 0.1135 -> 0.0379 ms; wider rows (48) and stride 2 gained nothing.
+Host only: the pipelines of the other targets do not run it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nnc.ir.graph import Attrs, Graph, Op, Value, fresh_name
+from nnc.ir.ops import get_op
+from nnc.ir.ops.nn import spatial_attrs
+from nnc.ir.types import TensorType
+from nnc.passes.manager import PassContext, register_pass
+
+ROW_MULTIPLE = 8  # output columns per row after padding: a multiple of AVX2's 8 lanes
+
+
+@dataclass(frozen=True)
+class PadDepthwiseRowsOptions:
+    min_width: int = 4  # narrower rows (3x3 planes) measured slower padded
+    max_width: int = 32  # wider rows fill the lanes already (48: no gain)
+
+
+def _wide_width(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
+                opts: PadDepthwiseRowsOptions) -> int | None:
+    """The padded output row width for `op`, None when it does not qualify."""
+    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+        return None
+    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
+    out = op.outputs[0].type
+    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
+        return None
+    channels = x.shape[1]
+    if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
+            or out.shape[1] != channels or not np.isfinite(w).all():
+        return None
+    strides, pb, pe, dilations = spatial_attrs(op.attrs, 2)
+    if strides != (1, 1) or dilations != (1, 1):
+        return None
+    ow = out.shape[3]
+    if not opts.min_width <= ow <= opts.max_width:
+        return None
+    wide = -(-ow // ROW_MULTIPLE) * ROW_MULTIPLE
+    if wide == ow and not any(pb + pe):
+        return None  # full rows and no guard already
+    return wide
+
+
+def _row_constant(shape: tuple[int, ...]) -> bool:
+    """Whether a constant operand of this shape broadcasts the same along a wider last axis."""
+    return len(shape) == 0 or shape[-1] == 1
+
+
+def _epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray]) -> list[Op]:
+    """The elementwise ops after `first` (each the sole user of the one before) that may run
+    on the wide rows: their only non-constant operand is the previous output, their other
+    operands constant along the row."""
+    users, outputs = graph.consumers(), set(graph.output_names())
+    chain: list[Op] = []
+    value = first.outputs[0].name
+    while value not in outputs and len(users.get(value, [])) == 1:
+        op = users[value][0]
+        if len(op.outputs) != 1 or op.body is not None or get_op(op.kind).scalar is None:
+            break
+        others = [i for i in op.inputs if i and i != value]
+        if op.inputs.count(value) != 1 or not all(
+                i in consts and _row_constant(consts[i].shape) for i in others):
+            break
+        if op.outputs[0].type.shape != first.outputs[0].type.shape:
+            break
+        chain.append(op)
+        value = op.outputs[0].name
+    return chain
+
+
+def _widened(t: TensorType, width: int) -> TensorType:
+    return TensorType((*t.shape[:3], width), t.dtype)
+
+
+@register_pass("pad-depthwise-rows", options=PadDepthwiseRowsOptions)
+def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
+    """Pad narrow depthwise convs' inputs to whole vector rows (see the module docstring)."""
+    if getattr(ctx.target, "kind", "host") != "host":
+        return graph
+    opts = ctx.options if ctx.options is not None else PadDepthwiseRowsOptions()
+    types, consts = graph.value_types(), graph.constant_map()
+    used = set(types)
+    replaced: dict[int, list[Op]] = {}
+    for op in graph.ops:
+        if id(op) in replaced:
+            continue
+        wide = _wide_width(op, types, consts, opts)
+        if wide is None:
+            continue
+        chain = _epilogue(op, graph, consts)
+        x = types[op.inputs[0]]
+        _, pb, pe, _ = spatial_attrs(op.attrs, 2)
+        kw = consts[op.inputs[1]].shape[3]
+        right = wide + kw - 1 - x.shape[3] - pb[1]
+        padded = TensorType((*x.shape[:2], x.shape[2] + pb[0] + pe[0], wide + kw - 1), x.dtype)
+        xp = fresh_name(f"{op.inputs[0]}_rows", used)
+        used.add(xp)
+        pad = Op("pad", (op.inputs[0],), (Value(xp, padded),),
+                 Attrs.of(pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], right), mode="constant",
+                          value=0.0), name=f"{op.name}_pad" if op.name else "")
+        last = (chain or [op])[-1].outputs[0]
+        renames: dict[str, str] = {}
+        new_ops: list[Op] = [pad]
+        for o in [op, *chain]:
+            out = o.outputs[0]
+            name = fresh_name(f"{out.name}_wide", used)
+            used.add(name)
+            renames[out.name] = name
+            inputs = tuple(xp if (o is op and i == 0) else renames.get(v, v)
+                           for i, v in enumerate(o.inputs))
+            attrs = o.attrs.set(pads=(0, 0, 0, 0)) if o is op else o.attrs
+            new_ops.append(o.with_(inputs=inputs, attrs=attrs,
+                                   outputs=(Value(name, _widened(out.type, wide)),)))
+        shape = last.type.shape
+        new_ops.append(Op("slice", (renames[last.name],), (last,),
+                          Attrs.of(starts=(0, 0, 0, 0), ends=shape, steps=(1, 1, 1, 1)),
+                          name=f"{op.name}_rows" if op.name else ""))
+        replaced[id(op)] = new_ops
+        for o in chain:
+            replaced[id(o)] = []
+    if not replaced:
+        return graph
+    ops: list[Op] = []
+    for op in graph.ops:
+        ops.extend(replaced.get(id(op), [op]))
+    return graph.replace(ops=tuple(ops))
