@@ -51,7 +51,10 @@ ONNX_DTYPES: dict[int, str] = {
 }
 
 
-def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+def load_model(model: str | os.PathLike[str] | onnx.ModelProto,
+               external_data: bool = True) -> onnx.ModelProto:
+    """The model's protobuf; with `external_data=False` tensors stored in other files keep only
+    their location, offset and length (nothing of theirs is read)."""
     if isinstance(model, onnx.ModelProto):
         return model
     path = Path(model)
@@ -62,7 +65,7 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
     if path.stat().st_size == 0:
         raise NncError(f"{path}: is empty (0 bytes), not an ONNX model")
     try:
-        return onnx.load(str(path), load_external_data=True)
+        return onnx.load(str(path), load_external_data=external_data)
     except DecodeError:
         raise NncError(f"{path}: not an ONNX model (protobuf decoding failed)") from None
     except FileNotFoundError as e:
