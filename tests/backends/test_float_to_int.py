@@ -2,7 +2,7 @@
 disagree), defined by nnc as x86's conversion (`nnc.ir.float_to_int`), which onnxruntime gives
 on x86. Host C == onnxruntime for every integer type from float32 and float64, the graph
 reference and the loop interpreter == host C, the C is clean under UBSan's float-cast-overflow,
-and Cortex-M (QEMU) == host."""
+and Cortex-M (QEMU) and OpenCL (PoCL) == host."""
 
 from __future__ import annotations
 
@@ -126,3 +126,16 @@ def test_cortex_m_matches_the_host(built, tmp_path) -> None:
     board = cm.run(_feeds())
     for name in host:
         np.testing.assert_array_equal(board[name], host[name], err_msg=name)
+
+
+@pytest.mark.needs_opencl
+def test_opencl_matches_the_host(built, tmp_path) -> None:
+    from tests.backends.opencl.conftest import opencl_device_count
+
+    if opencl_device_count() == 0:
+        pytest.skip("no OpenCL device")
+    path, _, host = built
+    cm = nnc_compile(str(path), target="opencl", output_dir=tmp_path / "cl", bench=False)
+    device = cm.run(_feeds())
+    for name in host:
+        np.testing.assert_array_equal(device[name], host[name], err_msg=name)
