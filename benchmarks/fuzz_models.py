@@ -641,6 +641,105 @@ def m_scale_values(m, rng):
             return
 
 
+def m_node_no_outputs(m, rng):
+    """A node with no outputs at all (or an op type that is empty or not ASCII)."""
+    n = _node(m, rng)
+    if rng.random() < 0.5:
+        del n.output[:]
+    else:
+        n.op_type = rng.choice(["", "Relü", "relu", "RELU"])
+
+
+def m_optional_empty_input(m, rng):
+    """An empty name (an absent optional input) inserted among a node's inputs."""
+    n = _node(m, rng)
+    n.input.insert(rng.randint(0, len(n.input)), "")
+
+
+def m_big_attr_list(m, rng):
+    """An ints attribute with 10,000 elements."""
+    n = _node(m, rng)
+    name = rng.choice([a.name for a in n.attribute] or ["pads"])
+    for a in list(n.attribute):
+        if a.name == name:
+            n.attribute.remove(a)
+    n.attribute.append(helper.make_attribute(name, [1] * 10000))
+
+
+def m_empty_init_name(m, rng):
+    """An initializer (and its uses) renamed to the empty name."""
+    if m.graph.initializer:
+        t = m.graph.initializer[rng.randrange(len(m.graph.initializer))]
+        for n in m.graph.node:
+            for k, name in enumerate(n.input):
+                if name == t.name:
+                    n.input[k] = ""
+        t.name = ""
+
+
+def m_raw_and_typed(m, rng):
+    """An initializer with both raw_data and a typed field holding other values."""
+    for t in m.graph.initializer:
+        if t.raw_data and t.data_type == TensorProto.FLOAT:
+            t.float_data.extend([rng.uniform(-1, 1) for _ in range(max(1, len(t.raw_data) // 4))])
+            return
+
+
+def m_float16_model(m, rng):
+    """The whole model in float16: inputs, outputs and float initializers."""
+    for vi in list(m.graph.input) + list(m.graph.output):
+        if vi.type.tensor_type.elem_type == TensorProto.FLOAT:
+            vi.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for t in m.graph.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            a = numpy_helper.to_array(t).astype(np.float16)
+            t.CopyFrom(numpy_helper.from_array(a, t.name))
+
+
+def m_rank9(m, rng):
+    """An input of rank 9 (more dims than most runtimes index)."""
+    vi = m.graph.input[rng.randrange(len(m.graph.input))]
+    dims = vi.type.tensor_type.shape.dim
+    while len(dims) < 9:
+        dims.add().dim_value = 1
+
+
+def m_string_tensor(m, rng):
+    """An initializer of strings (no numeric type)."""
+    if m.graph.initializer:
+        t = m.graph.initializer[rng.randrange(len(m.graph.initializer))]
+        t.CopyFrom(helper.make_tensor(t.name, TensorProto.STRING, [2], [b"a", b"b"]))
+
+
+def m_deep_chain(m, rng):
+    """300 Identity/Neg nodes spliced in after a value (depth, long names)."""
+    n = _node(m, rng)
+    v = n.output[0]
+    prev = v
+    chain = []
+    for k in range(300):
+        out = f"{v}_chain{k}"
+        chain.append(helper.make_node(rng.choice(["Identity", "Neg"]), [prev], [out]))
+        prev = out
+    for node in m.graph.node:
+        for j, name in enumerate(node.input):
+            if name == v:
+                node.input[j] = prev
+    for vi in m.graph.output:
+        if vi.name == v:
+            vi.name = prev
+    m.graph.node.extend(chain)
+
+
+def m_same_output_twice(m, rng):
+    """A node that names one output twice (or an output that is also its input)."""
+    n = _node(m, rng)
+    if rng.random() < 0.5:
+        n.output.append(n.output[0])
+    elif n.input:
+        n.output[0] = n.input[0]
+
+
 STRUCTURAL: list[Mutation] = [
     m_delete_node, m_duplicate_node, m_reverse_nodes, m_rewire_input, m_drop_input,
     m_extra_input, m_rename_output, m_change_op, m_set_attr, m_drop_attr, m_input_dims,
@@ -653,7 +752,9 @@ STRUCTURAL: list[Mutation] = [
     m_scalar_initializer, m_reshape_target, m_int64_typed_data, m_dangling_input, m_cycle,
     m_rename_graph_output, m_empty_names, m_odd_names, m_duplicate_node_names, m_extra_outputs,
     m_opset_games, m_local_function, m_subgraph_garbage, m_external_data, m_sparse_initializer,
-    m_constant_node, m_metadata, m_cast_inserted, m_scale_values,
+    m_constant_node, m_metadata, m_cast_inserted, m_scale_values, m_node_no_outputs,
+    m_optional_empty_input, m_big_attr_list, m_empty_init_name, m_raw_and_typed,
+    m_float16_model, m_rank9, m_string_tensor, m_deep_chain, m_same_output_twice,
 ]
 
 
@@ -723,6 +824,7 @@ def classify(exc: BaseException | None) -> str:
 
 BUILD_FINDINGS = ("mismatch", "internal", "crash", "masked", "timeout")
 RTOL, ATOL = 1e-4, 1e-5
+RTOL16, ATOL16 = 4e-3, 1e-3  # float16: a few units in the last place (onnxruntime rounds each op)
 
 
 def _classify_build(exc: BaseException) -> str:
@@ -844,8 +946,9 @@ class Worker:
 
 def compare(ours: dict, theirs: dict) -> tuple[str, str]:
     """("matches", "") when nnc's outputs agree with onnxruntime's (floats within rtol 1e-4 /
-    atol 1e-5, NaN where the other has NaN; integers and bools exactly); ("nonfinite", why)
-    when they differ only at elements that are NaN or inf on one side; else ("mismatch", why)."""
+    atol 1e-5, float16 4e-3 / 1e-3, NaN where the other has NaN; integers and bools exactly);
+    ("nonfinite", why) when they differ only at elements that are NaN or inf on one side; else
+    ("mismatch", why)."""
     if set(ours) != set(theirs):
         return "mismatch", f"outputs {sorted(ours)} vs onnxruntime's {sorted(theirs)}"
     verdict, why = "matches", ""
@@ -855,7 +958,8 @@ def compare(ours: dict, theirs: dict) -> tuple[str, str]:
             return "mismatch", (f"{name}: {a.dtype}{list(a.shape)} vs onnxruntime's "
                                 f"{b.dtype}{list(b.shape)}")
         if a.dtype.kind == "f":
-            same = np.isclose(a, b, rtol=RTOL, atol=ATOL, equal_nan=True)
+            rtol, atol = (RTOL, ATOL) if a.dtype != np.float16 else (RTOL16, ATOL16)
+            same = np.isclose(a, b, rtol=rtol, atol=atol, equal_nan=True)
             nonfinite = ~np.isfinite(a) | ~np.isfinite(b)
         else:
             same = a == b

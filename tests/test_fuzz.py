@@ -4,8 +4,12 @@ a sample of the mutants that compile is built with the host C compiler and run a
 onnxruntime (`benchmarks/fuzz_models.py`; the long run is in the README)."""
 
 import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
 
 from benchmarks.fuzz_models import STRUCTURAL, classify, compare, run, with_specials
+from nnc.compiler.api import compile as nnc_compile
 from nnc.errors import NncError
 
 
@@ -14,7 +18,7 @@ def test_mutated_models_never_crash() -> None:
     assert result["failures"] == []
     counts = result["counts"]
     assert result["mutants"] >= 500 and counts.get("ok", 0) > 0 and counts.get("user-error")
-    assert len(STRUCTURAL) >= 59
+    assert len(STRUCTURAL) >= 69
 
 
 def test_built_mutants_run_like_onnxruntime() -> None:
@@ -47,3 +51,21 @@ def test_the_comparison_can_fail() -> None:
     assert compare({"y": np.array([1, 2])}, {"y": np.array([1, 3])})[0] == "mismatch"
     special = with_specials({"x": np.zeros((8, 8), np.float32)}, seed=0)["x"]
     assert not np.all(np.isfinite(special))
+
+
+def test_found_a_double_negation_is_not_a_decrement(tmp_path) -> None:
+    """Found by the build stage (`deep_chain`): Neg(Neg(x)) was emitted as `--x`, which gcc
+    rejected (exit 1); fused with a Gemm it was `-------(acc + b)`."""
+    nodes = [helper.make_node("Neg", ["x"], ["a"]), helper.make_node("Neg", ["a"], ["b"]),
+             helper.make_node("Neg", ["b"], ["y"])]
+    g = helper.make_graph(nodes, "negs", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                        [2, 3])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.save(m, str(tmp_path / "negs.onnx"))
+    x = np.arange(-3, 3, dtype=np.float32).reshape(2, 3)
+    got = nnc_compile(str(tmp_path / "negs.onnx"), output_dir=tmp_path / "o", bench=False).run(
+        {"x": x})["y"]
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x})[0]
+    np.testing.assert_array_equal(got, ref)

@@ -557,7 +557,9 @@ class CStyleEmitter:
             if dt in _UNSIGNED and dt not in _NARROW:
                 return CExpr(f"0u - {xs[0].at(UNARY)}", ADD) if dt == "uint32" \
                     else CExpr(f"UINT64_C(0) - {xs[0].at(UNARY)}", ADD)
-            return self.wrap_narrow(f"-{xs[0].at(UNARY)}", UNARY, dt)
+            operand = xs[0].at(UNARY)  # `- -x`, not `--x` (a decrement; found by fuzzing)
+            return self.wrap_narrow(f"-{' ' if operand.startswith('-') else ''}{operand}",
+                                    UNARY, dt)
         if fn == "requantize":
             return CExpr(f"{self.helper(self._requantize_kind(e), 'int32')}"
                          f"({', '.join(x.text for x in xs)})", PRIMARY)

@@ -88,6 +88,7 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int]) -> None:
     except onnx.defs.SchemaError:
         return  # an unknown op: the importer lists those
     where = f"node {node.name!r} ({node.op_type})"
+    _check_inputs(node, schema, where)
     for a in node.attribute:
         spec = schema.attributes.get(a.name)
         if spec is None:
@@ -98,6 +99,17 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int]) -> None:
             raise NncError(f"{where}: attribute {a.name!r} must be "
                            f"{_ATTR_NAMES.get(want, want)}, got {_ATTR_NAMES.get(a.type, a.type)} "
                            "(onnx checker: Mismatched attribute type)")
+
+
+def _check_inputs(node: onnx.NodeProto, schema: onnx.defs.OpSchema, where: str) -> None:
+    """A required input given as "" (the name of an absent optional input) is missing (a
+    converter would otherwise meet an input that is not there)."""
+    single = onnx.defs.OpSchema.FormalParameterOption.Single
+    for k, (name, formal) in enumerate(zip(node.input, schema.inputs, strict=False)):
+        if not name and formal.option == single:
+            raise NncError(f"{where}: input {k} ({formal.name}) is required but its name is empty "
+                           f"(onnx checker: input {k} is marked single but has an empty string "
+                           "in the graph); give it a value")
 
 
 def _repeated(field: FieldDescriptor) -> bool:

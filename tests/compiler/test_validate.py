@@ -60,6 +60,10 @@ CASES = {
                              "value 'h' is produced twice"),
     "unknown elem_type": (lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", 77),
                           "element type 77 \\(not an ONNX element type\\)"),
+    # found by fuzzing: the MatMul converter met a missing B (IndexError, exit 1)
+    "required input empty": (lambda m: m.graph.node[0].input.__setitem__(1, ""),
+                             "node 'mm' \\(MatMul\\): input 1 \\(B\\) is required but its name is "
+                             "empty"),
 }
 
 
