@@ -827,9 +827,18 @@ RTOL, ATOL = 1e-4, 1e-5
 RTOL16, ATOL16 = 4e-3, 1e-3  # float16: a few units in the last place (onnxruntime rounds each op)
 
 
+RUN_LIMIT = 1 << 26  # elements: a mutant with larger inputs (a 2^40 dim) is built, not run
+
+
+class TooLargeToRun(Exception):
+    """The mutant compiled, but its inputs and outputs are too large to run here."""
+
+
 def _classify_build(exc: BaseException) -> str:
     from nnc.backends.c.build import GeneratedCodeError
 
+    if isinstance(exc, TooLargeToRun):
+        return "built-not-run"
     if isinstance(exc, GeneratedCodeError):
         return "internal"  # the C compiler rejected code nnc wrote
     verdict = classify(exc)
@@ -860,6 +869,9 @@ def _nnc_build_run(data: bytes, tmp: Path, specials: bool) -> tuple[dict, dict]:
     path = tmp / "m.onnx"
     path.write_bytes(data)
     cm = nnc_compile(path, target="host", output_dir=tmp / "out", bench=False)
+    elements = sum(int(np.prod(d["shape"], dtype=object)) for d in cm.inputs + cm.outputs)
+    if elements > RUN_LIMIT:
+        raise TooLargeToRun(f"{elements:,} input and output elements")
     feeds = cm.random_inputs(seed=0)
     if specials:
         feeds = with_specials(feeds, seed=0)
@@ -922,18 +934,18 @@ class Worker:
         """The worker's answer, or ("died", why) / ("timeout", why)."""
         if self.proc is None or not self.proc.is_alive():
             self._start()
-        self.conn.send(msg)
-        if self.conn.poll(self.timeout):
-            try:
+        try:
+            self.conn.send(msg)
+            if self.conn.poll(self.timeout):
                 return self.conn.recv()
-            except EOFError:
-                pass
-            self.proc.join(5)
-            why = f"worker died (exit {self.proc.exitcode})"
             self.close()
-            return ("died", why)
+            return ("timeout", f"no answer within {self.timeout:.0f} s")
+        except (EOFError, OSError):  # the worker died (the pipe closed or was reset)
+            pass
+        self.proc.join(5)
+        why = f"worker died (exit {self.proc.exitcode})"
         self.close()
-        return ("timeout", f"no answer within {self.timeout:.0f} s")
+        return ("died", why)
 
     def close(self) -> None:
         if self.proc is not None:
@@ -996,7 +1008,8 @@ def build_and_compare(worker: Worker, data: bytes, specials: bool = False) -> tu
     out-of-range values (`specials`, see `with_specials`) or weights that overflow: onnxruntime's
     MaxPool skips NaN where nnc propagates it as numpy does, and sums that overflow differ with
     the order and FMA), "ort-refuses" (onnxruntime rejects the mutant; nnc's run is then
-    unchecked), "user-error" (refused by a later stage), or a finding (BUILD_FINDINGS)."""
+    unchecked), "built-not-run" (inputs too large to run here), "user-error" (refused by a later
+    stage), or a finding (BUILD_FINDINGS)."""
     answer = worker.call("nnc", data, specials)
     if answer[0] == "died":
         return "crash", "nnc: " + answer[1]
@@ -1009,7 +1022,52 @@ def build_and_compare(worker: Worker, data: bytes, specials: bool = False) -> tu
     verdict, why = compare(ours, answer[1])
     if verdict == "nonfinite" and not (specials or extreme_weights(data)):
         verdict = "mismatch"
+    if verdict == "mismatch" and specials:
+        return first_difference(worker, data, why)
     return verdict, why
+
+
+# onnxruntime's kernels that skip NaN where nnc (like numpy and PyTorch) propagates it
+ORT_SKIPS_NAN = frozenset({"MaxPool"})
+
+
+def probe_model(data: bytes) -> bytes | None:
+    """The model with every node's output a graph output too (types from onnx's shape
+    inference), so both runtimes show where their values part."""
+    try:
+        m = onnx.shape_inference.infer_shapes(onnx.load_model_from_string(data))
+    except Exception:
+        return None
+    known = {vi.name: vi for vi in m.graph.value_info}
+    outputs = {vi.name for vi in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in outputs and o in known:
+                m.graph.output.append(known[o])
+                outputs.add(o)
+    return m.SerializeToString()
+
+
+def first_difference(worker: Worker, data: bytes, why: str) -> tuple[str, str]:
+    """On NaN/inf inputs, the first node (in order) whose output nnc and onnxruntime disagree
+    on: "nonfinite" when it is a kernel of ORT_SKIPS_NAN there differing at NaN/inf elements
+    only (the difference then flows on, e.g. through a Cast to bool), else "mismatch"."""
+    probe = probe_model(data)
+    ours = worker.call("nnc", probe, True) if probe is not None else ("none",)
+    theirs = worker.call("ort", probe, ours[2]) if ours[0] == "ok" else ("none",)
+    if theirs[0] != "ok":
+        return "mismatch", why  # the probe could not be run: keep the finding
+    model = onnx.load_model_from_string(data)
+    for n in model.graph.node:
+        for o in n.output:
+            if o in ours[3] and o in theirs[1]:
+                verdict, detail = compare({o: ours[3][o]}, {o: theirs[1][o]})
+                if verdict == "matches":
+                    continue
+                if verdict == "nonfinite" and n.op_type in ORT_SKIPS_NAN:
+                    return "nonfinite", f"first at {n.op_type} {n.name!r}: {detail}; then {why}"
+                return "mismatch", f"first at {n.op_type} {n.name!r}: {detail}; then {why}"
+    return "mismatch", why
 
 
 def run(mutants: int, seed: int, verbose: bool = False, time_limit: float | None = None,
