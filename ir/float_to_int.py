@@ -21,9 +21,11 @@ bit for bit; `tests/backends/test_float_to_int.py` checks them against onnxrunti
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
-_SIGNED = {32: np.int32, 64: np.int64}
+_SIGNED: dict[int, np.dtype[Any]] = {32: np.dtype(np.int32), 64: np.dtype(np.int64)}
 
 
 def _to_signed(x: np.ndarray, bits: int) -> np.ndarray:
@@ -31,7 +33,8 @@ def _to_signed(x: np.ndarray, bits: int) -> np.ndarray:
     itype = _SIGNED[bits]
     bound = x.dtype.type(2.0 ** (bits - 1))
     ok = (x >= -bound) & (x < bound)
-    return np.where(ok, np.trunc(np.where(ok, x, 0)).astype(itype), itype(np.iinfo(itype).min))
+    lowest = np.array(-(2 ** (bits - 1)), itype)
+    return np.where(ok, np.trunc(np.where(ok, x, 0)).astype(itype), lowest)
 
 
 def float_to_int(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -45,7 +48,7 @@ def float_to_int(x: np.ndarray, dtype: str) -> np.ndarray:
         big = x >= half
         with np.errstate(invalid="ignore"):
             low = _to_signed(np.where(big, x - half, x), bits)
-        flip = _SIGNED[bits](np.iinfo(_SIGNED[bits]).min)
+        flip = np.array(-(2 ** (bits - 1)), _SIGNED[bits])
         return np.where(big, low ^ flip, low).astype(target)
     wide = _to_signed(x, 64 if target.itemsize == 8 else 32)
     return wide.astype(target)  # integer -> integer is modular in numpy
