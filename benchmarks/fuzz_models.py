@@ -1,12 +1,14 @@
-"""Fuzz nnc's front end with mutated ONNX models: byte flips, truncation and structural damage
-of small onnx.helper models, each run through import, the host pass pipeline and C emission
-(everything but the C compiler).
+"""Fuzz nnc with mutated ONNX models: byte flips, truncation and 69 kinds of structural damage
+of small onnx.helper models, each run through import, the host pass pipeline and C emission;
+then (`--build N`) the mutants that compile are built with gcc, run, and compared with
+onnxruntime (see "the build stage" below).
 
 Every mutant must end in a clean success or an NncError (a user error, exit 2). Counted as
-failures: a crash (any other exception) and a masked internal error (an NncError raised *from*
-another exception, i.e. an internal failure relabelled as the user's).
+failures: a crash (any other exception), a masked internal error (an NncError raised *from*
+another exception, i.e. an internal failure relabelled as the user's), and in the build stage a
+wrong output, generated C the compiler refuses (exit 1), a dead or hung worker.
 
-    python -m benchmarks.fuzz_models --mutants 2000 --seed 0
+    nice python -m benchmarks.fuzz_models --mutants 2000 --seed 0 --build -1
 """
 
 from __future__ import annotations
