@@ -8,7 +8,16 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from benchmarks.fuzz_models import STRUCTURAL, classify, compare, run, with_specials
+from benchmarks.fuzz_models import (
+    STRUCTURAL,
+    Worker,
+    build_and_compare,
+    classify,
+    compare,
+    run,
+    seed_models,
+    with_specials,
+)
 from nnc.compiler.api import compile as nnc_compile
 from nnc.errors import NncError
 
@@ -39,6 +48,15 @@ def test_the_classification_can_fail() -> None:
     except NncError as e:
         assert classify(e) == "masked"
     assert classify(KeyError("x")) == "crash" and classify(NncError("y")) == "user-error"
+
+
+def test_a_hung_worker_is_a_finding() -> None:
+    worker = Worker(timeout=0.01)  # no build answers that fast: killed, counted as a timeout
+    try:
+        assert build_and_compare(worker, seed_models()[0].SerializeToString())[0] == "timeout"
+        assert worker.proc is None
+    finally:
+        worker.close()
 
 
 def test_the_comparison_can_fail() -> None:
