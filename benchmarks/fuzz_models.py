@@ -1010,8 +1010,8 @@ def build_and_compare(worker: Worker, data: bytes, specials: bool = False) -> tu
     out-of-range values (`specials`, see `with_specials`) or weights that overflow: onnxruntime's
     MaxPool skips NaN where nnc propagates it as numpy does, and sums that overflow differ with
     the order and FMA), "ort-refuses" (onnxruntime rejects the mutant; nnc's run is then
-    unchecked), "built-not-run" (inputs too large to run here), "user-error" (refused by a later
-    stage), or a finding (BUILD_FINDINGS)."""
+    unchecked; "ort-crashes" when it dies on it), "built-not-run" (inputs too large to run
+    here), "user-error" (refused by a later stage), or a finding (BUILD_FINDINGS)."""
     answer = worker.call("nnc", data, specials)
     if answer[0] == "died":
         return "crash", "nnc: " + answer[1]
@@ -1019,6 +1019,8 @@ def build_and_compare(worker: Worker, data: bytes, specials: bool = False) -> tu
         return answer[0], answer[1]
     _, _, feeds, ours = answer
     answer = worker.call("ort", data, feeds)
+    if answer[0] in ("died", "timeout"):
+        return "ort-crashes", f"onnxruntime: {answer[1]}"  # its bug, not nnc's
     if answer[0] != "ok":
         return "ort-refuses", f"onnxruntime: {answer[1]}"
     verdict, why = compare(ours, answer[1])

@@ -102,14 +102,23 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int]) -> None:
 
 
 def _check_inputs(node: onnx.NodeProto, schema: onnx.defs.OpSchema, where: str) -> None:
-    """A required input given as "" (the name of an absent optional input) is missing (a
-    converter would otherwise meet an input that is not there)."""
-    single = onnx.defs.OpSchema.FormalParameterOption.Single
-    for k, (name, formal) in enumerate(zip(node.input, schema.inputs, strict=False)):
-        if not name and formal.option == single:
+    """A required or variadic input given as "" (the name of an absent optional input) is
+    missing: a converter would meet an input that is not there (found by fuzzing), and
+    onnxruntime fails on such a Concat and crashes on such a Sum."""
+    option = onnx.defs.OpSchema.FormalParameterOption
+    for k, name in enumerate(node.input):
+        if name or not schema.inputs:
+            continue
+        formal = schema.inputs[min(k, len(schema.inputs) - 1)]
+        if k >= len(schema.inputs) and formal.option != option.Variadic:
+            continue  # more inputs than the op has: the converter names that
+        if formal.option == option.Single:
             raise NncError(f"{where}: input {k} ({formal.name}) is required but its name is empty "
                            f"(onnx checker: input {k} is marked single but has an empty string "
                            "in the graph); give it a value")
+        if formal.option == option.Variadic:
+            raise NncError(f"{where}: input {k} ({formal.name}, variadic) has an empty name; "
+                           "variadic inputs cannot be left out: remove it")
 
 
 def _repeated(field: FieldDescriptor) -> bool:

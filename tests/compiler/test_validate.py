@@ -65,6 +65,9 @@ CASES = {
     "value_info type contradicts": (lambda m: m.graph.value_info.append(
         helper.make_tensor_value_info("h", TensorProto.INT64, [2, 3])),
         "value_info says 'h' is INT64, but it is computed as FLOAT by node 'mm' \\(MatMul\\)"),
+    "variadic input empty": (lambda m: m.graph.node.append(helper.make_node(
+        "Sum", ["y", ""], ["z"], name="s")), "node 's' \\(Sum\\): input 1 \\(data_0, variadic\\) "
+        "has an empty name"),
     "required input empty": (lambda m: m.graph.node[0].input.__setitem__(1, ""),
                              "node 'mm' \\(MatMul\\): input 1 \\(B\\) is required but its name is "
                              "empty"),
