@@ -1055,7 +1055,10 @@ def probe_model(data: bytes) -> bytes | None:
 def first_difference(worker: Worker, data: bytes, why: str) -> tuple[str, str]:
     """On NaN/inf inputs, the first node (in order) whose output nnc and onnxruntime disagree
     on: "nonfinite" when it is a kernel of ORT_SKIPS_NAN there differing at NaN/inf elements
-    only (the difference then flows on, e.g. through a Cast to bool), else "mismatch"."""
+    only (the difference then flows on, e.g. through a Cast to bool), or when no value differs
+    with every value an output (nothing fused) and a Cast to an integer meets floats >= 2^24 (a
+    1-ulp rounding difference of a fused op, e.g. BatchNormalization folded into a Conv, becomes
+    64 vs 192 in a uint8); else "mismatch"."""
     probe = probe_model(data)
     ours = worker.call("nnc", probe, True) if probe is not None else ("none",)
     theirs = worker.call("ort", probe, ours[2]) if ours[0] == "ok" else ("none",)
@@ -1071,6 +1074,13 @@ def first_difference(worker: Worker, data: bytes, why: str) -> tuple[str, str]:
                 if verdict == "nonfinite" and n.op_type in ORT_SKIPS_NAN:
                     return "nonfinite", f"first at {n.op_type} {n.name!r}: {detail}; then {why}"
                 return "mismatch", f"first at {n.op_type} {n.name!r}: {detail}; then {why}"
+    for n in model.graph.node:  # no value differs unfused: rounding, amplified by a Cast?
+        if n.op_type == "Cast" and n.input and n.input[0] in theirs[1]:
+            x = np.asarray(theirs[1][n.input[0]])
+            if x.dtype.kind == "f" and np.any(np.isfinite(x) & (np.abs(x) >= 2.0 ** 24)):
+                return "nonfinite", (f"a Cast to an integer of floats >= 2^24 (1 ulp >= 2) to "
+                                     f"{n.output[0]!r} turns rounding differences into integers; "
+                                     f"{why}")
     return "mismatch", why
 
 
