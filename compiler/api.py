@@ -394,10 +394,15 @@ def compile(  # noqa: A001 - the public name users expect
     tgt = _target(target, ram, flash)
     times: dict[str, float] = {}
     t0 = time.perf_counter()
+    from nnc.passes.check_fit import check_weight_sizes, check_weights_fit
+
+    if tgt.flash_bytes is not None:  # from the dims, before the weights are read: fails fast
+        from nnc.compiler.onnx.weight_sizes import weight_sizes
+
+        int8 = quantize is not None
+        check_weight_sizes(weight_sizes(model, int8), tgt, int8, "checked before loading them")
     graph = import_model(model, input_shapes, bind)
     times["import"] = time.perf_counter() - t0
-    from nnc.passes.check_fit import check_weights_fit
-
     check_weights_fit(graph, tgt, int8=quantize is not None)  # before lowering: fails fast
 
     try:

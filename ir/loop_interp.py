@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from nnc.ir.fixed_point import np_requantize
+from nnc.ir.float_to_int import float_to_int
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Binary,
@@ -76,10 +77,16 @@ _FUNCS: dict[str, Callable[..., Any]] = {
 
 
 def _cast_fn(dtype: str) -> Callable[[Any], Any]:
-    """C conversion semantics: float→int truncates, int→narrower int wraps (numpy's astype)."""
+    """The emitted C's conversions: float→int by `nnc.ir.float_to_int` (defined for NaN, inf
+    and out-of-range values), int→narrower int wraps (numpy's astype)."""
     if dtype == "bool":
         return lambda x: np.bool_(x != 0)
     target = np.dtype(dtype)
+    if target.kind in "iu":
+        def to_int(x: Any) -> Any:
+            a = np.asarray(x)
+            return (float_to_int(a, dtype) if a.dtype.kind == "f" else a.astype(target))[()]
+        return to_int
     return lambda x: np.asarray(x).astype(target)[()]
 
 

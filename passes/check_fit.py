@@ -56,15 +56,24 @@ def check_weights_fit(graph: Graph, target: object, int8: bool,
     """The early flash check, on the imported graph before any pass: the weight operands of
     conv/gemm/matmul ops (1 byte per element when quantizing to int8) are a lower bound of the
     firmware's constant data, so a model they alone overflow is refused before lowering."""
-    flash = getattr(target, "flash_bytes", None)
-    if flash is None:
+    if getattr(target, "flash_bytes", None) is None:
         return
-    opts = opts or CheckFitOptions()
     consts = graph.constant_map()
     names = {op.inputs[1] for op in graph.ops
              if op.kind in WEIGHT_OPS and len(op.inputs) > 1 and op.inputs[1] in consts}
     sizes = [(n, int(consts[n].size) * (1 if int8 else int(consts[n].itemsize)))
              for n in sorted(names)]
+    check_weight_sizes(sizes, target, int8, "checked right after import", opts)
+
+
+def check_weight_sizes(sizes: list[tuple[str, int]], target: object, int8: bool, when: str,
+                       opts: CheckFitOptions | None = None) -> None:
+    """Refuse `sizes` ((weight, bytes) of conv/gemm/matmul weights) that alone overflow the
+    target's flash; `when` says at which point in the message."""
+    flash = getattr(target, "flash_bytes", None)
+    if flash is None:
+        return
+    opts = opts or CheckFitOptions()
     weights = sum(size for _, size in sizes)
     if weights + opts.code_reserve <= flash:
         return
@@ -73,9 +82,8 @@ def check_weights_fit(graph: Graph, target: object, int8: bool,
     raise NncError(
         f"model does not fit {name} flash: its conv/gemm/matmul weights alone need "
         f"{weights:,} B{' as int8' if int8 else ''} + {opts.code_reserve:,} B code = "
-        f"{weights + opts.code_reserve:,} B > {flash:,} B available (checked right after "
-        f"import); largest weights: {_largest(sizes)}; use --flash to give the real part's "
-        f"size{hint}")
+        f"{weights + opts.code_reserve:,} B > {flash:,} B available ({when}); largest "
+        f"weights: {_largest(sizes)}; use --flash to give the real part's size{hint}")
 
 
 @register_pass("check-fit", options=CheckFitOptions)

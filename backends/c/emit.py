@@ -325,11 +325,6 @@ def flat_index(indices: Sequence[Expr], shape: Sequence[int]) -> Expr:
 # ---------------------------------------------------------------- the C-style emitter
 
 
-# float -> integer casts go through a wider signed type first (see CStyleEmitter.expr_cast)
-_FLOAT_TO_INT_VIA = {"int8": "int32_t", "int16": "int32_t", "uint8": "int32_t",
-                     "uint16": "int32_t", "uint32": "int64_t"}
-
-
 def _has_feature(workload: str, feature: str) -> bool:
     """Whether a workload key's `features=a,b,...` field lists `feature`."""
     for tok in workload.split():
@@ -382,6 +377,34 @@ class CStyleEmitter:
     def math_fn(self, fn: str, dtype: str) -> str:
         base = _LIBM[fn]
         return base if dtype == "float64" else base + "f"
+
+    def float_to_int(self, src: str, dst: str) -> str:
+        """The helper converting `src` (a float type) to integer `dst` by nnc's rule
+        (`nnc.ir.float_to_int`): to int32/int64/uint32/uint64 itself, narrower types through
+        int32 (the caller narrows, modularly)."""
+        wide = "float64" if src == "float64" else "float32"
+        ctype, suffix = ("double", "") if wide == "float64" else ("float", "f")
+        kind = {"int64": "i64", "uint32": "u32", "uint64": "u64"}.get(dst, "i32")
+        tag = _TAGS[wide]
+        name = f"nnc_to_{kind}_{tag}"
+        if name in self.helpers:
+            return name
+        if kind in ("i32", "i64"):
+            bits = kind[1:]
+            self.helpers[name] = (
+                f"static inline int{bits}_t {name}({ctype} x) {{\n"
+                f"    return (x >= -{2.0 ** (int(bits) - 1):.1f}{suffix} && "
+                f"x < {2.0 ** (int(bits) - 1):.1f}{suffix}) ? (int{bits}_t)x : INT{bits}_MIN;\n}}")
+        else:
+            bits = kind[1:]
+            signed = self.float_to_int(src, "int" + bits)
+            half = f"{2.0 ** (int(bits) - 1):.1f}{suffix}"
+            flip = "0x80000000u" if bits == "32" else "UINT64_C(0x8000000000000000)"
+            self.helpers[name] = (
+                f"static inline uint{bits}_t {name}({ctype} x) {{\n"
+                f"    return x >= {half} ? ((uint{bits}_t){signed}(x - {half}) ^ {flip})\n"
+                f"        : (uint{bits}_t){signed}(x);\n}}")
+        return name
 
     def helper(self, kind: str, dtype: str) -> str:
         """Name of runtime helper `kind` for `dtype`, adding its definition on first use."""
@@ -534,7 +557,9 @@ class CStyleEmitter:
             if dt in _UNSIGNED and dt not in _NARROW:
                 return CExpr(f"0u - {xs[0].at(UNARY)}", ADD) if dt == "uint32" \
                     else CExpr(f"UINT64_C(0) - {xs[0].at(UNARY)}", ADD)
-            return self.wrap_narrow(f"-{xs[0].at(UNARY)}", UNARY, dt)
+            operand = xs[0].at(UNARY)  # `- -x`, not `--x` (a decrement; found by fuzzing)
+            return self.wrap_narrow(f"-{' ' if operand.startswith('-') else ''}{operand}",
+                                    UNARY, dt)
         if fn == "requantize":
             return CExpr(f"{self.helper(self._requantize_kind(e), 'int32')}"
                          f"({', '.join(x.text for x in xs)})", PRIMARY)
@@ -601,15 +626,10 @@ class CStyleEmitter:
             v = CExpr(f"NNC_F16({v.text})", PRIMARY)
         elif self.compute_type(src) == self.compute_type(dst):
             return v  # e.g. a loaded half is a float already; bool 0/1 is a valid uint8
-        if src in _FLOATS and dst == "uint64":  # negative: wrap through int64, like numpy
-            u = CExpr(f"(uint64_t){v.at(UNARY)}", UNARY)
-            w = CExpr(f"(uint64_t)(int64_t){v.at(UNARY)}", UNARY)
-            return CExpr(f"{v.at(REL)} < 0 ? {w.at(LOR)} : {u.at(LOR)}", COND)
-        if src in _FLOATS and dst in _FLOAT_TO_INT_VIA:
-            # float -> a narrow or unsigned integer is undefined in C outside the target's range
-            # (x86 AVX-512 saturates to UINT_MAX); numpy wraps: convert to a wide signed integer
-            # first, whose conversion to `dst` is modular
-            v = CExpr(f"({_FLOAT_TO_INT_VIA[dst]}){v.at(UNARY)}", UNARY)
+        if src in _FLOATS and dst not in _FLOATS:  # defined for every value (ir.float_to_int)
+            v = CExpr(f"{self.float_to_int(src, dst)}({v.text})", PRIMARY)
+            if dst in ("int32", "int64", "uint32", "uint64"):
+                return v
         return CExpr(f"({self.compute_type(dst)}){v.at(UNARY)}", UNARY)
 
     def expr_select(self, e: Select) -> CExpr:

@@ -51,7 +51,10 @@ ONNX_DTYPES: dict[int, str] = {
 }
 
 
-def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelProto:
+def load_model(model: str | os.PathLike[str] | onnx.ModelProto,
+               external_data: bool = True) -> onnx.ModelProto:
+    """The model's protobuf; with `external_data=False` tensors stored in other files keep only
+    their location, offset and length (nothing of theirs is read)."""
     if isinstance(model, onnx.ModelProto):
         return model
     path = Path(model)
@@ -62,7 +65,7 @@ def load_model(model: str | os.PathLike[str] | onnx.ModelProto) -> onnx.ModelPro
     if path.stat().st_size == 0:
         raise NncError(f"{path}: is empty (0 bytes), not an ONNX model")
     try:
-        return onnx.load(str(path), load_external_data=True)
+        return onnx.load(str(path), load_external_data=external_data)
     except DecodeError:
         raise NncError(f"{path}: not an ONNX model (protobuf decoding failed)") from None
     except FileNotFoundError as e:
@@ -613,9 +616,9 @@ def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Va
         m.ir_version = max(m.ir_version, 4)  # initializers that are not inputs need IR >= 4
     for data_prop in (True, False):
         try:
-            onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True,
-                                              data_prop=data_prop)
-            return
+            inferred = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True,
+                                                         data_prop=data_prop)
+            break
         except onnx.shape_inference.InferenceError as e:
             # onnx's data propagation fails on some valid subgraphs ("Data for input 0 already
             # exists"): only an error that remains without it is the model's
@@ -625,6 +628,25 @@ def _check_with_onnx_shape_inference(proto: onnx.ModelProto, inputs: Sequence[Va
             raise NncError(f"the model is inconsistent (onnx shape inference): {msg}") from None
         except Exception:
             return  # inference gaps for exotic ops are not the user's error
+    _check_value_info_types(proto.graph, inferred.graph)
+
+
+def _check_value_info_types(declared: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """A value_info whose element type contradicts the one inferred is an invalid model
+    (onnxruntime refuses it; nnc ignored it until fuzzing found it). Its shapes are not checked:
+    stale ones are common and onnxruntime only warns about them."""
+    types = {vi.name: vi.type.tensor_type.elem_type for vi in inferred.value_info
+             if vi.type.HasField("tensor_type")}
+    producer = {o: n for n in declared.node for o in n.output}
+    for vi in declared.value_info:
+        want = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+        got = types.get(vi.name, 0)
+        if want and got and want != got:
+            n = producer.get(vi.name)
+            by = f" by node {n.name!r} ({n.op_type})" if n is not None else ""
+            raise NncError(f"value_info says {vi.name!r} is {dtype_name(want)}, but it is "
+                           f"computed as {dtype_name(got)}{by}; fix or remove that value_info "
+                           "(onnxruntime refuses this model too)")
 
 
 def _forget_unknown_dims(graph: onnx.GraphProto) -> None:

@@ -88,6 +88,7 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int]) -> None:
     except onnx.defs.SchemaError:
         return  # an unknown op: the importer lists those
     where = f"node {node.name!r} ({node.op_type})"
+    _check_inputs(node, schema, where)
     for a in node.attribute:
         spec = schema.attributes.get(a.name)
         if spec is None:
@@ -98,6 +99,26 @@ def _check_attributes(node: onnx.NodeProto, opsets: dict[str, int]) -> None:
             raise NncError(f"{where}: attribute {a.name!r} must be "
                            f"{_ATTR_NAMES.get(want, want)}, got {_ATTR_NAMES.get(a.type, a.type)} "
                            "(onnx checker: Mismatched attribute type)")
+
+
+def _check_inputs(node: onnx.NodeProto, schema: onnx.defs.OpSchema, where: str) -> None:
+    """A required or variadic input given as "" (the name of an absent optional input) is
+    missing: a converter would meet an input that is not there (found by fuzzing), and
+    onnxruntime fails on such a Concat and crashes on such a Sum."""
+    option = onnx.defs.OpSchema.FormalParameterOption
+    for k, name in enumerate(node.input):
+        if name or not schema.inputs:
+            continue
+        formal = schema.inputs[min(k, len(schema.inputs) - 1)]
+        if k >= len(schema.inputs) and formal.option != option.Variadic:
+            continue  # more inputs than the op has: the converter names that
+        if formal.option == option.Single:
+            raise NncError(f"{where}: input {k} ({formal.name}) is required but its name is empty "
+                           f"(onnx checker: input {k} is marked single but has an empty string "
+                           "in the graph); give it a value")
+        if formal.option == option.Variadic:
+            raise NncError(f"{where}: input {k} ({formal.name}, variadic) has an empty name; "
+                           "variadic inputs cannot be left out: remove it")
 
 
 def _repeated(field: FieldDescriptor) -> bool:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir.float_to_int import float_to_int
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import Expr, binary, call, cast, const, logical_and, maximum, minimum, select
 from nnc.ir.ops import InferFn, OpDef, OpError, ReferenceFn, ScalarFn, broadcast_shapes, register
@@ -433,6 +434,12 @@ def _cast_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[Tensor
     return [TensorType(x.shape, str(to), x.layout)]
 
 
+def _cast_reference(x: np.ndarray, to: str) -> np.ndarray:
+    if x.dtype.kind == "f" and np.dtype(to).kind in "iu":
+        return float_to_int(x, to)
+    return x.astype(to)
+
+
 def _cast(args: Sequence[Expr], attrs: Attrs, dt: str) -> Expr:
     x = args[0]
     if dt == "bool" and x.dtype != "bool":
@@ -443,7 +450,7 @@ def _cast(args: Sequence[Expr], attrs: Attrs, dt: str) -> Expr:
 register(OpDef(
     "cast",
     infer=_cast_infer,
-    # float -> int truncates toward zero like C; out-of-range values are undefined in both
-    reference=lambda xs, a: [np.asarray(xs[0]).astype(str(a["to"]))],
+    # float -> int truncates toward zero; NaN, inf and out-of-range values as nnc.ir.float_to_int
+    reference=lambda xs, a: [_cast_reference(np.asarray(xs[0]), str(a["to"]))],
     scalar=_cast,
 ))

@@ -60,6 +60,17 @@ CASES = {
                              "value 'h' is produced twice"),
     "unknown elem_type": (lambda m: setattr(m.graph.input[0].type.tensor_type, "elem_type", 77),
                           "element type 77 \\(not an ONNX element type\\)"),
+    # found by fuzzing: the MatMul converter met a missing B (IndexError, exit 1)
+    # found by fuzzing: nnc ignored a value_info type that onnxruntime refuses
+    "value_info type contradicts": (lambda m: m.graph.value_info.append(
+        helper.make_tensor_value_info("h", TensorProto.INT64, [2, 3])),
+        "value_info says 'h' is INT64, but it is computed as FLOAT by node 'mm' \\(MatMul\\)"),
+    "variadic input empty": (lambda m: m.graph.node.append(helper.make_node(
+        "Sum", ["y", ""], ["z"], name="s")), "node 's' \\(Sum\\): input 1 \\(data_0, variadic\\) "
+        "has an empty name"),
+    "required input empty": (lambda m: m.graph.node[0].input.__setitem__(1, ""),
+                             "node 'mm' \\(MatMul\\): input 1 \\(B\\) is required but its name is "
+                             "empty"),
 }
 
 
@@ -70,6 +81,17 @@ def test_invalid_model_is_refused(case: str) -> None:
     mutate(m)
     with pytest.raises(NncError, match=message):
         import_model(m)
+
+
+def test_a_stale_value_info_shape_is_accepted_as_onnxruntime_does() -> None:
+    import onnxruntime as ort
+
+    m = _base()
+    m.graph.value_info.append(helper.make_tensor_value_info("h", TensorProto.FLOAT, [7, 7, 7]))
+    import_model(m)
+    x = np.ones((2, 4), np.float32)
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert sess.run(None, {"x": x})[0].shape == (2, 3)
 
 
 def test_non_utf8_names_are_refused() -> None:
