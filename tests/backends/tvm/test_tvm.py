@@ -248,7 +248,7 @@ def test_int8_differential_tvm_identical_with_host_and_interpreter(name: str) ->
     assert not bad, f"{name}: {bad}"
 
 
-# onnx's light models (the host's whole-model set): minutes of TVMScript parsing and LLVM each
+# onnx's light models (the host's whole-model set): tens of seconds of LLVM each
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["squeezenet", "shufflenet", "resnet50"])
 def test_light_models_match_onnxruntime(name: str) -> None:
