@@ -3,7 +3,7 @@ nnc's host C, TVM's own Relax ONNX frontend (untuned: `tvm.compile` of the impor
 onnxruntime.
 
     python -m benchmarks.bench_tvm [--models kws,ic,vww,ad] [--repeat 100] [--json F] [--tbaa]
-    python -m benchmarks.bench_tvm --compile-times [--models ...] [--baseline OLD_PKG_DIR]
+    python -m benchmarks.bench_tvm --compile-times [--models ...] [--quant int8] [--baseline DIR]
 
 Timing: the two TVM modules with TVM's `time_evaluator` (C++, no Python in the loop), nnc host C
 with its `bench` executable (C), onnxruntime with `InferenceSession.run` in Python (a few
@@ -146,14 +146,15 @@ print(json.dumps({"total_s": total, "stages": m.info["compile_time_s"], "tvm": m
 """
 
 
-def compile_times(models: list[str], baseline: Path | None, workdir: Path) -> list[dict[str, Any]]:
+def compile_times(models: list[str], baseline: Path | None, workdir: Path,
+                  quants: tuple[str, ...] = ("fp32", "int8")) -> list[dict[str, Any]]:
     """Seconds from import to model.so per model and quantization, this tree and `baseline`."""
     import subprocess
 
     trees = {"now": None} if baseline is None else {"baseline": baseline, "now": None}
     rows = []
     for name in models:
-        for quant in ("fp32", "int8"):
+        for quant in quants:
             row: dict[str, Any] = {"model": name, "quant": quant}
             for label, tree in trees.items():
                 env = dict(os.environ)
@@ -221,10 +222,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tbaa", action="store_true",
                    help="also build each model with LLVM's type-based alias analysis on")
     p.add_argument("--baseline", type=Path, default=None)
+    p.add_argument("--quant", default="fp32,int8", help="--compile-times: fp32, int8 or both")
     args = p.parse_args(argv)
     if args.compile_times:
         with tempfile.TemporaryDirectory(prefix="nnc-compile-tvm-") as tmp:
-            crows = compile_times(args.models.split(","), args.baseline, Path(tmp))
+            crows = compile_times(args.models.split(","), args.baseline, Path(tmp),
+                                  tuple(args.quant.split(",")))
         print(compile_markdown(crows))
         path = args.json or DEFAULT_JSON.with_name("compile_tvm.json")
         path.parent.mkdir(parents=True, exist_ok=True)

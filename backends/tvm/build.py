@@ -51,10 +51,10 @@ def llvm_target(tvm: Any, cpu: str | None = None) -> Any:
 
 
 def _with_deep_stack(fn: Any) -> Any:
-    """`fn()` on a thread with a 512 MB stack and a raised recursion limit: TVMScript's parser
-    and TIR's visitors recurse once per nested expression / statement, and a long chain (the
-    LSTM's unrolled cell) overflowed Python's limit, then the C stack inside TVM's FFI
-    (a segfault, not an error)."""
+    """`fn()` on a thread with a 512 MB stack and a raised recursion limit: TIR's visitors (and
+    TVM's printer) recurse once per nested expression / statement, and a long chain (the LSTM's
+    unrolled cell) overflowed Python's limit, then the C stack inside TVM's FFI (a segfault, not
+    an error); emit.py recurses over nnc's expressions the same way."""
     import sys
     import threading
 

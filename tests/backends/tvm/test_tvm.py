@@ -153,6 +153,11 @@ def test_cli_compile_run_bench_and_fresh_process_loader(tmp_path: Path, capsys) 
     assert cli_main(["compile", str(model_path), "--target", "tvm", "-o", str(out)]) == 0
     assert {"model.so", "weights.bin", "nnc.json", "model_tir.py", "run_model.py"} <= \
         {p.name for p in out.iterdir()}
+    # model_tir.py is TVM's print of the IRModule nnc built (no TVMScript is parsed any more)
+    meta = json.loads((out / "nnc.json").read_text())["tvm"]
+    assert {"emit_s", "print_s", "build_s", "export_s"} <= set(meta) and "parse_s" not in meta
+    tir = (out / "model_tir.py").read_text()
+    assert "class Module" in tir and tir.count("@T.prim_func") == meta["functions"] + 1
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x)
     assert cli_main(["run", str(out), "--inputs", str(tmp_path / "in.npz"),
