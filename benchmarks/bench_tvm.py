@@ -2,7 +2,8 @@
 nnc's host C, TVM's own Relax ONNX frontend (untuned: `tvm.compile` of the imported module) and
 onnxruntime.
 
-    python -m benchmarks.bench_tvm [--models kws,ic,vww,ad] [--repeat 100] [--json out.json]
+    python -m benchmarks.bench_tvm [--models kws,ic,vww,ad] [--repeat 100] [--json F] [--tbaa]
+    python -m benchmarks.bench_tvm --compile-times [--models ...] [--quant int8] [--baseline DIR]
 
 Timing: the two TVM modules with TVM's `time_evaluator` (C++, no Python in the loop), nnc host C
 with its `bench` executable (C), onnxruntime with `InferenceSession.run` in Python (a few
@@ -10,6 +11,10 @@ microseconds of call overhead), each the median of `repeat` runs after `warmup`.
 TVM_NUM_THREADS=1 (set before TVM is imported), onnxruntime intra/inter-op threads 1; nnc's
 parallel loops run serially. Every output is compared with onnxruntime's (rtol 1e-3, atol 1e-4).
 Prints a markdown table and writes JSON.
+
+`--compile-times`: import to built model.so, fp32 and int8, each build in a fresh process (one
+at a time), with the stages nnc.json records; `--baseline DIR` runs the same builds, alternating,
+with the nnc package found in DIR (a folder holding an `nnc` checkout or link: an older commit).
 """
 
 from __future__ import annotations
@@ -67,10 +72,19 @@ def time_evaluator(run: Any, repeat: int) -> dict[str, float]:
     return {"median": statistics.median(times), "min": min(times), "max": max(times)}
 
 
-def bench_model(name: str, warmup: int, repeat: int, workdir: Path) -> dict[str, Any]:
+def llvm_target_with_tbaa(tvm: Any, cpu: str | None = None) -> Any:
+    """The LLVM target of backends/tvm/build.py with type-based alias analysis left on (its
+    default): what turning it off costs (it is off for correctness: build.py::llvm_target)."""
+    return tvm.target.Target({"kind": "llvm",
+                              "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu()})
+
+
+def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
+                tbaa: bool = False) -> dict[str, Any]:
     import tvm
 
     import nnc
+    from nnc.backends.tvm import build as tvm_build
 
     model, feeds = BENCH_MODELS[name]()
     sess = ort_session(model)
@@ -84,6 +98,17 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path) -> dict[str,
     row["nnc_tvm_matches_ort"] = all(np.allclose(g, r, rtol=RTOL, atol=ATOL)
                                      for g, r in zip(got.values(), ref, strict=True))
     row["nnc_tvm_ms"] = m_tvm.benchmark(warmup, repeat, feeds)["latency_ms"]
+    if tbaa:
+        default = tvm_build.llvm_target
+        tvm_build.llvm_target = llvm_target_with_tbaa
+        try:
+            m_tbaa = nnc.compile(model, target="tvm", output_dir=workdir / f"{name}_tvm_tbaa")
+        finally:
+            tvm_build.llvm_target = default
+        got = m_tbaa.run(feeds)
+        row["nnc_tvm_tbaa_matches_ort"] = all(np.allclose(g, r, rtol=RTOL, atol=ATOL)
+                                              for g, r in zip(got.values(), ref, strict=True))
+        row["nnc_tvm_tbaa_ms"] = m_tbaa.benchmark(warmup, repeat, feeds)["latency_ms"]
 
     m_c = nnc.compile(model, target="host", output_dir=workdir / f"{name}_host")
     got = m_c.run(feeds)
@@ -107,16 +132,83 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path) -> dict[str,
     return row
 
 
+COMPILE_ONE = r"""
+import json, sys, time
+import nnc
+from benchmarks.int8_differential import all_models, calibration_samples
+name, quant, out = sys.argv[1:4]
+model = all_models()[name]()
+kw = {} if quant == "fp32" else dict(quantize="int8", calibration=calibration_samples(model, 16, 0))
+t0 = time.perf_counter()
+m = nnc.compile(model, target="tvm", output_dir=out, **kw)
+total = time.perf_counter() - t0
+print(json.dumps({"total_s": total, "stages": m.info["compile_time_s"], "tvm": m.info["tvm"]}))
+"""
+
+
+def compile_times(models: list[str], baseline: Path | None, workdir: Path,
+                  quants: tuple[str, ...] = ("fp32", "int8")) -> list[dict[str, Any]]:
+    """Seconds from import to model.so per model and quantization, this tree and `baseline`."""
+    import subprocess
+
+    trees = {"now": None} if baseline is None else {"baseline": baseline, "now": None}
+    rows = []
+    for name in models:
+        for quant in quants:
+            row: dict[str, Any] = {"model": name, "quant": quant}
+            for label, tree in trees.items():
+                env = dict(os.environ)
+                if tree is not None:
+                    env["PYTHONPATH"] = str(tree)
+                out = workdir / f"{name}_{quant}_{label}"
+                proc = subprocess.run([sys.executable, "-c", COMPILE_ONE, name, quant, str(out)],
+                                      cwd=ROOT, env=env, capture_output=True, text=True)
+                if proc.returncode != 0:
+                    row[label] = {"error": proc.stderr.strip().splitlines()[-1][:200]}
+                else:
+                    row[label] = json.loads(proc.stdout.strip().splitlines()[-1])
+                print(f"{name} {quant} {label}: {row[label].get('total_s', row[label])}",
+                      file=sys.stderr, flush=True)
+            rows.append(row)
+    return rows
+
+
+def compile_markdown(rows: list[dict[str, Any]]) -> str:
+    labels = [k for k in ("baseline", "now") if k in rows[0]]
+    head = " | ".join(f"{lab} s (nnc + emit + TVM)" for lab in labels)
+    out = [f"| model | {head} |", "|---|" + "---:|" * len(labels)]
+    for r in rows:
+        cells = []
+        for lab in labels:
+            v = r[lab]
+            if "error" in v:
+                cells.append(f"error: {v['error'][:60]}")
+                continue
+            st, tv = v["stages"], v["tvm"]
+            # older builds: parse_s (TVMScript parsing) and build_s (tvm.compile + export)
+            tvm_s = tv.get("build_s", 0.0) + tv.get("export_s", 0.0)
+            emit_s = st.get("codegen", 0.0) + sum(tv.get(k, 0.0) for k in
+                                                  ("parse_s", "emit_s", "print_s"))
+            nnc_s = v["total_s"] - emit_s - tvm_s
+            cells.append(f"{v['total_s']:.1f} ({nnc_s:.1f} + {emit_s:.1f} + {tvm_s:.1f})")
+        out.append(f"| {r['model']} {r['quant']} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
+    tbaa = all("nnc_tvm_tbaa_ms" in r for r in rows)
     out = ["| model | nnc→TVM ms | nnc host C ms | TVM Relax (untuned) ms | onnxruntime ms | "
-           "nnc→TVM / nnc C | nnc→TVM / Relax | nnc→TVM compile s |",
-           "|---|---|---|---|---|---|---|---|"]
+           "nnc→TVM / nnc C | nnc→TVM / Relax | nnc→TVM compile s |"
+           + (" TBAA on ms (matches ort) |" if tbaa else ""),
+           "|---|---|---|---|---|---|---|---|" + ("---|" if tbaa else "")]
     for r in rows:
         t, c, o = r["nnc_tvm_ms"]["median"], r["nnc_c_ms"]["median"], r["ort_ms"]["median"]
         x = r.get("relax_ms", {}).get("median")
         relax = f"{x:.3f}" if x else f"failed ({r.get('relax_error', '')[:60]})"
         out.append(f"| {r['model']} | {t:.3f} | {c:.3f} | {relax} | {o:.3f} | {t / c:.2f} | "
-                   f"{f'{t / x:.2f}' if x else '-'} | {r['nnc_tvm_compile_s']} |")
+                   f"{f'{t / x:.2f}' if x else '-'} | {r['nnc_tvm_compile_s']} |"
+                   + (f" {r['nnc_tvm_tbaa_ms']['median']:.3f} ({r['nnc_tvm_tbaa_matches_ort']}) |"
+                      if tbaa else ""))
     return "\n".join(out)
 
 
@@ -125,13 +217,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="kws,vww,ic,ad")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeat", type=int, default=100)
-    p.add_argument("--json", type=Path, default=DEFAULT_JSON)
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--compile-times", action="store_true")
+    p.add_argument("--tbaa", action="store_true",
+                   help="also build each model with LLVM's type-based alias analysis on")
+    p.add_argument("--baseline", type=Path, default=None)
+    p.add_argument("--quant", default="fp32,int8", help="--compile-times: fp32, int8 or both")
     args = p.parse_args(argv)
+    if args.compile_times:
+        with tempfile.TemporaryDirectory(prefix="nnc-compile-tvm-") as tmp:
+            crows = compile_times(args.models.split(","), args.baseline, Path(tmp),
+                                  tuple(args.quant.split(",")))
+        print(compile_markdown(crows))
+        path = args.json or DEFAULT_JSON.with_name("compile_tvm.json")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"rows": crows}, indent=1) + "\n")
+        print(f"written to {path}", file=sys.stderr)
+        return 0
+    args.json = args.json or DEFAULT_JSON
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnc-bench-tvm-") as tmp:
         for name in args.models.split(","):
             print(f"{name} ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp)))
+            rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp), args.tbaa))
     table = markdown(rows)
     print(table)
     import tvm

@@ -1,14 +1,16 @@
-"""Loop IR -> TVMScript (Apache TVM's `tirx` dialect): one private PrimFunc per kernel and an entry
-`main` that calls them over one workspace holding nnc's memory plan.
+"""Loop IR -> an Apache TVM `tirx` IRModule, built node by node: one private PrimFunc per kernel
+and an entry `main` that calls them over one workspace holding nnc's memory plan.
 
     >>> prog = emit_tvm(module)                       # doctest: +SKIP
-    >>> prog.script                                   # "@I.ir_module\\nclass Module: ..."
+    >>> prog.module.script()                          # "@I.ir_module\\nclass Module: ..."
 
 The entry function's arguments are the model inputs, the model outputs, the workspace (uint8: the
 arena at the planner's offsets, then the kernels' locals) and the weights (uint8, weights.bin:
 each constant 64-byte aligned). Every tensor is a typed view (`T.decl_buffer`) at a fixed offset
-into one of those; a kernel gets its params as pointers. Emitting needs no TVM; parsing the text
-(`backends/tvm/build.py`) does.
+into one of those; a kernel gets its params as pointers. The nodes are made with the same
+constructors TVMScript's parser calls (`tvm.script.tirx` for expressions, TVM's IRBuilder for
+the function signatures and buffer views, `tvm.tirx` statements): the IRModule is the one that
+parsing the printed program would give, without the parsing (which was most of the compile).
 
 Semantics are the C backend's (backends/c/emit.py), rendered in TIR:
 - `Select` is `T.if_then_else`: only the chosen side is evaluated (guarded loads stay guarded).
@@ -20,8 +22,8 @@ Semantics are the C backend's (backends/c/emit.py), rendered in TIR:
   round-half-to-even (nearbyint).
 - `requantize` is TFLite's MultiplyByQuantizedMultiplier (nnc.ir.fixed_point) in 64-bit TIR.
 - bool is stored as uint8 0/1; float16 is stored as half and computed in float32.
-Repeated operands (min/max, div, requantize) are bound once with `T.Let`, whose variables are
-declared in `Program.lets` (the script's free names, passed to the parser).
+Repeated operands (min/max, div, requantize) are computed once: a statement-level `Bind` before
+the statement that always evaluates them, a `Let` around the use inside a Select's branch.
 """
 
 from __future__ import annotations
@@ -31,8 +33,14 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from tvm import ir, tirx
+from tvm.script import tirx as T
+from tvm.script.ir_builder import IRBuilder
+from tvm.script.ir_builder import ir as I
+from tvm.script.ir_builder import tirx as TB
 
 from nnc.backends.c.emit import WEIGHTS_ALIGN, EmitError, ModuleEmitter, flat_index
 from nnc.ir.loops import (
@@ -57,24 +65,29 @@ from nnc.ir.loops import (
 )
 from nnc.ir.types import itemsize
 
+PrimExpr = Any  # a tvm expression node
 LOCALS_ALIGN = 64
 _FLOATS = frozenset({"float16", "float32", "float64"})
 _INTS = frozenset({"int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64"})
 _UNSIGNED = frozenset({"uint8", "uint16", "uint32", "uint64"})
 _WIDEN = frozenset({"int32", "uint32"})  # wrap-around through int64 (see the module docstring)
-_LOOP_KINDS = {"serial": "T.serial", "vectorized": "T.vectorized", "unrolled": "T.unroll",
+_LOOP_KINDS = {"serial": tirx.ForKind.SERIAL, "vectorized": tirx.ForKind.VECTORIZED,
+               "unrolled": tirx.ForKind.UNROLLED,
                # a parallel loop runs serially, as in the C backend (one thread)
-               "parallel": "T.serial"}
+               "parallel": tirx.ForKind.SERIAL}
 SHARE_LIMIT = 16  # expression nodes repeated rather than bound by a Let
 UNROLL_LIMIT = 64  # longer unrolled loops stay loops (the C backend caps NNC_UNROLL at 64 too)
 # float intrinsics with a TIR op of the same meaning
-_MATH = {"exp": "T.exp", "log": "T.log", "sqrt": "T.sqrt", "tanh": "T.tanh", "erf": "T.erf",
-         "floor": "T.floor", "ceil": "T.ceil", "round": "T.nearbyint", "abs": "T.fabs",
-         "sin": "T.sin", "cos": "T.cos", "tan": "T.tan", "asin": "T.asin", "acos": "T.acos",
-         "atan": "T.atan", "sinh": "T.sinh", "cosh": "T.cosh", "asinh": "T.asinh",
-         "acosh": "T.acosh", "atanh": "T.atanh", "log1p": "T.log1p"}
+_MATH = {"exp": T.exp, "log": T.log, "sqrt": T.sqrt, "tanh": T.tanh, "erf": T.erf,
+         "floor": T.floor, "ceil": T.ceil, "round": T.nearbyint, "abs": T.fabs,
+         "sin": T.sin, "cos": T.cos, "tan": T.tan, "asin": T.asin, "acos": T.acos,
+         "atan": T.atan, "sinh": T.sinh, "cosh": T.cosh, "asinh": T.asinh,
+         "acosh": T.acosh, "atanh": T.atanh, "log1p": T.log1p}
 # ... and those TIR lacks: a libm call (float32 takes the f suffix)
 _LIBM_ONLY = {"expm1": "expm1"}
+# comparisons: the nodes TVMScript's parser makes for `<`, `==`, ... (no folding)
+_CMP = {"lt": tirx.LT, "le": tirx.LE, "gt": tirx.GT, "ge": tirx.GE, "eq": tirx.EQ,
+        "ne": tirx.NE}
 
 
 def storage(dtype: str) -> str:
@@ -85,36 +98,33 @@ def compute(dtype: str) -> str:
     return "float32" if dtype == "float16" else dtype
 
 
-def literal(value: float | int | bool, dtype: str) -> str:
-    """A TVMScript constant of `dtype` (in its compute type)."""
+def literal(value: float | int | bool, dtype: str) -> PrimExpr:
+    """A TIR constant of `dtype` (in its compute type)."""
     if dtype == "bool":
-        return "T.bool(True)" if value else "T.bool(False)"
+        return T.bool(bool(value))
     dt = compute(dtype)
     if dt in _FLOATS:
         v = float(np.float32(np.float16(value))) if dtype == "float16" else float(value)
         if dt == "float32":
             v = float(np.float32(v))
-        if math.isnan(v):
-            return f'T.{dt}(float("nan"))'
-        if math.isinf(v):
-            return f'T.{dt}(float("{"inf" if v > 0 else "-inf"}"))'
+        if math.isnan(v) or math.isinf(v):
+            return getattr(T, dt)(v)
         if abs(v) > float(np.finfo(np.float32).max):
-            # T.float64(x) makes x a float32 literal first: the node itself, from tvm.tirx
-            return f'tirx.FloatImm("{dt}", {v!r})'
-        return f"T.{dt}({v!r})"
+            # T.float64(x) makes x a float32 literal first: the node itself
+            return tirx.FloatImm(dt, v)
+        return getattr(T, dt)(v)
     v = int(value)
     if dt == "uint64" and v >= 1 << 63:  # an IntImm holds int64: reinterpret the bits
-        return f'T.reinterpret("uint64", T.int64({v - (1 << 64)}))'
-    return f"T.{dt}({v})"
+        return T.reinterpret("uint64", T.int64(v - (1 << 64)))
+    return getattr(T, dt)(v)
 
 
 @dataclass
 class Program:
-    """The emitted module: TVMScript text, its Let variables (name -> dtype), the weights blob,
-    the entry function's workspace size and the offset of each constant in the blob."""
+    """The emitted module: the tirx IRModule, the weights blob, the entry function's workspace
+    size and the offset of each constant in the blob."""
 
-    script: str
-    lets: dict[str, str]
+    module: Any  # tvm.IRModule
     weights: bytes
     workspace_bytes: int
     arena_bytes: int
@@ -123,7 +133,7 @@ class Program:
 
 
 class _Names:
-    """IR names -> unique Python identifiers with a prefix per kind."""
+    """IR names -> unique identifiers with a prefix per kind (the printed program's names)."""
 
     def __init__(self) -> None:
         self.used: set[str] = {"T", "I", "Module", "main"}
@@ -138,169 +148,173 @@ class _Names:
         return out
 
 
-class KernelEmitter:
-    """One kernel's TVMScript lines; the expression methods return text in the compute type."""
+def _seq(stmts: Sequence[Any]) -> Any:
+    return stmts[0] if len(stmts) == 1 else tirx.SeqStmt(list(stmts))
 
-    def __init__(self, names: _Names, lets: dict[str, str],
-                 constants: Mapping[str, np.ndarray]) -> None:
+
+def _nop() -> Any:
+    return tirx.Evaluate(T.int32(0))
+
+
+class KernelEmitter:
+    """One kernel's TIR statements; the expression methods return nodes in the compute type."""
+
+    def __init__(self, names: _Names, constants: Mapping[str, np.ndarray]) -> None:
         self.names = names
         self.constants = constants  # constant data by (root) buffer name
-        self.lets = lets
+        self.lets = 0  # Let variables made so far (their names)
         self.buffers: dict[str, Buffer] = {}
-        self.bufnames: dict[str, str] = {}
-        self.vars: dict[str, str] = {}
-        self.hoisted: list[str] = []  # T.bind lines for the statement being emitted
-        self.binds = 0  # T.bind lines emitted so far (a vectorized body must have none)
+        self.bufvars: dict[str, Any] = {}  # IR buffer name -> the TIR buffer
+        self.vars: dict[str, PrimExpr] = {}
+        self.hoisted: list[Any] = []  # Bind statements for the statement being emitted
+        self.binds = 0  # Bind statements emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
 
     # ---- Let bindings
 
-    def bind(self, text: str, dtype: str) -> str:
-        name = self.names.fresh("t", str(len(self.lets)))
-        self.lets[name] = dtype
-        return name
-
-    def let(self, values: Sequence[tuple[str, str]], body: str) -> str:
-        """`body` with each (name, value) bound; `T.Let` keeps the value evaluated once."""
-        for name, value in reversed(values):
-            body = f"T.Let({body}, where={{{name}: {value}}})"
+    def let(self, values: Sequence[tuple[Any, PrimExpr]], body: PrimExpr) -> PrimExpr:
+        """`body` with each (variable, value) bound; `T.Let` keeps the value evaluated once."""
+        for var, value in reversed(values):
+            body = T.Let(body, where={var: value})
         return body
 
-    def shared(self, e: Expr) -> tuple[str, list[tuple[str, str]]]:
-        """Text of `e` to use more than once: small expressions repeated (LLVM shares them),
-        larger ones computed once (nested min/max or requantize would grow exponentially):
-        by a statement-level `T.bind` before the statement where `e` is always evaluated,
-        else (inside a Select's branch) by a `T.Let` around the use."""
-        text = self.expr(e)
+    def shared(self, e: Expr) -> tuple[PrimExpr, list[tuple[Any, PrimExpr]]]:
+        """`e` to use more than once: small expressions repeated (LLVM shares them), larger ones
+        computed once (nested min/max or requantize would grow exponentially): by a
+        statement-level `Bind` before the statement where `e` is always evaluated, else (inside
+        a Select's branch) by a `T.Let` around the use."""
+        value = self.expr(e)
         if sum(1 for _ in walk_expr(e)) <= SHARE_LIMIT:
-            return text, []
-        return self.share_text(text, compute(e.dtype))
+            return value, []
+        return self.share(value, compute(e.dtype))
 
-    def share_text(self, text: str, dtype: str) -> tuple[str, list[tuple[str, str]]]:
-        """A name for `text`, computed once (see `shared`), and the Lets to wrap the use in."""
+    def share(self, value: PrimExpr, dtype: str) -> tuple[PrimExpr, list[tuple[Any, PrimExpr]]]:
+        """A variable for `value`, computed once (see `shared`), and the Lets to wrap the use
+        in."""
         if self.in_branch == 0:
-            name = self.names.fresh("t", str(len(self.hoisted)))
-            self.hoisted.append(f"{name} = T.bind({text})")
-            return name, []
-        name = self.bind(text, dtype)
-        return name, [(name, text)]
+            var = tirx.Var(self.names.fresh("t", str(len(self.hoisted))), dtype)
+            self.hoisted.append(tirx.Bind(var, value))
+            return var, []
+        var = tirx.Var(self.names.fresh("t", str(self.lets)), dtype)
+        self.lets += 1
+        return var, [(var, value)]
 
-    def with_hoisted(self, lines: list[str], pad: str) -> list[str]:
-        """`lines` (one statement) preceded by the bindings its expressions asked for."""
-        out = [pad + h for h in self.hoisted] + lines
+    def with_hoisted(self, stmts: list[Any]) -> list[Any]:
+        """`stmts` (one statement) preceded by the bindings its expressions asked for."""
+        out = self.hoisted + stmts
         self.binds += len(self.hoisted)
         self.hoisted = []
         return out
 
     # ---- expressions
 
-    def expr(self, e: Expr) -> str:
+    def expr(self, e: Expr) -> PrimExpr:
         method = getattr(self, "expr_" + type(e).__name__.lower(), None)
         if method is None:
             raise EmitError(f"cannot emit expression {e!r} for TVM")
-        return str(method(e))
+        return method(e)
 
-    def expr_const(self, e: Const) -> str:
+    def expr_const(self, e: Const) -> PrimExpr:
         return literal(e.value, e.dtype)
 
-    def expr_var(self, e: Var) -> str:
+    def expr_var(self, e: Var) -> PrimExpr:
         try:
             return self.vars[e.name]
         except KeyError:
             raise EmitError(f"variable %{e.name} used outside of its loop") from None
 
-    def element(self, name: str, indices: Sequence[Expr]) -> str:
+    def index(self, name: str, indices: Sequence[Expr]) -> PrimExpr:
         buf = self.buffers.get(name)
         if buf is None:
             raise EmitError(f"buffer {name!r} is neither a param nor a local of the kernel")
         if len(indices) != len(buf.shape):
             raise EmitError(f"buffer {name!r} has rank {len(buf.shape)} but is indexed with "
                             f"{len(indices)} indices")
-        return f"{self.bufnames[name]}[{self.expr(flat_index(indices, buf.shape))}]"
+        return self.expr(flat_index(indices, buf.shape))
 
-    def expr_load(self, e: Load) -> str:
-        text = self.element(e.buffer, e.indices)
+    def expr_load(self, e: Load) -> PrimExpr:
+        value = self.bufvars[e.buffer][self.index(e.buffer, e.indices)]
         dt = self.buffers[e.buffer].dtype
         if dt == "bool":
-            return f"({text} != T.uint8(0))"
+            return tirx.NE(value, T.uint8(0))
         if dt == "float16":
-            return f'T.Cast("float32", {text})'
-        return text
+            return T.Cast("float32", value)
+        return value
 
-    def wrapped(self, op: str, a: str, b: str, dt: str) -> str:
+    def wrapped(self, op: str, a: PrimExpr, b: PrimExpr, dt: str) -> PrimExpr:
         """a op b (add, sub, mul) wrapping like numpy."""
+        fn = {"+": lambda x, y: x + y, "-": lambda x, y: x - y, "*": lambda x, y: x * y}[op]
         if dt in _WIDEN:
-            return f'T.Cast("{dt}", T.Cast("int64", {a}) {op} T.Cast("int64", {b}))'
+            return T.Cast(dt, fn(T.Cast("int64", a), T.Cast("int64", b)))
         if dt in ("int8", "int16", "uint8", "uint16", "int64", "uint64") or dt in _FLOATS:
-            return f"({a} {op} {b})"
+            return fn(a, b)
         raise EmitError(f"arithmetic on {dt} for TVM")
 
-    def expr_binary(self, e: Binary) -> str:
+    def expr_binary(self, e: Binary) -> PrimExpr:
         dt, op = e.a.dtype, e.op
-        cmp = {"lt": "<", "le": "<=", "gt": ">", "ge": ">=", "eq": "==", "ne": "!="}
-        if op in cmp:
-            return f"({self.expr(e.a)} {cmp[op]} {self.expr(e.b)})"
+        if op in _CMP:
+            return _CMP[op](self.expr(e.a), self.expr(e.b))
         if dt == "bool":
             a, b = self.expr(e.a), self.expr(e.b)
             if op == "and" or op == "min":
-                return f"T.And({a}, {b})"
+                return T.And(a, b)
             if op == "or" or op == "max":
-                return f"T.Or({a}, {b})"
+                return T.Or(a, b)
             if op == "xor":
-                return f"({a} != {b})"
+                return tirx.NE(a, b)
             raise EmitError(f"binary {op!r} is not defined on bool")
         sym = {"add": "+", "sub": "-", "mul": "*"}
         if op in sym:
             return self.wrapped(sym[op], self.expr(e.a), self.expr(e.b), compute(dt))
         if op == "div" and dt in _FLOATS:
-            return f"({self.expr(e.a)} / {self.expr(e.b)})"
+            return self.expr(e.a) / self.expr(e.b)
         if op in ("div", "mod") and dt in _INTS:
             return self.int_divmod(op, e.a, e.b, dt)
         if op in ("min", "max") and dt in _FLOATS:
             a, la = self.shared(e.a)
             b, lb = self.shared(e.b)
-            rel = ">" if op == "max" else "<"
-            return self.let(la + lb, f"T.Select(T.Or({a} {rel} {b}, {nan_test(a, dt)}), {a}, {b})")
+            rel = tirx.GT if op == "max" else tirx.LT
+            return self.let(la + lb, T.Select(T.Or(rel(a, b), nan_test(a, dt)), a, b))
         if op in ("min", "max"):  # integers: each operand is used once
-            return f"T.{op}({self.expr(e.a)}, {self.expr(e.b)})"
+            return getattr(T, op)(self.expr(e.a), self.expr(e.b))
         if op == "pow" and dt in _FLOATS:
-            return f"T.pow({self.expr(e.a)}, {self.expr(e.b)})"
+            return T.pow(self.expr(e.a), self.expr(e.b))
         if op == "pow" and dt in _INTS:
             return self.int_pow(e.a, e.b, dt)
         if op == "mod" and dt in _FLOATS:
-            return f"T.fmod({self.expr(e.a)}, {self.expr(e.b)})"
+            return T.fmod(self.expr(e.a), self.expr(e.b))
         if op in ("and", "or", "xor") and dt in _INTS:
-            fn = {"and": "T.bitwise_and", "or": "T.bitwise_or", "xor": "T.bitwise_xor"}[op]
-            return f"{fn}({self.expr(e.a)}, {self.expr(e.b)})"
+            fn = {"and": T.bitwise_and, "or": T.bitwise_or, "xor": T.bitwise_xor}[op]
+            return fn(self.expr(e.a), self.expr(e.b))
         if op in ("shl", "shr") and dt in _INTS:
             return self.shift(op, e.a, e.b, dt)
         raise EmitError(f"binary {op!r} on {dt} is not supported by the TVM backend")
 
-    def int_divmod(self, op: str, ea: Expr, eb: Expr, dt: str) -> str:
-        fn = "T.truncdiv" if op == "div" else "T.truncmod"
+    def int_divmod(self, op: str, ea: Expr, eb: Expr, dt: str) -> PrimExpr:
+        fn = T.truncdiv if op == "div" else T.truncmod
         if isinstance(eb, Const) and int(eb.value) not in (0, -1):
-            return f"{fn}({self.expr(ea)}, {self.expr(eb)})"
+            return fn(self.expr(ea), self.expr(eb))
         a, la = self.shared(ea)
         b, lb = self.shared(eb)
         zero, one = literal(0, dt), literal(1, dt)
         if dt in _UNSIGNED:
-            safe = f"T.Select({b} == {zero}, {one}, {b})"
-            return self.let(la + lb, f"T.Select({b} == {zero}, {zero}, {fn}({a}, {safe}))")
+            safe = T.Select(tirx.EQ(b, zero), one, b)
+            return self.let(la + lb, T.Select(tirx.EQ(b, zero), zero, fn(a, safe)))
         # x / 0 -> 0, x % 0 -> 0, x % -1 -> 0, x / -1 -> -x (wrapping): the divisor is made safe
-        bad = f"T.Or({b} == {zero}, {b} == {literal(-1, dt)})"
-        q = f"{fn}({a}, T.Select({bad}, {one}, {b}))"
+        bad = T.Or(tirx.EQ(b, zero), tirx.EQ(b, literal(-1, dt)))
+        q = fn(a, T.Select(bad, one, b))
         if op == "mod":
-            return self.let(la + lb, f"T.Select({bad}, {zero}, {q})")
+            return self.let(la + lb, T.Select(bad, zero, q))
         neg = self.wrapped("-", zero, a, dt)
-        return self.let(la + lb, f"T.Select({b} == {zero}, {zero}, "
-                                 f"T.Select({b} == {literal(-1, dt)}, {neg}, {q}))")
+        return self.let(la + lb, T.Select(tirx.EQ(b, zero), zero,
+                                          T.Select(tirx.EQ(b, literal(-1, dt)), neg, q)))
 
-    def int_pow(self, ea: Expr, eb: Expr, dt: str) -> str:
+    def int_pow(self, ea: Expr, eb: Expr, dt: str) -> PrimExpr:
         """nnc_pow of backends/c/emit.py: square-and-multiply over the exponent's bits (all of
         them, or a constant exponent's), wrapping; a negative exponent gives 1/a truncated
         (1 for a == 1, +-1 for a == -1, else 0)."""
-        a, lets = self.share_text(self.expr(ea), dt)
-        b, lb = self.share_text(self.expr(eb), dt)
+        a, lets = self.share(self.expr(ea), dt)
+        b, lb = self.share(self.expr(eb), dt)
         lets += lb
         one, zero = literal(1, dt), literal(0, dt)
         nbits = 8 * itemsize(dt) - (0 if dt in _UNSIGNED else 1)
@@ -308,41 +322,41 @@ class KernelEmitter:
             nbits = max(int(eb.value), 0).bit_length()
         r, base = one, a
         for k in range(nbits):
-            bit = f"(T.bitwise_and(T.shift_right({b}, {literal(k, dt)}), {one}) == {one})"
-            r, lr = self.share_text(f"T.Select({bit}, {self.wrapped('*', r, base, dt)}, {r})",
-                                    dt)
+            bit = tirx.EQ(T.bitwise_and(T.shift_right(b, literal(k, dt)), one), one)
+            r, lr = self.share(T.Select(bit, self.wrapped("*", r, base, dt), r), dt)
             lets += lr
             if k + 1 < nbits:
-                base, lbase = self.share_text(self.wrapped("*", base, base, dt), dt)
+                base, lbase = self.share(self.wrapped("*", base, base, dt), dt)
                 lets += lbase
         if dt in _UNSIGNED:
             return self.let(lets, r)
-        odd = f"(T.bitwise_and({b}, {one}) == {one})"
-        negative = (f"T.Select({a} == {one}, {one}, T.Select({a} == {literal(-1, dt)}, "
-                    f"T.Select({odd}, {literal(-1, dt)}, {one}), {zero}))")
-        return self.let(lets, f"T.Select({b} < {zero}, {negative}, {r})")
+        odd = tirx.EQ(T.bitwise_and(b, one), one)
+        negative = T.Select(tirx.EQ(a, one), one,
+                            T.Select(tirx.EQ(a, literal(-1, dt)),
+                                     T.Select(odd, literal(-1, dt), one), zero))
+        return self.let(lets, T.Select(tirx.LT(b, zero), negative, r))
 
-    def shift(self, op: str, ea: Expr, eb: Expr, dt: str) -> str:
+    def shift(self, op: str, ea: Expr, eb: Expr, dt: str) -> PrimExpr:
         bits = 8 * itemsize(dt)
         if isinstance(eb, Const) and 0 <= int(eb.value) < bits:
-            fn = "T.shift_left" if op == "shl" else "T.shift_right"
-            return f"{fn}({self.expr(ea)}, {self.expr(eb)})"
+            fn = T.shift_left if op == "shl" else T.shift_right
+            return fn(self.expr(ea), self.expr(eb))
         a, la = self.shared(ea)
         b, lb = self.shared(eb)
-        unsigned_b = f'T.Cast("{"uint" + dt.removeprefix("u").removeprefix("int")}", {b})'
-        big = f"({unsigned_b} >= {literal(bits, unsigned_b.split(chr(34))[1])})"
+        udt = "uint" + dt.removeprefix("u").removeprefix("int")
+        big = tirx.GE(T.Cast(udt, b), literal(bits, udt))
         if op == "shl":
-            return self.let(la + lb, f"T.Select({big}, {literal(0, dt)}, T.shift_left({a}, {b}))")
+            return self.let(la + lb, T.Select(big, literal(0, dt), T.shift_left(a, b)))
         over = literal(0, dt) if dt in _UNSIGNED else \
-            f"T.Select({a} < {literal(0, dt)}, {literal(-1, dt)}, {literal(0, dt)})"
-        return self.let(la + lb, f"T.Select({big}, {over}, T.shift_right({a}, {b}))")
+            T.Select(tirx.LT(a, literal(0, dt)), literal(-1, dt), literal(0, dt))
+        return self.let(la + lb, T.Select(big, over, T.shift_right(a, b)))
 
-    def expr_call(self, e: Call) -> str:
+    def expr_call(self, e: Call) -> PrimExpr:
         fn, dt = e.fn, e.args[0].dtype
         cdt = compute(dt)
         if fn in ("isnan", "isinf"):
             if dt not in _FLOATS:
-                return "T.bool(False)"
+                return T.bool(False)
             x, lx = self.shared(e.args[0])
             return self.let(lx, nan_test(x, dt) if fn == "isnan" else inf_test(x, dt))
         if fn == "requantize":
@@ -350,29 +364,29 @@ class KernelEmitter:
         if fn == "not":
             x = self.expr(e.args[0])
             if dt == "bool":
-                return f"T.Not({x})"
-            return f'T.Cast("{compute(e.dtype)}", {x} == {literal(0, dt)})'
+                return T.Not(x)
+            return T.Cast(compute(e.dtype), tirx.EQ(x, literal(0, dt)))
         if fn == "neg":
             x = self.expr(e.args[0])
             if dt in _FLOATS:
-                return f"({x} * {literal(-1.0, dt)})"
+                return x * literal(-1.0, dt)
             return self.wrapped("-", literal(0, dt), x, dt)
         if fn == "sign":
             x, lx = self.shared(e.args[0])
             zero = literal(0, dt)
             if dt in _UNSIGNED:
-                return self.let(lx, f'T.Cast("{dt}", {x} > {zero})')
-            return self.let(lx, f"T.Select({x} > {zero}, {literal(1, dt)}, "
-                                f"T.Select({x} < {zero}, {literal(-1, dt)}, {x}))")
+                return self.let(lx, T.Cast(dt, tirx.GT(x, zero)))
+            return self.let(lx, T.Select(tirx.GT(x, zero), literal(1, dt),
+                                         T.Select(tirx.LT(x, zero), literal(-1, dt), x)))
         if dt in _FLOATS:
-            xs = ", ".join(self.expr(a) for a in e.args)
+            xs = [self.expr(a) for a in e.args]
             if fn in _MATH:
-                return f"{_MATH[fn]}({xs})"
+                return _MATH[fn](*xs)
             if fn == "fmod":
-                return f"T.fmod({xs})"
+                return T.fmod(*xs)
             if fn in _LIBM_ONLY:
                 name = _LIBM_ONLY[fn] + ("" if cdt == "float64" else "f")
-                return f'T.call_pure_extern("{cdt}", "{name}", {xs})'
+                return T.call_pure_extern(cdt, name, *xs)
             raise EmitError(f"intrinsic {fn!r} has no TVM equivalent")
         if fn in ("floor", "ceil", "round"):
             return self.expr(e.args[0])
@@ -380,40 +394,42 @@ class KernelEmitter:
             if dt in _UNSIGNED or dt == "bool":
                 return self.expr(e.args[0])
             x, lx = self.shared(e.args[0])
-            return self.let(lx, f"T.Select({x} < {literal(0, dt)}, "
-                                f"{self.wrapped('-', literal(0, dt), x, dt)}, {x})")
+            return self.let(lx, T.Select(tirx.LT(x, literal(0, dt)),
+                                         self.wrapped("-", literal(0, dt), x, dt), x))
         if fn == "fmod":
             return self.int_divmod("mod", e.args[0], e.args[1], dt)
         raise EmitError(f"intrinsic {fn!r} is not defined on {dt}")
 
-    def requantize(self, ex: Expr, em: Expr, es: Expr) -> str:
+    def requantize(self, ex: Expr, em: Expr, es: Expr) -> PrimExpr:
         """nnc_requantize_i32 of backends/c/emit.py in int64 TIR. A constant multiplier or shift
         (per-tensor requantization) is folded here; per-channel shifts are Select-free (TIR's
         simplifier is slow on nested Selects); x and the high product are computed once."""
         x, lx = self.shared(ex)
         m, lm = self.shared(em)
         s, ls = self.shared(es)
-        i64 = 'T.Cast("int64", {})'.format
+
+        def i64(v: PrimExpr) -> PrimExpr:
+            return T.Cast("int64", v)
+
         if isinstance(es, Const):
             sv = int(es.value)
-            left, right = f"T.int64({max(sv, 0)})", max(-sv, 0)
-            rs, mask = f"T.int32({right})", f"T.int32({(1 << right) - 1})"
-            half = f"T.int32({((1 << right) - 1) >> 1})"
+            left, right = T.int64(max(sv, 0)), max(-sv, 0)
+            rs, mask = T.int32(right), T.int32((1 << right) - 1)
+            half = T.int32(((1 << right) - 1) >> 1)
         else:
-            left = i64(f"T.max({s}, T.int32(0))")
-            rs = f"T.max(T.int32(0) - {s}, T.int32(0))"
-            mask = f'T.Cast("int32", T.shift_left(T.int64(1), {i64(rs)}) - T.int64(1))'
-            half = f"T.shift_right({mask}, T.int32(1))"
-        a = f'T.Cast("int32", T.shift_left({i64(x)}, {left}))'  # x * 2^left, wrapping
-        high = (f'T.Cast("int32", T.shift_right({i64(a)} * {i64(m)} + T.int64(1073741824), '
-                f"T.int64(31)))")
+            left = i64(T.max(s, T.int32(0)))
+            rs = T.max(T.int32(0) - s, T.int32(0))
+            mask = T.Cast("int32", T.shift_left(T.int64(1), i64(rs)) - T.int64(1))
+            half = T.shift_right(mask, T.int32(1))
+        a = T.Cast("int32", T.shift_left(i64(x), left))  # x * 2^left, wrapping
+        high = T.Cast("int32", T.shift_right(i64(a) * i64(m) + T.int64(1073741824), T.int64(31)))
         if self.may_be(em, -(2**31)):  # saturate: a == m == INT32_MIN
-            high = (f"T.Select(T.And({a} == T.int32(-2147483648), {m} == "
-                    f"T.int32(-2147483648)), T.int32(2147483647), {high})")
-        h, lh = self.share_text(high, "int32")
-        return self.let(lx + lm + ls + lh, (
-            f"(T.shift_right({h}, {rs}) + T.Cast(\"int32\", T.bitwise_and({h}, {mask}) > "
-            f"{half} + T.Cast(\"int32\", {h} < T.int32(0))))"))
+            high = T.Select(T.And(tirx.EQ(a, T.int32(-2147483648)),
+                                  tirx.EQ(m, T.int32(-2147483648))), T.int32(2147483647), high)
+        h, lh = self.share(high, "int32")
+        rounding = T.Cast("int32", tirx.GT(T.bitwise_and(h, mask),
+                                           half + T.Cast("int32", tirx.LT(h, T.int32(0)))))
+        return self.let(lx + lm + ls + lh, T.shift_right(h, rs) + rounding)
 
     def may_be(self, e: Expr, value: int) -> bool:
         """Whether `e` can take `value`: a constant, or a load from constant data, is known."""
@@ -426,76 +442,76 @@ class KernelEmitter:
     def exact_half(self, e: Expr) -> bool:
         return isinstance(e, (Load, Const)) or (isinstance(e, Cast) and e.dtype == "float16")
 
-    def expr_cast(self, e: Cast) -> str:
+    def expr_cast(self, e: Cast) -> PrimExpr:
         src, dst = e.value.dtype, e.dtype
         v = self.expr(e.value)
         if src == dst:
             return v
         if dst == "bool":
-            return f"({v} != {literal(0, src)})"
+            return tirx.NE(v, literal(0, src))
         if dst == "float16":
-            return f'T.Cast("float32", T.Cast("float16", {v}))'
+            return T.Cast("float32", T.Cast("float16", v))
         if src == "float16" and not self.exact_half(e.value):
-            v = f'T.Cast("float32", T.Cast("float16", {v}))'
+            v = T.Cast("float32", T.Cast("float16", v))
         if compute(src) == compute(dst):
             return v
         if src in _FLOATS and dst == "uint64":  # negative: wrap through int64, like numpy
             x, lx = self.shared(e.value)
-            return self.let(lx, f'T.Select({x} < {literal(0, src)}, '
-                                f'T.Cast("uint64", T.Cast("int64", {x})), T.Cast("uint64", {x}))')
+            return self.let(lx, T.Select(tirx.LT(x, literal(0, src)),
+                                         T.Cast("uint64", T.Cast("int64", x)),
+                                         T.Cast("uint64", x)))
         if src in _FLOATS and dst in ("int8", "int16", "uint8", "uint16"):
-            v = f'T.Cast("int32", {v})'  # numpy wraps: through a wide signed integer
+            v = T.Cast("int32", v)  # numpy wraps: through a wide signed integer
         elif src in _FLOATS and dst == "uint32":
-            v = f'T.Cast("int64", {v})'
-        return f'T.Cast("{compute(dst)}", {v})'
+            v = T.Cast("int64", v)
+        return T.Cast(compute(dst), v)
 
-    def expr_select(self, e: Select) -> str:
+    def expr_select(self, e: Select) -> PrimExpr:
         cond = self.expr(e.cond)
         self.in_branch += 1
         a, b = self.expr(e.a), self.expr(e.b)
         self.in_branch -= 1
-        return f"T.if_then_else({cond}, {a}, {b})"
+        return T.if_then_else(cond, a, b)
 
     # ---- statements
 
-    def block(self, stmts: Sequence[Stmt], depth: int) -> list[str]:
-        lines: list[str] = []
+    def block(self, stmts: Sequence[Stmt]) -> list[Any]:
+        out: list[Any] = []
         for s in stmts:
-            lines += self.stmt(s, depth)
-        return lines
+            out += self.stmt(s)
+        return out
 
-    def stmt(self, s: Stmt, depth: int) -> list[str]:
-        pad = "    " * depth
+    def stmt(self, s: Stmt) -> list[Any]:
         if isinstance(s, For) and s.kind == "unrolled" and 0 < s.extent <= UNROLL_LIMIT:
             # unrolled here, not by TIR's unroll pass: its copies would share each Let variable
             outer = self.vars.get(s.var)
-            lines = []
+            out = []
             for i in range(s.extent):
                 self.vars[s.var] = literal(i, "int64")
-                lines += self.block(s.body, depth)
+                out += self.block(s.body)
             if outer is None:
                 del self.vars[s.var]
             else:
                 self.vars[s.var] = outer
-            return lines
+            return out
         if isinstance(s, For):
-            var = self.names.fresh("v_", s.var)
+            var = tirx.Var(self.names.fresh("v_", s.var), "int64")
             outer = self.vars.get(s.var)
             self.vars[s.var] = var
             kind = _LOOP_KINDS[s.kind]
             if s.kind == "vectorized" and not vectorizable(s):
-                kind = "T.serial"
+                kind = tirx.ForKind.SERIAL
             binds = self.binds
-            body = self.block(s.body, depth + 1) or [pad + "    T.evaluate(0)"]
-            if self.binds != binds:  # TIR's vectorizer cannot widen a T.bind (int8 requantize)
-                kind = "T.serial"
+            body = self.block(s.body) or [_nop()]
+            if self.binds != binds:  # TIR's vectorizer cannot widen a Bind (int8 requantize)
+                kind = tirx.ForKind.SERIAL
             if outer is None:
                 del self.vars[s.var]
             else:
                 self.vars[s.var] = outer
             if s.extent <= 0:
                 return []
-            return [f"{pad}for {var} in {kind}(T.int64({s.extent})):", *body]
+            return [tirx.For(var, T.int64(0), T.int64(s.extent), kind, _seq(body))]
         if isinstance(s, Store):
             buf = self.buffers.get(s.buffer)
             if buf is None:
@@ -505,17 +521,17 @@ class KernelEmitter:
                                 f"{buf.name!r}")
             value = self.expr(s.value)
             if buf.dtype == "bool":
-                value = f'T.Cast("uint8", {value})'
+                value = T.Cast("uint8", value)
             elif buf.dtype == "float16":
-                value = f'T.Cast("float16", {value})'
-            return self.with_hoisted([f"{pad}{self.element(s.buffer, s.indices)} = {value}"],
-                                     pad)
+                value = T.Cast("float16", value)
+            index = self.index(s.buffer, s.indices)
+            return self.with_hoisted([tirx.BufferStore(self.bufvars[s.buffer], value, [index])])
         if isinstance(s, If):
-            lines = self.with_hoisted([f"{pad}if {self.expr(s.cond)}:"], pad)
-            lines += self.block(s.then, depth + 1) or [pad + "    T.evaluate(0)"]
-            if s.orelse:
-                lines += [f"{pad}else:", *self.block(s.orelse, depth + 1)]
-            return lines
+            cond = self.expr(s.cond)
+            head = self.with_hoisted([])
+            then = _seq(self.block(s.then) or [_nop()])
+            orelse = self.block(s.orelse) if s.orelse else []
+            return head + [tirx.IfThenElse(cond, then, _seq(orelse) if orelse else None)]
         if isinstance(s, CallExtern):
             raise EmitError(f"the TVM backend cannot call external kernel {s.fn!r}; compile "
                             "with kernels='generated'")
@@ -527,15 +543,15 @@ _BITS = {"float16": ("float32", "int32", 0x7FFFFFFF, 0x7F800000),  # computed in
          "float64": ("float64", "int64", 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)}
 
 
-def nan_test(x: str, dtype: str) -> str:
+def nan_test(x: PrimExpr, dtype: str) -> PrimExpr:
     """isnan on the bits: TIR folds `x != x` to false, and `T.isnan` miscompiled AD's relu."""
     _, it, mag, inf = _BITS[dtype]
-    return f'(T.bitwise_and(T.reinterpret("{it}", {x}), T.{it}({mag})) > T.{it}({inf}))'
+    return tirx.GT(T.bitwise_and(T.reinterpret(it, x), literal(mag, it)), literal(inf, it))
 
 
-def inf_test(x: str, dtype: str) -> str:
+def inf_test(x: PrimExpr, dtype: str) -> PrimExpr:
     _, it, mag, inf = _BITS[dtype]
-    return f'(T.bitwise_and(T.reinterpret("{it}", {x}), T.{it}({mag})) == T.{it}({inf}))'
+    return tirx.EQ(T.bitwise_and(T.reinterpret(it, x), literal(mag, it)), literal(inf, it))
 
 
 def vectorizable(loop: For) -> bool:
@@ -551,13 +567,23 @@ def _align(n: int, a: int) -> int:
     return -(-n // a) * a
 
 
+def _signature(build: Any) -> tuple[Any, list[Any]]:
+    """Run `build()` (TVMScript's IRBuilder calls: arguments, attributes, buffer views) in a
+    PrimFunc frame of its own; the function and its DeclBuffer statements."""
+    with IRBuilder() as ib:
+        build()
+    func = ib.get()
+    body = func.body
+    stmts = list(body.seq) if isinstance(body, tirx.SeqStmt) else [body]
+    return func, [s for s in stmts if isinstance(s, tirx.DeclBuffer)]
+
+
 class _TVMModule:
     def __init__(self, module: LoopModule) -> None:
         self.m = module
         self.layout = ModuleEmitter(module, "nnc", 0, _NoC())  # validation, offsets, regions
         self.layout.validate()
         self.names = _Names()
-        self.lets: dict[str, str] = {}
 
     def weights(self, used: Sequence[str]) -> tuple[bytes, dict[str, int]]:
         blob = bytearray()
@@ -578,131 +604,143 @@ class _TVMModule:
         m, lay = self.m, self.layout
         used = lay.used_globals()
         blob, woff = self.weights(used)
-        self.views(used, woff)
         arena = _align(lay.arena_size, LOCALS_ALIGN)
         locals_bytes = 0
-        funcs: list[str] = []
-        calls: list[str] = []
+        funcs: list[tuple[str, Any]] = []
         for i, k in enumerate(m.kernels):
             params, _written, restrict = lay.kernel_signature(k)
             fname = self.names.fresh("k", f"{i}_{k.name}")
-            text, nbytes = self.kernel(k, fname, params, len(restrict) == len(params))
-            funcs.append(text)
+            func, nbytes = self.kernel(k, fname, params, len(restrict) == len(params))
+            funcs.append((fname, func))
             locals_bytes = max(locals_bytes, nbytes)
-            args = [f"T.address_of({self.view(p)}[0])" for p in k.params]
-            if k.locals:
-                args.append(f"T.address_of(ws[{arena}])")
-            calls.append(f"Module.{fname}({', '.join(args)})")
         workspace = max(arena + locals_bytes, 1)
-        main = self.main(len(blob), workspace, calls)
-        script = "@I.ir_module\nclass Module:\n" + "\n\n".join(funcs + [main]) + "\n"
-        return Program(script, dict(self.lets), blob, workspace, lay.arena_size, len(funcs), woff)
-
-    def view(self, name: str) -> str:
-        return self._views[name]
+        with IRBuilder() as ib:
+            with I.ir_module():
+                gvs = [I.decl_function(fname, func) for fname, func in funcs]
+                main = self.main(used, woff, len(blob), workspace, arena, gvs)
+                for (fname, func) in funcs:
+                    I.def_function(fname, func)
+                I.decl_function("main", main)
+                I.def_function("main", main)
+        return Program(ib.get(), blob, workspace, lay.arena_size, len(funcs), woff)
 
     def kernel(self, k: Kernel, fname: str, params: Sequence[Buffer],
-               noalias: bool) -> tuple[str, int]:
+               noalias: bool) -> tuple[Any, int]:
         consts = {b.name: self.m.constants[self.layout.root(b.name).name] for b in params
                   if self.layout.root(b.name).scope == "constant"}
-        ke = KernelEmitter(self.names, self.lets, consts)
-        args, decls = [], []
-        for j, b in enumerate(params):
-            h = f"p{j}"
-            args.append(f'{h}: T.handle("{storage(b.dtype)}")')
-            bn = self.names.fresh("b_", b.name)
-            ke.buffers[b.name], ke.bufnames[b.name] = b, bn
-            decls.append(f'{bn} = T.decl_buffer(({max(b.size, 1)},), "{storage(b.dtype)}", '
-                         f"data={h})")
+        ke = KernelEmitter(self.names, consts)
+        offsets: list[int] = []
         offset = 0
-        inits: list[str] = []
-        if k.locals:
-            args.append('loc: T.handle("uint8")')
         for b in k.locals:
-            if b.name in ke.buffers:
+            if b.name in {p.name for p in params}:
                 raise EmitError(f"kernel {k.name}: local {b.name!r} shadows a param")
             size = itemsize(storage(b.dtype))
             offset = _align(offset, max(size, 1))
-            bn = self.names.fresh("l_", b.name)
-            ke.buffers[b.name], ke.bufnames[b.name] = b, bn
-            decls.append(f'{bn} = T.decl_buffer(({max(b.size, 1)},), "{storage(b.dtype)}", '
-                         f"data=loc, elem_offset={offset // size})")
-            zero = literal(0, storage(b.dtype))
-            if b.size <= 1:
-                inits.append(f"{bn}[0] = {zero}")
-            else:
-                inits += [f"for z in T.serial(T.int64({b.size})):", f"    {bn}[z] = {zero}"]
+            offsets.append(offset)
             offset += max(b.size, 1) * size
-        body = ke.block(k.body, 2)
-        pad = "        "
-        head = ["    @T.prim_func(private=True)",
-                f"    def {fname}({', '.join(args)}):",
-                f'{pad}T.func_attr({{"tirx.noalias": {noalias}}})']
-        about = f"{k.op_kind} {k.op_name!r}".strip() if k.op_kind else k.name
-        head.insert(0, f"    # {k.name}: {about}".replace("\n", " "))
-        lines = head + [pad + d for d in decls] + [pad + i for i in inits] + body
-        if not body and not inits:
-            lines.append(pad + "T.evaluate(0)")
-        return "\n".join(lines), _align(offset, LOCALS_ALIGN)
 
-    def views(self, used: Sequence[str], woff: dict[str, int]) -> None:
-        """The entry function's arguments and a typed view of every global buffer in them."""
-        m, lay = self.m, self.layout
-        self.args: list[str] = []
-        self.decls: list[str] = []
-        self.copies: list[str] = []
-        self._views: dict[str, str] = {}
-        roots: dict[str, str] = {}
-        for i, name in enumerate(m.inputs):
-            b = lay.buf(name)
-            roots[name] = f"in{i}"
-            self.args.append(f'in{i}: T.Buffer(({max(b.size, 1)},), "{b.dtype}")')
-        out_index = {name: i for i, name in reversed(list(enumerate(m.outputs)))}
-        for i, name in enumerate(m.outputs):
-            b = lay.buf(name)
-            self.args.append(f'out{i}: T.Buffer(({max(b.size, 1)},), "{b.dtype}")')
-            if b.scope == "output" and b.alias is None and out_index[name] == i:
-                roots[name] = f"out{i}"
-        for name in used:
-            b = lay.buf(name)
-            root = lay.root(name)
-            region = lay.regions[name]
-            if region.space == "arena":
-                data, byte = "ws.data", region.start
-            elif region.space == "constant":
-                data, byte = "weights.data", woff[root.name]
+        def signature() -> None:
+            with TB.prim_func(is_private=True):
+                TB.func_name(fname)
+                handles = [TB.arg(f"p{j}", T.handle(storage(b.dtype)))
+                           for j, b in enumerate(params)]
+                loc = TB.arg("loc", T.handle("uint8")) if k.locals else None
+                TB.func_attr({"tirx.noalias": noalias})
+                for b, h in zip(params, handles, strict=True):
+                    view = TB.decl_buffer((max(b.size, 1),), storage(b.dtype), data=h)
+                    IRBuilder.name(self.names.fresh("b_", b.name), view)
+                    ke.buffers[b.name], ke.bufvars[b.name] = b, view
+                for b, off in zip(k.locals, offsets, strict=True):
+                    size = itemsize(storage(b.dtype))
+                    view = TB.decl_buffer((max(b.size, 1),), storage(b.dtype), data=loc,
+                                          elem_offset=off // size)
+                    IRBuilder.name(self.names.fresh("l_", b.name), view)
+                    ke.buffers[b.name], ke.bufvars[b.name] = b, view
+
+        func, decls = _signature(signature)
+        inits: list[Any] = []
+        for b in k.locals:
+            view, zero = ke.bufvars[b.name], literal(0, storage(b.dtype))
+            if b.size <= 1:
+                inits.append(tirx.BufferStore(view, zero, [0]))
             else:
-                data, byte = f"{roots[root.name]}.data", region.start
-            size = itemsize(storage(b.dtype))
-            if byte % size:
-                raise EmitError(f"buffer {name!r}: offset {byte} is not aligned to its dtype")
-            vn = self.names.fresh("g_", name)
-            self._views[name] = vn
-            self.decls.append(f'{vn} = T.decl_buffer(({max(b.size, 1)},), '
-                              f'"{storage(b.dtype)}", data={data}, elem_offset={byte // size})')
-        for i, name in enumerate(m.outputs):
-            if roots.get(name) == f"out{i}":
-                continue
-            # an output that is an input, a constant, an alias or listed twice: copy it out
-            b = lay.buf(name)
-            ov = self.names.fresh("o_", str(i))
-            self.decls.append(f'{ov} = T.decl_buffer(({max(b.size, 1)},), "{storage(b.dtype)}", '
-                              f"data=out{i}.data)")
-            self.copies += [f"for c in T.serial(T.int64({max(b.size, 1)})):",
-                            f"    {ov}[c] = {self.view(name)}[c]"]
+                z = tirx.Var("z", "int64")
+                inits.append(tirx.For(z, T.int64(0), T.int64(b.size), tirx.ForKind.SERIAL,
+                                      tirx.BufferStore(view, zero, [z])))
+        body = ke.block(k.body)
+        stmts = decls + inits + body
+        return func.with_body(_seq(stmts) if stmts else _nop()), _align(offset, LOCALS_ALIGN)
 
-    def main(self, wbytes: int, workspace: int, calls: Sequence[str]) -> str:
-        pad = "        "
-        args = self.args + [f'ws: T.Buffer(({workspace},), "uint8")',
-                            f'weights: T.Buffer(({max(wbytes, 1)},), "uint8")']
-        # the caller's inputs, outputs, workspace and weights are distinct arrays (TVMModel,
-        # run_model.py); aliasing inside the workspace is each kernel's `tirx.noalias`
-        lines = ["    @T.prim_func", f"    def main({', '.join(args)}):",
-                 f'{pad}T.func_attr({{"global_symbol": "main", "tirx.noalias": True}})']
-        lines += [pad + v for v in self.decls] + [pad + c for c in (*calls, *self.copies)]
-        if not calls and not self.copies:
-            lines.append(pad + "T.evaluate(0)")
-        return "\n".join(lines)
+    def main(self, used: Sequence[str], woff: dict[str, int], wbytes: int, workspace: int,
+             arena: int, gvs: Sequence[Any]) -> Any:
+        """The entry function: a typed view of every global buffer, the kernel calls, and the
+        copies of outputs that are not their own buffer."""
+        m, lay = self.m, self.layout
+
+        def build() -> None:
+            with TB.prim_func():
+                TB.func_name("main")
+                roots: dict[str, Any] = {}
+                ins, outs = [], []
+                for i, name in enumerate(m.inputs):
+                    b = lay.buf(name)
+                    ins.append(TB.arg(f"in{i}", T.Buffer((max(b.size, 1),), b.dtype)))
+                    roots[name] = ins[-1]
+                out_index = {name: i for i, name in reversed(list(enumerate(m.outputs)))}
+                own: set[int] = set()
+                for i, name in enumerate(m.outputs):
+                    b = lay.buf(name)
+                    outs.append(TB.arg(f"out{i}", T.Buffer((max(b.size, 1),), b.dtype)))
+                    if b.scope == "output" and b.alias is None and out_index[name] == i:
+                        roots[name] = outs[-1]
+                        own.add(i)
+                ws = TB.arg("ws", T.Buffer((workspace,), "uint8"))
+                weights = TB.arg("weights", T.Buffer((max(wbytes, 1),), "uint8"))
+                # the caller's inputs, outputs, workspace and weights are distinct arrays
+                # (TVMModel, run_model.py); aliasing inside the workspace is each kernel's
+                TB.func_attr({"global_symbol": "main", "tirx.noalias": True})
+                views: dict[str, Any] = {}
+                for name in used:
+                    b = lay.buf(name)
+                    root = lay.root(name)
+                    region = lay.regions[name]
+                    if region.space == "arena":
+                        data, byte = ws.data, region.start
+                    elif region.space == "constant":
+                        data, byte = weights.data, woff[root.name]
+                    else:
+                        data, byte = roots[root.name].data, region.start
+                    size = itemsize(storage(b.dtype))
+                    if byte % size:
+                        raise EmitError(f"buffer {name!r}: offset {byte} is not aligned to its "
+                                        "dtype")
+                    views[name] = TB.decl_buffer((max(b.size, 1),), storage(b.dtype), data=data,
+                                                 elem_offset=byte // size)
+                    IRBuilder.name(self.names.fresh("g_", name), views[name])
+                copies = []
+                for i, name in enumerate(m.outputs):
+                    if i in own:
+                        continue
+                    # an output that is an input, a constant, an alias or listed twice: copy it
+                    b = lay.buf(name)
+                    ov = TB.decl_buffer((max(b.size, 1),), storage(b.dtype), data=outs[i].data)
+                    IRBuilder.name(self.names.fresh("o_", str(i)), ov)
+                    copies.append((ov, views[name], max(b.size, 1)))
+                for k, gv in zip(m.kernels, gvs, strict=True):
+                    args = [T.address_of(views[p][0]) for p in k.params]
+                    if k.locals:
+                        args.append(T.address_of(ws[arena]))
+                    # void, as the parser types `Module.kernel(...)`
+                    TB.evaluate(ir.Call(gv, args, ret_ty=ir.TupleType([])))
+                for ov, view, n in copies:
+                    with TB.serial(T.int64(n)) as c:
+                        TB.buffer_store(ov, view[c], [c])
+                if not m.kernels and not copies:
+                    TB.evaluate(T.int32(0))
+
+        with IRBuilder() as ib:
+            build()
+        return ib.get()
 
 
 class _NoC:
@@ -712,6 +750,29 @@ class _NoC:
         return dtype
 
 
+def emit_weights(module: LoopModule) -> bytes:
+    """weights.bin of `module`: the constants the kernels use, each 64-byte aligned."""
+    tm = _TVMModule(module)
+    return tm.weights(tm.layout.used_globals())[0]
+
+
 def emit_tvm(module: LoopModule) -> Program:
-    """The TVMScript program of `module` (see the module docstring)."""
+    """The tirx IRModule of `module` (see the module docstring)."""
     return _TVMModule(module).emit()
+
+
+def script_header(program: Program, model: str) -> str:
+    """The lines model_tir.py starts with, before the printed IRModule."""
+    return "\n".join([
+        f'"""{model}: nnc\'s loop IR as an Apache TVM tirx IRModule (printed by nnc from the',
+        "module it built into model.so).",
+        "",
+        "main(inputs..., outputs..., ws, weights): ws is WORKSPACE_BYTES of scratch (nnc's",
+        'memory plan), weights the bytes of weights.bin."""',
+        "",
+        f"WORKSPACE_BYTES = {program.workspace_bytes}",
+        f"WEIGHTS_BYTES = {len(program.weights)}",
+        "",
+        "",
+    ])
+

@@ -87,14 +87,18 @@ def test_small_models_match_onnxruntime(build, tmp_path: Path) -> None:
         np.testing.assert_allclose(got[k], v, rtol=RTOL, atol=ATOL)
 
 
-def test_kernels_carry_the_no_alias_attribute_tvm_reads(tmp_path: Path) -> None:
+def test_kernels_carry_the_no_alias_attribute_tvm_reads() -> None:
     # TVM 0.27 reads "tirx.noalias"; the "tir.noalias" nnc once wrote was ignored, so no kernel
     # was restricted and LLVM's TBAA (now off, build.py::llvm_target) stood in for it, unsoundly
-    from nnc.backends.tvm.build import load_script
+    from nnc.backends.tvm.emit import emit_tvm
+    from nnc.compiler.api import _target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
 
-    nnc.compile(conv_net(), target="tvm", output_dir=tmp_path / "out")
-    program = load_script(tmp_path / "out" / "model_tir.py")
-    funcs = {gv.name_hint: f for gv, f in program.Module.functions.items()}
+    module = PassManager(parse_pipeline(default_pipeline("tvm")),
+                         target=_target("tvm")).run(import_model(conv_net()))
+    funcs = {gv.name_hint: f for gv, f in emit_tvm(module).module.functions.items()}
     assert len(funcs) > 2 and all(isinstance(f.attrs["tirx.noalias"], (bool, int))
                                   for f in funcs.values())
     assert sum(bool(f.attrs["tirx.noalias"]) for f in funcs.values()) > 1
@@ -166,6 +170,11 @@ def test_cli_compile_run_bench_and_fresh_process_loader(tmp_path: Path, capsys) 
     assert cli_main(["compile", str(model_path), "--target", "tvm", "-o", str(out)]) == 0
     assert {"model.so", "weights.bin", "nnc.json", "model_tir.py", "run_model.py"} <= \
         {p.name for p in out.iterdir()}
+    # model_tir.py is TVM's print of the IRModule nnc built (no TVMScript is parsed any more)
+    meta = json.loads((out / "nnc.json").read_text())["tvm"]
+    assert {"emit_s", "print_s", "build_s", "export_s"} <= set(meta) and "parse_s" not in meta
+    tir = (out / "model_tir.py").read_text()
+    assert "class Module" in tir and tir.count("@T.prim_func") == meta["functions"] + 1
     x = RNG.standard_normal((1, 3, 8, 8)).astype(np.float32)
     np.savez(tmp_path / "in.npz", x=x)
     assert cli_main(["run", str(out), "--inputs", str(tmp_path / "in.npz"),
@@ -261,7 +270,7 @@ def test_int8_differential_tvm_identical_with_host_and_interpreter(name: str) ->
     assert not bad, f"{name}: {bad}"
 
 
-# onnx's light models (the host's whole-model set): minutes of TVMScript parsing and LLVM each
+# onnx's light models (the host's whole-model set): tens of seconds of LLVM each
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["squeezenet", "shufflenet", "resnet50"])
 def test_light_models_match_onnxruntime(name: str) -> None:
