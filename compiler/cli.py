@@ -164,9 +164,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     print(result.table())
     if result.plot is not None:
         means = result.curve_means
-        print(f"curves in {result.plot}: best so far / default after {args.trials} trials "
-              "(geometric mean over workloads): "
-              + ", ".join(f"{s} {c[-1]:.3f}" for s, c in means.items() if c))
+        print(f"curves in {result.plot}: best so far / default, geometric mean over the "
+              "workloads: " + ", ".join(f"{s} {c[-1]:.3f} after {len(c)} trials"
+                                        for s, c in means.items() if c))
     from nnc.compiler.history import Run, file_hash
 
     options = {k: v for k, v in (("quantize", args.quantize), ("trials", args.trials),

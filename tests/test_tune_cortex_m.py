@@ -99,9 +99,12 @@ def test_cli_tune_and_errors(tmp_path):
                               cwd=tmp_path)
 
     r = nnc_cli("tune", str(path), "--quantize", "int8", "--calibration", "random",
-                "--trials", "1", "--batch", "1", "--cache", str(cache), "--no-progress")
+                "--trials", "1", "--batch", "1", "--cache", str(cache), "--no-progress",
+                "--workers", "2", "--plot", str(tmp_path / "curves.png"))
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "whole model on cortex-m7" in r.stdout
+    assert "curves in" in r.stdout and "random" in r.stdout
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     r = nnc_cli("cache", "list", "--cache", str(cache))
     assert r.returncode == 0 and "8 trials of 4 workloads" in r.stdout, r.stderr
     r = nnc_cli("history", "--kind", "tune", "--json")  # every nnc tune is in the history
