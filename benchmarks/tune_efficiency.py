@@ -490,7 +490,10 @@ def main(argv: list[str] | None = None) -> None:
         plot_curves({f"{r['model']} {r['workload']}": {"guided": r["guided_curve"],
                                                        "random": r["random_curve"]}
                      for r in result["rows"]}, args.plot,
-                    title="best so far / default vs trials per workload")
+                    title="best so far / default vs trials per workload",
+                    labels=None if args.mode == "live" else {
+                        "guided": f"guided, mean of {args.seeds} sessions replayed on the tables",
+                        "random": "random, exact expectation over the tables"})
         print(f"curves drawn in {args.plot}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
