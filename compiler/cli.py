@@ -159,8 +159,14 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     result = tune(args.model, args.target, input_shapes=parse_input_shapes(args.input_shape or []),
                   quantize=args.quantize, calibration=args.calibration, trials=args.trials,
                   time_budget_s=budget, cache=args.cache, search=args.search, batch=args.batch,
-                  early_stop=args.early_stop, seed=args.seed, progress=not args.no_progress)
+                  early_stop=args.early_stop, seed=args.seed, progress=not args.no_progress,
+                  workers=args.workers, plot=args.plot)
     print(result.table())
+    if result.plot is not None:
+        means = result.curve_means
+        print(f"curves in {result.plot}: best so far / default, geometric mean over the "
+              "workloads: " + ", ".join(f"{s} {c[-1]:.3f} after {len(c)} trials"
+                                        for s, c in means.items() if c))
     from nnc.compiler.history import Run, file_hash
 
     options = {k: v for k, v in (("quantize", args.quantize), ("trials", args.trials),
@@ -607,6 +613,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--early-stop", type=int, metavar="N",
                    help="stop a workload after N trials without improvement")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="build and measure a batch's candidates in N worker processes (same "
+                   "results as one; default: 1)")
+    t.add_argument("--plot", metavar="PNG",
+                   help="draw best-so-far vs trials of this search and of the other one (run "
+                   "after it with the same budget in a throw-away cache; needs matplotlib: "
+                   "pip install nnc[plot])")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.add_argument("--history", metavar="FILE", help=HISTORY_HELP)
     t.set_defaults(fn=_cmd_tune)

@@ -99,9 +99,12 @@ def test_cli_tune_and_errors(tmp_path):
                               cwd=tmp_path)
 
     r = nnc_cli("tune", str(path), "--quantize", "int8", "--calibration", "random",
-                "--trials", "1", "--batch", "1", "--cache", str(cache), "--no-progress")
+                "--trials", "1", "--batch", "1", "--cache", str(cache), "--no-progress",
+                "--workers", "2", "--plot", str(tmp_path / "curves.png"))
     assert r.returncode == 0, r.stderr
     assert "speedup" in r.stdout and "whole model on cortex-m7" in r.stdout
+    assert "curves in" in r.stdout and "random" in r.stdout
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     r = nnc_cli("cache", "list", "--cache", str(cache))
     assert r.returncode == 0 and "8 trials of 4 workloads" in r.stdout, r.stderr
     r = nnc_cli("history", "--kind", "tune", "--json")  # every nnc tune is in the history
@@ -127,3 +130,92 @@ def test_cli_tune_and_errors(tmp_path):
     info = json.loads((tmp_path / "out" / "nnc.json").read_text())
     assert info["tuning"]["tuned_workloads"] == 4
     warnings.filterwarnings("ignore")
+
+
+def _corrupt_kernel(c_text: str, kernel_name: str) -> str:
+    """`kernel_name`'s function with its accumulation negated (`acc = acc - x*w`): what a wrong
+    intrinsic or emitter bug would compute; the rest of the file as it was."""
+    start = c_text.index(f"/* {kernel_name}: ")
+    end = c_text.find("\n/* k", start + 1)
+    end = len(c_text) if end < 0 else end
+    body = c_text[start:end]
+    wrong = re.sub(r"(acc\w*) = \1 \+ ", r"\1 = \1 - ", body)
+    assert wrong != body, f"{kernel_name}: no accumulation to corrupt"
+    return c_text[:start] + wrong + c_text[end:]
+
+
+@needs_tools
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.slow
+def test_a_wrong_result_on_the_board_is_recorded_and_never_applied(tmp_path, monkeypatch):
+    """The first candidate of the first conv gets wrong code in the firmware (its accumulation
+    negated in the emitted C): the board's outputs differ from the untuned build's, so the
+    tuner records that trial `wrong`, and neither the cache's best nor `nnc compile
+    --tuning-cache` ever use it."""
+    import nnc.backends.c.emit as emit
+    from nnc.compiler.tune.measure import prepare
+    from nnc.compiler.tune.space import schedule_text
+    from nnc.compiler.tune.tuner import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = prepare(tiny_model(), "cortex-m7", quantize="int8", calibration="random")
+    w = prep.workloads[0]
+    victim: list = []  # the first non-default schedule the first conv gets
+    real_emit = emit.emit_c
+
+    def emit_c(module, *args, **kwargs):
+        files = real_emit(module, *args, **kwargs)
+        k = module.kernels[w.layers[0]]
+        if k.schedule != w.default and not victim:
+            victim.append(k.schedule)
+        if victim and k.schedule == victim[0]:
+            files["model.c"] = _corrupt_kernel(files["model.c"], k.name)
+        return files
+
+    monkeypatch.setattr(emit, "emit_c", emit_c)
+    cache = tmp_path / "c.sqlite"
+    r = tune(None, prepared=prep, cache=cache, trials=2, batch=2, search="random",
+             progress=False)
+    bad = schedule_text(victim[0])
+    with TuningCache.open(cache, create=False) as c:
+        rows = {t.steps: t for t in c.trials(w.key)}
+        assert rows[bad].status == "wrong" and rows[bad].figure is None
+        assert "outputs differ" in rows[bad].error
+        # the other workloads' candidates of that build were measured again, alone, and are ok
+        others = [t for t in c.trials() if t.workload != w.key]
+        assert others and all(t.status == "ok" for t in others)
+        best = c.best(w.key, prep.target_key, "qemu-instructions")
+        assert best is not None and best.steps != bad
+    res = next(x for x in r.workloads if x.key == w.key)
+    assert res.wrong == 1 and res.best_steps != bad
+    assert r.builds == 1 + 2 + len(prep.workloads) + 1  # the batch build measured again 1 by 1
+    # what `nnc compile --tuning-cache` schedules the kernel with: the lookup apply-tuning uses
+    from nnc.compiler.tune.apply import open_tuning
+
+    applied = open_tuning(cache, prep.target).get(w.key)
+    assert applied is not None and applied != victim[0]
+
+
+@needs_tools
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.slow
+def test_workers_on_the_board_match_one_process(tmp_path):
+    """--workers 2 on the emulated board (each worker its own build folder): the same trials,
+    figures and statuses as one process, in the same order."""
+    from nnc.compiler.tune.measure import prepare
+    from nnc.compiler.tune.tuner import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = prepare(tiny_model(), "cortex-m7", quantize="int8", calibration="random")
+    rows = {}
+    for n in (1, 2):
+        r = tune(None, prepared=prep, cache=tmp_path / f"w{n}.sqlite", trials=2, batch=2,
+                 search="random", progress=False, workers=n)
+        assert r.builds == 1 + 2 + 1
+        with TuningCache.open(tmp_path / f"w{n}.sqlite", create=False) as c:
+            rows[n] = [(t.workload, t.steps, t.figure, t.status) for t in c.trials()]
+    assert rows[1] == rows[2] and all(s == "ok" for *_, s in rows[1])

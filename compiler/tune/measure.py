@@ -170,6 +170,10 @@ class CortexMMeasurer:
         self.timeout_s = timeout_s
         self.builds = 0
 
+    def for_worker(self, workdir: str | os.PathLike[str]) -> CortexMMeasurer:
+        """A measurer for a worker process (`nnc tune --workers`): same front, own folder."""
+        return CortexMMeasurer(self.prep, workdir, self.timeout_s)
+
     def measure(self, assignment: Mapping[str, tuple[ScheduleStep, ...]]) -> Run:
         from nnc.backends.c.build import BuildError
         from nnc.backends.c.emit import emit_c

@@ -298,3 +298,26 @@ class ScheduleSpace:
 
 def _fields(k: Knobs) -> dict[str, Any]:
     return {f: getattr(k, f) for f in Knobs.__slots__}
+
+
+class TableSpace(ScheduleSpace):
+    """A space restricted to given points (schedule texts), e.g. the ones a benchmark measured
+    once (`benchmarks/tune_efficiency.py` replays searches against them). Its points carry no
+    knobs (`Knobs()`): searches use the steps."""
+
+    def __init__(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]], target: Any,
+                 points: list[str]) -> None:
+        from nnc.ir.loop_parser import parse_schedule
+
+        super().__init__(defn, shapes, target)
+        self.points = [(text, parse_schedule(text)) for text in points]
+
+    def enumerate(self) -> Iterator[tuple[Knobs, tuple[ScheduleStep, ...]]]:
+        for _, steps in self.points:
+            yield Knobs(), steps
+
+    def sample(self, rng: random.Random, n: int, exclude: set[str] | None = None,
+               tries: int = 50) -> list[tuple[Knobs, tuple[ScheduleStep, ...]]]:
+        seen = exclude or set()
+        left = [steps for text, steps in self.points if text not in seen]
+        return [(Knobs(), steps) for steps in rng.sample(left, min(n, len(left)))]

@@ -24,8 +24,8 @@ from __future__ import annotations
 import random
 import sys
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +78,10 @@ class TuneResult:
     model_default: int = 0  # whole-model instructions, untuned
     model_tuned: int = 0  # whole-model instructions with every best schedule
     stopped: str = ""
+    plot: Path | None = None  # the PNG `plot=` asked for
+    # {workload hash: {search: best so far / default per trial}} and their geometric means
+    curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    curve_means: dict[str, list[float]] = field(default_factory=dict)
 
     def table(self) -> str:
         rows = [("workload", "op", "layers", "default", "best", "speedup", "trials")]
@@ -135,12 +139,21 @@ def tune(model: Any, target: str = "cortex-m7", *,
          trials: int = 32, time_budget_s: float | None = None,
          cache: str | Path | TuningCache | None = None, search: str = "guided",
          batch: int = 8, epsilon: float = 0.2, early_stop: int | None = None, seed: int = 0,
-         progress: bool = True, workdir: str | Path | None = None,
-         prepared: Prepared | None = None, measurer: Any = None) -> TuneResult:
+         progress: bool = True, workdir: str | Path | None = None, workers: int = 1,
+         plot: str | Path | None = None, prepared: Prepared | None = None,
+         measurer: Any = None,
+         spaces: Callable[[Workload, Any], ScheduleSpace] | None = None) -> TuneResult:
     """Tune `model`'s workloads for `target` (see the module docstring); the trials go to
     `cache` (a path or an open TuningCache; default `default_cache_path()`). `prepared` (from
     `measure.prepare`) skips the front; `measurer` replaces the board (an object with
-    `objective`, `builds`, `measure(assignment) -> Run` and `close()`)."""
+    `objective`, `builds`, `measure(assignment) -> Run` and `close()`); `spaces(workload,
+    target)` replaces the schedule spaces (benchmarks: a measured table's points).
+
+    `workers` > 1: the builds of a batch run in that many forked worker processes, each with
+    its own measurer and build folder (the front is not run again); the trials are recorded in
+    the same order, so the cache and the result are the same as with one worker.
+    `plot`: a PNG of best-so-far vs trials for this search and, run after it with the same
+    budget and seed in a fresh temporary cache (not kept), the other search."""
     t_start = time.monotonic()
     if search not in SEARCHES:
         raise NncError(f"search={search!r} is not one of {list(SEARCHES)}")
@@ -148,6 +161,12 @@ def tune(model: Any, target: str = "cortex-m7", *,
         raise NncError("trials and batch must be at least 1")
     if not 0.0 <= epsilon <= 1.0:
         raise NncError("epsilon must be between 0 and 1")
+    if workers < 1:
+        raise NncError("workers must be at least 1")
+    if plot is not None:
+        from nnc.compiler.tune.plot import _pyplot
+
+        _pyplot()  # no matplotlib: say so before measuring anything
     prep = prepared or prepare(model, target, input_shapes=input_shapes, quantize=quantize,
                                calibration=calibration, calibration_method=calibration_method,
                                seed=seed)
@@ -157,9 +176,13 @@ def tune(model: Any, target: str = "cortex-m7", *,
     owned = not isinstance(cache, TuningCache)
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
     measurer = measurer if measurer is not None else CortexMMeasurer(prep, workdir)
+    opts = _Options(trials, time_budget_s, search, batch, epsilon, early_stop, seed, progress,
+                    workers, spaces)
     try:
-        return _session(prep, db, measurer, trials, time_budget_s, search, batch, epsilon,
-                        early_stop, seed, progress, t_start)
+        result = _session(prep, db, measurer, opts, t_start)
+        if plot is not None:
+            result.plot = _plot(prep, measurer, opts, result, Path(plot))
+        return result
     finally:
         measurer.close()
         if owned:
@@ -177,9 +200,56 @@ def _toolchain(prep: Prepared) -> str:
         return prep.target.cc
 
 
-def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
-             time_budget_s: float | None, search: str, batch: int, epsilon: float,
-             early_stop: int | None, seed: int, progress: bool, t_start: float) -> TuneResult:
+@dataclass(frozen=True)
+class _Options:
+    trials: int
+    time_budget_s: float | None
+    search: str
+    batch: int
+    epsilon: float
+    early_stop: int | None
+    seed: int
+    progress: bool
+    workers: int = 1
+    spaces: Callable[[Workload, Any], ScheduleSpace] | None = None
+
+
+def _plot(prep: Prepared, measurer: Any, opts: _Options, result: TuneResult,
+          path: Path) -> Path:
+    """The other search with the same budget in a throw-away cache, then both curves."""
+    import tempfile
+
+    from nnc.compiler.tune.plot import best_so_far, plot_curves
+
+    other = "random" if opts.search == "guided" else "guided"
+    with tempfile.TemporaryDirectory(prefix="nnc-tune-plot-") as tmp, \
+            TuningCache.open(Path(tmp) / "c.sqlite") as scratch:
+        peer = _session(prep, scratch, measurer,
+                        replace(opts, search=other, time_budget_s=None, progress=False,
+                                trials=max(len(w.history) for w in result.workloads) or 1),
+                        time.monotonic())
+    mine = {w.key: w for w in result.workloads}
+    curves = {}
+    for w in peer.workloads:
+        curves[w.hash] = {opts.search: best_so_far(mine[w.key].history, w.default),
+                          other: best_so_far(w.history, w.default)}
+    warm = sum(w.trials - len(w.history) for w in result.workloads)
+    labels = {opts.search: f"{opts.search} search, this session"
+              + (f" (resumed: {warm} earlier trials not drawn)" if warm else ""),
+              other: f"{other} search, same budget and seed, fresh cache (not kept)"}
+    result.curves = curves
+    result.curve_means = plot_curves(
+        curves, path, labels=labels,
+        title=f"nnc tune on {prep.target.name}: {len(curves)} workloads, "
+              f"{opts.trials} trials each, batches of {opts.batch}")
+    return path
+
+
+def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
+             t_start: float) -> TuneResult:
+    trials, time_budget_s, search, batch = (opts.trials, opts.time_budget_s, opts.search,
+                                            opts.batch)
+    epsilon, early_stop, seed, progress = opts.epsilon, opts.early_stop, opts.seed, opts.progress
     target_key, objective = prep.target_key, measurer.objective
     toolchain = _toolchain(prep)
     base = measurer.measure({})
@@ -197,7 +267,8 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
             db.add(Trial(w.key, target_key, objective, default_text, base.figures[w.key],
                          is_default=True, features=features(w.defn, w.default, w.shapes),
                          nnc_version=nnc_version(), toolchain=toolchain))
-        space = ScheduleSpace(w.defn, w.shapes, prep.target)
+        space = (opts.spaces(w, prep.target) if opts.spaces is not None
+                 else ScheduleSpace(w.defn, w.shapes, prep.target))
         measured = {t.steps for t in earlier} | {default_text}
         searcher: RandomSearch = (GuidedSearch(space, random.Random(rng.random()), cost, w.key,
                                                measured, epsilon) if search == "guided"
@@ -212,6 +283,7 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
     if search == "guided":
         cost.fit()
 
+    pool = _Pool(measurer, opts.workers, reference) if opts.workers > 1 else None
     bars = _Bars(states, trials, progress)
     stopped = ""
     try:
@@ -230,11 +302,13 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
                 stopped = "space exhausted"
                 break
             by_key = {s.w.key: s for s in states}
-            for i in range(max(len(p) for p in proposals.values())):
-                if time_budget_s is not None and time.monotonic() - t_start > time_budget_s:
-                    break
-                cands = {k: p[i] for k, p in proposals.items() if i < len(p)}
-                results = _measure(measurer, cands, reference)
+            builds = [{k: p[i] for k, p in proposals.items() if i < len(p)}
+                      for i in range(max(len(p) for p in proposals.values()))]
+            # one worker: build by build (the time budget is checked between builds); a pool:
+            # the batch's builds at once, recorded in the same order
+            measured = (pool.map(builds) if pool is not None else
+                        (_measure(measurer, cands, reference) for cands in builds))
+            for cands, results in zip(builds, measured, strict=False):
                 for k, (status, figure, error) in results.items():
                     s, c = by_key[k], cands[k]
                     db.add(Trial(k, target_key, objective, c.text, figure, status, error,
@@ -249,10 +323,14 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
                         assert figure is not None
                         cost.add(k, c.features, figure)
                     bars.update(s)
+                if time_budget_s is not None and time.monotonic() - t_start > time_budget_s:
+                    break
             if search == "guided":
                 cost.fit()
     finally:
         bars.close()
+        if pool is not None:
+            pool.close()
     best = {s.w.key: parse_schedule(s.best_steps) for s in states}
     final = measurer.measure(best)
     if final.error or not same_outputs(final.outputs, reference):
@@ -261,7 +339,8 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, trials: int,
     summary = [WorkloadResult(s.w.key, s.w.hash, s.w.kind, s.w.names, s.default, s.best,
                               s.best_steps, s.trials, s.failed, s.wrong, s.history)
                for s in states]
-    return TuneResult(summary, db.path, prep.target.name, objective, measurer.builds,
+    builds = measurer.builds + (pool.builds if pool is not None else 0)
+    return TuneResult(summary, db.path, prep.target.name, objective, builds,
                       time.monotonic() - t_start, base.total, final.total, stopped)
 
 
@@ -280,6 +359,58 @@ def _measure(measurer: Any, cands: Mapping[str, Candidate],
     for k, steps in assignment.items():
         out[k] = _verdict(measurer.measure({k: steps}), reference, k)
     return out
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(measurer: Any, reference: Mapping[str, Any], workdir: str) -> None:
+    """In a forked worker: its own measurer (own build folder) on the inherited front."""
+    import os
+
+    own = getattr(measurer, "for_worker", None)
+    _WORKER["measurer"] = own(Path(workdir) / f"w{os.getpid()}") if own else measurer
+    _WORKER["reference"] = reference
+
+
+def _worker_measure(cands: Mapping[str, Candidate]
+                    ) -> tuple[dict[str, tuple[str, float | None, str]], int]:
+    m = _WORKER["measurer"]
+    before = m.builds
+    return _measure(m, cands, _WORKER["reference"]), m.builds - before
+
+
+def _ready() -> None:
+    pass
+
+
+class _Pool:
+    """`workers` forked processes that stay up for the session, each measuring whole builds
+    (with their one-at-a-time re-measurements) on the front the parent prepared."""
+
+    def __init__(self, measurer: Any, workers: int, reference: Mapping[str, Any]) -> None:
+        import multiprocessing
+        import tempfile
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.tmp = tempfile.TemporaryDirectory(prefix="nnc-tune-workers-")
+        self.pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                        initializer=_worker_init,
+                                        initargs=(measurer, reference, self.tmp.name))
+        self.pool.submit(_ready).result()  # fork every worker now, before any bar's thread
+        self.builds = 0
+
+    def map(self, builds: list[dict[str, Candidate]]
+            ) -> list[dict[str, tuple[str, float | None, str]]]:
+        out = []
+        for results, n in self.pool.map(_worker_measure, builds):
+            self.builds += n
+            out.append(results)
+        return out
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)
+        self.tmp.cleanup()
 
 
 def _verdict(run: Run, reference: Mapping[str, Any], key: str
