@@ -31,17 +31,23 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir.compute import ACC, Reduction
 from nnc.ir.graph import Attrs
-from nnc.ir.loops import Buffer, Expr, call, cast, const, maximum, minimum, select
+from nnc.ir.loops import Buffer, Expr, Var, call, cast, const, maximum, minimum, select
 from nnc.ir.ops import (
     ComputeContext,
     OpDef,
     OpError,
-    broadcast_index,
     get_op,
     register,
 )
-from nnc.ir.ops.nn import maybe_if, spatial_attrs, tap_range, window_positions
+from nnc.ir.ops.nn import (
+    matmul_definition,
+    maybe_if,
+    spatial_attrs,
+    tap_range,
+    window_positions,
+)
 from nnc.ir.types import TensorType
 
 QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16"})
@@ -471,32 +477,30 @@ def _matmul_integer_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> 
     return [_np_matmul_acc(a, az, b, bz)]
 
 
-def _matmul_loops(ctx: ComputeContext, a: Buffer, bm: Buffer, az: Buffer | None,
-                  bz: Buffer | None, store: Store) -> None:
-    """A local int32 row of the output accumulates (A[..., m, k] - a_zp) * (B[..., k, :] - b_zp)
-    over k (the inner loop runs along contiguous rows of B)."""
-    b = ctx.b
-    out_shape = ctx.outputs[0].shape
-    nbatch = len(out_shape) - 2
-    k_n, n_n = a.shape[-1], out_shape[-1]
-    row = b.local("int32", "row", shape=(n_n,))
-    with b.loops(out_shape[:-1]) as idx:
-        batch, m = idx[:nbatch], idx[nbatch]
-        ai, bi = broadcast_index(a.shape[:-2], batch), broadcast_index(bm.shape[:-2], batch)
-        with b.loop(n_n, "j") as j:
-            b.store(row, (j,), const(0, "int32"))
-        with b.loop(k_n, "k") as k:
-            av = _centered(a[(*ai, m, k)], None if az is None else _first(az))
-            with b.loop(n_n, "j") as j:
-                b.store(row, (j,), row[j] + av * _centered(bm[(*bi, k, j)], _at(bz, j)))
-        with b.loop(n_n, "j") as j:
-            store((*idx, j), row[j], j)
+def _matmul_define(ctx: ComputeContext, kind: str, a: Buffer, bm: Buffer, az: Buffer | None,
+                   bz: Buffer | None, finish: Callable[[Expr, Expr], Expr]) -> None:
+    """The int32 sum of (A[..., m, k] - a_zp) * (B[..., k, n] - b_zp[n]) as a declarative
+    definition (`nnc.ir.ops.nn.matmul_definition`), `finish(acc, n)` on the way out."""
+    out = ctx.outputs[0]
+    a_zero = None if az is None else _first(az)
+
+    def term(av: Expr, bv: Expr, n: Expr | None) -> Expr:
+        assert n is not None
+        a32 = av if a_zero is None else av - cast(a_zero, "int32")
+        zb = _at(bz, n)
+        return a32 * (bv if zb is None else bv - cast(zb, "int32"))
+
+    axes, idx, product = matmul_definition(a, bm, out.shape, "int32", term)
+    target, value = ctx.output(0, idx, finish(Var(ACC, "int32"), Var("oc")))
+    ctx.b.define(Reduction(kind, axes, "int32", const(0, "int32"), product, target.name, idx,
+                           value),
+                 {b.name: b.shape for b in (a, bm, az, bz, target) if b is not None})
 
 
 def _matmul_integer_compute(ctx: ComputeContext) -> None:
     a, b, az, bz = (list(ctx.inputs) + [None] * 4)[:4]
     assert a is not None and b is not None
-    _matmul_loops(ctx, a, b, az, bz, lambda idx, acc, n: ctx.store(0, idx, acc))
+    _matmul_define(ctx, "matmul_integer", a, b, az, bz, lambda acc, n: acc)
 
 
 def _matmul_macs_for(b_index: int) -> Callable[..., int]:
@@ -548,13 +552,13 @@ def _qlinear_matmul_compute(ctx: ComputeContext) -> None:
     assert ys is not None and yz is not None
     out_dtype = ctx.outputs[0].dtype
 
-    def store(idx: tuple[Expr, ...], acc: Expr, n: Expr) -> None:
+    def finish(acc: Expr, n: Expr) -> Expr:
         bsv = _at(bsc, n)
         assert bsv is not None
         mult = _multiplier(_first(asc), bsv, _first(ys))
-        ctx.store(0, idx, _requant(acc, mult, _first(yz), out_dtype))
+        return _requant(acc, mult, _first(yz), out_dtype)
 
-    _matmul_loops(ctx, a, b, az, bz, store)
+    _matmul_define(ctx, "qlinear_matmul", a, b, az, bz, finish)
 
 
 register(OpDef(

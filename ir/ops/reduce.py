@@ -2,7 +2,8 @@
 
 Canonical attributes: `axes` is a sorted tuple of non-negative axes (never empty: the converter
 turns "empty = all" into the full list and "noop_with_empty_axes" into no op), `keepdims` a bool.
-The loop nest walks the kept dims outside and the reduced dims inside with a scalar accumulator.
+reduce_* are declarative definitions (`nnc.ir.compute.Reduction`): the schedule decides the loop
+nest; arg_max / arg_min keep a hand-written nest (an index, not a combine, is their result).
 """
 
 from __future__ import annotations
@@ -11,16 +12,14 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir.compute import ACC, Axis, Reduction
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Expr,
     Load,
+    Var,
     cast,
     const,
-    logical_and,
-    logical_or,
-    maximum,
-    minimum,
     select,
 )
 from nnc.ir.ops import ComputeContext, OpDef, OpError, register
@@ -117,18 +116,15 @@ def _np_min(x, axes, keep):
     return np.min(x, axis=axes, keepdims=keep, initial=_highest(str(x.dtype)))
 
 
-def _combine_fn(kind: str, dtype: str) -> Callable[[Expr, Expr], Expr]:
-    if kind in ("sum", "mean"):
-        return lambda a, b: a + b
-    if kind == "prod":
-        return lambda a, b: a * b
-    if dtype == "bool":
-        # bool max/min are or/and
-        return logical_or if kind == "max" else logical_and
-    return maximum if kind == "max" else minimum
+_COMBINE = {"sum": "add", "mean": "add", "prod": "mul", "max": "max", "min": "min"}
 
 
 def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
+    """One declarative definition (`nnc.ir.compute`): the kept dims o0.. as the spatial axes,
+    the reduced dims r0.. as the reduce axes, combine add / mul / max / min (on bool max and
+    min are or and and); max and min start from the first element (no infinities in the
+    generated code), the mean divides on the way out."""
+
     def compute(ctx: ComputeContext) -> None:
         x, out = ctx.inputs[0], ctx.outputs[0]
         assert x is not None
@@ -139,25 +135,26 @@ def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
         red_shape = [x.shape[d] for d in axes]
         count = int(np.prod(red_shape)) if red_shape else 1
         adt = _acc_dtype(x.dtype)
-        combine = _combine_fn(kind, adt)
-        acc = ctx.b.local(adt)
-        with ctx.b.loops(kept_shape, "o") as kept:
-            if kind in ("max", "min") and count > 0:
-                # start from the first element: no infinities needed in the generated code
-                first = _merge(kept, [const(0, "int64")] * len(axes), axes, rank)
-                init: Expr = cast(Load(x.name, first, x.dtype), adt)
-            elif kind in ("max", "min"):
-                init = const(_lowest(adt) if kind == "max" else _highest(adt), adt)
-            else:
-                init = const(1 if kind == "prod" else 0, adt)
-            ctx.b.store(acc, (), init)
-            with ctx.b.loops(red_shape, "r") as red:
-                v = cast(Load(x.name, _merge(kept, red, axes, rank), x.dtype), adt)
-                ctx.b.store(acc, (), combine(acc[()], v))
-            result: Expr = acc[()]
-            if kind == "mean" and count > 0:
-                result = result / const(count, adt)
-            ctx.store(0, _out_index(kept, axes, rank, keep), cast(result, out.dtype))
+        kept = [Var(f"o{i}") for i in range(len(kept_shape))]
+        red = [Var(f"r{i}") for i in range(len(red_shape))]
+        if kind in ("max", "min") and count > 0:
+            first = _merge(kept, [const(0, "int64")] * len(axes), axes, rank)
+            init: Expr = cast(Load(x.name, first, x.dtype), adt)
+        elif kind in ("max", "min"):
+            init = const(_lowest(adt) if kind == "max" else _highest(adt), adt)
+        else:
+            init = const(1 if kind == "prod" else 0, adt)
+        term = cast(Load(x.name, _merge(kept, red, axes, rank), x.dtype), adt)
+        result: Expr = Var(ACC, adt)
+        if kind == "mean" and count > 0:
+            result = result / const(count, adt)
+        idx = _out_index(kept, axes, rank, keep)
+        target, value = ctx.output(0, idx, cast(result, out.dtype))
+        dims = (*(Axis(v.name, n) for v, n in zip(kept, kept_shape, strict=True)),
+                *(Axis(v.name, n, True) for v, n in zip(red, red_shape, strict=True)))
+        ctx.b.define(Reduction(f"reduce_{kind}", dims, adt, init, term, target.name, idx, value,
+                               combine=_COMBINE[kind], reassociate=is_float(adt)),
+                     {x.name: x.shape, target.name: target.shape})
 
     return compute
 
