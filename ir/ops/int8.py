@@ -26,7 +26,7 @@ loop nests accumulate over the contiguous channel dimension; the references tran
 saturating rounding doubling high multiply, then a rounding divide by a power of two) in the loop
 IR; `np_requantize` is the same in numpy. Every op's loop nest goes through the former and every
 reference through the latter. The conv loop nest is the one shared with conv_integer and
-qlinear_conv (`nnc.ir.ops.quant.conv_int32_rows`); a layout change (NHWC) starts there and at
+qlinear_conv (`nnc.ir.ops.quant.conv_int32_define`); a layout change (NHWC) starts there and at
 `_act_at`.
 
 >>> int(np_requantize(np.int64(1000), *quantize_multiplier(0.0123)))
@@ -69,7 +69,7 @@ from nnc.ir.ops import (
     register,
 )
 from nnc.ir.ops.nn import spatial_attrs, window_out_size
-from nnc.ir.ops.quant import conv_int32_rows
+from nnc.ir.ops.quant import conv_int32_define
 from nnc.ir.types import TensorType
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -313,8 +313,8 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
 
 
 def _conv_compute(ctx: ComputeContext) -> None:
-    """The shared integer conv loop nest (`conv_int32_rows`: int32 rows, branch-free contiguous
-    taps) with each accumulator requantized, offset and clamped on the way out."""
+    """NHWC: its own definition; NCHW: the shared integer conv definition
+    (`conv_int32_define`) with each accumulator requantized, offset and clamped on the way out."""
     x, w, mult, shift = ctx.inputs[:4]
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
@@ -323,10 +323,11 @@ def _conv_compute(ctx: ComputeContext) -> None:
         _conv_nhwc_compute(ctx, x, w, mult, shift, bias, x_zp)
         return
 
-    def store(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
-        ctx.store(0, idx, _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+    def finish(acc: Expr, oc: Expr) -> Expr:
+        return _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs)
 
-    conv_int32_rows(ctx, x, w, const(x_zp, "int32") if x_zp else None, None, bias, store)
+    conv_int32_define(ctx, "conv_s8", x, w, const(x_zp, "int32") if x_zp else None, None, bias,
+                      finish)
 
 
 def _bias_at(bias: Buffer | None, o: Expr) -> Expr:

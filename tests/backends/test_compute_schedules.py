@@ -662,3 +662,25 @@ def test_host_pool_default_unrolls_the_taps(compile_module):
         assert scheduled.kernels[0].schedule[:len(expected)] == expected
         np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
                                    rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dense", "strided", "depthwise", "grouped"])
+def test_every_integer_conv_schedule_is_bit_exact(kind, compile_module):
+    """conv_integer (the NCHW integer conv shared with qlinear_conv and NCHW conv_s8) has the
+    float conv's axes: a quarter of the float conv's schedule space, bit for bit."""
+    _, (x, w, _), attrs = _fconv_case(kind)
+    rng = np.random.default_rng(len(kind))
+    xq = rng.integers(0, 256, x.shape).astype(np.uint8)
+    wq = rng.integers(-128, 128, w.shape).astype(np.int8)
+    inputs = [xq, wq, np.array(117, np.uint8), rng.integers(-4, 4, w.shape[0]).astype(np.int8)]
+    graph = single_op_graph("conv_integer", inputs, attrs, (1, 2, 3))
+    module = lower_to_loops(graph, PassContext())
+    feeds = {module.inputs[0]: xq}
+    ref = np.asarray(get_op("conv_integer").reference(inputs, Attrs.of(attrs))[0])
+    space = list(_fconv_space(kind == "depthwise"))
+    for steps in space[::4]:
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+    for steps in space[1::16]:
+        got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))
