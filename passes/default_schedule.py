@@ -342,8 +342,8 @@ def host_pool_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
         lanes = max(1, host_registers(target)[1] // (8 * _LANE_BYTES[defn.acc_dtype]))
         if defn.axis("c").extent <= lanes:
             return ()
-        taps = tuple(a.name for a in defn.reduced)
-        return (Split("c", lanes), Vectorize("c_i"), Reorder(("n", "c_o", *taps, "c_i")))
+        plane = tuple(a.name for a in defn.reduced)
+        return (Split("c", lanes), Vectorize("c_i"), Reorder(("n", "c_o", *plane, "c_i")))
     if defn.kind not in POOL_KINDS or names[:2] != ["n", "c"]:
         return ()
     taps = [a for a in defn.reduced]

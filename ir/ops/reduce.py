@@ -228,7 +228,7 @@ def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
     return compute
 
 
-_REDUCTIONS = {
+_REDUCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "sum": _np_sum, "mean": _np_mean, "max": _np_max, "min": _np_min, "prod": _np_prod,
     "sum_square": _np_sum_square, "l1": _np_l1, "l2": _np_l2, "log_sum": _np_log_sum,
     "log_sum_exp": _np_log_sum_exp,
