@@ -1,9 +1,12 @@
-"""One conv or gemm layer: nnc's generated C against onnxruntime, one thread each, same run.
+"""One layer: nnc's generated C against onnxruntime, one thread each, same run.
 
-    python -m benchmarks.bench_layer conv:64,64,56,56,3,1,1 gemm:1,640,128
+    python -m benchmarks.bench_layer conv:64,64,56,56,3,1,1 gemm:1,640,128 maxpool:64,112,112,3,2,1
 
 `conv:C,K,H,W,KS,STRIDE,PAD[,GROUP]` is a Conv (+ bias, + Relu) of a [1, C, H, W] input into K
-channels with a KS x KS kernel; `gemm:M,K,N` a Gemm (transB, + bias, + Relu). Random weights
+channels with a KS x KS kernel; `gemm:M,K,N` a Gemm (transB, + bias, + Relu);
+`maxpool:C,H,W,KS,STRIDE,PAD` / `avgpool:...` a MaxPool / AveragePool of [1, C, H, W];
+`gap:C,H,W` a GlobalAveragePool; `reducemean:C,H,W` a ReduceMean over H and W (keepdims);
+`matmul:B,M,K,N` a MatMul of [B, M, K] by a constant [B, K, N] (each + Relu). Random weights
 (seed 0). Prints the best of `--repeat` runs of each (a layer takes microseconds, so the minimum
 is the figure least disturbed by other processes) and the largest difference of the outputs.
 """
@@ -40,13 +43,34 @@ def layer_model(spec: str) -> tuple[onnx.ModelProto, np.ndarray]:
         node = helper.make_node("Gemm", ["x", "w", "b"], ["y0"], transB=1)
         x = rng.standard_normal((m, depth)).astype(np.float32)
         bias = rng.standard_normal(n).astype(np.float32)
+    elif kind in ("maxpool", "avgpool"):
+        c, h, w, ks, stride, pad = dims
+        op = "MaxPool" if kind == "maxpool" else "AveragePool"
+        node = helper.make_node(op, ["x"], ["y0"], kernel_shape=[ks, ks], strides=[stride] * 2,
+                                pads=[pad] * 4)
+        x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+        weight = bias = None
+    elif kind in ("gap", "reducemean"):
+        c, h, w = dims
+        node = helper.make_node("GlobalAveragePool", ["x"], ["y0"]) if kind == "gap" else \
+            helper.make_node("ReduceMean", ["x"], ["y0"], axes=[2, 3], keepdims=1)
+        x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+        weight = bias = None
+    elif kind == "matmul":
+        batch, m, depth, n = dims
+        weight = rng.standard_normal((batch, depth, n)).astype(np.float32)
+        node = helper.make_node("MatMul", ["x", "w"], ["y0"])
+        x = rng.standard_normal((batch, m, depth)).astype(np.float32)
+        bias = None
     else:
-        raise SystemExit(f"unknown layer kind {kind!r} (conv or gemm)")
+        raise SystemExit(f"unknown layer kind {kind!r} (conv, gemm, maxpool, avgpool, gap, "
+                         f"reducemean or matmul)")
+    inits = [numpy_helper.from_array(a, name) for a, name in ((weight, "w"), (bias, "b"))
+             if a is not None]
     graph = helper.make_graph(
         [node, helper.make_node("Relu", ["y0"], ["y"])], kind,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
-        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), x
 
 

@@ -72,6 +72,7 @@ from nnc.ir.loops import (
     logical_and,
     map_expr,
     maximum,
+    minimum,
 )
 
 ACC = "acc"  # the accumulator's placeholder variable in `Reduction.finish`
@@ -134,7 +135,7 @@ class Reduction:
     out: str
     out_index: tuple[Expr, ...]
     finish: Expr
-    combine: str = "add"  # or "max"
+    combine: str = "add"  # or "mul", "max", "min" (`COMBINES`; on bool max is or, min and)
     windows: tuple[Window, ...] = ()
     outside: Expr | None = None
     # whether float sums may be regrouped (int32 sums wrap, so they may always be)
@@ -581,8 +582,15 @@ def relayout(defn: Reduction, step: Layout,
     return out, old, new
 
 
+COMBINES = ("add", "mul", "max", "min")  # the kinds `Reduction.combine` takes
+
+
 def _combine(kind: str, acc: Expr, value: Expr) -> Expr:
-    return acc + value if kind == "add" else maximum(acc, value)
+    if kind == "add":
+        return acc + value
+    if kind == "mul":
+        return acc * value
+    return maximum(acc, value) if kind == "max" else minimum(acc, value)
 
 
 def materialize(defn: Reduction, steps: Sequence[ScheduleStep],

@@ -435,7 +435,7 @@ class _Parser(TokenCursor):
 
     def compute(self) -> Any:
         """A `compute` block (`format_compute`): the kernel's `nnc.ir.compute.Reduction`."""
-        from nnc.ir.compute import Axis, Reduction, Window
+        from nnc.ir.compute import COMBINES, Axis, Reduction, Window
 
         start = self.word("compute")
         kind = self.dq_string("the definition's kind in quotes")
@@ -444,9 +444,9 @@ class _Parser(TokenCursor):
         acc = self.dtype()
         self.word("combine")
         self.punct("=")
-        combine = self.expect("ident", what="a combine (add or max)")
-        if combine.text not in ("add", "max"):
-            raise self.error("a combine (add or max)", combine)
+        combine = self.expect("ident", what="a combine (add, mul, max or min)")
+        if combine.text not in COMBINES:
+            raise self.error("a combine (add, mul, max or min)", combine)
         reassociate = bool(self.accept("ident", "reassociate"))
         self.punct("{")
         axes: list[Axis] = []

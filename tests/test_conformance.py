@@ -51,7 +51,8 @@ SUPPORTED_OPS = frozenset(
     Min Max Sum Mean Softmax LogSoftmax MaxPool AveragePool GlobalAveragePool GlobalMaxPool
     BatchNormalization InstanceNormalization LayerNormalization LRN Reshape Flatten Transpose
     Squeeze Unsqueeze Concat Split Slice Gather Pad Resize Upsample ReduceMean ReduceSum
-    ReduceMax ReduceMin ReduceProd ArgMax ArgMin Cast Identity Dropout Constant ConstantOfShape
+    ReduceMax ReduceMin ReduceProd ReduceSumSquare ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp
+    ArgMax ArgMin Cast Identity Dropout Constant ConstantOfShape
     Shape Expand Tile Where Equal Less Greater Not And Or DepthToSpace SpaceToDepth LSTM GRU RNN
     If""".split()
 )
@@ -72,7 +73,9 @@ CONST_OPERANDS: dict[str, tuple[int, ...]] = {
     "Reshape": (1,), "Expand": (1,), "Tile": (1, 2), "Slice": (1, 2, 3, 4), "Pad": (1, 2, 3),
     "Resize": (1, 2, 3), "Upsample": (1,), "Split": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
     "ReduceMean": _REDUCE, "ReduceSum": _REDUCE, "ReduceMax": _REDUCE, "ReduceMin": _REDUCE,
-    "ReduceProd": _REDUCE, "ConstantOfShape": (0,), "Dropout": (1, 2),
+    "ReduceProd": _REDUCE, "ReduceSumSquare": _REDUCE, "ReduceL1": _REDUCE, "ReduceL2": _REDUCE,
+    "ReduceLogSum": _REDUCE, "ReduceLogSumExp": _REDUCE, "ConstantOfShape": (0,),
+    "Dropout": (1, 2),
     # recurrent ops: sequence_lens (nnc accepts only a constant equal to the sequence length)
     "LSTM": (4,), "GRU": (4,), "RNN": (4,),
     # an If folds at compile time: its condition is what a real model gets from --bind

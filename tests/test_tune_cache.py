@@ -254,12 +254,12 @@ def test_tune_efficiency_benchmark_bounded(prepared):
     from benchmarks.tune_efficiency import run, table
 
     result = run({"tiny": (tiny_model(), "random")}, trials=6, batch=3, measurer=FakeBoard)
-    assert len(result["rows"]) == 4
+    assert len(result["rows"]) == 5  # three convs, the average pool, the FC
     for r in result["rows"]:
         assert len(r["guided_curve"]) == len(r["random_curve"]) == 6
         assert r["guided_curve"] == sorted(r["guided_curve"], reverse=True)
         assert r["reference"] <= r["default"]
-    assert "median over 4 workloads" in table(result)
+    assert "median over 5 workloads" in table(result)
 
 
 def test_time_budget_and_early_stop(prepared, tmp_path):

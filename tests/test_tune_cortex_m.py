@@ -53,21 +53,22 @@ def test_tune_then_compile_from_the_cache(tmp_path, calibration, monkeypatch):
     scope: dict = {}
     exec(compile(code, "README.md", "exec"), scope)
     r = scope["result"]
-    assert scope["model"].info["tuning"]["tuned_kernels"] == 4
+    # three convs, the average pool and the FC: every int8 kernel is a declarative definition
+    assert scope["model"].info["tuning"]["tuned_kernels"] == 5
     calibration = str(tmp_path / "kws_calibration.npz")
-    assert [len(w.layers) for w in r.workloads] == [1, 1, 1, 1]
+    assert [len(w.layers) for w in r.workloads] == [1, 1, 1, 1, 1]
     assert r.builds == 1 + 2 + 1
     assert r.model_tuned <= r.model_default
     for w in r.workloads:
         assert w.trials == 2 and 0 < w.best <= w.default
     with TuningCache.open(cache, create=False) as c:
-        assert c.count() == 4 * 3  # defaults + 2 trials per workload, each measured exactly
+        assert c.count() == 5 * 3  # defaults + 2 trials per workload, each measured exactly
         assert all(t.status == "ok" and t.figure == int(t.figure) for t in c.trials())
     opts = dict(target="cortex-m7", quantize="int8", calibration=calibration,
                 kernels="generated")
     untuned = nnc.compile(model, tuning_cache=False, **opts)
     tuned = nnc.compile(model, tuning_cache=cache, **opts)
-    assert tuned.info["tuning"]["tuned_kernels"] == 4
+    assert tuned.info["tuning"]["tuned_kernels"] == 5
     assert "tuning" not in untuned.info
     feeds = {"input": np.random.default_rng(1).standard_normal((1, 1, 8, 6)).astype(np.float32)}
     a, b = untuned.run(feeds), tuned.run(feeds)
@@ -79,7 +80,7 @@ def test_tune_then_compile_from_the_cache(tmp_path, calibration, monkeypatch):
     model_c = (tuned.source_dir / "model" / "model.c").read_text()
     if any(w.best < w.default for w in r.workloads):
         assert model_c != (untuned.source_dir / "model" / "model.c").read_text()
-    assert len(best) == 4
+    assert len(best) == 5
 
 
 @needs_tools
@@ -106,11 +107,11 @@ def test_cli_tune_and_errors(tmp_path):
     assert "curves in" in r.stdout and "random" in r.stdout
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     r = nnc_cli("cache", "list", "--cache", str(cache))
-    assert r.returncode == 0 and "8 trials of 4 workloads" in r.stdout, r.stderr
+    assert r.returncode == 0 and "10 trials of 5 workloads" in r.stdout, r.stderr
     r = nnc_cli("history", "--kind", "tune", "--json")  # every nnc tune is in the history
     assert r.returncode == 0, r.stderr
     runs = [x for x in json.loads(r.stdout) if x["model"] == "tiny"]
-    assert runs and runs[-1]["kind"] == "tune" and len(runs[-1]["figures"]["workloads"]) == 4
+    assert runs and runs[-1]["kind"] == "tune" and len(runs[-1]["figures"]["workloads"]) == 5
     for args, message in [
         (("tune", str(path), "--cache", str(cache)), "no kernel with a schedule space"),
         (("tune", str(path), "--quantize", "int8", "--calibration", "random",
@@ -126,9 +127,9 @@ def test_cli_tune_and_errors(tmp_path):
                 "--calibration", "random", "--kernels", "generated", "--tuning-cache",
                 str(cache), "-o", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
-    assert "4 kernels scheduled from it" in r.stdout
+    assert "5 kernels scheduled from it" in r.stdout
     info = json.loads((tmp_path / "out" / "nnc.json").read_text())
-    assert info["tuning"]["tuned_workloads"] == 4
+    assert info["tuning"]["tuned_workloads"] == 5
     warnings.filterwarnings("ignore")
 
 

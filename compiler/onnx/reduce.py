@@ -1,4 +1,5 @@
-"""ONNX converters for reductions (ReduceSum/Mean/Max/Min/Prod) and ArgMax/ArgMin.
+"""ONNX converters for reductions (ReduceSum/Mean/Max/Min/Prod/SumSquare/L1/L2/LogSum/
+LogSumExp) and ArgMax/ArgMin.
 
 Axes come as an attribute, or as an optional input from opset 13 (ReduceSum) / 18 (the others).
 The graph-IR ops always get an explicit, sorted, non-negative axes list: empty axes mean "all
@@ -58,8 +59,27 @@ for _op, _kind, _since in (
     ("ReduceMax", "reduce_max", 18),
     ("ReduceMin", "reduce_min", 18),
     ("ReduceProd", "reduce_prod", 18),
+    ("ReduceSumSquare", "reduce_sum_square", 18),
+    ("ReduceL1", "reduce_l1", 18),
+    ("ReduceL2", "reduce_l2", 18),
+    ("ReduceLogSum", "reduce_log_sum", 18),
 ):
     converter(_op, since=1)(_make_reduce(_kind, _since))
+
+
+@converter("ReduceLogSumExp", since=1)
+def convert_reduce_log_sum_exp(ctx: ConvertContext) -> list[str]:
+    """log(sum(exp(x - m))) + m, m = ReduceMax(x) over the same axes (keepdims): no overflow
+    for large x, as onnxruntime computes it."""
+    t = ctx.type(0)
+    if t is None:
+        raise ConversionError("input 0 is required")
+    axes = _reduce_axes(ctx, 18, t.rank)
+    if axes is None or t.rank == 0:
+        return [ctx.input(0)]
+    attrs = {"axes": tuple(axes), "keepdims": bool(ctx.attr("keepdims", 1))}
+    m = ctx.emit("reduce_max", [ctx.input(0)], {"axes": tuple(axes), "keepdims": True})[0]
+    return ctx.emit("reduce_log_sum_exp", [ctx.input(0), m], attrs, outputs=ctx.node.output)
 
 
 def _make_arg(kind: str):  # type: ignore[no-untyped-def]

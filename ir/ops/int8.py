@@ -26,7 +26,7 @@ loop nests accumulate over the contiguous channel dimension; the references tran
 saturating rounding doubling high multiply, then a rounding divide by a power of two) in the loop
 IR; `np_requantize` is the same in numpy. Every op's loop nest goes through the former and every
 reference through the latter. The conv loop nest is the one shared with conv_integer and
-qlinear_conv (`nnc.ir.ops.quant.conv_int32_rows`); a layout change (NHWC) starts there and at
+qlinear_conv (`nnc.ir.ops.quant.conv_int32_define`); a layout change (NHWC) starts there and at
 `_act_at`.
 
 >>> int(np_requantize(np.int64(1000), *quantize_multiplier(0.0123)))
@@ -46,7 +46,6 @@ from nnc.ir.fixed_point import INT32_MAX, INT32_MIN, wrap32
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Buffer,
-    Const,
     Expr,
     KernelBuilder,
     Load,
@@ -69,8 +68,8 @@ from nnc.ir.ops import (
     load_broadcast,
     register,
 )
-from nnc.ir.ops.nn import maybe_if, spatial_attrs, window_out_size, window_positions
-from nnc.ir.ops.quant import conv_int32_rows
+from nnc.ir.ops.nn import spatial_attrs, window_out_size
+from nnc.ir.ops.quant import conv_int32_define
 from nnc.ir.types import TensorType
 
 INT8_MIN, INT8_MAX = -128, 127
@@ -314,8 +313,8 @@ def _conv_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
 
 
 def _conv_compute(ctx: ComputeContext) -> None:
-    """The shared integer conv loop nest (`conv_int32_rows`: int32 rows, branch-free contiguous
-    taps) with each accumulator requantized, offset and clamped on the way out."""
+    """NHWC: its own definition; NCHW: the shared integer conv definition
+    (`conv_int32_define`) with each accumulator requantized, offset and clamped on the way out."""
     x, w, mult, shift = ctx.inputs[:4]
     bias = ctx.inputs[4] if len(ctx.inputs) > 4 else None
     assert x is not None and w is not None and mult is not None and shift is not None
@@ -324,10 +323,11 @@ def _conv_compute(ctx: ComputeContext) -> None:
         _conv_nhwc_compute(ctx, x, w, mult, shift, bias, x_zp)
         return
 
-    def store(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
-        ctx.store(0, idx, _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs))
+    def finish(acc: Expr, oc: Expr) -> Expr:
+        return _finish(ctx.b, acc, _channel(mult, oc), _channel(shift, oc), ctx.attrs)
 
-    conv_int32_rows(ctx, x, w, const(x_zp, "int32") if x_zp else None, None, bias, store)
+    conv_int32_define(ctx, "conv_s8", x, w, const(x_zp, "int32") if x_zp else None, None, bias,
+                      finish)
 
 
 def _bias_at(bias: Buffer | None, o: Expr) -> Expr:
@@ -639,75 +639,47 @@ def _window_count(idx: Sequence[Expr], x_shape: Sequence[int], ks: Sequence[int]
 
 
 def _pool_compute_for(is_max: bool) -> Callable[[ComputeContext], None]:
+    """int8 max/average pooling (NCHW or NHWC) as one declarative definition: axes n, the
+    output positions and the channels (c; before the positions in NCHW), the window taps
+    reduced in int32 (combine max or add) with the padding windows skipping taps outside the
+    input; the average rounds half away from zero by the count of taps inside."""
+
     def compute(ctx: ComputeContext) -> None:
-        b = ctx.b
         x = ctx.inputs[0]
         assert x is not None
-        out = ctx.outputs[0]
         kind = "max_pool_s8" if is_max else "avg_pool_s8"
         lo, hi = _act(ctx.attrs)
-        if is_nhwc(ctx.attrs):
-            _pool_nhwc(ctx, x, kind, is_max)
-            return
-        ks, strides, pb, out_sp = _pool_geometry(kind, x.shape, ctx.attrs)
-        acc = b.local("int32")
-        with b.loops(out.shape) as idx:
-            b.store(acc, (), const(INT8_MIN if is_max else 0, "int32"))
-            with b.loops(ks, "k") as kidx:
-                pos, cond = window_positions(idx[2:], kidx, x.shape[2:], out_sp, ks, strides,
-                                             (1,) * len(ks), pb)
-                v = cast(_act_at(x, idx[0], idx[1], pos), "int32")
-                # a padded tap adds nothing: -128 never beats an inside tap, 0 leaves the sum
-                if cond is not None:
-                    v = select(cond, v, INT8_MIN if is_max else 0)
-                b.store(acc, (), maximum(acc[()], v) if is_max else acc[()] + v)
-            if is_max:
-                ctx.store(0, idx, _clamp_s8(acc[()], lo, hi, in_int8=True))
-            else:
-                _store_average(ctx, idx, acc[()], _window_count(
-                    idx[2:], x.shape[2:], ks, strides, pb, out_sp))
+        nhwc = is_nhwc(ctx.attrs)
+        nchw = _shape_perm(x.shape, to_nchw_perm(len(x.shape))) if nhwc else x.shape
+        ks, strides, pb, out_sp = _pool_geometry(kind, nchw, ctx.attrs)
+        in_sp = nchw[2:]
+        onames, knames = spatial_names(len(ks))
+        pos = [Var(o) * st + Var(k) - p if (st, p) != (1, 0) else Var(o) + Var(k)
+               for o, k, st, p in zip(onames, knames, strides, pb, strict=True)]
+        n, c = Var("n"), Var("c")
+        outs = tuple(Axis(o, e) for o, e in zip(onames, out_sp, strict=True))
+        chan = Axis("c", nchw[1])
+        axes = (Axis("n", nchw[0]), *((*outs, chan) if nhwc else (chan, *outs)),
+                *(Axis(k, e, True) for k, e in zip(knames, ks, strict=True)))
+        term = cast(x[(n, *pos, c)] if nhwc else _act_at(x, n, c, pos), "int32")
+        acc = Var(ACC, "int32")
+        if is_max:
+            value = _clamp_s8(acc, lo, hi, in_int8=True)
+        else:
+            count = _window_count([Var(o) for o in onames], in_sp, ks, strides, pb, out_sp)
+            half = count / 2
+            avg = select(acc.gt(0), (acc + half) / count, (acc - half) / count)
+            value = _clamp_s8(avg, lo, hi, in_int8=True)
+        sp = tuple(Var(o) for o in onames)
+        idx = (n, *sp, c) if nhwc else (n, c, *sp)
+        target, value = ctx.output(0, idx, value)
+        ctx.b.define(Reduction(
+            kind, axes, "int32", const(INT8_MIN if is_max else 0, "int32"), term, target.name,
+            idx, value, combine="max" if is_max else "add",
+            windows=windows_of(onames, knames, in_sp, out_sp, ks, strides, (1,) * len(ks), pb)),
+            _shapes(ctx, target))
 
     return compute
-
-
-def _pool_nhwc(ctx: ComputeContext, x: Buffer, kind: str, is_max: bool) -> None:
-    """NHWC pooling: per output pixel, a row over the channels (contiguous) takes each tap of
-    the window inside the input (bounds checked once per tap)."""
-    b = ctx.b
-    out = ctx.outputs[0]
-    nchw = _shape_perm(x.shape, to_nchw_perm(len(x.shape)))
-    ks, strides, pb, out_sp = _pool_geometry(kind, nchw, ctx.attrs)
-    ch = x.shape[-1]
-    in_sp = x.shape[1:-1]
-    lo, hi = _act(ctx.attrs)
-    row = b.local("int32", "acc", shape=(ch,))
-    with b.loops(out.shape[:-1]) as outer:
-        n, pixel = outer[0], outer[1:]
-        with b.loop(ch, "c") as c:
-            b.store(row, (c,), const(INT8_MIN if is_max else 0, "int32"))
-        with b.loops(ks, "k") as kidx:
-            pos, cond = window_positions(pixel, kidx, in_sp, out_sp, ks, strides,
-                                         (1,) * len(ks), pb)
-            with maybe_if(b, cond), b.loop(ch, "c") as c:
-                v = cast(x[(n, *pos, c)], "int32")
-                b.store(row, (c,), maximum(row[c], v) if is_max else row[c] + v)
-        if is_max:
-            with b.loop(ch, "c") as c:
-                ctx.store(0, (*outer, c), _clamp_s8(row[c], lo, hi, in_int8=True))
-        else:
-            count = _bind(b, _window_count(pixel, in_sp, ks, strides, pb, out_sp), "cnt")
-            with b.loop(ch, "c") as c:
-                _store_average(ctx, (*outer, c), row[c], count)
-
-
-def _store_average(ctx: ComputeContext, idx: tuple[Expr, ...], total: Expr, count: Expr) -> None:
-    """total / count rounded half away from zero (C division truncates), clamped."""
-    lo, hi = _act(ctx.attrs)
-    if not isinstance(count, Load | Const):
-        count = _bind(ctx.b, count, "cnt")
-    half = count / 2
-    avg = select(total.gt(0), (total + half) / count, (total - half) / count)
-    ctx.store(0, idx, _clamp_s8(avg, lo, hi, in_int8=True))
 
 
 def _pool_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:

@@ -295,14 +295,6 @@ def _conv_compute(ctx: ComputeContext) -> None:
         {b.name: b.shape for b in (x, w, bias, target) if b is not None})
 
 
-def _tree_sum(terms: Sequence[Expr]) -> Expr:
-    """Pairwise sum (shorter dependency chains than a left fold)."""
-    while len(terms) > 1:
-        pairs = [terms[i] + terms[i + 1] for i in range(0, len(terms) - 1, 2)]
-        terms = pairs + ([terms[-1]] if len(terms) % 2 else [])
-    return terms[0]
-
-
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
     w = ins[1]
     assert w is not None
@@ -493,47 +485,6 @@ def _gemm_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nd
     return [y.astype(dt)]
 
 
-GEMM_K_BLOCK = 4  # reduction steps summed per update of a gemm's accumulator row
-DOT_LANES = 8  # independent partial sums of a dot product (one vector register of float32)
-
-
-def _dot(b: KernelBuilder, ad: str, k_n: int, term: Any) -> Expr:
-    """sum of term(k) for k < k_n in DOT_LANES partial sums, so the inner loop vectorizes
-    (C compilers keep a single float accumulator serial: float addition is not associative);
-    returns the total (a load of a scalar local)."""
-    lanes = min(DOT_LANES, max(k_n, 1))
-    nblk, rest = divmod(k_n, lanes)
-    part, total = b.local(ad, "part", shape=(lanes,)), b.local(ad, "dot")
-    with b.loop(lanes, "l") as lane:
-        b.store(part, (lane,), const(0, ad))
-    with b.loop(nblk, "k") as kb, b.loop(lanes, "l") as lane:
-        b.store(part, (lane,), part[lane] + term(_mul(kb, lanes) + lane))
-    b.store(total, (), const(0, ad))
-    with b.loop(lanes, "l") as lane:
-        b.store(total, (), total[()] + part[lane])
-    if rest:
-        with b.loop(rest, "k") as kr:
-            b.store(total, (), total[()] + term(_add(kr, nblk * lanes)))
-    return total[()]
-
-
-def _accumulate_rows(b: KernelBuilder, row: Buffer, k_n: int, term: Any) -> None:
-    """row[j] += sum of term(k, j) for k < k_n, j < len(row): k outside in blocks of
-    GEMM_K_BLOCK summed before the row is updated, j inside (contiguous, vectorizable)."""
-    blk = GEMM_K_BLOCK if k_n >= GEMM_K_BLOCK else 1
-    nblk, rest = divmod(k_n, blk)
-
-    def update(ks: Sequence[Expr]) -> None:
-        with b.loop(row.shape[0], "j") as j:
-            b.store(row, (j,), row[j] + _tree_sum([term(k, j) for k in ks]))
-
-    with b.loop(nblk, "k") as kb:
-        update([_add(_mul(kb, blk), u) for u in range(blk)])
-    if rest:
-        with b.loop(rest, "k") as kr:
-            update([_add(kr, nblk * blk)])
-
-
 def _gemm_compute(ctx: ComputeContext) -> None:
     """One declarative definition (`nnc.ir.compute`): axes m0 (rows of A), oc (columns of B)
     and the reduce axis k; alpha and beta * C applied on the way out. Float sums may be
@@ -617,40 +568,40 @@ def _matmul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.
     return [np.matmul(a.astype(acc), b.astype(acc)).astype(a.dtype)]
 
 
+def matmul_definition(a_buf: Buffer, b_buf: Buffer, out_shape: Sequence[int], acc: str,
+                      term: Any) -> tuple[tuple[Axis, ...], tuple[Expr, ...], Expr]:
+    """The axes, output index and term of numpy matmul as a reduction: the batch axes b0..
+    (broadcast), m0 (rows of A, when A is not 1-D), oc (columns of B, when B is not 1-D) and
+    the reduce axis k; `term(a, b, oc)` maps the loads of A and B (the `acc` casts applied) and
+    oc (None with a 1-D B) to the product. Shared by matmul, matmul_integer and qlinear_matmul;
+    the names match gemm's, so the default schedules treat them alike."""
+    ra, rb = len(a_buf.shape), len(b_buf.shape)
+    nbatch = len(out_shape) - (ra >= 2) - (rb >= 2)
+    batch = tuple(Var(f"b{i}") for i in range(nbatch))
+    m = Var("m0") if ra >= 2 else None
+    oc = Var("oc") if rb >= 2 else None
+    k = Var("k")
+    a_idx = (*broadcast_index(a_buf.shape[:-2], batch), m, k) if m is not None else (k,)
+    b_idx = (*broadcast_index(b_buf.shape[:-2], batch), k, oc) if oc is not None else (k,)
+    spatial = (*batch, *(v for v in (m, oc) if v is not None))
+    axes = (*(Axis(v.name, e) for v, e in zip(spatial, out_shape, strict=True)),
+            Axis("k", a_buf.shape[-1], True))
+    return axes, spatial, term(_load(a_buf, a_idx, acc), _load(b_buf, b_idx, acc), oc)
+
+
 def _matmul_compute(ctx: ComputeContext) -> None:
-    """As gemm: a local output row accumulates A[..., m, k] * B[..., k, :]; with a 1-D B each
-    output is a dot product with DOT_LANES partial sums."""
-    b = ctx.b
+    """As gemm, one declarative definition (`matmul_definition`); the schedule picks the
+    register tile (passes/default_schedule.py)."""
     a_buf, b_buf = ctx.inputs[0], ctx.inputs[1]
     assert a_buf is not None and b_buf is not None
     out = ctx.outputs[0]
     ad = acc_dtype(out.dtype)
-    ra, rb = len(a_buf.shape), len(b_buf.shape)
-    k_n = a_buf.shape[-1]
-    nbatch = len(out.shape) - (ra >= 2) - (rb >= 2)
-
-    def a_idx(batch: Sequence[Expr], m: Expr | None, k: Expr) -> tuple[Expr, ...]:
-        return (*broadcast_index(a_buf.shape[:-2], batch), m, k) if m is not None else (k,)
-
-    if rb == 1:
-        with b.loops(out.shape) as idx:
-            m = idx[-1] if ra >= 2 else None
-            dot = _dot(b, ad, k_n, lambda k: _load(a_buf, a_idx(idx[:nbatch], m, k), ad)
-                       * _load(b_buf, (k,), ad))
-            ctx.store(0, idx, cast(dot, out.dtype))
-        return
-    n_n = out.shape[-1]
-    row = b.local(ad, "row", shape=(n_n,))
-    with b.loops(out.shape[:-1]) as idx:
-        batch = idx[:nbatch]
-        m = idx[nbatch] if ra >= 2 else None
-        with b.loop(n_n, "j") as j:
-            b.store(row, (j,), const(0, ad))
-        bb = broadcast_index(b_buf.shape[:-2], batch)
-        _accumulate_rows(b, row, k_n, lambda k, j: _load(a_buf, a_idx(batch, m, k), ad)
-                         * _load(b_buf, (*bb, k, j), ad))
-        with b.loop(n_n, "j") as j:
-            ctx.store(0, (*idx, j), cast(row[j], out.dtype))
+    axes, idx, term = matmul_definition(a_buf, b_buf, out.shape, ad,
+                                        lambda a, b, oc: a * b)
+    target, value = ctx.output(0, idx, cast(Var(ACC, ad), out.dtype))
+    ctx.b.define(Reduction("matmul", axes, ad, const(0, ad), term, target.name, idx, value,
+                           reassociate=is_float(ad)),
+                 {b.name: b.shape for b in (a_buf, b_buf, target)})
 
 
 def _matmul_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -770,9 +721,30 @@ def _avg_pool_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[n
     return [(total / counts).astype(x.dtype)]
 
 
+def window_counts(out_n: int, k: int, s: int, d: int, pb: int, lo: int, hi: int) -> list[int]:
+    """For each output of one dim, how many of its window's taps land in [lo, hi)."""
+    return [sum(1 for j in range(k) if lo <= o * s + j * d - pb < hi) for o in range(out_n)]
+
+
+def count_expr(v: Expr, counts: Sequence[int], dtype: str) -> Expr:
+    """counts[v] as an expression: the most common count, the others selected by value of v (a
+    border's few outputs)."""
+    common = max(set(counts), key=counts.count)
+    e: Expr = const(common, dtype)
+    for o, c in reversed(list(enumerate(counts))):
+        if c != common:
+            e = select(v.eq(o), const(c, dtype), e)
+    return e
+
+
 def _pool_compute_for(kind: str) -> Any:
+    """max/average pooling as one declarative definition (`nnc.ir.compute`): axes n, c, the
+    output positions, and the window taps reduced (combine max or add); the padding windows
+    skip taps outside the input (the lowest value never wins a max, zero adds nothing). The
+    average divides by the window's count of taps inside the input (with count_include_pad,
+    inside input and pads): per dim a constant with the border outputs selected."""
+
     def compute(ctx: ComputeContext) -> None:
-        b = ctx.b
         x = ctx.inputs[0]
         assert x is not None
         out = ctx.outputs[0]
@@ -780,48 +752,41 @@ def _pool_compute_for(kind: str) -> Any:
         ks, strides, pb, pe, dil, out_sp = _pool_geometry(x.shape, ctx.attrs)
         is_max = kind == "max_pool"
         include = bool(ctx.attr("count_include_pad", 0))
-        # the divisor is the constant kernel size unless some window is clipped
-        count_limit = [s + (q if include else 0) for s, q in zip(x.shape[2:], pe, strict=True)]
-        clipped = any(
-            (p > 0 and not include) or (o - 1) * s + (k - 1) * d - p >= lim
-            for o, s, k, d, p, lim in zip(out_sp, strides, ks, dil, pb, count_limit, strict=True)
-        )
-        acc = b.local(ad)
-        cnt = b.local(ad, "cnt") if not is_max and clipped else None
-        with b.loops(out.shape) as idx:
-            b.store(acc, (), const(_min_value(ad) if is_max else 0, ad))
-            if cnt is not None:
-                b.store(cnt, (), const(0, ad))
-            with b.loops(ks, "k") as kidx:
-                pos, cond = window_positions(
-                    idx[2:], kidx, x.shape[2:], out_sp, ks, strides, dil, pb
-                )
-                v = _load(x, (*idx[:2], *pos), ad)
-                if is_max:
-                    v = v if cond is None else select(cond, v, _min_value(ad))
-                    b.store(acc, (), maximum(acc[()], v))
-                else:
-                    b.store(acc, (), acc[()] + (v if cond is None else select(cond, v, 0)))
-                if cnt is not None:
-                    ccond = cond
-                    if include:  # only taps past the end padding are not counted
-                        ccond = _and([
-                            p.lt(lim)
-                            for p, lim, o, s, k, d, q in zip(
-                                pos, count_limit, out_sp, strides, ks, dil, pb, strict=True
-                            )
-                            if (o - 1) * s + (k - 1) * d - q >= lim
-                        ])
-                    one = const(1, ad)
-                    b.store(cnt, (), cnt[()] + (one if ccond is None else select(ccond, one, 0)))
-            res: Expr
-            if is_max:
-                res = acc[()]
-            elif cnt is not None:
-                res = acc[()] / cnt[()]
+        nsp = len(ks)
+        onames, knames = spatial_names(nsp)
+        pos = [_add(_mul(Var(o), st) + _mul(Var(k), d), -p)
+               for o, k, st, d, p in zip(onames, knames, strides, dil, pb, strict=True)]
+        axes = (Axis("n", x.shape[0]), Axis("c", x.shape[1]),
+                *(Axis(o, e) for o, e in zip(onames, out_sp, strict=True)),
+                *(Axis(k, e, True) for k, e in zip(knames, ks, strict=True)))
+        n, c = Var("n"), Var("c")
+        term = _load(x, (n, c, *pos), ad)
+        res: Expr = Var(ACC, ad)
+        if not is_max:
+            count: Expr | None = None
+            fixed = 1
+            for o, size, osz, k, st, d, p, q in zip(onames, x.shape[2:], out_sp, ks, strides,
+                                                    dil, pb, pe, strict=True):
+                lo, hi = (-p, size + q) if include else (0, size)
+                counts = window_counts(osz, k, st, d, p, lo, hi)
+                if len(set(counts)) == 1:
+                    fixed *= counts[0]
+                    continue
+                e = count_expr(Var(o), counts, "int64")
+                count = e if count is None else count * e
+            if count is None:
+                res = res / float(fixed)
             else:
-                res = acc[()] / float(np.prod(ks))
-            ctx.store(0, idx, cast(res, out.dtype))
+                res = res / cast(count * fixed if fixed != 1 else count, ad)
+        idx = (n, c, *(Var(o) for o in onames))
+        target, value = ctx.output(0, idx, cast(res, out.dtype))
+        init = const(_min_value(ad) if is_max else 0, ad)
+        ctx.b.define(Reduction(
+            kind, axes, ad, init, term, target.name, idx, value,
+            combine="max" if is_max else "add",
+            windows=windows_of(onames, knames, x.shape[2:], out_sp, ks, strides, dil, pb),
+            reassociate=is_float(ad)),
+            {b.name: b.shape for b in (x, target)})
 
     return compute
 
@@ -913,22 +878,30 @@ def _global_reference_for(is_max: bool) -> Any:
 
 
 def _global_compute_for(is_max: bool) -> Any:
+    """A declarative definition: axes n, c and every spatial position reduced (max, or the sum
+    divided by the plane's size)."""
+
     def compute(ctx: ComputeContext) -> None:
-        b = ctx.b
         x = ctx.inputs[0]
         assert x is not None
         out = ctx.outputs[0]
         ad = acc_dtype(out.dtype)
         sp = x.shape[2:]
-        acc = b.local(ad)
-        with b.loops(x.shape[:2]) as (n, c):
-            b.store(acc, (), const(_min_value(ad) if is_max else 0, ad))
-            with b.loops(sp, "k") as kidx:
-                v = _load(x, (n, c, *kidx), ad)
-                b.store(acc, (), maximum(acc[()], v) if is_max else acc[()] + v)
-            res = acc[()] if is_max else acc[()] / float(np.prod(sp))
-            zeros = tuple(const(0, "int64") for _ in sp)
-            ctx.store(0, (n, c, *zeros), cast(res, out.dtype))
+        _, knames = spatial_names(len(sp))
+        axes = (Axis("n", x.shape[0]), Axis("c", x.shape[1]),
+                *(Axis(k, e, True) for k, e in zip(knames, sp, strict=True)))
+        n, c = Var("n"), Var("c")
+        term = _load(x, (n, c, *(Var(k) for k in knames)), ad)
+        res: Expr = Var(ACC, ad)
+        if not is_max:
+            res = res / float(np.prod(sp))
+        idx = (n, c, *(const(0, "int64") for _ in sp))
+        target, value = ctx.output(0, idx, cast(res, out.dtype))
+        kind = "global_max_pool" if is_max else "global_average_pool"
+        ctx.b.define(Reduction(
+            kind, axes, ad, const(_min_value(ad) if is_max else 0, ad), term, target.name, idx,
+            value, combine="max" if is_max else "add", reassociate=is_float(ad)),
+            {b.name: b.shape for b in (x, target)})
 
     return compute
 

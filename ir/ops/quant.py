@@ -31,17 +31,20 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir.compute import ACC, Axis, Reduction, spatial_names, windows_of
 from nnc.ir.graph import Attrs
-from nnc.ir.loops import Buffer, Expr, call, cast, const, maximum, minimum, select
+from nnc.ir.loops import Buffer, Expr, Var, call, cast, const, maximum, minimum, select
 from nnc.ir.ops import (
     ComputeContext,
     OpDef,
     OpError,
-    broadcast_index,
     get_op,
     register,
 )
-from nnc.ir.ops.nn import maybe_if, spatial_attrs, tap_range, window_positions
+from nnc.ir.ops.nn import (
+    matmul_definition,
+    spatial_attrs,
+)
 from nnc.ir.types import TensorType
 
 QUANT_DTYPES = frozenset({"int8", "uint8", "int16", "uint16"})
@@ -49,8 +52,8 @@ DEQUANT_DTYPES = QUANT_DTYPES | {"int32"}
 INT8_DTYPES = frozenset({"int8", "uint8"})
 SCALE_DTYPES = frozenset({"float32", "float16"})
 QUANTIZE_INPUT_DTYPES = frozenset({"float32", "float16", "int32"})
-# Store = (output indices, int32 accumulator, output-channel index) -> None
-Store = Callable[[tuple[Expr, ...], Expr, Expr], None]
+# Finish = (int32 accumulator, output-channel index) -> the value stored
+Finish = Callable[[Expr, Expr], Expr]
 
 
 # ---------------------------------------------------------------- shared helpers
@@ -304,56 +307,50 @@ def _conv_integer_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> li
     return [_np_conv_acc(x, xz, w, wz, None, attrs)]
 
 
-def conv_int32_rows(ctx: ComputeContext, x: Buffer, w: Buffer, x_zero: Expr | None,
-                    wz: Buffer | None, bias: Buffer | None, store: Store) -> None:
-    """The integer conv loop nest shared by conv_integer, qlinear_conv and conv_s8 (NCHW/OIHW).
-
-    For each (n, oc, leading output dims) an int32 row over the last output dim starts at the
-    bias; each tap of the last kernel dim (unrolled) adds (x - x_zero) * (w - w_zp) over only the
-    outputs whose input is in range, so the inner loop is branch-free and contiguous; then
-    `store(index, accumulator, oc)` finishes each element (requantize, clamp, ...)."""
-    b = ctx.b
-    out_shape = ctx.outputs[0].shape
+def conv_int32_define(ctx: ComputeContext, kind: str, x: Buffer, w: Buffer,
+                      x_zero: Expr | None, wz: Buffer | None, bias: Buffer | None,
+                      finish: Finish) -> None:
+    """The integer NCHW/OIHW conv shared by conv_integer, qlinear_conv and conv_s8, as one
+    declarative definition (`nnc.ir.compute`): axes n, oc, the output positions, then the
+    reduce axes ic (of the group), the taps; the int32 sum of (x - x_zero) * (w - w_zp[oc])
+    starts at the bias, and `finish(acc, oc)` is the stored value (requantize, clamp, ...).
+    A tap in the padding is skipped: the padding is the zero point, so it would add 0."""
+    out = ctx.outputs[0]
     nsp = len(x.shape) - 2
     strides, pb, _, dil = spatial_attrs(ctx.attrs, nsp)
     group = int(ctx.attr("group", 1))
     oc_n, cg = w.shape[0], w.shape[1]
     ocg = oc_n // group
     ks = w.shape[2:]
-    ow_n = out_shape[-1]
-    row = b.local("int32", "row", shape=(ow_n,))
-    with b.loops(out_shape[:-1]) as outer:
-        n, oc, olead = outer[0], outer[1], outer[2:]
-        init = cast(bias[oc], "int32") if bias is not None else const(0, "int32")
-        with b.loop(ow_n, "j") as j:
-            b.store(row, (j,), init)
-        with b.loop(cg, "c") as icg:
-            ic = icg if group == 1 else (oc // ocg) * cg + icg
-            with b.loops(ks[:-1], "k") as klead:
-                pos, cond = window_positions(
-                    olead, klead, x.shape[2:-1], out_shape[2:-1], ks[:-1], strides[:-1],
-                    dil[:-1], pb[:-1],
-                )
-                with maybe_if(b, cond):
-                    for kw in range(ks[-1]):
-                        lo, hi = tap_range(kw, x.shape[-1], ow_n, strides[-1], dil[-1], pb[-1])
-                        if lo == hi:
-                            continue
-                        wv = _centered(w[(oc, icg, *klead, kw)], _at(wz, oc))
-                        with b.loop(hi - lo, "j") as t:
-                            o = t + lo if lo else t
-                            xi = o * strides[-1] + (kw * dil[-1] - pb[-1])
-                            xv = _centered(x[(n, ic, *pos, xi)], x_zero)
-                            b.store(row, (o,), row[o] + xv * wv)
-        with b.loop(ow_n, "j") as j:
-            store((*outer, j), row[j], oc)
+    onames, knames = spatial_names(nsp)
+    n, oc = Var("n"), Var("oc")
+    pos = [Var(o) * st + Var(k) * d - p if (st, d, p) != (1, 1, 0) else Var(o) + Var(k)
+           for o, k, st, d, p in zip(onames, knames, strides, dil, pb, strict=True)]
+    axes = [Axis("n", x.shape[0]), Axis("oc", oc_n),
+            *(Axis(o, e) for o, e in zip(onames, out.shape[2:], strict=True))]
+    icg: Expr = const(0, "int64")
+    if cg > 1:
+        axes.append(Axis("ic", cg, True))
+        icg = Var("ic")
+    axes += [Axis(k, e, True) for k, e in zip(knames, ks, strict=True)]
+    g = oc // ocg if ocg > 1 else oc
+    ic = icg if group == 1 else g * cg + icg if cg > 1 else g
+    xv = _centered(x[(n, ic, *pos)], x_zero)
+    term = xv * _centered(w[(oc, icg, *(Var(k) for k in knames))], _at(wz, oc))
+    init = cast(bias[oc], "int32") if bias is not None else const(0, "int32")
+    idx = (n, oc, *(Var(o) for o in onames))
+    target, value = ctx.output(0, idx, finish(Var(ACC, "int32"), oc))
+    ctx.b.define(Reduction(
+        kind, tuple(axes), "int32", init, term, target.name, idx, value,
+        windows=windows_of(onames, knames, x.shape[2:], out.shape[2:], ks, strides, dil, pb)),
+        {b.name: b.shape for b in (x, w, wz, bias, target) if b is not None})
 
 
 def _conv_integer_compute(ctx: ComputeContext) -> None:
     x, w, xz, wz = (list(ctx.inputs) + [None] * 4)[:4]
     assert x is not None and w is not None
     x_zero = None if xz is None else _first(xz)
-    conv_int32_rows(ctx, x, w, x_zero, wz, None, lambda idx, acc, oc: ctx.store(0, idx, acc))
+    conv_int32_define(ctx, "conv_integer", x, w, x_zero, wz, None, lambda acc, oc: acc)
 
 
 def _conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType], a: Attrs) -> int:
@@ -411,13 +408,14 @@ def _qlinear_conv_compute(ctx: ComputeContext) -> None:
     assert ys is not None and yz is not None
     out_dtype = ctx.outputs[0].dtype
 
-    def store(idx: tuple[Expr, ...], acc: Expr, oc: Expr) -> None:
+    def finish(acc: Expr, oc: Expr) -> Expr:
         wsv = _at(ws, oc)
         assert wsv is not None
         mult = _multiplier(_first(xs), wsv, _first(ys))
-        ctx.store(0, idx, _requant(acc, mult, _first(yz), out_dtype))
+        return _requant(acc, mult, _first(yz), out_dtype)
 
-    conv_int32_rows(ctx, x, w, None if xz is None else _first(xz), wz, bias, store)
+    conv_int32_define(ctx, "qlinear_conv", x, w, None if xz is None else _first(xz), wz, bias,
+                      finish)
 
 
 def _qlinear_conv_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType],
@@ -471,32 +469,30 @@ def _matmul_integer_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> 
     return [_np_matmul_acc(a, az, b, bz)]
 
 
-def _matmul_loops(ctx: ComputeContext, a: Buffer, bm: Buffer, az: Buffer | None,
-                  bz: Buffer | None, store: Store) -> None:
-    """A local int32 row of the output accumulates (A[..., m, k] - a_zp) * (B[..., k, :] - b_zp)
-    over k (the inner loop runs along contiguous rows of B)."""
-    b = ctx.b
-    out_shape = ctx.outputs[0].shape
-    nbatch = len(out_shape) - 2
-    k_n, n_n = a.shape[-1], out_shape[-1]
-    row = b.local("int32", "row", shape=(n_n,))
-    with b.loops(out_shape[:-1]) as idx:
-        batch, m = idx[:nbatch], idx[nbatch]
-        ai, bi = broadcast_index(a.shape[:-2], batch), broadcast_index(bm.shape[:-2], batch)
-        with b.loop(n_n, "j") as j:
-            b.store(row, (j,), const(0, "int32"))
-        with b.loop(k_n, "k") as k:
-            av = _centered(a[(*ai, m, k)], None if az is None else _first(az))
-            with b.loop(n_n, "j") as j:
-                b.store(row, (j,), row[j] + av * _centered(bm[(*bi, k, j)], _at(bz, j)))
-        with b.loop(n_n, "j") as j:
-            store((*idx, j), row[j], j)
+def _matmul_define(ctx: ComputeContext, kind: str, a: Buffer, bm: Buffer, az: Buffer | None,
+                   bz: Buffer | None, finish: Callable[[Expr, Expr], Expr]) -> None:
+    """The int32 sum of (A[..., m, k] - a_zp) * (B[..., k, n] - b_zp[n]) as a declarative
+    definition (`nnc.ir.ops.nn.matmul_definition`), `finish(acc, n)` on the way out."""
+    out = ctx.outputs[0]
+    a_zero = None if az is None else _first(az)
+
+    def term(av: Expr, bv: Expr, n: Expr | None) -> Expr:
+        assert n is not None
+        a32 = av if a_zero is None else av - cast(a_zero, "int32")
+        zb = _at(bz, n)
+        return a32 * (bv if zb is None else bv - cast(zb, "int32"))
+
+    axes, idx, product = matmul_definition(a, bm, out.shape, "int32", term)
+    target, value = ctx.output(0, idx, finish(Var(ACC, "int32"), Var("oc")))
+    ctx.b.define(Reduction(kind, axes, "int32", const(0, "int32"), product, target.name, idx,
+                           value),
+                 {b.name: b.shape for b in (a, bm, az, bz, target) if b is not None})
 
 
 def _matmul_integer_compute(ctx: ComputeContext) -> None:
     a, b, az, bz = (list(ctx.inputs) + [None] * 4)[:4]
     assert a is not None and b is not None
-    _matmul_loops(ctx, a, b, az, bz, lambda idx, acc, n: ctx.store(0, idx, acc))
+    _matmul_define(ctx, "matmul_integer", a, b, az, bz, lambda acc, n: acc)
 
 
 def _matmul_macs_for(b_index: int) -> Callable[..., int]:
@@ -548,13 +544,13 @@ def _qlinear_matmul_compute(ctx: ComputeContext) -> None:
     assert ys is not None and yz is not None
     out_dtype = ctx.outputs[0].dtype
 
-    def store(idx: tuple[Expr, ...], acc: Expr, n: Expr) -> None:
+    def finish(acc: Expr, n: Expr) -> Expr:
         bsv = _at(bsc, n)
         assert bsv is not None
         mult = _multiplier(_first(asc), bsv, _first(ys))
-        ctx.store(0, idx, _requant(acc, mult, _first(yz), out_dtype))
+        return _requant(acc, mult, _first(yz), out_dtype)
 
-    _matmul_loops(ctx, a, b, az, bz, store)
+    _matmul_define(ctx, "qlinear_matmul", a, b, az, bz, finish)
 
 
 register(OpDef(

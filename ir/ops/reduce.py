@@ -1,8 +1,12 @@
-"""Reductions (reduce_sum/mean/max/min/prod) and arg_max/arg_min.
+"""Reductions (reduce_sum/mean/max/min/prod/sum_square/l1/l2/log_sum/log_sum_exp) and
+arg_max/arg_min.
 
 Canonical attributes: `axes` is a sorted tuple of non-negative axes (never empty: the converter
 turns "empty = all" into the full list and "noop_with_empty_axes" into no op), `keepdims` a bool.
-The loop nest walks the kept dims outside and the reduced dims inside with a scalar accumulator.
+reduce_* are declarative definitions (`nnc.ir.compute.Reduction`): the schedule decides the loop
+nest; arg_max / arg_min keep a hand-written nest (an index, not a combine, is their result).
+reduce_log_sum_exp takes a second input, the max over the axes with keepdims (the converter
+emits the reduce_max), and sums exp(x - max): onnxruntime's overflow-free form.
 """
 
 from __future__ import annotations
@@ -11,16 +15,15 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from nnc.ir.compute import ACC, Axis, Reduction
 from nnc.ir.graph import Attrs
 from nnc.ir.loops import (
     Expr,
     Load,
+    Var,
+    call,
     cast,
     const,
-    logical_and,
-    logical_or,
-    maximum,
-    minimum,
     select,
 )
 from nnc.ir.ops import ComputeContext, OpDef, OpError, register
@@ -75,19 +78,32 @@ def _out_index(kept: Sequence[Expr], axes: Sequence[int], rank: int, keepdims: b
 # ---------------------------------------------------------------- reduce_*
 
 
-def _reduce_infer(types, attrs):
-    t = types[0]
-    if t is None:
-        raise OpError("reduction input is required")
-    axes = _axes(attrs, t.rank)
-    return [TensorType(_reduced_shape(t.shape, axes, bool(attrs["keepdims"])), t.dtype)]
+FLOAT_ONLY = ("reduce_l2", "reduce_log_sum", "reduce_log_sum_exp")
+
+
+def _reduce_infer_for(kind: str) -> Callable[..., list[TensorType]]:
+    def infer(types, attrs):
+        t = types[0]
+        if t is None:
+            raise OpError("reduction input is required")
+        axes = _axes(attrs, t.rank)
+        if kind in FLOAT_ONLY and not is_float(t.dtype):
+            raise OpError(f"{kind}: dtype {t.dtype} not supported (floats only)")
+        if kind == "reduce_log_sum_exp":  # input 1: the max over the axes, kept dims
+            m = types[1] if len(types) > 1 else None
+            if m is None or m.shape != _reduced_shape(t.shape, axes, True):
+                raise OpError(f"{kind}: input 1 {m} must be the max of {t} over {axes}, keepdims")
+        return [TensorType(_reduced_shape(t.shape, axes, bool(attrs["keepdims"])), t.dtype)]
+
+    return infer
 
 
 def _reduce_reference(fn: Callable[..., np.ndarray]) -> Callable[..., list[np.ndarray]]:
     def ref(xs, attrs):
         x = xs[0]
         axes = tuple(int(a) for a in attrs["axes"])
-        return [np.asarray(fn(x, axes, bool(attrs["keepdims"]))).astype(x.dtype)]
+        extra = [v for v in xs[1:] if v is not None]
+        return [np.asarray(fn(x, axes, bool(attrs["keepdims"]), *extra)).astype(x.dtype)]
 
     return ref
 
@@ -109,6 +125,30 @@ def _np_prod(x, axes, keep):
     return np.prod(x, axis=axes, keepdims=keep, dtype=_acc_dtype(str(x.dtype)))
 
 
+def _np_sum_square(x, axes, keep):
+    return _np_sum(x * x, axes, keep)
+
+
+def _np_l1(x, axes, keep):
+    return _np_sum(np.abs(x), axes, keep)
+
+
+def _np_l2(x, axes, keep):
+    return np.sqrt(_np_sum(x * x, axes, keep))
+
+
+def _np_log_sum(x, axes, keep):
+    return np.log(_np_sum(x, axes, keep))
+
+
+def _np_log_sum_exp(x, axes, keep, m):
+    """log(sum(exp(x - m))) + m with m the max over the axes (onnxruntime's stable form)."""
+    acc = _acc_dtype(str(x.dtype))
+    mf = m.astype(acc)
+    total = np.log(np.sum(np.exp(x.astype(acc) - mf), axis=axes, keepdims=True)) + mf
+    return total if keep else np.squeeze(total, axis=axes)
+
+
 def _np_max(x, axes, keep):
     return np.max(x, axis=axes, keepdims=keep, initial=_lowest(str(x.dtype)))
 
@@ -117,18 +157,34 @@ def _np_min(x, axes, keep):
     return np.min(x, axis=axes, keepdims=keep, initial=_highest(str(x.dtype)))
 
 
-def _combine_fn(kind: str, dtype: str) -> Callable[[Expr, Expr], Expr]:
-    if kind in ("sum", "mean"):
-        return lambda a, b: a + b
-    if kind == "prod":
-        return lambda a, b: a * b
-    if dtype == "bool":
-        # bool max/min are or/and
-        return logical_or if kind == "max" else logical_and
-    return maximum if kind == "max" else minimum
+_COMBINE = {"sum": "add", "mean": "add", "prod": "mul", "max": "max", "min": "min",
+            "sum_square": "add", "l1": "add", "l2": "add", "log_sum": "add", "log_sum_exp": "add"}
+
+
+def _abs(v: Expr) -> Expr:
+    if is_float(v.dtype):
+        return call("abs", v)
+    return v if v.dtype.startswith("uint") or v.dtype == "bool" else select(v.lt(0), -v, v)
+
+
+# what each element contributes, and what the sum becomes (`m`: log_sum_exp's max, kept dims)
+_TERMS: dict[str, Callable[[Expr, Expr | None], Expr]] = {
+    "sum_square": lambda v, m: v * v, "l1": lambda v, m: _abs(v), "l2": lambda v, m: v * v,
+    "log_sum_exp": lambda v, m: call("exp", v - m),
+}
+_FINISH: dict[str, Callable[[Expr, Expr | None], Expr]] = {
+    "l2": lambda a, m: call("sqrt", a), "log_sum": lambda a, m: call("log", a),
+    "log_sum_exp": lambda a, m: call("log", a) + m,
+}
 
 
 def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
+    """One declarative definition (`nnc.ir.compute`): the kept dims o0.. as the spatial axes,
+    the reduced dims r0.. as the reduce axes, combine add / mul / max / min (on bool max and
+    min are or and and); max and min start from the first element (no infinities in the
+    generated code), the mean divides on the way out; sum_square / l1 / l2 / log_sum /
+    log_sum_exp are sums of a term of the element, finished (`_TERMS`, `_FINISH`)."""
+
     def compute(ctx: ComputeContext) -> None:
         x, out = ctx.inputs[0], ctx.outputs[0]
         assert x is not None
@@ -139,36 +195,48 @@ def _reduce_compute(kind: str) -> Callable[[ComputeContext], None]:
         red_shape = [x.shape[d] for d in axes]
         count = int(np.prod(red_shape)) if red_shape else 1
         adt = _acc_dtype(x.dtype)
-        combine = _combine_fn(kind, adt)
-        acc = ctx.b.local(adt)
-        with ctx.b.loops(kept_shape, "o") as kept:
-            if kind in ("max", "min") and count > 0:
-                # start from the first element: no infinities needed in the generated code
-                first = _merge(kept, [const(0, "int64")] * len(axes), axes, rank)
-                init: Expr = cast(Load(x.name, first, x.dtype), adt)
-            elif kind in ("max", "min"):
-                init = const(_lowest(adt) if kind == "max" else _highest(adt), adt)
-            else:
-                init = const(1 if kind == "prod" else 0, adt)
-            ctx.b.store(acc, (), init)
-            with ctx.b.loops(red_shape, "r") as red:
-                v = cast(Load(x.name, _merge(kept, red, axes, rank), x.dtype), adt)
-                ctx.b.store(acc, (), combine(acc[()], v))
-            result: Expr = acc[()]
-            if kind == "mean" and count > 0:
-                result = result / const(count, adt)
-            ctx.store(0, _out_index(kept, axes, rank, keep), cast(result, out.dtype))
+        kept = [Var(f"o{i}") for i in range(len(kept_shape))]
+        red = [Var(f"r{i}") for i in range(len(red_shape))]
+        if kind in ("max", "min") and count > 0:
+            first = _merge(kept, [const(0, "int64")] * len(axes), axes, rank)
+            init: Expr = cast(Load(x.name, first, x.dtype), adt)
+        elif kind in ("max", "min"):
+            init = const(_lowest(adt) if kind == "max" else _highest(adt), adt)
+        else:
+            init = const(1 if kind == "prod" else 0, adt)
+        term = cast(Load(x.name, _merge(kept, red, axes, rank), x.dtype), adt)
+        m = None
+        if kind == "log_sum_exp":
+            mb = ctx.inputs[1]
+            assert mb is not None
+            m = cast(Load(mb.name, _out_index(kept, axes, rank, True), mb.dtype), adt)
+        if kind in _TERMS:
+            term = _TERMS[kind](term, m)
+        result: Expr = Var(ACC, adt)
+        if kind == "mean" and count > 0:
+            result = result / const(count, adt)
+        if kind in _FINISH:
+            result = _FINISH[kind](result, m)
+        idx = _out_index(kept, axes, rank, keep)
+        target, value = ctx.output(0, idx, cast(result, out.dtype))
+        dims = (*(Axis(v.name, n) for v, n in zip(kept, kept_shape, strict=True)),
+                *(Axis(v.name, n, True) for v, n in zip(red, red_shape, strict=True)))
+        ctx.b.define(Reduction(f"reduce_{kind}", dims, adt, init, term, target.name, idx, value,
+                               combine=_COMBINE[kind], reassociate=is_float(adt)),
+                     {b.name: b.shape for b in (*ctx.inputs, target) if b is not None})
 
     return compute
 
 
-_REDUCTIONS = {
+_REDUCTIONS: dict[str, Callable[..., np.ndarray]] = {
     "sum": _np_sum, "mean": _np_mean, "max": _np_max, "min": _np_min, "prod": _np_prod,
+    "sum_square": _np_sum_square, "l1": _np_l1, "l2": _np_l2, "log_sum": _np_log_sum,
+    "log_sum_exp": _np_log_sum_exp,
 }
 for _kind, _fn in _REDUCTIONS.items():
     register(OpDef(
         f"reduce_{_kind}",
-        infer=_reduce_infer,
+        infer=_reduce_infer_for(f"reduce_{_kind}"),
         reference=_reduce_reference(_fn),
         compute=_reduce_compute(_kind),
     ))

@@ -517,3 +517,170 @@ def test_host_depthwise_copies_go_along_the_rows(compile_module):
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
                                rtol=1e-5, atol=1e-5)
+
+
+# ---------------------------------------------------------------- matmul (batched)
+
+
+def _matmul_case(dtype: str):
+    rng = np.random.default_rng(21)
+    if dtype == "float32":  # batch dims broadcast: [2, 1, 3, 7] @ [3, 7, 24]
+        a = rng.standard_normal((2, 1, 3, 7)).astype(np.float32)
+        b = rng.standard_normal((3, 7, 24)).astype(np.float32)
+        return "matmul", [a, b], {}
+    a = rng.integers(0, 256, (2, 3, 9)).astype(np.uint8)
+    b = rng.integers(-128, 128, (9, 16)).astype(np.int8)
+    return "matmul_integer", [a, b, np.array(131, np.uint8),
+                              rng.integers(-5, 5, 16).astype(np.int8)], {}
+
+
+def _matmul_space(batch: tuple[str, ...]):
+    """gemm's space with the batch axes outside, or one batch axis inside the tile."""
+    for steps in _gemm_space():
+        *rest, order = steps
+        yield (*rest, Reorder((*batch, *order.loops)))
+    yield (Unroll(batch[-1]), Vectorize("oc"), Reorder((*batch[:-1], "m0", "k", batch[-1], "oc")))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int32"])
+def test_every_matmul_schedule_matches(dtype, compile_module):
+    kind, inputs, attrs = _matmul_case(dtype)
+    graph = single_op_graph(kind, inputs, attrs, (1, 2, 3) if dtype == "int32" else ())
+    module = lower_to_loops(graph, PassContext())
+    feeds = {n: inputs[i] for i, n in enumerate(module.inputs)}
+    ref = np.asarray(get_op(kind).reference(list(inputs), Attrs.of(attrs))[0])
+    (k,) = module.kernels
+    batch = tuple(a.name for a in k.compute.spatial if a.name.startswith("b"))
+    assert k.compute is not None and [a.name for a in k.compute.axes][-3:] == ["m0", "oc", "k"]
+    space = list(_matmul_space(batch))
+    for steps in space:
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+    for steps in space[::8]:
+        got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+
+
+# ---------------------------------------------------------------- pools and reductions
+
+
+def _pool_cases():
+    rng = np.random.default_rng(31)
+    x = rng.standard_normal((1, 3, 9, 11)).astype(np.float32)
+    x8 = _s8(rng, (1, 9, 11, 4))
+    geometry = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 0, 1, 1])
+    return [
+        ("max_pool", [x], dict(geometry, dilations=[1, 2], ceil_mode=1)),
+        ("average_pool", [x], dict(geometry, ceil_mode=1, count_include_pad=0)),
+        ("average_pool", [x], dict(geometry, ceil_mode=1, count_include_pad=1)),
+        ("max_pool_s8", [x8], dict(geometry, layout="NHWC", ceil_mode=1, act_min=-100,
+                                   act_max=127)),
+        ("avg_pool_s8", [x8], dict(geometry, layout="NHWC", ceil_mode=1)),
+        ("avg_pool_s8", [x8.transpose(0, 3, 1, 2).copy()], dict(geometry)),
+    ]
+
+
+def _window_space(axes):
+    """Partitioned or vector rows, channels as copies or as lanes (NHWC), taps unrolled."""
+    names = [a.name for a in axes]
+    spatial = [n for n in names if n in ("n", "c", "oh", "ow")]
+    yield ()
+    yield (Partition("oh"), Partition("ow"))
+    yield (Partition("ow"), Split("ow", 2), Vectorize("ow_i"),
+           Reorder((*[n for n in spatial if n != "ow"], "ow_o", "kh", "kw", "ow_i")))
+    yield (Split("c", 2), Unroll("c_i"), Unroll("kw"),
+           Reorder((*[n if n != "c" else "c_o" for n in spatial], "kh", "kw", "c_i")))
+    yield (Vectorize("c"), Reorder((*[n for n in spatial if n != "c"], "kh", "kw", "c")))
+    yield (Split("oh", 2), Unroll("oh_i"), Split("kw", 2),
+           Reorder((*[n if n != "oh" else "oh_o" for n in spatial], "kh", "kw_o", "oh_i",
+                    "kw_i")))
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_every_pool_schedule_matches(case, compile_module):
+    kind, inputs, attrs = _pool_cases()[case]
+    module, feeds, ref = _lowered(kind, inputs, attrs)
+    (k,) = module.kernels
+    assert k.compute is not None and k.compute.combine == ("max" if "max" in kind else "add")
+    space = list(_window_space(k.compute.axes))
+    for steps in space:
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, err_msg=str(steps))
+    for steps in space[1::2]:
+        got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-6, atol=1e-6, err_msg=str(steps))
+
+
+@pytest.mark.parametrize("kind, dtype", [("reduce_prod", "float32"), ("reduce_min", "int32"),
+                                         ("reduce_max", "float32"), ("reduce_mean", "int32"),
+                                         ("global_max_pool", "float32")])
+def test_reduction_schedules_and_combines(kind, dtype, compile_module):
+    """mul / min / max combines: every schedule of a small space matches, through the
+    interpreter and the C, and the definition prints and parses back."""
+    rng = np.random.default_rng(41)
+    x = (rng.uniform(0.5, 1.5, (2, 8, 5)) if dtype == "float32"
+         else rng.integers(-50, 50, (2, 8, 5))).astype(dtype)
+    if kind == "global_max_pool":
+        x, attrs = x.reshape(2, 8, 5, 1), {}
+    else:
+        attrs = dict(axes=(0, 2), keepdims=True)
+    module, feeds, ref = _lowered(kind, [x], attrs)
+    (k,) = module.kernels
+    kept = [a.name for a in k.compute.spatial]
+    red = [a.name for a in k.compute.reduced]
+    space = [(), (Vectorize(kept[-1]), Reorder((*red, kept[-1]))),
+             (Split(kept[-1], 4), Unroll(f"{kept[-1]}_i"), Split(red[-1], 2),
+              Reorder((f"{kept[-1]}_o", *red[:-1], f"{red[-1]}_o", f"{red[-1]}_i",
+                       f"{kept[-1]}_i")))]
+    for steps in space:
+        scheduled = _with_steps(module, steps)
+        np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                                   rtol=1e-6, err_msg=str(steps))
+        np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                                   rtol=1e-6, err_msg=str(steps))
+        text = format_module(scheduled)
+        assert format_module(parse_module(text)) == text
+    combine = {"reduce_prod": "mul", "reduce_min": "min"}.get(kind, "max" if "max" in kind
+                                                              else "add")
+    assert f"combine={combine}" in format_module(module)
+
+
+def test_host_pool_default_unrolls_the_taps(compile_module):
+    """NCHW pools on the host: taps unrolled; padded axes partitioned (gcc vectorizes the
+    guard-free row), else the row an accumulator array; both match the reference in C."""
+    from nnc.backends.target import host_target
+
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    for case, expected in ((0, (Partition("oh"), Partition("ow"), Unroll("kh"), Unroll("kw"))),
+                           (1, (Vectorize("ow"), Unroll("kh"), Unroll("kw"),
+                                Reorder(("n", "c", "oh", "kh", "kw", "ow"))))):
+        kind, inputs, attrs = _pool_cases()[1]
+        if case:
+            attrs = dict(kernel_shape=[3, 3], strides=[2, 2])
+        module, feeds, ref = _lowered(kind, inputs, attrs)
+        scheduled = schedule(default_schedule(module, ctx), ctx)
+        assert scheduled.kernels[0].schedule[:len(expected)] == expected
+        np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["dense", "strided", "depthwise", "grouped"])
+def test_every_integer_conv_schedule_is_bit_exact(kind, compile_module):
+    """conv_integer (the NCHW integer conv shared with qlinear_conv and NCHW conv_s8) has the
+    float conv's axes: a quarter of the float conv's schedule space, bit for bit."""
+    _, (x, w, _), attrs = _fconv_case(kind)
+    rng = np.random.default_rng(len(kind))
+    xq = rng.integers(0, 256, x.shape).astype(np.uint8)
+    wq = rng.integers(-128, 128, w.shape).astype(np.int8)
+    inputs = [xq, wq, np.array(117, np.uint8), rng.integers(-4, 4, w.shape[0]).astype(np.int8)]
+    graph = single_op_graph("conv_integer", inputs, attrs, (1, 2, 3))
+    module = lower_to_loops(graph, PassContext())
+    feeds = {module.inputs[0]: xq}
+    ref = np.asarray(get_op("conv_integer").reference(inputs, Attrs.of(attrs))[0])
+    space = list(_fconv_space(kind == "depthwise"))
+    for steps in space[::4]:
+        got = run_loop_module(_with_steps(module, steps), feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+    for steps in space[1::16]:
+        got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
+        np.testing.assert_array_equal(got, ref, err_msg=str(steps))

@@ -36,6 +36,34 @@ def test_reduce_float16_accumulates_in_float32(kind):
     assert out.dtype == np.float16
 
 
+@pytest.mark.parametrize("kind", ["reduce_sum_square", "reduce_l1", "reduce_l2",
+                                  "reduce_log_sum", "reduce_log_sum_exp"])
+@pytest.mark.parametrize("axes", [(1,), (0, 2)])
+@pytest.mark.parametrize("keepdims", [True, False])
+def test_reduce_sums_of_a_term(kind, axes, keepdims):
+    """The sums of a term (x*x, |x|, exp(x - max)) with a finish (sqrt, log, log + max); the
+    log-sum-exp stays finite where exp(x) alone overflows float32."""
+    x = RNG.uniform(0.1, 2.0, (2, 3, 4)).astype(np.float32)
+    if kind == "reduce_l1":
+        x = x - 1.0
+    inputs = [x]
+    if kind == "reduce_log_sum_exp":
+        x = x * 100.0  # exp(200) is inf in float32
+        inputs = [x, np.max(x, axis=axes, keepdims=True)]
+    out = check_op(kind, inputs, {"axes": axes, "keepdims": keepdims})[0]
+    assert np.isfinite(out).all()
+
+
+def test_reduce_sums_of_a_term_on_integers():
+    x = RNG.integers(-5, 5, (3, 4)).astype(np.int32)
+    assert check_op("reduce_l1", [x], {"axes": (1,), "keepdims": False})[0].tolist() == \
+        np.abs(x).sum(axis=1).tolist()
+    check_op("reduce_sum_square", [x], {"axes": (0,), "keepdims": True})
+    with pytest.raises(OpError, match="floats only"):
+        get_op("reduce_l2").infer([TensorType((3, 4), "int32")], Attrs.of(axes=(1,),
+                                                                          keepdims=True))
+
+
 def test_reduce_integer_mean_truncates():
     x = np.array([[-3, -4], [3, 4]], np.int32)
     assert check_op("reduce_mean", [x], {"axes": (1,), "keepdims": False})[0].tolist() == [-3, 3]
