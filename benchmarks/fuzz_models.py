@@ -84,6 +84,17 @@ OPS = ["Relu", "Add", "MatMul", "Conv", "Reshape", "Concat", "Softmax", "Gemm", 
        "MaxPool", "Sigmoid", "Identity", "Squeeze", "Flatten", "ReduceMean", "Cast"]
 
 
+def _rename_uses(m: onnx.ModelProto, old: str, new: str) -> None:
+    """Every node input and graph output that reads value `old` reads `new` instead."""
+    for node in m.graph.node:
+        for k, name in enumerate(node.input):
+            if name == old:
+                node.input[k] = new
+    for vi in m.graph.output:
+        if vi.name == old:
+            vi.name = new
+
+
 def _node(m: onnx.ModelProto, rng: random.Random) -> onnx.NodeProto:
     return m.graph.node[rng.randrange(len(m.graph.node))]
 
@@ -483,14 +494,7 @@ def m_odd_names(m, rng):
     if rng.random() < 0.5:
         n.name = new
         return
-    old = n.output[0]
-    for node in m.graph.node:
-        for k, name in enumerate(node.input):
-            if name == old:
-                node.input[k] = new
-    for vi in m.graph.output:
-        if vi.name == old:
-            vi.name = new
+    _rename_uses(m, n.output[0], new)
     n.output[0] = new
 
 
@@ -623,13 +627,7 @@ def m_cast_inserted(m, rng):
     to = rng.choice([TensorProto.INT8, TensorProto.UINT8, TensorProto.INT32, TensorProto.INT64,
                      TensorProto.INT16, TensorProto.BOOL])
     mid, back = v + "_int", v + "_back"
-    for node in m.graph.node:
-        for k, name in enumerate(node.input):
-            if name == v:
-                node.input[k] = back
-    for vi in m.graph.output:
-        if vi.name == v:
-            vi.name = back
+    _rename_uses(m, v, back)
     m.graph.node.extend([helper.make_node("Cast", [v], [mid], to=to),
                          helper.make_node("Cast", [mid], [back], to=TensorProto.FLOAT)])
 
