@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -194,12 +192,14 @@ def test_model_header_api_and_descriptors():
         emit_c(m, prefix="my-net")
 
 
-def test_constants_emission_is_fast():
-    data = np.random.default_rng(0).standard_normal(1 << 18).astype(np.float32)  # 1 MB
-    start = time.perf_counter()
+def test_constants_emission_round_trips():
+    # 1 MB of weights (its speed is part of the compile times in benchmarks/, not timed here)
+    data = np.random.default_rng(0).standard_normal(1 << 18).astype(np.float32)
     text = format_c_array(data)
-    assert time.perf_counter() - start < 1.0
     assert text.count("\n") == (1 << 18) // 16 - 1
+    back = np.array([float(t.rstrip("f")) for t in text.replace("\n", " ").split(",")
+                     if t.strip()], np.float32)
+    np.testing.assert_array_equal(back, data)
 
 
 @pytest.mark.parametrize("case", ["undeclared", "not_param", "writes_input", "bad_const",

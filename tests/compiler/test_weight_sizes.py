@@ -46,7 +46,8 @@ def test_a_576_mb_gemm_is_refused_without_reading_it(tmp_path, quantize) -> None
     with pytest.raises(NncError, match=r"weights alone need [\d,]+ B.* \(checked before loading "
                        r"them\); largest weights: w \(") as e:
         nnc_compile(path, target="cortex-m7", output_dir=tmp_path / "o", **q)
-    assert time.perf_counter() - t0 < 2
+    # reading the data took 64 s here; the memory check below is the exact signal
+    assert time.perf_counter() - t0 < 20
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 200_000  # not 576 MB
     assert ("144,000,000 B as int8" if quantize else "576,000,000 B") in str(e.value)
     assert not (tmp_path / "o").exists()
