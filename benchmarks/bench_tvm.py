@@ -2,7 +2,8 @@
 nnc's host C, TVM's own Relax ONNX frontend (untuned: `tvm.compile` of the imported module) and
 onnxruntime.
 
-    python -m benchmarks.bench_tvm [--models kws,ic,vww,ad] [--repeat 100] [--json F] [--tbaa]
+    python -m benchmarks.bench_tvm [--models kws,vww,ic,ad,squeezenet,shufflenet,resnet50]
+        [--repeat 100] [--light-repeat 10] [--relax-timeout 300] [--json F] [--tbaa]
     python -m benchmarks.bench_tvm --compile-times [--models ...] [--quant int8] [--baseline DIR]
 
 Timing: the two TVM modules with TVM's `time_evaluator` (C++, no Python in the loop), nnc host C
@@ -10,7 +11,12 @@ with its `bench` executable (C), onnxruntime with `InferenceSession.run` in Pyth
 microseconds of call overhead), each the median of `repeat` runs after `warmup`. One thread:
 TVM_NUM_THREADS=1 (set before TVM is imported), onnxruntime intra/inter-op threads 1; nnc's
 parallel loops run serially. Every output is compared with onnxruntime's (rtol 1e-3, atol 1e-4).
-Prints a markdown table and writes JSON.
+Prints a markdown table and writes JSON. `--models` also takes `mlperf` (the four MLPerf Tiny
+models), `light` (onnx's light models squeezenet, shufflenet, resnet50: feeds from
+`benchmarks.models.load_light`) and `all` (the default). The light models are timed
+`--light-repeat` times (they take 10-1000x longer). TVM's Relax build and runs happen in a child
+process killed after `--relax-timeout` seconds; a build that does not finish by then is reported
+as "build > N s" (measured), not waited for.
 
 `--compile-times`: import to built model.so, fp32 and int8, each build in a fresh process (one
 at a time), with the stages nnc.json records; `--baseline DIR` runs the same builds, alternating,
@@ -36,7 +42,7 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 
-from benchmarks.bench_host import BENCH_MODELS, ort_session, time_ort  # noqa: E402
+from benchmarks.bench_host import BENCH_MODELS, LIGHT, ort_session, time_ort  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "bench_tvm.json"
@@ -79,9 +85,65 @@ def llvm_target_with_tbaa(tvm: Any, cpu: str | None = None) -> Any:
                               "mcpu": cpu or tvm.target.codegen.llvm_get_system_cpu()})
 
 
+RELAX_CHILD = r"""
+import os, sys, json, time
+os.environ["TVM_NUM_THREADS"] = "1"
+import numpy as np
+from benchmarks.bench_host import BENCH_MODELS
+from benchmarks import bench_tvm as b
+name, ref_path, warmup, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+model, feeds = BENCH_MODELS[name]()
+ref = list(np.load(ref_path).values())
+import tvm
+vm, args, build_s = b.relax_build(model, feeds)
+print(json.dumps({"relax_compile_s": round(build_s, 2)}), flush=True)
+outs = b._outputs(vm["main"](*args))
+ok = all(np.allclose(g, r, rtol=b.RTOL, atol=b.ATOL) for g, r in zip(outs, ref, strict=True))
+for _ in range(warmup):
+    vm["main"](*args)
+timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat, min_repeat_ms=0)
+print(json.dumps({"relax_matches_ort": bool(ok),
+                  "relax_ms": b.time_evaluator(timer(*args), repeat)}), flush=True)
+"""
+
+
+def relax_in_child(name: str, ref: list[np.ndarray], warmup: int, repeat: int, workdir: Path,
+                   timeout_s: float) -> dict[str, Any]:
+    """TVM's Relax build and timing of `name` in a child process killed after `timeout_s`:
+    the row's relax_* fields, or relax_error ("build > N s" when the build did not finish)."""
+    import subprocess
+
+    ref_path = workdir / f"{name}_ref.npz"
+    np.savez(ref_path, *ref)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", RELAX_CHILD, name, str(ref_path),
+                             str(warmup), str(repeat)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    timed_out = False
+    try:
+        out, err = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        out, err = proc.communicate()
+    waited = time.perf_counter() - t0
+    row: dict[str, Any] = {}
+    for line in out.splitlines():
+        if line.startswith("{"):
+            row.update(json.loads(line))
+    if "relax_ms" in row:
+        return row
+    if timed_out:
+        what = "runs" if "relax_compile_s" in row else "build"
+        row["relax_error"] = f"{what} > {timeout_s:.0f} s (killed after {waited:.0f} s)"
+    else:
+        tail = err.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
+        row["relax_error"] = tail[0][:200]
+    return row
+
+
 def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
-                tbaa: bool = False) -> dict[str, Any]:
-    import tvm
+                tbaa: bool = False, relax_timeout_s: float = 300.0) -> dict[str, Any]:
 
     import nnc
     from nnc.backends.tvm import build as tvm_build
@@ -116,18 +178,7 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
                                    for g, r in zip(got.values(), ref, strict=True))
     row["nnc_c_ms"] = m_c.benchmark(warmup, repeat, feeds)["latency_ms"]
 
-    try:
-        vm, args, build_s = relax_build(model, feeds)
-        row["relax_compile_s"] = round(build_s, 2)
-        outs = _outputs(vm["main"](*args))
-        row["relax_matches_ort"] = all(np.allclose(g, r, rtol=RTOL, atol=ATOL)
-                                       for g, r in zip(outs, ref, strict=True))
-        for _ in range(warmup):
-            vm["main"](*args)
-        timer = vm.time_evaluator("main", tvm.cpu(), number=1, repeat=repeat, min_repeat_ms=0)
-        row["relax_ms"] = time_evaluator(timer(*args), repeat)
-    except Exception as e:  # the frontend's failure is a result too
-        row["relax_error"] = f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"
+    row.update(relax_in_child(name, ref, warmup, repeat, workdir, relax_timeout_s))
     row["ort_ms"] = time_ort(sess, feeds, warmup, repeat)
     return row
 
@@ -200,23 +251,41 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     out = ["| model | nnc→TVM ms | nnc host C ms | TVM Relax (untuned) ms | onnxruntime ms | "
            "nnc→TVM / nnc C | nnc→TVM / Relax | nnc→TVM compile s |"
            + (" TBAA on ms (matches ort) |" if tbaa else ""),
-           "|---|---|---|---|---|---|---|---|" + ("---|" if tbaa else "")]
+           "|---|" + "---:|" * (7 + tbaa)]
     for r in rows:
         t, c, o = r["nnc_tvm_ms"]["median"], r["nnc_c_ms"]["median"], r["ort_ms"]["median"]
         x = r.get("relax_ms", {}).get("median")
-        relax = f"{x:.3f}" if x else f"failed ({r.get('relax_error', '')[:60]})"
-        out.append(f"| {r['model']} | {t:.3f} | {c:.3f} | {relax} | {o:.3f} | {t / c:.2f} | "
-                   f"{f'{t / x:.2f}' if x else '-'} | {r['nnc_tvm_compile_s']} |"
+        err = r.get("relax_error", "")
+        relax = f"{x:.3f}" if x else (err if " > " in err else f"failed ({err[:60]})")
+        out.append(f"| {r['model']} | {t:.3f} | {c:.3f} | {relax} | {o:.3f} | {t / c:.2f}x | "
+                   f"{f'{t / x:.2f}x' if x else '-'} | {r['nnc_tvm_compile_s']} |"
                    + (f" {r['nnc_tvm_tbaa_ms']['median']:.3f} ({r['nnc_tvm_tbaa_matches_ort']}) |"
                       if tbaa else ""))
     return "\n".join(out)
 
 
+def model_names(spec: str) -> list[str]:
+    """`--models`: comma-separated names of BENCH_MODELS, or the groups mlperf, light, all."""
+    mlperf = [n for n in BENCH_MODELS if n not in LIGHT]
+    groups = {"mlperf": mlperf, "light": list(LIGHT), "all": [*mlperf, *LIGHT]}
+    names = [m for n in spec.split(",") if n for m in groups.get(n, [n])]
+    unknown = sorted(set(names) - set(BENCH_MODELS))
+    if unknown:
+        raise ValueError(f"unknown model(s) {unknown}; choose from {sorted(BENCH_MODELS)} "
+                         "or mlperf, light, all")
+    return names
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_tvm")
-    p.add_argument("--models", default="kws,vww,ic,ad")
+    p.add_argument("--models", default="all",
+                   help="comma-separated names, or mlperf / light / all")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--repeat", type=int, default=100)
+    p.add_argument("--light-repeat", type=int, default=10,
+                   help="runs timed for the light models (squeezenet, shufflenet, resnet50)")
+    p.add_argument("--relax-timeout", type=float, default=300.0,
+                   help="seconds before TVM's Relax build + runs of one model are given up")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--compile-times", action="store_true")
     p.add_argument("--tbaa", action="store_true",
@@ -224,9 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, default=None)
     p.add_argument("--quant", default="fp32,int8", help="--compile-times: fp32, int8 or both")
     args = p.parse_args(argv)
+    try:
+        names = model_names(args.models)
+    except ValueError as e:
+        p.error(str(e))
     if args.compile_times:
         with tempfile.TemporaryDirectory(prefix="nnc-compile-tvm-") as tmp:
-            crows = compile_times(args.models.split(","), args.baseline, Path(tmp),
+            crows = compile_times(names, args.baseline, Path(tmp),
                                   tuple(args.quant.split(",")))
         print(compile_markdown(crows))
         path = args.json or DEFAULT_JSON.with_name("compile_tvm.json")
@@ -237,9 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     args.json = args.json or DEFAULT_JSON
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnc-bench-tvm-") as tmp:
-        for name in args.models.split(","):
+        for name in names:
             print(f"{name} ...", file=sys.stderr, flush=True)
-            rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp), args.tbaa))
+            light = name in LIGHT
+            repeat = args.light_repeat if light else args.repeat
+            warmup = min(args.warmup, 2) if light else args.warmup
+            rows.append(bench_model(name, warmup, repeat, Path(tmp), args.tbaa,
+                                    args.relax_timeout))
+            rows[-1]["repeat"] = repeat
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     table = markdown(rows)
     print(table)
     import tvm
