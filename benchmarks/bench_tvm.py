@@ -18,9 +18,11 @@ models), `light` (onnx's light models squeezenet, shufflenet, resnet50: feeds fr
 process killed after `--relax-timeout` seconds; a build that does not finish by then is reported
 as "build > N s" (measured), not waited for.
 
-`--compile-times`: import to built model.so, fp32 and int8, each build in a fresh process (one
-at a time), with the stages nnc.json records; `--baseline DIR` runs the same builds, alternating,
-with the nnc package found in DIR (a folder holding an `nnc` checkout or link: an older commit).
+`--compile-times`: any model of `benchmarks.int8_differential` (MLPerf Tiny and the zoo; "all":
+the four MLPerf Tiny models), import to built model.so, fp32 and int8, each build in a fresh
+process (one at a time), with the stages nnc.json records; `--baseline DIR` runs the same
+builds, alternating, with the nnc package found in DIR (a folder holding an `nnc` checkout or
+link: an older commit).
 """
 
 from __future__ import annotations
@@ -293,11 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baseline", type=Path, default=None)
     p.add_argument("--quant", default="fp32,int8", help="--compile-times: fp32, int8 or both")
     args = p.parse_args(argv)
-    try:
-        names = model_names(args.models)
-    except ValueError as e:
-        p.error(str(e))
     if args.compile_times:
+        # int8_differential's models (MLPerf Tiny + the zoo); "all" is the four MLPerf ones here
+        mlperf = [n for n in BENCH_MODELS if n not in LIGHT]
+        names = [m for n in args.models.split(",") if n
+                 for m in ({"all": mlperf, "mlperf": mlperf}.get(n, [n]))]
         with tempfile.TemporaryDirectory(prefix="nnc-compile-tvm-") as tmp:
             crows = compile_times(names, args.baseline, Path(tmp),
                                   tuple(args.quant.split(",")))
@@ -307,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
         path.write_text(json.dumps({"rows": crows}, indent=1) + "\n")
         print(f"written to {path}", file=sys.stderr)
         return 0
+    try:
+        names = model_names(args.models)
+    except ValueError as e:
+        p.error(str(e))
     args.json = args.json or DEFAULT_JSON
     rows = []
     with tempfile.TemporaryDirectory(prefix="nnc-bench-tvm-") as tmp:
