@@ -137,7 +137,7 @@ def relax_in_child(name: str, ref: list[np.ndarray], warmup: int, repeat: int, w
         return row
     if timed_out:
         what = "runs" if "relax_compile_s" in row else "build"
-        row["relax_error"] = f"{what} > {timeout_s:.0f} s (killed after {waited:.0f} s)"
+        row["relax_error"] = f"{what} > {timeout_s:g} s (killed after {waited:.1f} s)"
     else:
         tail = err.strip().splitlines()[-1:] or [f"exit {proc.returncode}"]
         row["relax_error"] = tail[0][:200]
