@@ -257,10 +257,10 @@ def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
     onnx.save(small_models()["conv"], path)
     text = inspect_opencl(path)
     assert "k0_conv" in text and "conv+relu" in text
-    # the declarative conv's outer loops (output rows x columns) are independent: both device
-    # types get one work item per output pixel (hand-written imperfect bodies, which GPUs
-    # spread further, are in test_mapping.py)
-    assert text.count("64 (ow, oh)") == 2
+    # the conv is register-tiled (a row: peeled first column, a 6-column tile, peeled last
+    # column): each output row's three pieces are items on both device types, and GPUs spread
+    # the tile's channel lanes too (hand-written bodies are in test_mapping.py)
+    assert "24 (unit, oh)" in text and "96 (acc0[0], unit, oh)" in text
     assert cli_main(["inspect", str(path), "--target", "opencl"]) == 0
     assert capsys.readouterr().out.strip() == text
     assert cli_main(["inspect", str(path), "--target", "cortex-m4"]) == 2
