@@ -16,7 +16,15 @@ position, one stride throughout and r (inner loops, constants) within [0, stride
 iterations touch disjoint elements; and every local is written before it is read in each
 iteration (no value carried from one iteration to the next).
 
-Below the nest, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
+Below the nest, a body of several pieces (a register tile: a partitioned row's peeled first
+column, the split loop `ow_o` or `oc_o` over whole tiles, its remainder, the peeled last column;
+each piece initializes the locals it reads) becomes one more dimension (`WorkMapping.units`,
+the loop "unit"): one item per piece, or per iteration of a piece that is one independent loop,
+when for every written buffer some index position separates the pieces' ranges. `unite`
+rewrites the kernel to that loop (`for unit { if (unit in piece 0) ... }`, the same statements
+in the same order when run serially) before emission.
+
+Below that, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
 spread too (`Spread`): a position per written buffer (locals included) where every access is
 `u + c + rest` for one inner loop u, the same u and c throughout each store and one rest per
 buffer; work item g then runs iteration g - c of each such loop u and touches only its own

@@ -359,3 +359,26 @@ def test_int8_differential_opencl_identical_with_host_and_interpreter(name: str)
 
     bad = disagreements(name, ["host", "opencl"])
     assert not bad, f"{name}: {bad}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kws", "ic"])
+def test_mlperf_tiny_gpu_mapping_matches_onnxruntime(name: str, mlperf: dict,
+                                                     tmp_path: Path) -> None:
+    """The register-tiled kernels under the GPU mapping (tile pieces as items, lanes spread),
+    run by PoCL's CPU device."""
+    from benchmarks.models import sample_input
+    from nnc.backends.opencl.build import build
+    from nnc.compiler.api import _target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
+
+    model = mlperf[name]()
+    feeds = sample_input(model)
+    module = PassManager(parse_pipeline(default_pipeline("opencl")),
+                         target=_target("opencl")).run(import_model(model))
+    build(module, tmp_path, mapping="gpu")
+    (got,) = OpenCLModel(tmp_path).run(feeds).values()
+    (want,) = ort_run(model, feeds)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
