@@ -44,6 +44,10 @@ from nnc.ir.loops import (
 from nnc.passes.manager import PassContext, register_pass
 
 HOST_CPU_KINDS = frozenset({"host", "tvm"})  # targets whose kernels run on the compiling CPU
+# targets scheduled with the host's register tiles: the host CPU's, and OpenCL at a portable
+# 128 bits (4 float lanes x up to 12 copies per work item; the tile's outer split loops stay
+# work items, backends/opencl/mapping.py)
+REGISTER_TILE_KINDS = HOST_CPU_KINDS | {"opencl"}
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,7 @@ def reduction_steps(defn: Reduction, target: Any,
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
     # the TVM target runs on this CPU too (TVM's LLVM for the host's vector ISA): same tiles
-    if getattr(target, "kind", "") in HOST_CPU_KINDS and defn.acc_dtype in _LANE_BYTES:
+    if getattr(target, "kind", "") in REGISTER_TILE_KINDS and defn.acc_dtype in _LANE_BYTES:
         steps = host_pool_steps(defn, target) or host_vector_steps(defn, target, shapes)
         try:
             plan(defn, steps, shapes)

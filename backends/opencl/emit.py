@@ -41,6 +41,7 @@ from nnc.backends.opencl.mapping import (
     WorkMapping,
     device_mappings,
     shrink_locals,
+    unite,
 )
 from nnc.ir.loops import Buffer, Expr, For, Kernel, Load, LoopModule, Store
 
@@ -302,8 +303,8 @@ class OpenCLModuleEmitter(ModuleEmitter):
             texts = []
             for work in dict.fromkeys((maps["gpu"], maps["cpu"])):  # spread variant first
                 em.work = work
-                texts.append(em.kernel(shrink_locals(k, work), fname, params, written,
-                                       restrict, self.names))
+                kernel = shrink_locals(unite(k, work), work)
+                texts.append(em.kernel(kernel, fname, params, written, restrict, self.names))
             text = texts[0] if len(texts) == 1 else (
                 f"#if NNC_CL_SPREAD /* {', '.join(maps['gpu'].loops)} */\n{texts[0]}\n"
                 f"#else /* CPU: {', '.join(maps['cpu'].loops)} */\n{texts[1]}\n#endif")

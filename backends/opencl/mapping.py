@@ -16,7 +16,15 @@ position, one stride throughout and r (inner loops, constants) within [0, stride
 iterations touch disjoint elements; and every local is written before it is read in each
 iteration (no value carried from one iteration to the next).
 
-Below the nest, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
+Below the nest, a body of several pieces (a register tile: a partitioned row's peeled first
+column, the split loop `ow_o` or `oc_o` over whole tiles, its remainder, the peeled last column;
+each piece initializes the locals it reads) becomes one more dimension (`WorkMapping.units`,
+the loop "unit"): one item per piece, or per iteration of a piece that is one independent loop,
+when for every written buffer some index position separates the pieces' ranges. `unite`
+rewrites the kernel to that loop (`for unit { if (unit in piece 0) ... }`, the same statements
+in the same order when run serially) before emission.
+
+Below that, an imperfect body (a conv's init + reduction + epilogue over a local tile) is
 spread too (`Spread`): a position per written buffer (locals included) where every access is
 `u + c + rest` for one inner loop u, the same u and c throughout each store and one rest per
 buffer; work item g then runs iteration g - c of each such loop u and touches only its own
@@ -43,6 +51,9 @@ from nnc.ir.loops import (
     Load,
     Stmt,
     Store,
+    Var,
+    binary,
+    logical_and,
     map_expr,
     walk_expr,
     walk_stmts,
@@ -89,6 +100,9 @@ class WorkMapping:
     spread: tuple[Spread, ...] = ()
     local_sizes: tuple[tuple[str, tuple[int, ...] | None], ...] = ()
     private: tuple[tuple[str, int], ...] = ()
+    # the statements below the outer nest as one loop over units (`unite`): (first statement,
+    # statement count, whether the unit is a loop whose iterations are items) per unit
+    units: tuple[tuple[int, int, bool], ...] = ()
 
     @property
     def work_dim(self) -> int:
@@ -181,21 +195,25 @@ def _range(form: Affine, extents: Mapping[str, int]) -> tuple[int, int]:
 
 def _strided(loop: For, idxs: list[tuple[Expr, ...]], inner: Mapping[str, int]) -> bool:
     """Some index position is `s * loop + r` in every access with one stride s > 0 and every r
-    (inner loops and constants only) in [0, s): each iteration owns its own slice there."""
+    (inner loops and constants only) in one window [lo, lo + s): each iteration owns its own
+    slice there (a partitioned tile's loop starts at an offset)."""
     extents = {**inner, loop.var: max(loop.extent, 2)}
     for p in range(len(idxs[0])):
         strides = set()
+        low, high = None, None
         for i in idxs:
             form = affine_form(i[p], extents)
             if form is None or not set(form) - {""} <= set(extents):
                 break
             s = form.pop(loop.var, 0)
             lo, hi = _range(form, extents)
-            if s <= 0 or lo < 0 or hi >= s:
+            if s <= 0:
                 break
+            low = lo if low is None else min(low, lo)
+            high = hi if high is None else max(high, hi)
             strides.add(s)
         else:
-            if len(strides) == 1:
+            if len(strides) == 1 and high - low < strides.pop():  # type: ignore[operator]
                 return True
     return False
 
@@ -302,6 +320,145 @@ def _spread_one(body: tuple[Stmt, ...], keys: Mapping[str, str], written: set[st
             return pos, offsets, lo, hi, plain
     return None
 
+def _cuts(body: tuple[Stmt, ...], local_names: set[str]) -> list[int]:
+    """Statement indices j where no local's value flows from body[:j] into body[j:]: every local
+    the rest touches is first (unconditionally) stored there."""
+    accs = [_accesses((st,)) for st in body]
+    cuts = []
+    for j in range(1, len(body)):
+        seen: set[str] = set()
+        ok = True
+        for acc in accs[j:]:
+            for buf, _, store, cond in acc:
+                if buf in local_names and buf not in seen:
+                    seen.add(buf)
+                    ok = ok and store and not cond
+        if ok:
+            cuts.append(j)
+    return cuts
+
+
+def _plan_units(body: tuple[Stmt, ...], keys: Mapping[str, str], written: set[str],
+                local_names: set[str]) -> tuple[tuple[int, int, bool], ...]:
+    """The statements `body` (below the outer nest) cut into units that may run as separate
+    work items: the pieces between the cuts (`_cuts`), a piece that is one loop with
+    independent iterations (a register tile's split loop, `ow_o`, `oc_o`) one item per
+    iteration. Legal when, for every written global buffer, some index position separates the
+    units (their ranges there, over their own loops only, do not overlap). () when not."""
+    bounds = [0, *_cuts(body, local_names), len(body)]
+    pieces = [(a, b - a) for a, b in itertools.pairwise(bounds)]
+    if len(pieces) < 2:
+        return ()
+    units: list[tuple[int, int, bool]] = []
+    by_buf: dict[str, list[list[tuple[Expr, ...]]]] = {}
+    ranges: dict[str, list[dict[str, int]]] = {}
+    for first, count in pieces:
+        stmts = body[first:first + count]
+        extents = _extents(stmts)
+        acc: dict[str, list[tuple[Expr, ...]]] = {}
+        for buf, idx, _, _ in _accesses(stmts):
+            key = keys.get(buf, buf)
+            if key in written:
+                acc.setdefault(key, []).append(idx)
+        loop = stmts[0] if count == 1 and isinstance(stmts[0], For) else None
+        iterates = loop is not None and loop.extent > 1 and all(
+            len({len(i) for i in idxs}) == 1
+            and _strided(loop, idxs, {**_extents(loop.body), loop.var: loop.extent})
+            for idxs in acc.values())
+        units.append((first, count, iterates))
+        for key, idxs in acc.items():
+            by_buf.setdefault(key, []).append(idxs)
+            ranges.setdefault(key, []).append(extents)
+    if sum(loop_extent(body, u) for u in units) < 2:
+        return ()
+    for key, groups in by_buf.items():
+        if len(groups) < 2:
+            continue
+        rank = {len(i) for g in groups for i in g}
+        if len(rank) != 1:
+            return ()
+        for p in range(rank.pop()):
+            spans = []
+            for idxs, extents in zip(groups, ranges[key], strict=True):
+                lo = hi = None
+                for i in idxs:
+                    form = affine_form(i[p], dict(extents))
+                    if form is None or not set(form) - {""} <= set(extents):
+                        break
+                    a, b = _range(form, extents)
+                    lo = a if lo is None else min(lo, a)
+                    hi = b if hi is None else max(hi, b)
+                else:
+                    spans.append((lo, hi))
+                    continue
+                break
+            else:
+                spans.sort()
+                if all(h < lo2 for (_, h), (lo2, _) in itertools.pairwise(spans)):
+                    break
+        else:
+            return ()
+    return tuple(units)
+
+
+def loop_extent(body: tuple[Stmt, ...], unit: tuple[int, int, bool]) -> int:
+    """How many work items a unit of `body` takes."""
+    first, _, iterates = unit
+    loop = body[first]
+    return loop.extent if iterates and isinstance(loop, For) else 1
+
+
+def unit_var(kernel: Kernel) -> str:
+    """The name of the loop over units in `kernel` (one no loop of it has)."""
+    used = {s.var for s in walk_stmts(kernel.body) if isinstance(s, For)}
+    return next(n for n in itertools.chain(["unit"], (f"unit{i}" for i in itertools.count()))
+                if n not in used)
+
+
+def _unit_loop(body: tuple[Stmt, ...], units: tuple[tuple[int, int, bool], ...], var: str
+               ) -> For:
+    """`body` as `for var in 0..N parallel { if (var in unit 0's items) {...} ... }`: the same
+    statements in the same order when run serially; unit u's loop (if it iterates) runs
+    iteration var - start."""
+    from nnc.passes.schedule import substitute_stmt
+
+    v = Var(var)
+    branches: list[Stmt] = []
+    start = 0
+    for first, count, iterates in units:
+        stmts = body[first:first + count]
+        n = loop_extent(body, (first, count, iterates))
+        if iterates:
+            loop = stmts[0]
+            assert isinstance(loop, For)
+            at = binary("sub", v, start) if start else v
+            stmts = tuple(substitute_stmt(st, {loop.var: at}) for st in loop.body)
+            cond = logical_and(binary("ge", v, start), binary("lt", v, start + n)) if start \
+                else binary("lt", v, n)
+        else:
+            cond = binary("eq", v, start)
+        branches.append(If(cond, stmts))
+        start += n
+    return For(var, start, tuple(branches), "parallel")
+
+
+def unite(kernel: Kernel, work: WorkMapping) -> Kernel:
+    """`kernel` with the statements below its outer nest as the loop over units that `work`
+    maps (`WorkMapping.units`); `kernel` itself when it maps none."""
+    if not work.units:
+        return kernel
+    var = unit_var(kernel)
+    levels = len(outer_nest(kernel.body))  # the units are the body of the nest's last loop
+
+    def rebuild(stmts: tuple[Stmt, ...], level: int) -> tuple[Stmt, ...]:
+        if level == levels:
+            return (_unit_loop(stmts, work.units, var),)
+        (loop,) = stmts
+        assert isinstance(loop, For)
+        return (replace(loop, body=rebuild(loop.body, level + 1)),)
+
+    return kernel.replace(body=rebuild(kernel.body, 0))
+
 
 def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
              max_dims: int = MAX_DIMS, max_spread: int = MAX_DIMS) -> WorkMapping:
@@ -313,7 +470,7 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
     if any(isinstance(s, CallExtern) for s in walk_stmts(kernel.body)):
         return WorkMapping()
     nest = outer_nest(kernel.body)
-    if not nest:
+    if not nest and len(kernel.body) < 2:
         return WorkMapping()
     same = dict(same_memory or {})
     local_names = {b.name for b in kernel.locals}
@@ -331,7 +488,7 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
         key = same.get(buf, buf)
         if key in written:
             by_buffer.setdefault(key, []).append(idx)
-    body = nest[-1].body
+    body = nest[-1].body if nest else kernel.body
     inner = _extents(body)
     inner.update({f.var: 1 for f in nest if f.extent == 1})  # extent-1 loops drop out
 
@@ -345,11 +502,21 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
 
     chosen = [f for f in nest if f.extent > 1 and independent(f)][:max_dims]
     dims = [(f.var, f.extent) for f in chosen]
+    extents = {**inner, **{f.var: f.extent for f in nest}}
+    # below the nest, a register tile's pieces (a partitioned row's peeled columns, the tile's
+    # split loop, its remainder) as one more dimension: one item per piece or tile
+    units: tuple[tuple[int, int, bool], ...] = ()
+    if len(dims) < max_dims and len(body) > 1:
+        units = _plan_units(body, same, written, local_names)
+        if units:
+            loop = _unit_loop(body, units, unit_var(kernel))
+            dims.append((loop.var, loop.extent))
+            extents[loop.var] = loop.extent
+            body = loop.body
     # through an imperfect body (a conv's init + reduction + epilogue): spread its pixels too
     spread: list[Spread] = []
     private: list[tuple[str, int]] = []
     spread_dims: list[str] = []
-    extents = {**inner, **{f.var: f.extent for f in nest}}
     keys = {**same, **{b: b for b in local_names}}
     all_written = written | local_names
     taken: dict[str, set[int]] = {}
@@ -372,7 +539,7 @@ def map_work(kernel: Kernel, same_memory: Mapping[str, str] | None = None,
     dims.reverse()
     sizes = tuple(e for _, e in dims)
     return WorkMapping(tuple(d for d, _ in dims), sizes, tuple(spread),
-                       default_local_sizes(sizes), tuple(sorted(private)))
+                       default_local_sizes(sizes), tuple(sorted(private)), units)
 
 
 def device_mappings(kernel: Kernel, same_memory: Mapping[str, str] | None = None

@@ -196,3 +196,109 @@ def test_loops_marked_parallel_are_taken_as_independent() -> None:
     enough."""
     assert _mapping(REVERSE.replace("KIND", "serial")).loops == ()
     assert _mapping(REVERSE.replace("KIND", "parallel")).loops == ("i0",)
+
+
+# A split loop with its remainder below it (a register tile's `oc_o` and the peeled last
+# columns): the pieces write disjoint columns, so each tile and each remainder column is an item.
+SPLIT_TAIL = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[10] input
+  buffer %y: f32[10] output
+kernel @k0_tail(%x, %y) {
+  local %acc0: f32[4] local
+  for %o in 0..2 serial {
+    for %j0 in 0..4 serial {
+      %acc0[%j0] = (%x[((%o * 4:i64) + %j0)] * 2.0:f32)
+    }
+    for %j1 in 0..4 serial {
+      %y[((%o * 4:i64) + %j1)] = (%acc0[%j1] + 1.0:f32)
+    }
+  }
+  for %j2 in 0..2 serial {
+    %acc0[%j2] = %x[(8:i64 + %j2)]
+  }
+  for %j3 in 0..2 serial {
+    %y[(8:i64 + %j3)] = (%acc0[%j3] - 1.0:f32)
+  }
+}
+}
+"""
+
+# Two passes over the same elements: the second reads what the first wrote, so the pieces
+# overlap and must not run as separate items (a spread that keeps each element's two passes in
+# one item is legal: GPUs get it).
+TWO_PASSES = """\
+loop_module @m arena=0 {
+  inputs %x "x"
+  outputs %y "y"
+  buffer %x: f32[4] input
+  buffer %y: f32[4] output
+kernel @k0_two(%x, %y) {
+  for %i0 in 0..4 serial {
+    %y[%i0] = %x[%i0]
+  }
+  for %i1 in 0..4 serial {
+    %y[%i1] = (%y[%i1] * 2.0:f32)
+  }
+}
+}
+"""
+
+
+def test_split_loop_and_remainder_become_items() -> None:
+    m = _mapping(SPLIT_TAIL)
+    assert m.loops == ("unit",) and m.global_size == (3,)
+    assert m.units == ((0, 1, True), (1, 2, False))  # the tiles, then the remainder's 2 stmts
+
+
+def test_overlapping_pieces_are_not_units() -> None:
+    m = _mapping(TWO_PASSES)
+    assert not m.units and "unit" not in m.loops
+    assert m.loops == ("y[0]",) and {s.loop for s in m.spread} == {"i0", "i1"}
+    assert device_mappings(parse_module(TWO_PASSES).kernels[0])["cpu"] == WorkMapping()
+
+
+def _tiled_modules() -> dict[str, object]:
+    """The OpenCL pipeline's register-tiled conv (a partitioned row: peeled columns and the
+    tile) and one-row gemm (the split `oc_o` loop and its remainder)."""
+    from nnc.compiler.api import _target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
+    from tests.backends.opencl.test_opencl import small_models
+
+    models = small_models()
+    return {n: PassManager(parse_pipeline(default_pipeline("opencl")),
+                           target=_target("opencl")).run(import_model(models[n]))
+            for n in ("conv", "gemm")}
+
+
+def test_register_tiles_keep_their_pieces_as_items() -> None:
+    mods = _tiled_modules()
+    (conv,) = mods["conv"].kernels  # type: ignore[attr-defined]
+    (gemm,) = mods["gemm"].kernels  # type: ignore[attr-defined]
+    assert "Unroll(loop='ow_i')" in str(conv.schedule)  # the host's register tile
+    maps = device_mappings(conv)
+    assert maps["cpu"].loops == ("unit", "oh") and maps["cpu"].global_size == (3, 8)
+    assert maps["gpu"].loops == ("acc0[0]", "unit", "oh")  # the tile's lanes spread on GPUs
+    assert map_work(gemm).loops == ("unit",) and map_work(gemm).global_size == (3,)
+
+
+@pytest.mark.needs_opencl
+@pytest.mark.parametrize("mapping", [None, "gpu"])
+@pytest.mark.parametrize("name", ["split_tail", "two_passes", "conv", "gemm"])
+def test_unit_mapping_equals_the_interpreter(name: str, mapping: str | None,
+                                             tmp_path: Path) -> None:
+    if name in ("conv", "gemm"):
+        module = _tiled_modules()[name]
+    else:
+        module = parse_module({"split_tail": SPLIT_TAIL, "two_passes": TWO_PASSES}[name])
+    x = module.buffer_map()["x"]  # type: ignore[attr-defined]
+    feeds = {"x": np.random.default_rng(5).standard_normal(x.shape).astype(np.float32)}
+    want = run_loop_module(module, feeds)  # type: ignore[arg-type]
+    build(module, tmp_path, mapping=mapping)  # type: ignore[arg-type]
+    got = OpenCLModel(tmp_path).run(feeds)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v)

@@ -257,10 +257,10 @@ def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
     onnx.save(small_models()["conv"], path)
     text = inspect_opencl(path)
     assert "k0_conv" in text and "conv+relu" in text
-    # the declarative conv's outer loops (output rows x columns) are independent: both device
-    # types get one work item per output pixel (hand-written imperfect bodies, which GPUs
-    # spread further, are in test_mapping.py)
-    assert text.count("64 (ow, oh)") == 2
+    # the conv is register-tiled (a row: peeled first column, a 6-column tile, peeled last
+    # column): each output row's three pieces are items on both device types, and GPUs spread
+    # the tile's channel lanes too (hand-written bodies are in test_mapping.py)
+    assert "24 (unit, oh)" in text and "96 (acc0[0], unit, oh)" in text
     assert cli_main(["inspect", str(path), "--target", "opencl"]) == 0
     assert capsys.readouterr().out.strip() == text
     assert cli_main(["inspect", str(path), "--target", "cortex-m4"]) == 2
@@ -359,3 +359,26 @@ def test_int8_differential_opencl_identical_with_host_and_interpreter(name: str)
 
     bad = disagreements(name, ["host", "opencl"])
     assert not bad, f"{name}: {bad}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["kws", "ic"])
+def test_mlperf_tiny_gpu_mapping_matches_onnxruntime(name: str, mlperf: dict,
+                                                     tmp_path: Path) -> None:
+    """The register-tiled kernels under the GPU mapping (tile pieces as items, lanes spread),
+    run by PoCL's CPU device."""
+    from benchmarks.models import sample_input
+    from nnc.backends.opencl.build import build
+    from nnc.compiler.api import _target
+    from nnc.compiler.onnx.importer import import_model
+    from nnc.compiler.pipeline import default_pipeline
+    from nnc.passes.manager import PassManager, parse_pipeline
+
+    model = mlperf[name]()
+    feeds = sample_input(model)
+    module = PassManager(parse_pipeline(default_pipeline("opencl")),
+                         target=_target("opencl")).run(import_model(model))
+    build(module, tmp_path, mapping="gpu")
+    (got,) = OpenCLModel(tmp_path).run(feeds).values()
+    (want,) = ort_run(model, feeds)
+    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
