@@ -49,7 +49,10 @@ def test_mlperf_tiny_on_board_matches_host(name, target, host_results):
     assert compiled.info["firmware"]["flash_bytes"] > compiled.info["weight_bytes"]
     got = compiled.run(feeds)
     for key, want in expected.items():
-        np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-6, err_msg=f"{name} {key}")
+        # fp32: the host's clang contracts a*b+c into one FMA (-ffp-contract=on), the board's
+        # gcc does not: AD's outputs (|y| ~ 1) differ by up to ~1e-6 (int8 is bit-identical:
+        # tests/test_int8_differential.py)
+        np.testing.assert_allclose(got[key], want, rtol=1e-4, atol=1e-5, err_msg=f"{name} {key}")
     bench = compiled.benchmark(inputs=feeds)
     assert BENCH_KEYS <= set(bench)
     assert bench["target"] == target and bench["macs"] == compiled.info["macs"]

@@ -78,12 +78,13 @@ def _compiled_source(command: Sequence[str]) -> str | None:
 _DIAGNOSTIC = re.compile(r":\s*(fatal error|error):|undefined reference to|multiple definition of"
                          r"|region `?\w+'? overflowed|RAM overflow|cannot find -l")
 _EXCERPT = re.compile(r"^\s*(\d+\s*)?\|")  # gcc's source excerpt and caret lines
+_CARET = re.compile(r"^\s*[\^~][\^~ ]*$")  # clang's caret line under its plain source line
 
 
 def first_errors(stderr: str, max_errors: int = 3, max_lines: int = 16,
                  width: int = 240) -> str:
     """The compiler's first `max_errors` error lines (file:line:col: error: ...), each with the
-    source excerpt gcc prints under it and the "In function" line before it; bounded to
+    source excerpt gcc or clang prints under it and gcc's "In function" line before it; bounded to
     `max_lines` lines of at most `width` characters. Without error lines, the last lines."""
     lines = stderr.splitlines()
     picked: list[int] = []
@@ -103,6 +104,8 @@ def first_errors(stderr: str, max_errors: int = 3, max_lines: int = 16,
         while j < len(lines) and j <= i + 4 and _EXCERPT.match(lines[j]):
             picked.append(j)
             j += 1
+        if j == i + 1 and j + 1 < len(lines) and _CARET.match(lines[j + 1]):
+            picked += [j, j + 1]  # clang: the source line as is, then the caret
     if not picked:
         picked = list(range(max(0, len(lines) - max_lines // 2), len(lines)))
     seen: list[int] = []
