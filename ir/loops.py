@@ -332,6 +332,31 @@ def map_expr(e: Expr, fn: Callable[[Expr], Expr | None]) -> Expr:
     return e if out is None else out
 
 
+def substitute(e: Expr, env: dict[str, Expr]) -> Expr:
+    """`e` with the variables named in `env` replaced."""
+    return map_expr(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
+
+
+def substitute_stmt(s: Stmt, env: dict[str, Expr]) -> Stmt:
+    """`s` with the variables named in `env` replaced in every expression below it."""
+    if isinstance(s, For):
+        return replace(s, body=tuple(substitute_stmt(c, env) for c in s.body))
+    if isinstance(s, Store):
+        return replace(
+            s, indices=tuple(substitute(i, env) for i in s.indices), value=substitute(s.value, env)
+        )
+    if isinstance(s, If):
+        return If(
+            substitute(s.cond, env),
+            tuple(substitute_stmt(c, env) for c in s.then),
+            tuple(substitute_stmt(c, env) for c in s.orelse),
+        )
+    if isinstance(s, CallExtern):
+        args = tuple(a if isinstance(a, str) else substitute(a, env) for a in s.args)
+        return replace(s, args=args)
+    raise TypeError(f"not a statement: {s!r}")
+
+
 def uses_var(e: Expr, name: str) -> bool:
     """Whether loop variable `name` occurs anywhere in `e`."""
     return any(isinstance(x, Var) and x.name == name for x in walk_expr(e))

@@ -21,7 +21,6 @@ import numpy as np
 from nnc.ir.compute import ComputeError, Reduction, layout_name, materialize, relayout
 from nnc.ir.loops import (
     Buffer,
-    CallExtern,
     Expr,
     For,
     Fuse,
@@ -34,11 +33,10 @@ from nnc.ir.loops import (
     ScheduleStep,
     Split,
     Stmt,
-    Store,
     Unroll,
     Var,
     Vectorize,
-    map_expr,
+    substitute_stmt,
 )
 from nnc.passes.manager import PassContext, register_pass
 
@@ -47,31 +45,7 @@ class ScheduleError(Exception):
     """A schedule step does not apply to its kernel."""
 
 
-# ---------------------------------------------------------------- substitution of loop variables
-
-
-def substitute(e: Expr, env: dict[str, Expr]) -> Expr:
-    """`e` with the variables named in `env` replaced."""
-    return map_expr(e, lambda x: env.get(x.name) if isinstance(x, Var) else None)
-
-
-def substitute_stmt(s: Stmt, env: dict[str, Expr]) -> Stmt:
-    if isinstance(s, For):
-        return replace(s, body=tuple(substitute_stmt(c, env) for c in s.body))
-    if isinstance(s, Store):
-        return replace(
-            s, indices=tuple(substitute(i, env) for i in s.indices), value=substitute(s.value, env)
-        )
-    if isinstance(s, If):
-        return If(
-            substitute(s.cond, env),
-            tuple(substitute_stmt(c, env) for c in s.then),
-            tuple(substitute_stmt(c, env) for c in s.orelse),
-        )
-    if isinstance(s, CallExtern):
-        args = tuple(a if isinstance(a, str) else substitute(a, env) for a in s.args)
-        return replace(s, args=args)
-    raise TypeError(f"not a statement: {s!r}")
+# substitute / substitute_stmt (loop variables replaced) live in nnc.ir.loops
 
 
 # ---------------------------------------------------------------- tree helpers

@@ -27,11 +27,11 @@ from nnc.ir.loops import (
     Parallel,
     Stmt,
     Var,
+    substitute_stmt,
     walk_stmts,
 )
 from nnc.passes.manager import PassManager
 from nnc.passes.parallelize import ParallelError
-from nnc.passes.schedule import substitute_stmt
 
 X = Buffer("x", (4, 16), "float32", "input")
 Y = Buffer("y", (4, 16), "float32", "output")

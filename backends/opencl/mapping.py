@@ -420,7 +420,7 @@ def _unit_loop(body: tuple[Stmt, ...], units: tuple[tuple[int, int, bool], ...],
     """`body` as `for var in 0..N parallel { if (var in unit 0's items) {...} ... }`: the same
     statements in the same order when run serially; unit u's loop (if it iterates) runs
     iteration var - start."""
-    from nnc.passes.schedule import substitute_stmt
+    from nnc.ir.loops import substitute_stmt
 
     v = Var(var)
     branches: list[Stmt] = []
