@@ -721,13 +721,7 @@ def m_deep_chain(m, rng):
         out = f"{v}_chain{k}"
         chain.append(helper.make_node(rng.choice(["Identity", "Neg"]), [prev], [out]))
         prev = out
-    for node in m.graph.node:
-        for j, name in enumerate(node.input):
-            if name == v:
-                node.input[j] = prev
-    for vi in m.graph.output:
-        if vi.name == v:
-            vi.name = prev
+    _rename_uses(m, v, prev)
     m.graph.node.extend(chain)
 
 
