@@ -676,26 +676,27 @@ class CStyleEmitter:
         var_names = {x.name for e in exprs for x in walk_expr(e) if isinstance(x, Var)}
         written_locals = {st.buffer for st in stmts if isinstance(st, Store)
                           and self.buffer(st.buffer).scope == "local"}
-        fields, unpack, init = [], [], []
+        fields, params, members = [], [], []
         for name in sorted(used - written_locals, key=lambda n: self.names[n]):
             buf, cname = self.buffer(name), self.names[name]
             ctype = self.storage_type(buf.dtype)
             if buf.scope == "local" and not buf.shape:
                 fields.append(f"{ctype} {cname};")
-                unpack.append(f"const {ctype} {cname} = c->{cname};")
+                params.append(f"const {ctype} {cname}")
             else:
                 const = "" if name in self._written and buf.scope != "local" else "const "
                 qual = "*restrict " if name in self._restrict else "*"
                 fields.append(f"{const}{ctype} *{cname};")
-                unpack.append(f"{const}{ctype} {qual}{cname} = c->{cname};")
-            init.append(f".{cname} = {cname}")
+                params.append(f"{const}{ctype} {qual}{cname}")
+            members.append(cname)
         for ir_name in sorted(var_names & set(self.vars) - {s.var}):
             cname = self.vars[ir_name]
             fields.append(f"ptrdiff_t {cname};")
-            unpack.append(f"const ptrdiff_t {cname} = c->{cname};")
-            init.append(f".{cname} = {cname}")
+            params.append(f"const ptrdiff_t {cname}")
+            members.append(cname)
+        init = [f".{n} = {n}" for n in members]
         privates = sorted(written_locals, key=lambda n: self.names[n])
-        unpack += [self.local_decl(self.buffer(n), self.names[n]) for n in privates]
+        unpack = [self.local_decl(self.buffer(n), self.names[n]) for n in privates]
         unpack += [f"(void){self.names[n]};" for n in privates]
         var = self.names.unique(s.var)
         saved_vars, saved_touched, saved_loaded = dict(self.vars), set(self.touched), \
@@ -712,14 +713,20 @@ class CStyleEmitter:
             self._private |= written_locals
         pad, unit = self.indent_unit * depth, self.indent_unit
         struct = f"struct {fname}_ctx"
+        # The body takes the context's pointers as `restrict` parameters: compilers (LLVM in
+        # particular) ignore `restrict` on local pointer variables, and without it clang-15
+        # compiled resnet50's outlined convs 2x slower than the same loops inline.
+        args = ", ".join(["lo", "hi", *(f"c->{n}" for n in members)])
         self._outlined.append("\n".join(
             [f"{struct} {{", *(unit + f for f in fields or ["char unused;"]), "};",
              *self.kernel_attributes,
+             f"static void {fname}_body({', '.join(['ptrdiff_t lo', 'ptrdiff_t hi', *params])})",
+             "{", *(unit + u for u in unpack),
+             f"{unit}for (ptrdiff_t {var} = lo; {var} < hi; ++{var}) {{",
+             *body, f"{unit}}}", "}",
              f"static void {fname}(void *ctx, ptrdiff_t lo, ptrdiff_t hi)", "{",
              f"{unit}const {struct} *c = (const {struct} *)ctx;",
-             *(unit + u for u in unpack), f"{unit}(void)c;",
-             f"{unit}for (ptrdiff_t {var} = lo; {var} < hi; ++{var}) {{",
-             *body, f"{unit}}}", "}"]))
+             f"{unit}{fname}_body({args});", "}"]))
         # ~8 chunks per thread: a thread the OS preempts holds one chunk, not a share
         chunk = max(1, -(-s.extent // (8 * self.threads)))
         return [f"{pad}{{",
