@@ -16,9 +16,10 @@ class HostBackend(Backend):
     kind = "host"
 
     def emit(self, module: LoopModule, prefix: str, threads: int = 1) -> Files:
-        from nnc.backends.c.emit import emit_c
+        from nnc.backends.c.emit import HOST_WEIGHTS_SECTION, emit_c
 
-        return emit_c(module, prefix=prefix, threads=threads)
+        return emit_c(module, prefix=prefix, threads=threads,
+                      weights_section=HOST_WEIGHTS_SECTION)
 
     def build(self, job: BuildJob) -> dict[str, Any]:
         from nnc.backends.c.build import (

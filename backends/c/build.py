@@ -7,8 +7,10 @@
 The directory is self-contained: the emitted files, the runtime headers, the benchmark driver and a
 Makefile, so `make` rebuilds it without nnc. `model.c` is compiled once (position independent) into
 the shared library (for `HostModel`); the benchmark executable links against that library (rpath
-`$ORIGIN`), so weights.bin's bytes are in the folder twice (weights.bin, libmodel.so), not four
-times.
+`$ORIGIN`), and weights.bin (the constants of a model above WEIGHTS_INLINE_LIMIT, pulled in by
+weights.c's `.incbin`) is removed once linked: its bytes are in the folder once, in libmodel.so's
+`.nnc_weights` section, and the Makefile takes weights.bin back out of the library with objcopy
+when it rebuilds (issue 14: a 64 MB Gemm's folder held them four times, then twice).
 """
 
 from __future__ import annotations
@@ -26,7 +28,13 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from nnc.backends.c.emit import TEMPLATES, WEIGHTS_INLINE_LIMIT, emit_c
+from nnc.backends.c.emit import (
+    HOST_WEIGHTS_SECTION,
+    HOST_WEIGHTS_SECTION_NAME,
+    TEMPLATES,
+    WEIGHTS_INLINE_LIMIT,
+    emit_c,
+)
 from nnc.backends.c.processes import run_commands
 from nnc.backends.cmsis_nn import (
     Library,
@@ -242,7 +250,8 @@ def write_project(files: Mapping[str, str | bytes], out_dir: str | Path, target:
                           + tuple(f"-I{i}" for i in incs)),
         ldflags=shlex.join(target.ldflags + thread_flags(threads)), prefix=prefix,
         model_srcs=_model_sources(out) + srcs,
-        has_weights_bin=(out / "weights.bin").exists())
+        has_weights_bin=(out / "weights.bin").exists(),
+        weights_section=HOST_WEIGHTS_SECTION_NAME)
     (out / "Makefile").write_text(makefile)
     return out
 
@@ -335,6 +344,8 @@ def build_project(out_dir: str | Path, target: Target | str = "host", opt_level:
         log += _run_all([bench_link], out)
     if "weights.o" in objects:
         (out / "weights.o").unlink(missing_ok=True)
+        if HOST_WEIGHTS_SECTION_NAME in (out / "weights.c").read_text():
+            (out / "weights.bin").unlink(missing_ok=True)  # in libmodel.so now: stored once
     return BuildResult(
         out_dir=out, library=out / LIBRARY, bench=out / BENCH if bench else None,
         commands=tuple(tuple(c) for c in compiles + links), warnings=log,
@@ -349,7 +360,8 @@ def build(module: LoopModule, out_dir: str | Path, target: Target | str = "host"
     CMSIS-NN calls builds against `cmsis` (default: CMSIS_NN_PATH, else the portable one);
     `threads` > 1 runs its parallel loops on that many threads (nnc_threads.h)."""
     tgt = parse_target(target)
-    files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit, threads=threads)
+    files = emit_c(module, prefix, weights_inline_limit=weights_inline_limit, threads=threads,
+                   weights_section=HOST_WEIGHTS_SECTION)
     if cmsis is None and module_uses_cmsis(module):
         cmsis = find_library()
     write_project(files, out_dir, tgt, prefix, opt_level, cmsis, threads)

@@ -63,6 +63,10 @@ TEMPLATES = Path(__file__).parent / "templates"
 # while .incbin is instant at any size. 1 MB keeps every MLPerf-Tiny model in portable C.
 WEIGHTS_INLINE_LIMIT = 1 << 20
 WEIGHTS_ALIGN = 64  # each constant in weights.bin starts on a cache line
+# The host's weights section: a name of its own (not .rodata*, which the linker merges) so that
+# objcopy can take weights.bin back out of libmodel.so; "a" = allocated, read-only.
+HOST_WEIGHTS_SECTION_NAME = ".nnc_weights"
+HOST_WEIGHTS_SECTION = f'{HOST_WEIGHTS_SECTION_NAME},"a"'
 ARENA_ALIGN = 16
 
 # dtype code in nnc_runtime.h (= ONNX TensorProto.DataType)
@@ -1083,6 +1087,8 @@ def _template_env() -> Environment:
 class _ModuleEmitter:
     """Assembles model.h / model.c (/ weights.c + weights.bin) for one LoopModule."""
 
+    weights_section = ".rodata"
+
     def __init__(self, module: LoopModule, prefix: str, weights_inline_limit: int,
                  emitter: CStyleEmitter) -> None:
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", prefix):
@@ -1232,7 +1238,8 @@ class _ModuleEmitter:
             data = np.ascontiguousarray(np.asarray(self.m.constants[b.name]).astype(b.dtype))
             blob += data.astype(data.dtype.newbyteorder("<")).tobytes()  # targets are little-endian
         weights_c = _template_env().get_template("weights.c.j2").render(
-            sym=sym, size=len(blob), align=WEIGHTS_ALIGN, model=self.m.name)
+            sym=sym, size=len(blob), align=WEIGHTS_ALIGN, model=self.m.name,
+            section=self.weights_section)
         decl = f"extern const uint8_t {sym}[];  /* weights.bin, see weights.c */"
         return [decl], where, {"weights.c": weights_c, "weights.bin": bytes(blob)}
 
@@ -1345,14 +1352,19 @@ class _ModuleEmitter:
 
 def emit_c(module: LoopModule, prefix: str = "nnc", *,
            weights_inline_limit: int = WEIGHTS_INLINE_LIMIT,
-           emitter: CStyleEmitter | None = None, threads: int = 1) -> dict[str, str | bytes]:
+           emitter: CStyleEmitter | None = None, threads: int = 1,
+           weights_section: str = ".rodata") -> dict[str, str | bytes]:
     """The C files of `module`: model.h, model.c, and weights.c + weights.bin when the constants
-    exceed `weights_inline_limit` bytes. Public symbols start with `prefix`. With `threads` > 1
-    parallel loops run on that many threads (nnc_threads.h; build with -pthread)."""
+    exceed `weights_inline_limit` bytes, placed in the assembler section `weights_section`
+    (the host's HOST_WEIGHTS_SECTION, so its build can keep them in libmodel.so only). Public
+    symbols start with `prefix`. With `threads` > 1 parallel loops run on that many threads
+    (nnc_threads.h; build with -pthread)."""
     em = emitter or CStyleEmitter()
     if threads != 1:
         em.threads = threads
-    return _ModuleEmitter(module, prefix, weights_inline_limit, em).emit()
+    emitter_ = _ModuleEmitter(module, prefix, weights_inline_limit, em)
+    emitter_.weights_section = weights_section
+    return emitter_.emit()
 
 
 # The module assembler's layout, validation and constant logic, for other C-family backends

@@ -383,7 +383,9 @@ def test_large_constants_go_to_weights_bin(compile_module, tmp_path):
     data = np.arange(n, dtype=np.float32)
     m = _module([w, x, y], [b.build(("w", "x", "y"))], ["x"], ["y"], {"w": data})
     model = compile_module(m)
-    assert (model.out_dir / "weights.bin").stat().st_size >= data.nbytes
+    assert ".nnc_weights" in (model.out_dir / "weights.c").read_text()  # .incbin's bytes
+    assert not (model.out_dir / "weights.bin").exists()  # ... are in libmodel.so only
+    assert (model.out_dir / "libmodel.so").stat().st_size >= data.nbytes
     assert "static const float" not in (model.out_dir / "model.c").read_text()
     np.testing.assert_array_equal(model.run({"x": np.ones(1, np.float32)})["y"],
                                   [n - 1 + 1, 1])
