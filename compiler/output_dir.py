@@ -14,9 +14,10 @@
   fsync + rename) names the staging folder and both manifests. A kill before it leaves the old
   build intact; a kill after it is rolled forward by the next compile or load (`recover`). Every
   step of the roll-forward is idempotent.
-* **Lock.** An exclusive `flock` on the folder itself (no lock file): a second compile into the
-  same folder is refused while the first runs. Stale staging folders (of a killed compile) are
-  removed by the next one, under the lock.
+* **Lock.** An exclusive `flock` on the folder itself: a second compile into the same folder is
+  refused while the first runs. Where the file system has no flock (some NFS), a lock file
+  `.nnc-lock` made with O_EXCL ("pid host"; a dead process's is taken over). Stale staging
+  folders (of a killed compile) are removed by the next one, under the lock.
 * **Permissions.** Folders are created with `mkdir` (the umask applies), never `mkdtemp`'s 0700
   for anything that stays.
 * **An older nnc's litter.** Before the staging moved inside the folder, nnc staged beside it in
@@ -35,6 +36,7 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import stat
 import time
 from pathlib import Path
@@ -46,7 +48,8 @@ MANIFEST = ".nnc-manifest.json"
 JOURNAL = ".nnc-commit.json"
 STAGING_PREFIX = ".nnc-staging-"
 METADATA = "nnc.json"
-_OURS = (MANIFEST, JOURNAL, JOURNAL + ".tmp")
+LOCK_FILE = ".nnc-lock"  # only where the file system has no flock
+_OURS = (MANIFEST, JOURNAL, JOURNAL + ".tmp", LOCK_FILE)
 _DEFERRED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 
 # environment faults reported as the user's problem (exit 2), not as nnc's bug
@@ -298,19 +301,59 @@ class OutputBusy(NncError):
     """Another compile holds the output folder's lock."""
 
 
-def _lock(root: Path) -> int | None:
-    """An exclusive, non-blocking flock on the folder; None where the file system has none."""
+def _busy(root: Path, holder: str = "") -> OutputBusy:
+    return OutputBusy(f"{root}: another nnc compile{holder} is writing into this folder; wait "
+                      "for it to finish or choose another -o")
+
+
+def _lock(root: Path) -> int | Path:
+    """An exclusive, non-blocking flock on the folder (its fd), or where the file system has
+    no flock (some network file systems), the lock file LOCK_FILE (its path)."""
     fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise OutputBusy(f"{root}: another nnc compile is writing into this folder; wait for it "
-                         "to finish or choose another -o") from None
-    except OSError:  # no flock here (some network file systems): go on unlocked
+        raise _busy(root) from None
+    except OSError:
         os.close(fd)
-        return None
+        return _lock_file(root)
     return fd
+
+
+def _lock_file(root: Path) -> Path:
+    """LOCK_FILE made with O_EXCL (atomic on NFS v3+ too), holding "pid host". One whose
+    process is gone (same host, no such pid) is stale and taken over; one of another host is
+    trusted, and its message names it so that the user can remove it after a crash there."""
+    path, me = root / LOCK_FILE, f"{os.getpid()} {socket.gethostname()}"
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                pid_s, _, host = path.read_text().partition(" ")
+            except FileNotFoundError:
+                continue  # released meanwhile: try again
+            if host.strip() == socket.gethostname() and pid_s.isdigit() \
+                    and not _alive(int(pid_s)):
+                path.unlink(missing_ok=True)  # its compile died: stale
+                continue
+            raise _busy(root, f" (process {pid_s} on {host.strip() or '?'}; {path} is its "
+                              "lock)") from None
+        with os.fdopen(fd, "w") as f:
+            f.write(me)
+        return path
+    raise _busy(root)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's live process
+    return True
 
 
 class OutputDir:
@@ -320,7 +363,7 @@ class OutputDir:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.root = Path(path)
         self.staging = self.root  # set by __enter__
-        self._fd: int | None = None
+        self._fd: int | Path | None = None  # the lock: a flock's fd, or the lock file
         self._created: Path | None = None  # the topmost folder this compile created
 
     def __enter__(self) -> OutputDir:
@@ -405,6 +448,9 @@ class OutputDir:
         if (failed and self.staging != self.root and self.staging.name.startswith(STAGING_PREFIX)
                 and not (self.root / JOURNAL).exists()):  # a journal: the next one rolls forward
             shutil.rmtree(self.staging, ignore_errors=True)
+        if isinstance(self._fd, Path):  # the lock file goes before the folder it is in
+            self._fd.unlink(missing_ok=True)
+            self._fd = None
         if failed and self._created is not None:
             # a compile that created the folder and failed leaves nothing behind
             p = self.root
@@ -416,6 +462,6 @@ class OutputDir:
                 if p == self._created:
                     break
                 p = p.parent
-        if self._fd is not None:
+        if isinstance(self._fd, int):
             os.close(self._fd)
-            self._fd = None
+        self._fd = None

@@ -4,12 +4,14 @@ umask, and leaves no litter or running compiler behind when killed (fault inject
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -442,3 +444,32 @@ def test_an_older_nncs_staging_in_use_is_kept(tmp_path) -> None:
         os.close(fd)
     assert busy.exists() and locked.exists()
     assert sorted(output_dir.remove_legacy_staging(tmp_path / "out")) == [busy, locked]
+
+
+def test_a_lock_file_where_the_file_system_has_no_flock(tmp_path: Path, monkeypatch) -> None:
+    """Without flock (some NFS: ENOLCK), the folder is locked by an O_EXCL lock file: a live
+    holder's refuses the second compile, naming it; a dead process's is taken over; the lock
+    file is not part of the build and is gone afterwards."""
+    real_flock = fcntl.flock
+
+    def no_flock(fd: int, op: int) -> None:
+        if op & fcntl.LOCK_NB:
+            raise OSError(errno.ENOLCK, "No locks available")
+        real_flock(fd, op)
+
+    monkeypatch.setattr(output_dir.fcntl, "flock", no_flock)
+    out = tmp_path / "out"
+    nnc.compile(_model(3), output_dir=out)
+    assert not (out / output_dir.LOCK_FILE).exists()
+    assert output_dir.LOCK_FILE not in (out / ".nnc-manifest.json").read_text()
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / output_dir.LOCK_FILE).write_text(f"{holder.pid} {socket.gethostname()}")
+        with pytest.raises(NncError, match=f"another nnc compile \\(process {holder.pid} on"):
+            nnc.compile(_model(5), output_dir=out)
+        assert json.loads((out / "nnc.json").read_text())["outputs"][0]["shape"][1] == 3
+    finally:
+        holder.kill()
+        holder.wait()
+    nnc.compile(_model(5), output_dir=out)  # the dead holder's lock is stale: taken over
+    assert _build_of(out) == 5 and not (out / output_dir.LOCK_FILE).exists()
