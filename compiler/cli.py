@@ -160,7 +160,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                   quantize=args.quantize, calibration=args.calibration, trials=args.trials,
                   time_budget_s=budget, cache=args.cache, search=args.search, batch=args.batch,
                   early_stop=args.early_stop, seed=args.seed, progress=not args.no_progress,
-                  workers=args.workers, plot=args.plot)
+                  workers=args.workers, cluster=args.cluster, plot=args.plot)
     print(result.table())
     if result.plot is not None:
         means = result.curve_means
@@ -616,6 +616,10 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--workers", type=int, default=1, metavar="N",
                    help="build and measure a batch's candidates in N worker processes (same "
                    "results as one; default: 1)")
+    t.add_argument("--cluster", metavar="ADDRESS",
+                   help="build and measure the candidates on the workers of the Dask scheduler "
+                   "at ADDRESS (tcp://HOST:8786; `dask scheduler`, `dask worker ADDRESS`; "
+                   "pip install nnc[cluster])")
     t.add_argument("--plot", metavar="PNG",
                    help="draw best-so-far vs trials of this search and of the other one (run "
                    "after it with the same budget in a throw-away cache; needs matplotlib: "

@@ -187,6 +187,7 @@ class PassManager:
         self.facts: dict[str, Any] = {}
 
     def run(self, ir: IR) -> IR:
+        _load_builtin()  # steps made in another process (unpickled) name passes not yet loaded
         if self.dump_dir is not None:
             self.dump_dir.mkdir(parents=True, exist_ok=True)
             (self.dump_dir / "00-input.txt").write_text(print_ir(ir))

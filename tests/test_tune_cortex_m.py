@@ -220,3 +220,28 @@ def test_workers_on_the_board_match_one_process(tmp_path):
         with TuningCache.open(tmp_path / f"w{n}.sqlite", create=False) as c:
             rows[n] = [(t.workload, t.steps, t.figure, t.status) for t in c.trials()]
     assert rows[1] == rows[2] and all(s == "ok" for *_, s in rows[1])
+
+
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.slow
+def test_cluster_on_the_board_matches_one_process(tmp_path):
+    """--cluster on a LocalCluster of two worker processes, each building firmware and running
+    it on QEMU: the same trials, figures and statuses as one process, in the same order."""
+    distributed = pytest.importorskip("distributed")
+    from nnc.compiler.tune.measure import prepare
+    from nnc.compiler.tune.tuner import tune
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = prepare(tiny_model(), "cortex-m7", quantize="int8", calibration="random")
+    rows = {}
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        for name, where in (("one", None), ("cluster", cluster.scheduler_address)):
+            r = tune(None, prepared=prep, cache=tmp_path / f"{name}.sqlite", trials=2, batch=2,
+                     search="random", progress=False, cluster=where)
+            assert r.builds == 1 + 2 + 1
+            with TuningCache.open(tmp_path / f"{name}.sqlite", create=False) as c:
+                rows[name] = [(t.workload, t.steps, t.figure, t.status) for t in c.trials()]
+    assert rows["one"] == rows["cluster"] and all(s == "ok" for *_, s in rows["one"])

@@ -170,6 +170,11 @@ class CortexMMeasurer:
         self.timeout_s = timeout_s
         self.builds = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a cluster worker (`nnc tune --cluster`): the front, not this process's
+        temporary folder (the worker's `for_worker` makes its own)."""
+        return {**self.__dict__, "_tmp": None}
+
     def for_worker(self, workdir: str | os.PathLike[str]) -> CortexMMeasurer:
         """A measurer for a worker process (`nnc tune --workers`): same front, own folder."""
         return CortexMMeasurer(self.prep, workdir, self.timeout_s)

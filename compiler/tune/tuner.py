@@ -140,7 +140,7 @@ def tune(model: Any, target: str = "cortex-m7", *,
          cache: str | Path | TuningCache | None = None, search: str = "guided",
          batch: int = 8, epsilon: float = 0.2, early_stop: int | None = None, seed: int = 0,
          progress: bool = True, workdir: str | Path | None = None, workers: int = 1,
-         plot: str | Path | None = None, prepared: Prepared | None = None,
+         cluster: Any = None, plot: str | Path | None = None, prepared: Prepared | None = None,
          measurer: Any = None,
          spaces: Callable[[Workload, Any], ScheduleSpace] | None = None) -> TuneResult:
     """Tune `model`'s workloads for `target` (see the module docstring); the trials go to
@@ -152,6 +152,8 @@ def tune(model: Any, target: str = "cortex-m7", *,
     `workers` > 1: the builds of a batch run in that many forked worker processes, each with
     its own measurer and build folder (the front is not run again); the trials are recorded in
     the same order, so the cache and the result are the same as with one worker.
+    `cluster` (tcp://HOST:PORT of a Dask scheduler, or a `distributed` Client): the builds run
+    on that cluster's workers instead (nnc.compiler.tune.cluster), recorded the same way.
     `plot`: a PNG of best-so-far vs trials for this search and, run after it with the same
     budget and seed in a fresh temporary cache (not kept), the other search."""
     t_start = time.monotonic()
@@ -163,6 +165,13 @@ def tune(model: Any, target: str = "cortex-m7", *,
         raise NncError("epsilon must be between 0 and 1")
     if workers < 1:
         raise NncError("workers must be at least 1")
+    if cluster is not None and workers > 1:
+        raise NncError("--workers and --cluster exclude each other: the cluster's workers "
+                       "measure the builds")
+    if cluster is not None:
+        from nnc.compiler.tune.cluster import _distributed
+
+        _distributed()  # no distributed package: say so before the front runs
     if plot is not None:
         from nnc.compiler.tune.plot import _pyplot
 
@@ -177,7 +186,7 @@ def tune(model: Any, target: str = "cortex-m7", *,
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
     measurer = measurer if measurer is not None else CortexMMeasurer(prep, workdir)
     opts = _Options(trials, time_budget_s, search, batch, epsilon, early_stop, seed, progress,
-                    workers, spaces)
+                    workers, spaces, cluster)
     try:
         result = _session(prep, db, measurer, opts, t_start)
         if plot is not None:
@@ -212,6 +221,7 @@ class _Options:
     progress: bool
     workers: int = 1
     spaces: Callable[[Workload, Any], ScheduleSpace] | None = None
+    cluster: Any = None
 
 
 def _plot(prep: Prepared, measurer: Any, opts: _Options, result: TuneResult,
@@ -283,7 +293,13 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
     if search == "guided":
         cost.fit()
 
-    pool = _Pool(measurer, opts.workers, reference) if opts.workers > 1 else None
+    pool: Any = None  # _Pool or cluster.ClusterPool
+    if opts.cluster is not None:
+        from nnc.compiler.tune.cluster import ClusterPool
+
+        pool = ClusterPool(opts.cluster, measurer, reference, toolchain, prep.target.cc)
+    elif opts.workers > 1:
+        pool = _Pool(measurer, opts.workers, reference)
     bars = _Bars(states, trials, progress)
     stopped = ""
     try:
