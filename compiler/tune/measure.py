@@ -296,7 +296,6 @@ _HARNESS = r"""/* nnc tune --target host: the timing harness of one batch (gener
 {decls}
 static int (*const inits[NM])(void) = {{ {inits} }};
 static int (*const runs[NM])(const void *const *, void *const *) = {{ {runs} }};
-static const int n_layers[NM] = {{ {n_layers} }};
 {timed}
 static const unsigned char *const timed[NM] = {{ {timed_ptrs} }};
 static const size_t in_bytes[NI > 0 ? NI : 1] = {{ {in_bytes} }};
@@ -304,8 +303,6 @@ static const size_t out_bytes[NO > 0 ? NO : 1] = {{ {out_bytes} }};
 
 static int timing, warmup, repeat;
 static uint64_t *samples;
-static uint64_t median_ns;
-static int median_layer = -1;
 
 uint64_t nnc_tune_now(void)
 {{
@@ -334,7 +331,6 @@ void nnc_tune_record(int model, int layer, int rep, uint64_t ns)
         printf("t %d %d %llu\n", model, layer, (unsigned long long)samples[warmup + repeat / 2]);
         fflush(stdout);
     }}
-    (void)median_ns; (void)median_layer;
 }}
 
 static void *alloc(size_t n)
@@ -352,7 +348,10 @@ int main(int argc, char **argv)
     void *outs[NO > 0 ? NO : 1];
     int selected[NM], n_sel = 0, rounds, r, s, i;
     FILE *f;
-    if (argc < 6) {{ fputs("usage: harness INPUTS OUTDIR ROUNDS WARMUP REPEAT [MODEL...]\n", stderr); return 2; }}
+    if (argc < 6) {{
+        fputs("usage: harness INPUTS OUTDIR ROUNDS WARMUP REPEAT [MODEL...]\n", stderr);
+        return 2;
+    }}
     rounds = atoi(argv[3]); warmup = atoi(argv[4]); repeat = atoi(argv[5]);
     if (repeat < 1) repeat = 1;
     if (warmup < 0) warmup = 0;
@@ -363,7 +362,10 @@ int main(int argc, char **argv)
     if (!f) {{ perror(argv[1]); return 2; }}
     for (i = 0; i < NI; ++i) {{
         void *p = alloc(in_bytes[i]);
-        if (fread(p, 1, in_bytes[i], f) != in_bytes[i]) {{ fputs("short input file\n", stderr); return 2; }}
+        if (fread(p, 1, in_bytes[i], f) != in_bytes[i]) {{
+            fputs("short input file\n", stderr);
+            return 2;
+        }}
         ins[i] = p;
     }}
     fclose(f);
@@ -401,7 +403,6 @@ int main(int argc, char **argv)
             fflush(stdout);
         }}
     }}
-    (void)n_layers;
     return 0;
 }}
 """
@@ -490,7 +491,7 @@ class HostMeasurer:
                 if i not in results:
                     results.update(self._run(out, [i]))
         run_s = time.perf_counter() - t1
-        for i, module in modules.items():
+        for i in modules:
             got = results.get(i)
             runs[i].run_s = run_s
             if isinstance(got, str):
@@ -563,7 +564,6 @@ class HostMeasurer:
             n_models=n, n_inputs=len(nbytes), n_outputs=len(out_bytes), decls=decls,
             inits=", ".join(f"cand{i}_init" for i in range(n)),
             runs=", ".join(f"cand{i}_run" for i in range(n)),
-            n_layers=", ".join(str(len(m0.kernels)) for _ in range(n)),
             timed="\n".join(timed), timed_ptrs=", ".join(f"timed{i}" for i in range(n)),
             in_bytes=", ".join(map(str, nbytes)) or "0",
             out_bytes=", ".join(map(str, out_bytes)) or "0")
