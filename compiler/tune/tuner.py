@@ -49,6 +49,8 @@ from nnc.ir.loop_parser import parse_schedule
 from nnc.ir.loops import ScheduleStep
 
 SEARCHES = ("guided", "random")
+HOST_WORKERS = ("--workers: host candidates are timed one process at a time on one pinned CPU "
+                "(a batch's builds already use every core); leave it at 1")
 
 
 @dataclass
@@ -171,6 +173,11 @@ def tune(model: Any, target: str = "cortex-m7", *,
         from nnc.compiler.tune.plot import _pyplot
 
         _pyplot()  # no matplotlib: say so before measuring anything
+    if workers > 1 and measurer is None and prepared is None:
+        from nnc.compiler.api import _target
+
+        if _target(target).kind == "host":  # before the front runs: a quick error
+            raise NncError(HOST_WORKERS)
     prep = prepared or prepare(model, target, input_shapes=input_shapes, quantize=quantize,
                                calibration=calibration, calibration_method=calibration_method,
                                seed=seed)
@@ -180,8 +187,7 @@ def tune(model: Any, target: str = "cortex-m7", *,
                        + ("fp32 conv / gemm)" if host else "int8 conv / fully connected with "
                           "generated kernels); quantize it with --quantize int8"))
     if host and workers > 1 and measurer is None:
-        raise NncError("--workers: host candidates are timed one process at a time on one "
-                       "pinned CPU (a batch's builds already use every core); leave it at 1")
+        raise NncError(HOST_WORKERS)
     owned = not isinstance(cache, TuningCache)
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
     if measurer is None:
