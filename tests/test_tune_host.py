@@ -67,6 +67,31 @@ def test_harness_measures_a_batch_in_one_build(prepared, tmp_path):
     assert (tmp_path / "b1" / "harness").exists()
 
 
+def test_a_hanging_candidate_times_out_alone(prepared, tmp_path):
+    """A candidate whose conv never returns: the batch's harness times out, each model runs
+    again alone, and only the hanging one fails (`run: timed out`)."""
+    from nnc.compiler.tune.measure import HostMeasurer
+
+    w = prepared.workloads[0]
+
+    class Hangs(HostMeasurer):
+        def _write(self, i, assignment, out):
+            module = super()._write(i, assignment, out)
+            if i == 1:
+                path = out / "m1" / "model.c"
+                text = path.read_text()
+                name = module.kernels[w.layers[0]].name
+                brace = text.index("{", text.index(f"/* {name}: "))
+                path.write_text(text[:brace + 1] + "\n    { volatile int spin = 1; "
+                                "while (spin) {} }" + text[brace + 1:])
+            return module
+
+    m = Hangs(prepared, tmp_path, timeout_s=4, repeat=3, rounds=1)
+    ok, hung = m.measure_batch([{}, {}])
+    assert not ok.error and ok.figures[w.key] > 0
+    assert hung.error.startswith("run: timed out") and not hung.figures
+
+
 def test_tune_host_then_compile_from_the_cache(tmp_path, monkeypatch):
     import onnxruntime as ort
 
