@@ -95,13 +95,12 @@ def test_a_hanging_candidate_times_out_alone(prepared, tmp_path):
 def test_tune_host_then_compile_from_the_cache(tmp_path, monkeypatch):
     import onnxruntime as ort
 
-    from nnc.compiler.tune.tuner import tune
     from nnc.passes.lower_to_loops import target_key
 
     monkeypatch.setenv("NNC_TUNING_CACHE", "off")
     model = tiny_model()
     cache = tmp_path / "c.sqlite"
-    r = tune(model, target="host", trials=2, batch=2, cache=cache, progress=False)
+    r = nnc.tune(model, target="host", trials=2, batch=2, cache=cache, progress=False)
     assert r.objective == "host-ns" and r.builds == 1 + 1 + 1  # untuned, one batch, final
     assert r.model_default > 0 and r.model_tuned > 0
     assert "ns" in r.table().splitlines()[-1]
