@@ -64,6 +64,9 @@ def test_harness_measures_a_batch_in_one_build(prepared, tmp_path):
         assert set(r.figures) == {w.key for w in prepared.workloads}
         assert all(v > 0 for v in r.figures.values())
     assert close_outputs(runs[0].outputs, runs[1].outputs)
+    # each tuned layer's own output is checked too, not only the model's
+    layers = sorted(k for k in runs[0].outputs if k.startswith("layer "))
+    assert len(layers) == 4 and "output" in runs[0].outputs
     assert (tmp_path / "b1" / "harness").exists()
 
 

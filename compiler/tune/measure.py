@@ -15,7 +15,8 @@ On the host (`HostMeasurer`, fp32 conv / gemm, objective `host-ns`) one executab
 whole batch: each candidate assignment is the model emitted under a prefix of its own
 (`cand0_run`, `cand1_run`, ...), compiled on its own (a candidate that does not compile fails
 alone) and linked with a generated harness. The harness runs each model once with every kernel
-once (the outputs the tuner validates), then times it: each tuned layer runs warm-up + repeat
+once (the outputs the tuner validates: the model's, and each tuned layer's own output, written
+out after its call), then times it: each tuned layer runs warm-up + repeat
 times in a row inside the model's own run (the `NNC_LAYER_BEGIN`/`END` hooks of model.c; its
 inputs are the real intermediate tensors), median ns per layer, in `rounds` rounds that
 alternate the candidates, pinned to one CPU; the figure is the median of the rounds. A harness
@@ -25,6 +26,7 @@ that faults or times out is run again one model at a time, so only the guilty fa
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -270,11 +272,13 @@ def close_outputs(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray],
 
 # model.c of a host candidate starts with these hooks: each layer the harness times runs
 # `nnc_tune_reps` times in a row, each call timed on its own
-_HOOKS = """#include <stdint.h>
+_HOOKS = """#include <stddef.h>
+#include <stdint.h>
 #define NNC_TUNE_MODEL {index}
 uint64_t nnc_tune_now(void);
 int nnc_tune_reps(int model, int layer);
 void nnc_tune_record(int model, int layer, int rep, uint64_t ns);
+void nnc_tune_dump(int model, int layer, const void *data, size_t nbytes);
 #define NNC_LAYER_BEGIN(i) {{ int nnc_tune_r_; const int nnc_tune_n_ = \\
     nnc_tune_reps(NNC_TUNE_MODEL, (i)); for (nnc_tune_r_ = 0; nnc_tune_r_ < nnc_tune_n_; \\
     ++nnc_tune_r_) {{ const uint64_t nnc_tune_t0_ = nnc_tune_now();
@@ -301,8 +305,9 @@ static const unsigned char *const timed[NM] = {{ {timed_ptrs} }};
 static const size_t in_bytes[NI > 0 ? NI : 1] = {{ {in_bytes} }};
 static const size_t out_bytes[NO > 0 ? NO : 1] = {{ {out_bytes} }};
 
-static int timing, warmup, repeat;
+static int timing, warmup, repeat, dumping;
 static uint64_t *samples;
+static const char *dump_dir;
 
 uint64_t nnc_tune_now(void)
 {{
@@ -330,6 +335,19 @@ void nnc_tune_record(int model, int layer, int rep, uint64_t ns)
         qsort(samples + warmup, (size_t)repeat, sizeof samples[0], cmp_u64);
         printf("t %d %d %llu\n", model, layer, (unsigned long long)samples[warmup + repeat / 2]);
         fflush(stdout);
+    }}
+}}
+
+void nnc_tune_dump(int model, int layer, const void *data, size_t nbytes)
+{{
+    char path[4096];
+    FILE *f;
+    if (!dumping) return;
+    snprintf(path, sizeof path, "%s/l%d_%d.bin", dump_dir, model, layer);
+    f = fopen(path, "wb");
+    if (f) {{
+        fwrite(data, 1, nbytes, f);
+        fclose(f);
     }}
 }}
 
@@ -374,7 +392,10 @@ int main(int argc, char **argv)
         const int m = selected[s];
         char path[4096];
         int rc = inits[m]();
+        dump_dir = argv[2];
+        dumping = 1;
         if (rc == 0) rc = runs[m](ins, outs);
+        dumping = 0;
         if (rc != 0) {{ printf("rc %d %d\n", m, rc); fflush(stdout); continue; }}
         snprintf(path, sizeof path, "%s/out%d.bin", argv[2], m);
         f = fopen(path, "wb");
@@ -516,12 +537,30 @@ class HostMeasurer:
         folder.mkdir()
         for name, content in files.items():
             if name == "model.c":
-                content = _HOOKS.format(index=i) + str(content)
+                content = _HOOKS.format(index=i) + self._dumps(str(content), module)
             if isinstance(content, bytes):
                 (folder / name).write_bytes(content)
             else:
                 (folder / name).write_text(content)
         return module
+
+    def _dumps(self, c_text: str, module: LoopModule) -> str:
+        """model.c with each tuned layer's output written out after its call (in the
+        validation run): every candidate's kernel output is checked, not only the model's."""
+        bufs = module.buffer_map()
+        for i in self.timed:
+            k = module.kernels[i]
+            assert k.compute is not None
+            at = k.params.index(k.compute.out)
+            call = re.search(rf"NNC_LAYER_BEGIN\({i}\);\n\s*\w+\(([^)]*)\);\n(\s*)"
+                             rf"NNC_LAYER_END\({i}\);\n", c_text)
+            if call is None:
+                raise NncError(f"layer {i}'s call is not where the harness looks for it")
+            arg = call.group(1).split(",")[at].strip()
+            dump = (f"{call.group(2)}nnc_tune_dump(NNC_TUNE_MODEL, {i}, {arg}, "
+                    f"{bufs[k.compute.out].nbytes});\n")
+            c_text = c_text[:call.end()] + dump + c_text[call.end():]
+        return c_text
 
     def _compile(self, folder: Path) -> str:
         """Compile one candidate's model (in its folder: weights.c's .incbin is relative);
@@ -599,6 +638,8 @@ class HostMeasurer:
                str(self.warmup), str(self.repeat), *map(str, models)]
         for i in models:
             (out / f"out{i}.bin").unlink(missing_ok=True)
+            for k in self.timed:
+                (out / f"l{i}_{k}.bin").unlink(missing_ok=True)
         try:
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s,
                                   preexec_fn=pin)
@@ -633,6 +674,7 @@ class HostMeasurer:
                 continue
             try:
                 outputs = _read_outputs(out / f"out{i}.bin", m0)
+                outputs.update(self._layer_outputs(out, i))
             except (OSError, ValueError) as e:
                 results[i] = f"no outputs ({e})"
                 continue
@@ -642,6 +684,22 @@ class HostMeasurer:
                 continue
             results[i] = (outputs, layer_ns, int(np.median(totals[i])) if totals[i] else 0)
         return results
+
+    def _layer_outputs(self, out: Path, model: int) -> dict[str, np.ndarray]:
+        """The tuned layers' outputs of one model's validation run, keyed `layer <i>`."""
+        m0 = self.prep.module
+        bufs = m0.buffer_map()
+        found = {}
+        for i in self.timed:
+            k = m0.kernels[i]
+            assert k.compute is not None
+            b = bufs[k.compute.out]
+            data = (out / f"l{model}_{i}.bin").read_bytes()
+            if len(data) != b.nbytes:
+                raise ValueError(f"layer {i}'s output is {len(data)} bytes, not {b.nbytes}")
+            found[f"layer {i} ({k.op_name or k.name})"] = np.frombuffer(
+                data, dtype=b.dtype).reshape(b.shape).copy()
+        return found
 
     def close(self) -> None:
         if self._tmp is not None:
