@@ -70,6 +70,32 @@ def test_harness_measures_a_batch_in_one_build(prepared, tmp_path):
     assert (tmp_path / "b1" / "harness").exists()
 
 
+def test_later_batches_are_scaled_to_a_default_timed_in_the_same_process(prepared, tmp_path):
+    """Every batch after the untuned build carries the default once more; its figures are
+    scaled by untuned / that copy (a batch timed while the machine was busier is not
+    penalized), and the extra copy is not returned."""
+    from nnc.compiler.tune.measure import HostMeasurer, Run
+
+    key = prepared.workloads[0].key
+    calls = []
+
+    class Fake(HostMeasurer):
+        def _measure_batch(self, assignments):
+            calls.append(list(assignments))
+            busy = 1.0 if len(calls) == 1 else 1.5  # the machine got busier after the base
+            return [Run(figures={key: (60.0 if a else 100.0) * busy}, total=int(1000 * busy))
+                    for a in assignments]
+
+    m = Fake(prepared, tmp_path)
+    assert m.measure({}).figures[key] == 100.0  # the baseline
+    (cand,) = m.measure_batch([{key: ()}])
+    assert calls[-1] == [{key: ()}, {}]
+    assert cand.figures[key] == pytest.approx(60.0) and cand.total == 1000
+    off = Fake(prepared, tmp_path, same_process_baseline=False)
+    off.measure({})
+    assert off.measure({key: ()}).figures[key] == pytest.approx(90.0)
+
+
 def test_a_hanging_candidate_times_out_alone(prepared, tmp_path):
     """A candidate whose conv never returns: the batch's harness times out, each model runs
     again alone, and only the hanging one fails (`run: timed out`)."""

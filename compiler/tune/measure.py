@@ -19,8 +19,11 @@ once (the outputs the tuner validates: the model's, and each tuned layer's own o
 out after its call), then times it: each tuned layer runs warm-up + repeat
 times in a row inside the model's own run (the `NNC_LAYER_BEGIN`/`END` hooks of model.c; its
 inputs are the real intermediate tensors), median ns per layer, in `rounds` rounds that
-alternate the candidates, pinned to one CPU; the figure is the median of the rounds. A harness
-that faults or times out is run again one model at a time, so only the guilty fail.
+alternate the candidates, pinned to one CPU; the figure is the median of the rounds. Every
+batch after the untuned one carries the default schedules too and its figures are scaled by
+the untuned build's / that copy's (the machine's load drifts between batches; candidates are
+compared with a default timed in the same process). A harness that faults or times out is run
+again one model at a time, so only the guilty fail.
 """
 
 from __future__ import annotations
@@ -437,7 +440,7 @@ class HostMeasurer:
 
     def __init__(self, prep: Prepared, workdir: str | os.PathLike[str] | None = None,
                  timeout_s: float = 120.0, warmup: int = 5, repeat: int = 21, rounds: int = 3,
-                 cpu: int | None = None) -> None:
+                 cpu: int | None = None, same_process_baseline: bool = True) -> None:
         self.prep = prep
         self._tmp = None if workdir is not None else tempfile.TemporaryDirectory(
             prefix="nnc-tune-host-")
@@ -452,12 +455,18 @@ class HostMeasurer:
         self.cpu = cpu if cpu is not None else (allowed[-1] if allowed else None)
         self.builds = 0
         self.timed = sorted({i for w in prep.workloads for i in w.layers})
+        # the untuned build's Run, once measured; with `same_process_baseline` every batch
+        # after it carries the default too and is scaled to it (see measure_batch)
+        self.baseline: Run | None = None
+        self.same_process_baseline = same_process_baseline
         self._inputs = b"".join(np.ascontiguousarray(prep.feeds[n]).tobytes()
                                 for n in prep.module.input_names or prep.module.inputs)
 
     def for_worker(self, workdir: str | os.PathLike[str]) -> HostMeasurer:
-        return HostMeasurer(self.prep, workdir, self.timeout_s, self.warmup, self.repeat,
-                            self.rounds, self.cpu)
+        m = HostMeasurer(self.prep, workdir, self.timeout_s, self.warmup, self.repeat,
+                         self.rounds, self.cpu, self.same_process_baseline)
+        m.baseline = self.baseline
+        return m
 
     @staticmethod
     def matches(outputs: Mapping[str, np.ndarray], reference: Mapping[str, np.ndarray]) -> bool:
@@ -468,7 +477,34 @@ class HostMeasurer:
 
     def measure_batch(self, assignments: Sequence[Mapping[str, tuple[ScheduleStep, ...]]]
                       ) -> list[Run]:
-        """One Run per assignment, all built into one executable and timed in one process."""
+        """One Run per assignment, all built into one executable and timed in one process.
+
+        The first batch's first default assignment (`{}`, the untuned build) is the baseline:
+        every later batch carries the default once more, timed in the same process, and
+        scales its figures by baseline / that run's, so a batch timed while the machine was
+        busier (or quieter) than during the baseline is compared fairly with it."""
+        if self.baseline is None or not self.same_process_baseline:
+            runs = self._measure_batch(assignments)
+            if self.baseline is None:
+                first = next((r for a, r in zip(assignments, runs, strict=True)
+                              if not a and not r.error), None)
+                self.baseline = first
+            return runs
+        *runs, ref = self._measure_batch([*assignments, {}])
+        if ref.error:
+            return runs
+        base = self.baseline
+        for r in runs:
+            if r.error:
+                continue
+            r.figures = {k: v * base.figures[k] / ref.figures[k] if ref.figures.get(k) else v
+                         for k, v in r.figures.items()}
+            if ref.total:
+                r.total = int(round(r.total * base.total / ref.total))
+        return runs
+
+    def _measure_batch(self, assignments: Sequence[Mapping[str, tuple[ScheduleStep, ...]]]
+                       ) -> list[Run]:
         from concurrent.futures import ThreadPoolExecutor
 
         from nnc.backends.c.build import RUNTIME_DIR, build_jobs
