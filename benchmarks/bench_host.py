@@ -2,6 +2,7 @@
 
     python -m benchmarks.bench_host [--models kws,ic] [--repeat 200] [--json out.json]
                                     [--cc gcc,clang-15] [--drop pad-depthwise-rows]
+                                    [--tuning-cache FILE]
 
 For each model: nnc compile time split into graph (import + graph passes), codegen and C compiler;
 nnc latency is the median of `repeat` runs of the generated `bench` executable after `warmup`
@@ -12,7 +13,9 @@ overhead), with `intra_op_num_threads = inter_op_num_threads = 1`. Slow models g
 writes JSON. `--cc` builds each model with each listed host C compiler in turn (each row
 with its own onnxruntime timing, taken right before), default: nnc's choice (NNC_CC, else the
 newest clang, else gcc). `--drop PASS` adds, for each model and compiler, a build without that
-pass of the default pipeline (rows marked "-PASS"), timed in the same run.
+pass of the default pipeline (rows marked "-PASS"), timed in the same run. `--tuning-cache FILE`
+(from `nnc tune --target host`) adds, for each model and compiler, a build with the cache's
+schedules (rows marked "+tuned"; the other rows then use no cache at all), timed in the same run.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def time_ort(sess: ort.InferenceSession, feeds: dict[str, np.ndarray], warmup: i
 
 def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
                 opt_level: int | None, budget_s: float = 10.0,
-                cc: str | None = None, drop: str | None = None) -> dict[str, Any]:
+                cc: str | None = None, drop: str | None = None,
+                tuning_cache: Path | bool | None = None) -> dict[str, Any]:
     import nnc
     from nnc.backends.target import host_target
     from nnc.compiler.pipeline import PIPELINES
@@ -92,10 +96,13 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
     kwargs: dict[str, Any] = {} if opt_level is None else {"opt_level": opt_level}
     if drop is not None:
         kwargs["pipeline"] = ",".join(p for p in PIPELINES["host"] if p != drop)
+    if tuning_cache is not None:
+        kwargs["tuning_cache"] = tuning_cache
+    tuned = tuning_cache not in (None, False)
     target = host_target() if cc is None else host_target(cc=cc)
     t0 = time.perf_counter()
     compiled = nnc.compile(model, target=target,
-                           output_dir=workdir / f"{name}-{target.cc}-{drop}", **kwargs)
+                           output_dir=workdir / f"{name}-{target.cc}-{drop}-{tuned}", **kwargs)
     wall = time.perf_counter() - t0
     t0 = time.perf_counter()
     got = compiled.run(feeds)
@@ -114,7 +121,8 @@ def bench_model(name: str, warmup: int, repeat: int, workdir: Path,
     params, macs = model_stats(model) if name in MODELS else (None, compiled.info.get("macs"))
     nnc_ms = result["latency_ms"]
     return {
-        "model": name if drop is None else f"{name} -{drop}",
+        "model": (name if drop is None else f"{name} -{drop}") + (" +tuned" if tuned else ""),
+        "tuned_kernels": compiled.info.get("tuning", {}).get("tuned_kernels", 0),
         "cc": compiled.info["cc"]["version"] or target.cc,
         "params": params,
         "macs": macs,
@@ -171,6 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cc", default="",
                    help="comma-separated host C compilers to build each model with, in turn "
                         "(default: nnc's choice)")
+    p.add_argument("--tuning-cache", type=Path, default=None,
+                   help="also build each model with this tuning cache (`nnc tune --target "
+                        "host`); the other builds then use none")
     args = p.parse_args(argv)
 
     names = [n for n in args.models.split(",") if n]
@@ -181,10 +192,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="nnc-bench-") as tmp:
         for name in names:
             for cc in [c for c in args.cc.split(",") if c] or [None]:
-                for drop in [None] + ([args.drop] if args.drop else []):
+                caches: list[Path | bool | None] = (
+                    [False, args.tuning_cache] if args.tuning_cache else [None])
+                for drop, tc in [(d, t) for d in [None] + ([args.drop] if args.drop else [])
+                                 for t in caches]:
                     try:
                         rows.append(bench_model(name, args.warmup, args.repeat, Path(tmp),
-                                                args.opt_level, args.budget, cc, drop))
+                                                args.opt_level, args.budget, cc, drop, tc))
                     except Exception as e:  # one failing model must not hide the others
                         rows.append({"model": name, "cc": cc,
                                      "error": f"{type(e).__name__}: {e}".splitlines()[0]})

@@ -593,10 +593,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(fn=_cmd_compile)
 
     t = sub.add_parser("tune", help="measure schedules for every distinct workload of a model "
-                       "on the emulated board and store the best in the tuning cache")
+                       "(on the emulated board, or timed on the host) and store the best in "
+                       "the tuning cache")
     t.add_argument("model")
     t.add_argument("--target", default="cortex-m7",
-                   help="cortex-m7, cortex-m4 or cortex-m55 (default: cortex-m7)")
+                   help="cortex-m7, cortex-m4 or cortex-m55 (int8, QEMU instructions), or host "
+                   "(fp32 conv / gemm, median ns per layer on one pinned CPU; default: "
+                   "cortex-m7)")
     t.add_argument("--input-shape", action="append", metavar="NAME=DxD...")
     t.add_argument("--quantize", choices=["int8"], help="post-training quantization")
     t.add_argument("--calibration", metavar="DATA", help="calibration samples, as for compile")

@@ -244,8 +244,12 @@ def test_apply_tuning_sets_cached_schedules_before_default_schedule(prepared, tm
 def test_nothing_to_tune_is_a_user_error(tmp_path):
     with pytest.raises(NncError, match="no kernel with a schedule space"):
         tune(tiny_model(), "cortex-m7", cache=tmp_path / "c.sqlite", progress=False)
-    with pytest.raises(NncError, match="emulated Cortex-M"):
-        tune(tiny_model(), "host", cache=tmp_path / "c.sqlite", progress=False)
+    # the host tunes fp32 (tests/test_tune_host.py); other targets have no measurer
+    with pytest.raises(NncError, match="emulated Cortex-M boards or the host"):
+        tune(tiny_model(), "opencl", cache=tmp_path / "c.sqlite", progress=False)
+    with pytest.raises(NncError, match="fp32"):
+        tune(tiny_model(), "host", quantize="int8", calibration="random",
+             cache=tmp_path / "c.sqlite", progress=False)
 
 
 def test_tune_efficiency_benchmark_bounded(prepared):

@@ -321,3 +321,177 @@ class TableSpace(ScheduleSpace):
         seen = exclude or set()
         left = [steps for text, steps in self.points if text not in seen]
         return [(Knobs(), steps) for steps in rng.sample(left, min(n, len(left)))]
+
+
+# ---------------------------------------------------------------- the host's fp32 space
+
+HOST_LANES = (4, 8, 16, 32)  # floats per vector loop (a split of the lane axis)
+HOST_VECTORS = (1, 2, 4, 8)  # vectors of the lane axis as the copies (a gemm of one row)
+
+
+@dataclass(frozen=True, slots=True)
+class HostKnobs:
+    """One point of the host's space for an fp32 conv / gemm, in the terms of the host's
+    default register tile (`nnc.passes.default_schedule.host_vector_steps`): the axis whose
+    loop becomes vector lanes (`vec`, "" = none) and how many floats a vector loop takes
+    (`lanes`; the whole axis where it is that short), `vectors` > 1: that many vectors of the
+    lane axis unrolled as the copies (one accumulator each: a gemm of one row), the axis of the
+    unrolled copies (`copies`, "" = none) and how many (`copy_factor`; the whole axis where it
+    is that short), the padded axes partitioned (a guard-free interior), and the order of the
+    loops outside the reduction (`outer`, () = the definition's) and of the reduce loops
+    (`reduce`, () = the definition's). The tile (lanes, then copies) is innermost."""
+
+    vec: str = ""
+    lanes: int = 16
+    vectors: int = 1
+    copies: str = ""
+    copy_factor: int = 1
+    partition: tuple[str, ...] = ()
+    outer: tuple[str, ...] = ()
+    reduce: tuple[str, ...] = ()
+
+    def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
+        names = {a.name for a in defn.axes}
+        spatial = [a.name for a in defn.spatial]
+        for axis in (self.vec, self.copies, *self.partition):
+            if axis and (axis not in names or axis not in spatial):
+                raise ComputeError(f"{axis!r} is not a spatial axis")
+        if self.vec and self.vec == self.copies:
+            raise ComputeError("lanes and copies on one axis: use vectors")
+        steps: list[ScheduleStep] = []
+        outer = list(spatial)
+        tile: list[str] = []
+        part = set(self.partition)
+
+        def tiled(axis: str, factor: int, kind: type[Unroll] | type[Vectorize]) -> None:
+            extent = defn.axis(axis).extent
+            if axis in part:
+                steps.append(Partition(axis))
+            elif extent <= factor:
+                steps.append(kind(axis))
+                outer.remove(axis)
+                tile.append(axis)
+                return
+            elif factor <= 1:
+                return
+            steps.extend([Split(axis, factor), kind(f"{axis}_i")])
+            outer[outer.index(axis)] = f"{axis}_o"
+            tile.append(f"{axis}_i")
+
+        steps += [Partition(a) for a in self.partition if a not in (self.vec, self.copies)]
+        if self.vec and self.vectors > 1:
+            extent = defn.axis(self.vec).extent
+            width = self.lanes * self.vectors
+            if self.vec in part or extent % self.lanes or extent < width:
+                raise ComputeError("vectors need an unpartitioned lane axis of whole vectors")
+            name = self.vec
+            if extent > width:
+                steps.append(Split(self.vec, width))
+                outer[outer.index(self.vec)] = f"{self.vec}_o"
+                name = f"{self.vec}_i"
+            else:
+                outer.remove(self.vec)
+            steps += [Split(name, self.lanes), Unroll(f"{name}_o"), Vectorize(f"{name}_i")]
+            tile += [f"{name}_i", f"{name}_o"]
+        elif self.vec:
+            tiled(self.vec, self.lanes, Vectorize)
+        if self.copies:
+            tiled(self.copies, self.copy_factor, Unroll)
+        if self.outer:
+            if sorted(self.outer) != sorted(outer):
+                raise ComputeError(f"outer order {self.outer} is not a permutation of {outer}")
+            outer = list(self.outer)
+        reduce = [a.name for a in defn.reduced]
+        if self.reduce:
+            if sorted(self.reduce) != sorted(reduce):
+                raise ComputeError(f"reduce order {self.reduce} is not a permutation of "
+                                   f"{reduce}")
+            reduce = list(self.reduce)
+        steps.append(Reorder((*outer, *reduce, *tile)))
+        return tuple(steps)
+
+
+class HostScheduleSpace(ScheduleSpace):
+    """The legal schedules of an fp32 conv / gemm on the host (`HostKnobs`); the host's
+    default register tile is one of its points. Vector lanes go on the output channels or the
+    output row (the axes the default uses), copies on any other output axis."""
+
+    def __init__(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]],
+                 target: Any) -> None:
+        super().__init__(defn, shapes, target)
+        from nnc.passes.default_schedule import host_registers
+
+        regs, bits = host_registers(target)
+        self.native = max(1, bits // 32)
+        self.max_copies = min(regs - 4, 16)
+
+    def _vec_axes(self) -> list[str]:
+        spatial = [a.name for a in self.defn.spatial]
+        row = next((a for a in reversed(spatial) if a not in ("n", "oc")), None)
+        return [a for a in ("oc", row) if a is not None and a in spatial]
+
+    def _outer_orders(self, knobs: HostKnobs) -> list[tuple[str, ...]]:
+        try:
+            steps = knobs.steps(self.defn)
+        except ComputeError:
+            return [()]
+        order = list(steps[-1].loops)  # type: ignore[attr-defined]
+        n_reduce = len(self.defn.reduced)
+        tile = sum(1 for s in steps if isinstance(s, (Unroll, Vectorize)))
+        outer = order[:len(order) - n_reduce - tile]
+        head = [o for o in outer if o == "n"]
+        rest = [o for o in outer if o != "n"]
+        return [()] + [tuple(head + list(p)) for p in itertools.permutations(rest)
+                       if list(p) != rest]
+
+    def knobs_ranges(self) -> dict[str, list[Any]]:
+        spatial = [a.name for a in self.defn.spatial]
+        vec = self._vec_axes()
+        lanes = sorted({x for x in HOST_LANES if x <= 2 * self.native} | {self.native})
+        copy_axes = [""] + [a for a in spatial if a != "n"]
+        factors = list(range(1, self.max_copies + 1))
+        outs = [w.out for w in self.defn.windows if w.low or w.high]
+        parts = [tuple(c) for n in range(len(outs) + 1) for c in itertools.combinations(outs, n)]
+        reduce = [a.name for a in self.defn.reduced]
+        reduce_orders = [()] + [p for p in itertools.permutations(reduce) if list(p) != reduce]
+        return {"vec": [""] + vec, "lanes": lanes, "vectors": list(HOST_VECTORS),
+                "copies": copy_axes, "copy_factor": factors, "partition": parts,
+                "reduce": reduce_orders}
+
+    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
+        try:
+            steps = knobs.steps(self.defn)
+        except ComputeError:
+            return None
+        return steps if self.legal(steps) else None
+
+    def enumerate(self) -> Iterator[tuple[Any, tuple[ScheduleStep, ...]]]:
+        seen: set[tuple[ScheduleStep, ...]] = set()
+        r = self.knobs_ranges()
+        keys = list(r)
+        for values in itertools.product(*(r[k] for k in keys)):
+            base = HostKnobs(**dict(zip(keys, values, strict=True)))
+            for outer in self._outer_orders(base):
+                k = HostKnobs(**{**_host_fields(base), "outer": outer})
+                steps = self.steps_of(k)
+                if steps is not None and steps not in seen:
+                    seen.add(steps)
+                    yield k, steps
+
+    def random_knobs(self, rng: random.Random) -> Any:
+        r = self.knobs_ranges()
+        base = HostKnobs(**{k: rng.choice(v) for k, v in r.items()})
+        return HostKnobs(**{**_host_fields(base),
+                            "outer": rng.choice(self._outer_orders(base))})
+
+
+def _host_fields(k: HostKnobs) -> dict[str, Any]:
+    return {f: getattr(k, f) for f in HostKnobs.__slots__}
+
+
+def space_for(defn: Reduction, shapes: Mapping[str, tuple[int, ...]],
+              target: Any) -> ScheduleSpace:
+    """The schedule space of a definition on a target: the host's for fp32 on the host."""
+    if getattr(target, "kind", "") == "host" and defn.acc_dtype == "float32":
+        return HostScheduleSpace(defn, shapes, target)
+    return ScheduleSpace(defn, shapes, target)

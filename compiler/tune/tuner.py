@@ -9,9 +9,11 @@ workload at once):
 1. the compiler's front runs once; each workload with a declarative definition (int8 conv, fully
    connected) gets its schedule space, the default schedule included;
 2. the untuned build is measured: its outputs are the reference every candidate's outputs must
-   equal bit for bit, its per-layer counts the defaults;
+   equal bit for bit (int8; fp32 on the host: within the model tests' tolerances,
+   `measure.close_outputs`), its per-layer counts (host: median ns) the defaults;
 3. batches: each workload proposes `batch` candidates (random, or the cost model's top-k plus an
-   epsilon share of random); build i carries candidate i of every workload; every trial goes to
+   epsilon share of random); build i carries candidate i of every workload (on the host the
+   whole batch is one executable, `measure.HostMeasurer`); every trial goes to
    the cache as it is measured (ok / failed / wrong). A build that fails, faults or computes a
    wrong result is measured again one candidate at a time, so only the guilty are marked;
 4. stop at `trials` per workload (trials in the cache from earlier sessions count: a rerun
@@ -34,6 +36,7 @@ from nnc.compiler.tune.cache import Trial, TuningCache, nnc_version
 from nnc.compiler.tune.features import features
 from nnc.compiler.tune.measure import (
     CortexMMeasurer,
+    HostMeasurer,
     Prepared,
     Run,
     Workload,
@@ -41,11 +44,13 @@ from nnc.compiler.tune.measure import (
     same_outputs,
 )
 from nnc.compiler.tune.search import Candidate, CostModel, GuidedSearch, RandomSearch
-from nnc.compiler.tune.space import ScheduleSpace, schedule_text
+from nnc.compiler.tune.space import ScheduleSpace, schedule_text, space_for
 from nnc.ir.loop_parser import parse_schedule
 from nnc.ir.loops import ScheduleStep
 
 SEARCHES = ("guided", "random")
+HOST_WORKERS = ("--workers: host candidates are timed one process at a time on one pinned CPU "
+                "(a batch's builds already use every core); leave it at 1")
 
 
 @dataclass
@@ -54,7 +59,7 @@ class WorkloadResult:
     hash: str
     kind: str
     layers: list[str]
-    default: float  # instructions per layer, default schedule
+    default: float  # instructions (host: ns) per layer, default schedule
     best: float
     best_steps: str
     trials: int  # measured candidates, earlier sessions included
@@ -75,8 +80,8 @@ class TuneResult:
     objective: str
     builds: int
     seconds: float
-    model_default: int = 0  # whole-model instructions, untuned
-    model_tuned: int = 0  # whole-model instructions with every best schedule
+    model_default: int = 0  # whole-model instructions (host: ns), untuned
+    model_tuned: int = 0  # whole-model instructions (host: ns) with every best schedule
     stopped: str = ""
     plot: Path | None = None  # the PNG `plot=` asked for
     # {workload hash: {search: best so far / default per trial}} and their geometric means
@@ -96,8 +101,9 @@ class TuneResult:
                  for r in rows]
         if self.model_default:
             lines.append("")
+            unit = "ns" if self.objective == "host-ns" else "instructions"
             lines.append(f"whole model on {self.target}: {self.model_default:,} -> "
-                         f"{self.model_tuned:,} instructions "
+                         f"{self.model_tuned:,} {unit} "
                          f"({self.model_default / max(self.model_tuned, 1):.2f}x), "
                          f"{self.builds} builds in {self.seconds:.0f} s; cache {self.cache}")
         return "\n".join(lines)
@@ -176,15 +182,25 @@ def tune(model: Any, target: str = "cortex-m7", *,
         from nnc.compiler.tune.plot import _pyplot
 
         _pyplot()  # no matplotlib: say so before measuring anything
+    if workers > 1 and measurer is None and prepared is None:
+        from nnc.compiler.api import _target
+
+        if _target(target).kind == "host":  # before the front runs: a quick error
+            raise NncError(HOST_WORKERS)
     prep = prepared or prepare(model, target, input_shapes=input_shapes, quantize=quantize,
                                calibration=calibration, calibration_method=calibration_method,
                                seed=seed)
+    host = prep.target.kind == "host"
     if not prep.workloads:
-        raise NncError("the model has no kernel with a schedule space to tune (int8 conv / "
-                       "fully connected with generated kernels); quantize it with --quantize int8")
+        raise NncError("the model has no kernel with a schedule space to tune ("
+                       + ("fp32 conv / gemm)" if host else "int8 conv / fully connected with "
+                          "generated kernels); quantize it with --quantize int8"))
+    if host and workers > 1 and measurer is None:
+        raise NncError(HOST_WORKERS)
     owned = not isinstance(cache, TuningCache)
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
-    measurer = measurer if measurer is not None else CortexMMeasurer(prep, workdir)
+    if measurer is None:
+        measurer = HostMeasurer(prep, workdir) if host else CortexMMeasurer(prep, workdir)
     opts = _Options(trials, time_budget_s, search, batch, epsilon, early_stop, seed, progress,
                     workers, spaces, cluster)
     try:
@@ -262,6 +278,7 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
     epsilon, early_stop, seed, progress = opts.epsilon, opts.early_stop, opts.seed, opts.progress
     target_key, objective = prep.target_key, measurer.objective
     toolchain = _toolchain(prep)
+    matches = getattr(measurer, "matches", same_outputs)
     base = measurer.measure({})
     if base.error:
         raise NncError(f"the untuned model does not build or run on {prep.target.name}, so "
@@ -278,7 +295,7 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
                          is_default=True, features=features(w.defn, w.default, w.shapes),
                          nnc_version=nnc_version(), toolchain=toolchain))
         space = (opts.spaces(w, prep.target) if opts.spaces is not None
-                 else ScheduleSpace(w.defn, w.shapes, prep.target))
+                 else space_for(w.defn, w.shapes, prep.target))
         measured = {t.steps for t in earlier} | {default_text}
         searcher: RandomSearch = (GuidedSearch(space, random.Random(rng.random()), cost, w.key,
                                                measured, epsilon) if search == "guided"
@@ -322,8 +339,13 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
                       for i in range(max(len(p) for p in proposals.values()))]
             # one worker: build by build (the time budget is checked between builds); a pool:
             # the batch's builds at once, recorded in the same order
+            # one worker: build by build (the time budget is checked between builds), or the
+            # whole batch in one build where the measurer takes batches (the host); a pool:
+            # the batch's builds at once, recorded in the same order
             measured = (pool.map(builds) if pool is not None else
-                        (_measure(measurer, cands, reference) for cands in builds))
+                        _measure_batch(measurer, builds, reference, matches)
+                        if hasattr(measurer, "measure_batch") else
+                        (_measure(measurer, cands, reference, matches) for cands in builds))
             for cands, results in zip(builds, measured, strict=False):
                 for k, (status, figure, error) in results.items():
                     s, c = by_key[k], cands[k]
@@ -349,7 +371,7 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
             pool.close()
     best = {s.w.key: parse_schedule(s.best_steps) for s in states}
     final = measurer.measure(best)
-    if final.error or not same_outputs(final.outputs, reference):
+    if final.error or not matches(final.outputs, reference):
         raise RuntimeError(f"the build with every workload's best schedule "
                            f"{final.error or 'computes other outputs than the untuned one'}")
     summary = [WorkloadResult(s.w.key, s.w.hash, s.w.kind, s.w.names, s.default, s.best,
@@ -361,19 +383,46 @@ def _session(prep: Prepared, db: TuningCache, measurer: Any, opts: _Options,
 
 
 def _measure(measurer: Any, cands: Mapping[str, Candidate],
-             reference: Mapping[str, Any]) -> dict[str, tuple[str, float | None, str]]:
+             reference: Mapping[str, Any], matches: Callable[..., bool] = same_outputs
+             ) -> dict[str, tuple[str, float | None, str]]:
     """(status, figure, error) per workload of one build carrying `cands`; a build that fails
     or computes a wrong result is measured again one candidate at a time."""
     assignment: dict[str, tuple[ScheduleStep, ...]] = {k: c.steps for k, c in cands.items()}
     run = measurer.measure(assignment)
-    if not run.error and same_outputs(run.outputs, reference):
+    if not run.error and matches(run.outputs, reference):
         return {k: ("ok", run.figures[k], "") for k in cands}
     if len(cands) == 1:
         (k,) = cands
-        return {k: _verdict(run, reference, k)}
+        return {k: _verdict(run, reference, k, matches)}
     out = {}
     for k, steps in assignment.items():
-        out[k] = _verdict(measurer.measure({k: steps}), reference, k)
+        out[k] = _verdict(measurer.measure({k: steps}), reference, k, matches)
+    return out
+
+
+def _measure_batch(measurer: Any, builds: list[dict[str, Candidate]],
+                   reference: Mapping[str, Any], matches: Callable[..., bool]
+                   ) -> list[dict[str, tuple[str, float | None, str]]]:
+    """`_measure` for a measurer that builds a whole batch at once (`measure_batch`): the
+    assignments that fail or compute a wrong result go again, one candidate each, in one more
+    batch."""
+    runs = measurer.measure_batch([{k: c.steps for k, c in cands.items()} for cands in builds])
+    out: list[dict[str, tuple[str, float | None, str]]] = []
+    again: list[tuple[int, str]] = []
+    for i, (cands, run) in enumerate(zip(builds, runs, strict=True)):
+        if not run.error and matches(run.outputs, reference):
+            out.append({k: ("ok", run.figures[k], "") for k in cands})
+            continue
+        out.append({})
+        if len(cands) == 1:
+            (k,) = cands
+            out[i][k] = _verdict(run, reference, k, matches)
+        else:
+            again += [(i, k) for k in cands]
+    if again:
+        singles = measurer.measure_batch([{k: builds[i][k].steps} for i, k in again])
+        for (i, k), run in zip(again, singles, strict=True):
+            out[i][k] = _verdict(run, reference, k, matches)
     return out
 
 
@@ -393,7 +442,8 @@ def _worker_measure(cands: Mapping[str, Candidate]
                     ) -> tuple[dict[str, tuple[str, float | None, str]], int]:
     m = _WORKER["measurer"]
     before = m.builds
-    return _measure(m, cands, _WORKER["reference"]), m.builds - before
+    return (_measure(m, cands, _WORKER["reference"], getattr(m, "matches", same_outputs)),
+            m.builds - before)
 
 
 def _ready() -> None:
@@ -429,11 +479,11 @@ class _Pool:
         self.tmp.cleanup()
 
 
-def _verdict(run: Run, reference: Mapping[str, Any], key: str
-             ) -> tuple[str, float | None, str]:
+def _verdict(run: Run, reference: Mapping[str, Any], key: str,
+             matches: Callable[..., bool] = same_outputs) -> tuple[str, float | None, str]:
     if run.error:
         return "failed", None, run.error
-    if not same_outputs(run.outputs, reference):
+    if not matches(run.outputs, reference):
         return "wrong", None, "outputs differ from the untuned build's"
     return "ok", run.figures[key], ""
 
