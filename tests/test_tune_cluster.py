@@ -152,3 +152,9 @@ def test_without_distributed_the_error_names_the_install(tmp_path, monkeypatch):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "pip install 'nnc[cluster]'" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_host_is_not_tuned_on_a_cluster(tmp_path):
+    with pytest.raises(NncError, match="--cluster: host candidates are timed on this machine"):
+        tune(tiny_model(), "host", cache=tmp_path / "c.sqlite", cluster="tcp://127.0.0.1:9",
+             progress=False)

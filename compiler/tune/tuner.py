@@ -51,6 +51,8 @@ from nnc.ir.loops import ScheduleStep
 SEARCHES = ("guided", "random")
 HOST_WORKERS = ("--workers: host candidates are timed one process at a time on one pinned CPU "
                 "(a batch's builds already use every core); leave it at 1")
+HOST_CLUSTER = ("--cluster: host candidates are timed on this machine's CPU (the cache keys "
+                "them by its features); tune the host without --cluster")
 
 
 @dataclass
@@ -187,6 +189,11 @@ def tune(model: Any, target: str = "cortex-m7", *,
 
         if _target(target).kind == "host":  # before the front runs: a quick error
             raise NncError(HOST_WORKERS)
+    if cluster is not None and measurer is None and prepared is None:
+        from nnc.compiler.api import _target
+
+        if _target(target).kind == "host":
+            raise NncError(HOST_CLUSTER)
     prep = prepared or prepare(model, target, input_shapes=input_shapes, quantize=quantize,
                                calibration=calibration, calibration_method=calibration_method,
                                seed=seed)
@@ -197,6 +204,8 @@ def tune(model: Any, target: str = "cortex-m7", *,
                           "generated kernels); quantize it with --quantize int8"))
     if host and workers > 1 and measurer is None:
         raise NncError(HOST_WORKERS)
+    if host and cluster is not None and measurer is None:
+        raise NncError(HOST_CLUSTER)
     owned = not isinstance(cache, TuningCache)
     db = TuningCache.open(cache) if not isinstance(cache, TuningCache) else cache
     if measurer is None:
