@@ -23,11 +23,12 @@ as "build > N s" (measured), not waited for.
 module, legalized and fused as TVM's `static_shape_tuning` pipeline does it, its fused TIR
 functions tuned by MetaSchedule (`tvm.s_tir.meta_schedule`: evolutionary search, XGBoost cost
 model, candidates built in 2 worker processes and timed one at a time at TVM_NUM_THREADS=1,
-target `num-cores` 1) with `--trials` measured candidates in all (at least `--trials-per-iter`
-per task, so every task is tuned), then the database applied and `tvm.compile`d. It runs in a
-child process killed after `--tuned-timeout` seconds; the row reports the tuning and build
-seconds, the tasks and the trials. The database goes to `--tuning-dir DIR`/<model> (kept;
-an existing one is tuned further) or a temporary folder. MetaSchedule needs cloudpickle and
+target `num-cores` 1) with `--trials` candidates per model: `--trials` / tasks per task,
+rounded down to a multiple of 8 (one search iteration), at least 8, so every task is tuned;
+then the database applied and `tvm.compile`d. It runs in a child process killed after
+`--tuned-timeout` seconds; the row reports the tuning and build seconds, the tasks and the
+trials. The database goes to `--tuning-dir DIR`/<model> (kept; an existing one is tuned
+further) or a temporary folder. MetaSchedule needs cloudpickle and
 psutil (in the `[tvm]` extra).
 
 `--compile-times`: any model of `benchmarks.int8_differential` (MLPerf Tiny and the zoo; "all":
@@ -85,8 +86,9 @@ def relax_tuned_build(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tria
                       work_dir: Path, per_iter: int = 8) -> tuple[Any, Any, dict[str, Any]]:
     """TVM's own path, tuned: the Relax ONNX import, legalized and fused (TVM's
     `static_shape_tuning` pipeline without its tuning pass, whose knobs are fixed), each fused
-    TIR function tuned by MetaSchedule with `trials` candidates in all (at least `per_iter` per
-    task: more than `trials` when there are many tasks), the database in `work_dir` applied,
+    TIR function tuned by MetaSchedule with `trials` / tasks candidates each, rounded down to
+    whole iterations of `per_iter`, at least one (more than `trials` in all when there are
+    many tasks), the database in `work_dir` applied,
     `tvm.compile`; returns (vm, input tensors, {tune_s, build_s, tasks, trials})."""
     import tvm
     from tvm import relax
@@ -118,12 +120,13 @@ def relax_tuned_build(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tria
     work_dir.mkdir(parents=True, exist_ok=True)
     tasks, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, str(work_dir), num_threads=2, seed=0)
-    per_task = max(per_iter, trials // max(1, len(tasks)))
+    # whole search iterations per task (a last iteration of 1-7 candidates costs as much)
+    per_task = per_iter * max(1, trials // (per_iter * max(1, len(tasks))))
     t1 = time.perf_counter()
     database = ms.tune.tune_tasks(
         tasks=tasks, task_weights=weights, work_dir=str(work_dir),
-        max_trials_global=max(trials, per_iter * len(tasks)),
-        max_trials_per_task=per_task, num_trials_per_iter=per_iter,
+        max_trials_global=per_task * len(tasks), max_trials_per_task=per_task,
+        num_trials_per_iter=per_iter,
         builder=ms.builder.LocalBuilder(max_workers=2, timeout_sec=120,
                                         f_build=build_candidate),
         runner=ms.runner.LocalRunner(timeout_sec=60))
@@ -425,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tuned-relax", action="store_true",
                    help="also build each model with TVM's MetaSchedule-tuned Relax pipeline")
     p.add_argument("--trials", type=int, default=200,
-                   help="--tuned-relax: measured candidates per model, all tasks together "
-                   "(at least 8 per task)")
+                   help="--tuned-relax: candidates per model, all tasks together (per task: "
+                   "a multiple of 8, at least 8)")
     p.add_argument("--tuned-timeout", type=float, default=1800.0,
                    help="--tuned-relax: seconds before one model's tuning + build + runs are "
                    "given up")
