@@ -18,6 +18,9 @@ Semantics are the C backend's (backends/c/emit.py), rendered in TIR:
   and uint32 add/sub/mul/neg are done in int64 and truncated back: they wrap like numpy (int8
   accumulation); LLVM narrows the pattern back to one 32-bit operation. 8/16-bit math wraps.
 - integer div/mod truncate toward zero; a zero divisor gives 0, x / -1 wraps.
+- float -> int is nnc's conversion (`nnc.ir.float_to_int`, x86's: NaN, +-inf and out-of-range
+  values give the lowest value, narrower types wrap), a `Select` on range tests, not a bare
+  Cast (LLVM's fptosi is poison out of range).
 - float min/max propagate NaN (a NaN test on the bits: TIR folds `x != x` to false); `round` is
   round-half-to-even (nearbyint).
 - `requantize` is TFLite's MultiplyByQuantizedMultiplier (nnc.ir.fixed_point) in 64-bit TIR.
@@ -455,15 +458,12 @@ class KernelEmitter:
             v = T.Cast("float32", T.Cast("float16", v))
         if compute(src) == compute(dst):
             return v
-        if src in _FLOATS and dst == "uint64":  # negative: wrap through int64, like numpy
-            x, lx = self.shared(e.value)
-            return self.let(lx, T.Select(tirx.LT(x, literal(0, src)),
-                                         T.Cast("uint64", T.Cast("int64", x)),
-                                         T.Cast("uint64", x)))
-        if src in _FLOATS and dst in ("int8", "int16", "uint8", "uint16"):
-            v = T.Cast("int32", v)  # numpy wraps: through a wide signed integer
-        elif src in _FLOATS and dst == "uint32":
-            v = T.Cast("int64", v)
+        if src in _FLOATS and dst in _INTS:  # defined for every value (ir.float_to_int)
+            if sum(1 for _ in walk_expr(e.value)) <= SHARE_LIMIT:
+                x, lx = v, []
+            else:
+                x, lx = self.share(v, compute(src))
+            return self.let(lx, float_to_int(x, compute(src), dst))
         return T.Cast(compute(dst), v)
 
     def expr_select(self, e: Select) -> PrimExpr:
@@ -541,6 +541,32 @@ class KernelEmitter:
 _BITS = {"float16": ("float32", "int32", 0x7FFFFFFF, 0x7F800000),  # computed in float32
          "float32": ("float32", "int32", 0x7FFFFFFF, 0x7F800000),
          "float64": ("float64", "int64", 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)}
+
+
+def _to_signed(x: PrimExpr, src: str, bits: int) -> PrimExpr:
+    """x86's truncating conversion of float `x` (float32/float64) to int`bits`: in
+    [-2^(bits-1), 2^(bits-1)) truncated, else (NaN: the ordered comparisons are false, +-inf,
+    too large) the lowest value. The Cast on the side not taken is LLVM poison, which `select`
+    drops (the C backend's `nnc_to_i32_f32`)."""
+    it, bound = f"int{bits}", 2.0 ** (bits - 1)
+    ok = T.And(tirx.GE(x, literal(-bound, src)), tirx.LT(x, literal(bound, src)))
+    return T.Select(ok, T.Cast(it, x), literal(-(2 ** (bits - 1)), it))
+
+
+def float_to_int(x: PrimExpr, src: str, dst: str) -> PrimExpr:
+    """float `x` (computed in `src`: float32/float64) converted to integer `dst` by nnc's rule
+    (`nnc.ir.float_to_int`): to int32/int64 directly, narrower types through int32 (then modulo
+    2^bits), uint32/uint64 through the signed conversion of `x - 2^(N-1)` (flipping the top bit
+    back) where `x >= 2^(N-1)`."""
+    if dst in ("uint32", "uint64"):
+        bits = 32 if dst == "uint32" else 64
+        half = literal(2.0 ** (bits - 1), src)
+        big = tirx.GE(x, half)
+        low = _to_signed(T.Select(big, x - half, x), src, bits)
+        flip = literal(-(2 ** (bits - 1)), f"int{bits}")
+        return T.Cast(dst, T.Select(big, T.bitwise_xor(low, flip), low))
+    wide = _to_signed(x, src, 64 if dst == "int64" else 32)
+    return wide if dst in ("int32", "int64") else T.Cast(dst, wide)
 
 
 def nan_test(x: PrimExpr, dtype: str) -> PrimExpr:

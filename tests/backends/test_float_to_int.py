@@ -2,10 +2,11 @@
 disagree), defined by nnc as x86's conversion (`nnc.ir.float_to_int`), which onnxruntime gives
 on x86. Host C == onnxruntime for every integer type from float32 and float64, the graph
 reference and the loop interpreter == host C, the C is clean under UBSan's float-cast-overflow,
-and Cortex-M (QEMU) and OpenCL (PoCL) == host."""
+and Cortex-M (QEMU), OpenCL (PoCL) and the TVM module == host."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 
@@ -139,3 +140,14 @@ def test_opencl_matches_the_host(built, tmp_path) -> None:
     device = cm.run(_feeds())
     for name in host:
         np.testing.assert_array_equal(device[name], host[name], err_msg=name)
+
+
+@pytest.mark.needs_tvm
+@pytest.mark.skipif(importlib.util.find_spec("tvm") is None, reason="needs apache-tvm")
+def test_tvm_matches_the_host(built, tmp_path) -> None:
+    """TVM's Cast is LLVM's fptosi (poison out of range): the TIR selects on range tests."""
+    path, _, host = built
+    cm = nnc_compile(str(path), target="tvm", output_dir=tmp_path / "tvm", bench=False)
+    got = cm.run(_feeds())
+    for name in host:
+        np.testing.assert_array_equal(got[name], host[name], err_msg=name)
