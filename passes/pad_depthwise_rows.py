@@ -23,6 +23,7 @@ Host only: the pipelines of the other targets do not run it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,10 +94,11 @@ def _row_constant(shape: tuple[int, ...]) -> bool:
     return len(shape) == 0 or shape[-1] == 1
 
 
-def _epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray]) -> list[Op]:
+def epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray],
+             constant_ok: Callable[[tuple[int, ...]], bool] = _row_constant) -> list[Op]:
     """The elementwise ops after `first` (each the sole user of the one before) that may run
     on the wide rows: their only non-constant operand is the previous output, their other
-    operands constant along the row."""
+    operands constants whose shapes `constant_ok` accepts (default: constant along the row)."""
     users, outputs = graph.consumers(), set(graph.output_names())
     chain: list[Op] = []
     value = first.outputs[0].name
@@ -106,7 +108,7 @@ def _epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray]) -> list[Op
             break
         others = [i for i in op.inputs if i and i != value]
         if op.inputs.count(value) != 1 or not all(
-                i in consts and _row_constant(consts[i].shape) for i in others):
+                i in consts and constant_ok(consts[i].shape) for i in others):
             break
         if op.outputs[0].type.shape != first.outputs[0].type.shape:
             break
@@ -149,7 +151,7 @@ def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
                             value=0.0), name=f"{op.name}_pad" if op.name else ""),
                 op.with_(inputs=(xp, *op.inputs[1:]), attrs=op.attrs.set(pads=(0, 0, 0, 0)))]
             continue
-        chain = _epilogue(op, graph, consts)
+        chain = epilogue(op, graph, consts)
         kw = consts[op.inputs[1]].shape[3]
         right = wide + kw - 1 - x.shape[3] - pb[1]
         padded = TensorType((*x.shape[:2], x.shape[2] + pb[0] + pe[0], wide + kw - 1), x.dtype)
