@@ -320,7 +320,7 @@ def host_vector_steps(defn: Reduction, target: Any,
     if copies is not None:
         # rows as the copies keep their guard (outside the tap row loop): partitioned too, the
         # regions x copies x peeled tails doubled KWS's C compile time for no measured gain
-        tiled(copies, min(regs - 4, int(__import__("os").environ.get("NNC_COPIES", "12")) if regs > 16 else 8, defn.axis(copies).extent), Unroll,
+        tiled(copies, min(regs - 4, 12 if regs > 16 else 8, defn.axis(copies).extent), Unroll,
               partition=copies == row)
     reduce = [a.name for a in defn.reduced]
     steps.append(Reorder((*outer, *reduce, *tile)))
