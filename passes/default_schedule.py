@@ -330,22 +330,29 @@ def host_vector_steps(defn: Reduction, target: Any,
 def short_row_lanes(defn: Reduction, shapes: dict[str, tuple[int, ...]], row: str | None,
                     lanes: int) -> bool:
     """Whether a conv's lanes go along its output row although its loads are contiguous along
-    the output channels: a short reduction (at most two vectors' worth of MACs per output, a
-    first layer's few input channels x taps) on an unpadded, contiguous row of at least one
-    vector. With channel lanes its NCHW stores are scattered (one per lane) and cost more than
-    the MACs; along the row they are whole vectors (the weight a broadcast). Measured
-    (`bench_layer`, same run): IC's first conv 3 -> 16 channels, 3x3 on an explicitly padded
-    32x32, 0.036 -> 0.017 ms; a 16 -> 16 channel 3x3 (144 MACs per output) 0.066 -> 0.088 ms,
-    so longer reductions keep the channel lanes."""
+    the output channels: an unpadded row contiguous in the input, and either a short
+    reduction (at most two vectors' worth of MACs per output, a first layer's few input
+    channels x taps) on a row of at least one vector, or a window of taps on a row of at least
+    two vectors. With channel lanes the NCHW stores are scattered (one per lane, and so are
+    the loads of a fused residual add); along the row they are whole vectors, the weight a
+    broadcast. Measured (`bench_layer`, same run, explicitly padded inputs): IC's first conv
+    (3 -> 16 channels, 3x3, 32x32) 0.036 -> 0.017 ms, its 16 -> 16 channel 3x3 on 32x32
+    0.040-0.062 -> 0.025 ms; on 16-wide rows (32 channels) and 1x1 convs (KWS, VWW) the two
+    tiles measured the same, so those keep the channel lanes."""
     if defn.kind != "conv" or row is None or "oc" not in {a.name for a in defn.spatial}:
         return False
-    if any(w.out == row for w in defn.windows) or defn.axis(row).extent < lanes:
+    extent = defn.axis(row).extent
+    if any(w.out == row for w in defn.windows) or extent < lanes:
         return False
-    macs = 1
+    macs = taps = 1
     for a in defn.reduced:
         macs *= a.extent
+        if a.name != "ic":
+            taps *= a.extent
     along = _strides(defn, shapes, row)
-    return macs <= 2 * lanes and along is not None and along <= {0, 1}
+    if along is None or not along <= {0, 1}:
+        return False
+    return macs <= 2 * lanes or (taps > 1 and extent >= 2 * lanes)
 
 
 POOL_KINDS = frozenset({"max_pool", "average_pool", "max_pool_s8", "avg_pool_s8"})
