@@ -72,10 +72,12 @@ def flatten_pointwise(graph: Graph, ctx: PassContext) -> Graph:
     for op in graph.ops:
         if id(op) in replaced or not _pointwise(op, types, opts):
             continue
+        if op.outputs[0].name in outputs:
+            continue  # a graph output keeps its own shape and buffer
         chain = epilogue(op, graph, consts, _flat_constant)
+        while chain and chain[-1].outputs[0].name in outputs:
+            chain.pop()
         last = (chain or [op])[-1].outputs[0]
-        if last.name in outputs:
-            continue  # a graph output stays a buffer of its own
         x = types[op.inputs[0]]
         xf = fresh_name(f"{op.inputs[0]}_flat", used)
         used.add(xf)
