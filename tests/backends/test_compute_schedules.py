@@ -544,6 +544,28 @@ def test_host_dense_lanes_go_along_unpadded_rows(c, h, w, compile_module):
                                    ref, rtol=1e-5, atol=1e-5)
 
 
+def test_host_pointwise_copies_take_four_channel_vectors(compile_module):
+    """A 1x1 conv with 4 vectors of output channels on AVX-512: each copy (an output column)
+    is 4 vectors of channels (4 x 5 accumulators: 15 columns split evenly by 5), so each
+    broadcast input serves 4 multiply-adds; loop interpreter and compiled C match."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 8, 2, 15)).astype(np.float32)
+    wt = rng.standard_normal((64, 8, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    module, feeds, ref = _lowered("conv", [x, wt, bias], {})
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert k.schedule[:3] == (Split("oc", 16), Unroll("oc_o"), Vectorize("oc_i"))
+    assert Split("ow", 5) in k.schedule and Unroll("ow_i") in k.schedule
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- matmul (batched)
 
 
