@@ -7,9 +7,11 @@ around every kernel call (`CLOCK_MONOTONIC`), run `repeat` times after `warmup` 
 process; per kernel the minimum and the median over the runs (a kernel takes microseconds: the
 minimum is the figure least disturbed by other processes). onnxruntime: its profiler's
 per-node kernel times (whole microseconds) over as many runs, one thread, matched to nnc's
-kernels by the ONNX node name (a fused kernel `conv+relu 'Conv_3'` by its first node; nodes
-onnxruntime fused away show no time of their own). Prints one table per model, the kernels
-sorted by nnc's median, and the sums.
+kernels by the ONNX node name: the first node along the kernel's chain of sole consumers that
+onnxruntime timed (it names a fused node after its last node); where onnxruntime runs the
+chain as several nodes (AD's Gemm, BatchNormalization, Relu) only that first node's time is
+shown, so compare the sums. Prints one table per model, the kernels sorted by nnc's median,
+and the sums.
 """
 
 from __future__ import annotations
