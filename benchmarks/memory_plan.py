@@ -4,8 +4,9 @@
 
 "before" is the host pipeline (without its host-only speed passes) with in-place reuse off
 (the planner as it was: liveness + three offset strategies); "after" is the cortex-m pipeline
-up to plan-memory (order-ops, in-place reuse of dying inputs by elementwise kernels and fused epilogues). The floor is the most bytes
-live at once (in-place pairs counted once), which no whole-tensor plan can beat; the issue's bar
+up to plan-memory (order-ops, in-place reuse of dying inputs by elementwise kernels and fused
+epilogues). The floor is the most bytes live at once (in-place pairs counted once), which no
+whole-tensor plan can beat; the issue's bar
 is arena <= 1.05 x floor. float32 models, no hardware needed.
 """
 
