@@ -257,7 +257,9 @@ def host_vector_steps(defn: Reduction, target: Any,
     vec: str | None
     copies: str | None
     windowed = {w.out for w in defn.windows}
-    if short_row_lanes(defn, shapes, row, lanes):
+    # measured on the host's C only: OpenCL and TVM keep the channel-lane tiles
+    host = getattr(target, "kind", "") == "host"
+    if host and short_row_lanes(defn, shapes, row, lanes):
         vec, copies = row, "oc"
     elif strides is not None and strides <= {0, 1} and defn.axis("oc").extent >= lanes // 2:
         vec, copies = "oc", row
@@ -317,7 +319,7 @@ def host_vector_steps(defn: Reduction, target: Any,
         steps += [Split(name, lanes), Unroll(f"{name}_o"), Vectorize(f"{name}_i")]
         tile += [f"{name}_i", f"{name}_o"]  # the copies inside the vector loop, as conv tiles
     elif vec is not None:
-        nv = _channel_vectors(defn, vec, lanes, regs)
+        nv = _channel_vectors(defn, vec, lanes, regs) if host else 1
         ext = defn.axis(vec).extent
         if nv > 1:
             name = vec
