@@ -19,8 +19,11 @@ LOOP_PASSES = (
     "plan-memory",
 )
 
-# narrow depthwise convs get whole vector rows (explicit zero padding, a slice after)
-HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("pad-depthwise-rows",) + GRAPH_PASSES[-1:]
+# stride-2 depthwise convs run on stride-1 rows (a step-2 slice after); narrow depthwise convs
+# get whole vector rows (explicit zero padding, a slice after), small dense convs explicit zero
+# padding; narrow 1x1 convs run over their plane as one row
+HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("depthwise-stride-rows", "pad-depthwise-rows",
+                                         "flatten-pointwise") + GRAPH_PASSES[-1:]
 
 PIPELINES: dict[str, tuple[str, ...]] = {
     # parallelize: checks parallel loops; with threads > 1 makes the outer legal loops parallel

@@ -596,6 +596,15 @@ class KernelBuilder:
         body = self._stack.pop()
         self.emit(If(cond, tuple(body)))
 
+    def if_else(self, cond: Expr, then: Callable[[], None], orelse: Callable[[], None]) -> None:
+        """`if (cond) { then() } else { orelse() }`: each callable emits its branch."""
+        branches = []
+        for emit in (then, orelse):
+            self._stack.append([])
+            emit()
+            branches.append(tuple(self._stack.pop()))
+        self.emit(If(cond, branches[0], branches[1]))
+
     def store(self, buf: Buffer | str, indices: Sequence[Any], value: Any) -> None:
         name = buf if isinstance(buf, str) else buf.name
         dtype = None if isinstance(buf, str) else buf.dtype

@@ -23,6 +23,7 @@ Host only: the pipelines of the other targets do not run it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,27 @@ ROW_MULTIPLE = 8  # output columns per row after padding: a multiple of AVX2's 8
 class PadDepthwiseRowsOptions:
     min_width: int = 4  # narrower rows (3x3 planes) measured slower padded
     max_width: int = 32  # wider rows fill the lanes already (48: no gain)
+    # dense convs (group 1) with output rows up to this wide run on an explicitly padded
+    # input too (no widening, no slice): 0 = never
+    max_dense_width: int = 32
+
+
+def _dense(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
+           opts: PadDepthwiseRowsOptions) -> bool:
+    """Whether `op` is a padded dense float 2-D conv with finite constant weights and output
+    rows of at most `max_dense_width` columns (any stride: its lanes run along the output
+    channels, the input is a broadcast)."""
+    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+        return False
+    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
+    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
+        return False
+    if op.attrs.get_int("group", 1) != 1 or not np.isfinite(w).all():
+        return False
+    _, pb, pe, dilations = spatial_attrs(op.attrs, 2)
+    if dilations != (1, 1) or not any(pb + pe):
+        return False
+    return 1 <= op.outputs[0].type.shape[3] <= opts.max_dense_width
 
 
 def _wide_width(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
@@ -72,10 +94,11 @@ def _row_constant(shape: tuple[int, ...]) -> bool:
     return len(shape) == 0 or shape[-1] == 1
 
 
-def _epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray]) -> list[Op]:
+def epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray],
+             constant_ok: Callable[[tuple[int, ...]], bool] = _row_constant) -> list[Op]:
     """The elementwise ops after `first` (each the sole user of the one before) that may run
     on the wide rows: their only non-constant operand is the previous output, their other
-    operands constant along the row."""
+    operands constants whose shapes `constant_ok` accepts (default: constant along the row)."""
     users, outputs = graph.consumers(), set(graph.output_names())
     chain: list[Op] = []
     value = first.outputs[0].name
@@ -85,7 +108,7 @@ def _epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray]) -> list[Op
             break
         others = [i for i in op.inputs if i and i != value]
         if op.inputs.count(value) != 1 or not all(
-                i in consts and _row_constant(consts[i].shape) for i in others):
+                i in consts and constant_ok(consts[i].shape) for i in others):
             break
         if op.outputs[0].type.shape != first.outputs[0].type.shape:
             break
@@ -111,11 +134,24 @@ def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
         if id(op) in replaced:
             continue
         wide = _wide_width(op, types, consts, opts)
-        if wide is None:
+        dense = wide is None and opts.max_dense_width > 0 and _dense(op, types, consts, opts)
+        if wide is None and not dense:
             continue
-        chain = _epilogue(op, graph, consts)
         x = types[op.inputs[0]]
         _, pb, pe, _ = spatial_attrs(op.attrs, 2)
+        if wide is None or wide == op.outputs[0].type.shape[3]:
+            # full rows already (or a dense conv): only the explicit zero padding, no slice
+            padded = TensorType((*x.shape[:2], x.shape[2] + pb[0] + pe[0],
+                                 x.shape[3] + pb[1] + pe[1]), x.dtype)
+            xp = fresh_name(f"{op.inputs[0]}_pad", used)
+            used.add(xp)
+            replaced[id(op)] = [
+                Op("pad", (op.inputs[0],), (Value(xp, padded),),
+                   Attrs.of(pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], pe[1]), mode="constant",
+                            value=0.0), name=f"{op.name}_pad" if op.name else ""),
+                op.with_(inputs=(xp, *op.inputs[1:]), attrs=op.attrs.set(pads=(0, 0, 0, 0)))]
+            continue
+        chain = epilogue(op, graph, consts)
         kw = consts[op.inputs[1]].shape[3]
         right = wide + kw - 1 - x.shape[3] - pb[1]
         padded = TensorType((*x.shape[:2], x.shape[2] + pb[0] + pe[0], wide + kw - 1), x.dtype)

@@ -14,7 +14,18 @@ from typing import Literal
 import numpy as np
 
 from nnc.ir.graph import Attrs
-from nnc.ir.loops import Expr, Load, call, cast, const, logical_and, maximum, minimum, select
+from nnc.ir.loops import (
+    Buffer,
+    Expr,
+    Load,
+    call,
+    cast,
+    const,
+    logical_and,
+    maximum,
+    minimum,
+    select,
+)
 from nnc.ir.ops import (
     ComputeContext,
     OpDef,
@@ -341,12 +352,50 @@ def _pad_source(i: Expr, n: int, mode: str) -> Expr:
     return select(j.lt(n), j, period - j)
 
 
+def _pad_rows(ctx: ComputeContext, x: Buffer, pads: list[int], value: Expr) -> None:
+    """Constant padding by rows (no negative pads): a row inside the input is a loop of the
+    fill value, the copy, a loop of the fill value; a row outside is the fill value. Each loop
+    is contiguous and guard-free (vectorizable), where one loop over the padded row with a
+    select per element measured 2.3 us for KWS's 64x25x5 -> 64x27x10."""
+    out = ctx.outputs[0]
+    r = len(x.shape)
+    left, right, n = pads[r - 1], pads[2 * r - 1], x.shape[-1]
+    with ctx.b.loops(out.shape[:-1]) as idx:
+        inside: Expr | None = None
+        src: list[Expr] = []
+        for d in range(r - 1):
+            i = idx[d] - pads[d] if pads[d] else idx[d]
+            src.append(i)
+            if pads[d] or pads[r + d]:
+                ok = logical_and(i.ge(0), i.lt(x.shape[d]))
+                inside = ok if inside is None else logical_and(inside, ok)
+
+        def fill(start: int, count: int) -> None:
+            if count > 0:
+                with ctx.b.loop(count) as j:
+                    ctx.store(0, (*idx, j + start if start else j), value)
+
+        def row() -> None:
+            fill(0, left)
+            with ctx.b.loop(n) as j:
+                ctx.store(0, (*idx, j + left if left else j), x[(*src, j)])
+            fill(left + n, right)
+
+        if inside is None:
+            row()
+        else:
+            ctx.b.if_else(inside, row, lambda: fill(0, out.shape[-1]))
+
+
 def _pad_compute(ctx: ComputeContext) -> None:
     x, out = ctx.inputs[0], ctx.outputs[0]
     assert x is not None
     pads = [int(p) for p in ctx.attr("pads")]
     mode = str(ctx.attr("mode", "constant"))
     r = len(x.shape)
+    if mode == "constant" and r >= 1 and min(pads) >= 0 and x.shape[-1] > 0:
+        _pad_rows(ctx, x, pads, const(ctx.attr("value", 0), x.dtype))
+        return
     with ctx.b.loops(out.shape) as idx:
         src: list[Expr] = []
         inside: Expr | None = None

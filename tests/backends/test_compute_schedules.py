@@ -519,6 +519,53 @@ def test_host_depthwise_copies_go_along_the_rows(compile_module):
                                rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("c, h, w", [(5, 4, 34), (1, 3, 18)])
+def test_host_dense_lanes_go_along_unpadded_rows(c, h, w, compile_module):
+    """A dense conv on an unpadded row of >= 2 vectors (a 3x3 window), or of >= 1 vector with
+    a short reduction (one input channel: 9 MACs per output), takes its lanes along the row
+    and its copies along the output channels (contiguous stores); a padded row keeps the
+    channel lanes. Loop interpreter and compiled C match the reference."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((16, c, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(16).astype(np.float32)
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    for pads, along_row in (([0, 0, 0, 0], True), ([1, 1, 1, 1], False)):
+        module, feeds, ref = _lowered("conv", [x, wt, bias], dict(pads=pads))
+        scheduled = schedule(default_schedule(module, ctx), ctx)
+        (k,) = scheduled.kernels
+        lanes = [st.loop for st in k.schedule if isinstance(st, Vectorize)]
+        assert lanes == ((["ow_i"] if w - 2 > 16 else ["ow"]) if along_row else ["oc"]), lanes
+        np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]],
+                                   ref, rtol=1e-5, atol=1e-5)
+
+
+def test_host_pointwise_copies_take_four_channel_vectors(compile_module):
+    """A 1x1 conv with 4 vectors of output channels on AVX-512: each copy (an output column)
+    is 4 vectors of channels (4 x 5 accumulators: 15 columns split evenly by 5), so each
+    broadcast input serves 4 multiply-adds; loop interpreter and compiled C match."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 8, 2, 15)).astype(np.float32)
+    wt = rng.standard_normal((64, 8, 1, 1)).astype(np.float32)
+    bias = rng.standard_normal(64).astype(np.float32)
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    module, feeds, ref = _lowered("conv", [x, wt, bias], {})
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    assert k.schedule[:3] == (Split("oc", 16), Unroll("oc_o"), Vectorize("oc_i"))
+    assert Split("ow", 5) in k.schedule and Unroll("ow_i") in k.schedule
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- matmul (batched)
 
 

@@ -364,8 +364,9 @@ def test_kws_depthwise_layers_share_one_key_in_fp32() -> None:
     assert key.startswith("conv+relu(f32[1,64,27,10], f32[64,1,3,3] const, f32[64] const) -> "
                           "(f32[1,64,25,8]) conv{dilations=[1,1],group=64,pads=[0,0,0,0],"
                           "strides=[1,1]} relu{} target=host ")
-    # first conv, 4 x (pad, depthwise, slice), 4 pointwise (one key each), pool, gemm, softmax
-    assert len(m.kernels) == 20 and len({k.workload for k in m.kernels}) == 8
+    # the first conv's explicit padding (pad-depthwise-rows on a dense conv) and the conv,
+    # 4 x (pad, depthwise, slice), 4 pointwise (one key), pool, gemm, softmax
+    assert len(m.kernels) == 21 and len({k.workload for k in m.kernels}) == 9
     # no loop, buffer or op names
     names = {b.name for b in m.buffers} | {k.op_name for k in m.kernels}
     for k in m.kernels:

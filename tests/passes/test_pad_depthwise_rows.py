@@ -76,7 +76,42 @@ def test_an_add_of_another_tensor_stays_after_the_slice() -> None:
     assert [op.kind for op in out.ops] == ["pad", "conv", "relu", "slice", "add"]
 
 
+def test_whole_rows_get_only_the_padding() -> None:
+    """16-wide rows are whole vectors already: the explicit padding, no slice."""
+    g = dw_graph(h=6, w=16)
+    out = run_pass(g)
+    assert [op.kind for op in out.ops] == ["pad", "conv", "relu"]
+    assert out.ops[0].attr("pads") == (0, 0, 1, 1, 0, 0, 1, 1)
+    x = RNG.standard_normal((1, 8, 6, 16)).astype(np.float32)
+    np.testing.assert_array_equal(run_graph(out, {"x": x})[g.outputs[0].name],
+                                  run_graph(g, {"x": x})[g.outputs[0].name])
+
+
+def _dense_graph(w: int, pads: tuple[int, ...] = (1, 1, 1, 1), stride: int = 1) -> Graph:
+    x = TensorType((1, 3, 8, w), "float32")
+    consts = (Constant.of("w", RNG.standard_normal((4, 3, 3, 3)).astype(np.float32)),)
+    attrs = Attrs.of(strides=(stride, stride), pads=pads, dilations=(1, 1), group=1,
+                     kernel_shape=(3, 3))
+    t = get_op("conv").infer([x, consts[0].value.type], attrs)[0]
+    return Graph("g", (Value("x", x),), (Value("y", t),), consts,
+                 (Op("conv", ("x", "w"), (Value("y", t),), attrs, name="y"),))
+
+
+@pytest.mark.parametrize("stride, pads", [(1, (1, 1, 1, 1)), (2, (0, 0, 1, 1))])
+def test_dense_convs_get_explicit_padding(stride: int, pads: tuple[int, ...]) -> None:
+    g = _dense_graph(16, pads, stride)
+    out = run_pass(g)
+    assert [op.kind for op in out.ops] == ["pad", "conv"]
+    assert out.ops[1].attr("pads") == (0, 0, 0, 0)
+    assert out.ops[0].attr("pads") == (0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3])
+    x = RNG.standard_normal((1, 3, 8, 16)).astype(np.float32)
+    np.testing.assert_allclose(run_graph(out, {"x": x})["y"], run_graph(g, {"x": x})["y"],
+                               rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("why, graph", [
+    ("unpadded", _dense_graph(16, (0, 0, 0, 0))),
+    ("rows of 48 (> max_dense_width)", _dense_graph(50)),
     ("stride 2", dw_graph(stride=2)),
     ("rows of 48 fill the lanes already", dw_graph(h=6, w=48)),
     ("rows of 3: measured slower padded", dw_graph(h=3, w=3)),
