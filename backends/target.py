@@ -232,8 +232,9 @@ def opencl_target() -> Target:
     """An OpenCL 1.2 device (PoCL's CPU device, a GPU, ...): kernels in model.cl, built at run
     time by the device's driver; the host runtime is C built with the host compiler against
     the ICD loader (-lOpenCL). Which device runs it is chosen at run time (`device=`)."""
+    isa, bits, _ = detect_vector_isa()
     return Target(name="opencl", kind="opencl", cc=host_cc(), cflags=COMMON_CFLAGS,
-                  ldflags=("-lOpenCL",))
+                  ldflags=("-lOpenCL",), vector_isa=isa, vector_bits=bits)
 
 
 def tvm_target() -> Target:
