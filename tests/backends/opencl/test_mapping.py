@@ -260,9 +260,12 @@ def test_overlapping_pieces_are_not_units() -> None:
     assert device_mappings(parse_module(TWO_PASSES).kernels[0])["cpu"] == WorkMapping()
 
 
-def _tiled_modules() -> dict[str, object]:
+def _tiled_modules(bits: int = 128) -> dict[str, object]:
     """The OpenCL pipeline's register-tiled conv (a partitioned row: peeled columns and the
-    tile) and one-row gemm (the split `oc_o` loop and its remainder)."""
+    tile) and one-row gemm (the split `oc_o` loop and its remainder), the tiles `bits` wide
+    (OpenCL's are the compiling CPU's width: pinned here, so the pieces are known)."""
+    from dataclasses import replace
+
     from nnc.compiler.api import _target
     from nnc.compiler.onnx.importer import import_model
     from nnc.compiler.pipeline import default_pipeline
@@ -270,8 +273,10 @@ def _tiled_modules() -> dict[str, object]:
     from tests.backends.opencl.test_opencl import small_models
 
     models = small_models()
+    target = replace(_target("opencl"), vector_bits=bits,
+                     vector_isa="avx512f" if bits == 512 else "sse2")
     return {n: PassManager(parse_pipeline(default_pipeline("opencl")),
-                           target=_target("opencl")).run(import_model(models[n]))
+                           target=target).run(import_model(models[n]))
             for n in ("conv", "gemm")}
 
 
@@ -288,11 +293,15 @@ def test_register_tiles_keep_their_pieces_as_items() -> None:
 
 @pytest.mark.needs_opencl
 @pytest.mark.parametrize("mapping", [None, "gpu"])
-@pytest.mark.parametrize("name", ["split_tail", "two_passes", "conv", "gemm"])
+@pytest.mark.parametrize("name", ["split_tail", "two_passes", "conv", "gemm", "conv@512",
+                                  "gemm@512"])
 def test_unit_mapping_equals_the_interpreter(name: str, mapping: str | None,
                                              tmp_path: Path) -> None:
-    if name in ("conv", "gemm"):
-        module = _tiled_modules()[name]
+    """Both mappings of the tiled kernels as the loop interpreter runs them, bit for bit; at
+    512 bits the tiles' 16-lane loops are OpenCL vector code (float16, vload16)."""
+    if name.startswith(("conv", "gemm")):
+        kind, _, bits = name.partition("@")
+        module = _tiled_modules(int(bits or 128))[kind]
     else:
         module = parse_module({"split_tail": SPLIT_TAIL, "two_passes": TWO_PASSES}[name])
     x = module.buffer_map()["x"]  # type: ignore[attr-defined]
