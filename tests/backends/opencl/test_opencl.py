@@ -244,10 +244,13 @@ def test_prequantized_qdq_model_bit_identical_with_host_c(mlperf: dict, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_shows_kernels_and_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnc.backends.target as target
     from nnc.compiler.inspect import inspect_opencl
 
+    # 128-bit tiles (OpenCL's are the compiling CPU's width), so the pieces below are known
+    monkeypatch.setattr(target, "detect_vector_isa", lambda: ("sse2", 128, ()))
     path = tmp_path / "conv.onnx"
     onnx.save(small_models()["conv"], path)
     text = inspect_opencl(path)
