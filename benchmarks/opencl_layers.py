@@ -2,17 +2,18 @@
 same model, same run, same input; prints the kernels where OpenCL loses most.
 
     python -m benchmarks.opencl_layers [--model resnet50] [--threads 2] [--repeat 10]
-        [--device pocl] [--top 15] [--json out.json]
+        [--rounds 3] [--device pocl] [--top 15] [--json out.json]
 
 OpenCL: each kernel's start->end time from profiling events (median over `--repeat` profiled
 runs; `OpenCLModel.benchmark`). Host C: the model compiled with `threads=N` (default 2: PoCL
 uses every core, the issue compares both on 2 threads), its library rebuilt in a copy of the
 build folder with the per-layer hooks of model.c (`NNC_LAYER_BEGIN/END`, here a monotonic clock
 around every kernel call, summed per layer into `nnc_layer_us`), run from Python `--repeat`
-times; the median per layer. Both builds come from the same loop module, so kernel i is layer
-i on both sides (checked by name). Prints the totals, then the top kernels by absolute gap
-(OpenCL - host, where the time goes) and by ratio (OpenCL / host, among kernels of at least
-1% of the host total).
+times; the median per layer. `--rounds` rounds alternate the two sides; every figure is the
+best round's median (a shared machine disturbs some rounds). Both builds come from the same
+loop module, so kernel i is layer i on both sides (checked by name). Prints the totals, then
+the top kernels by absolute gap (OpenCL - host, where the time goes) and by ratio (OpenCL /
+host, among kernels of at least 1% of the host total).
 """
 
 from __future__ import annotations
@@ -67,10 +68,9 @@ def clocked_copy(host_dir: Path, dest: Path) -> Path:
     return dest
 
 
-def host_layers(model_dir: Path, feeds: dict[str, np.ndarray], warmup: int, repeat: int
+def host_layers(model: HostModel, feeds: dict[str, np.ndarray], warmup: int, repeat: int
                 ) -> tuple[list[str], list[float], float]:
     """(layer names, median us per layer, median sum ms) of the clocked host build."""
-    model = HostModel(model_dir)
     n = len(model.layers)
     if n > MAX_LAYERS:
         raise SystemExit(f"{n} layers: more than the clock's {MAX_LAYERS}")
@@ -87,7 +87,8 @@ def host_layers(model_dir: Path, feeds: dict[str, np.ndarray], warmup: int, repe
     return [lay.op_name for lay in model.layers], per_layer, total
 
 
-def compare(name: str, threads: int, repeat: int, device: str | None, tmp: Path) -> dict:
+def compare(name: str, threads: int, repeat: int, device: str | None, tmp: Path,
+            rounds: int = 3) -> dict:
     if name in LIGHT_MODELS:
         model, feeds, _ = load_light(name)
     else:
@@ -98,18 +99,34 @@ def compare(name: str, threads: int, repeat: int, device: str | None, tmp: Path)
     host = nnc.compile(model, target="host", output_dir=tmp / "c", threads=threads)
     clocked = clocked_copy(tmp / "c", tmp / "c_clocked")
     print(f"{name}: measuring", flush=True)
-    rcl = cl.benchmark(warmup=5, repeat=repeat, inputs=feeds)
-    names, host_us, host_sum = host_layers(clocked, feeds, 5, repeat)
-    host_ms = host.benchmark(warmup=5, repeat=repeat, inputs=feeds)["latency_ms"]["median"]
-    if [lay["name"] for lay in rcl["layers"]] != names:
-        raise SystemExit("the OpenCL kernels and the host layers differ; cannot compare")
+    timed = HostModel(clocked)
+    # rounds alternate the two sides; each figure is the best round's median (the round least
+    # disturbed by other processes: the machine this was written on is shared)
+    cl_us: list[float] | None = None
+    host_us: list[float] | None = None
+    cl_ms = cl_kernels = host_ms = host_sum = float("inf")
+    for _ in range(rounds):
+        rcl = cl.benchmark(warmup=3, repeat=repeat, inputs=feeds)
+        names, layer_us, layer_sum = host_layers(timed, feeds, 3, repeat)
+        if [lay["name"] for lay in rcl["layers"]] != names:
+            raise SystemExit("the OpenCL kernels and the host layers differ; cannot compare")
+        med = [lay["median_us"] for lay in rcl["layers"]]
+        cl_us = med if cl_us is None else [min(a, b) for a, b in zip(cl_us, med, strict=True)]
+        host_us = layer_us if host_us is None else [min(a, b) for a, b in
+                                                    zip(host_us, layer_us, strict=True)]
+        cl_ms = min(cl_ms, rcl["latency_ms"]["median"])
+        cl_kernels = min(cl_kernels, rcl["kernels_ms"])
+        host_sum = min(host_sum, layer_sum)
+        host_ms = min(host_ms, host.benchmark(warmup=3, repeat=repeat,
+                                              inputs=feeds)["latency_ms"]["median"])
+    assert cl_us is not None and host_us is not None
     rows = []
     for i, lay in enumerate(rcl["layers"]):
         rows.append({"index": i, "kernel": lay["kernel"], "name": lay["name"], "op": lay["op"],
-                     "macs": lay["macs"], "opencl_us": lay["median_us"],
+                     "macs": lay["macs"], "opencl_us": cl_us[i],
                      "host_us": round(host_us[i], 3)})
-    return {"model": name, "threads": threads, "device": rcl["device"],
-            "opencl_ms": rcl["latency_ms"]["median"], "opencl_kernels_ms": rcl["kernels_ms"],
+    return {"model": name, "threads": threads, "device": rcl["device"], "rounds": rounds,
+            "opencl_ms": cl_ms, "opencl_kernels_ms": cl_kernels,
             "host_ms": host_ms, "host_layers_ms": round(host_sum, 4), "layers": rows}
 
 
@@ -155,12 +172,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2,
                     help="threads of the host C build (PoCL uses every core)")
     ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds alternating OpenCL and host C; the best round's median counts")
     ap.add_argument("--device", default=None)
     ap.add_argument("--top", type=int, default=15)
     ap.add_argument("--json", help="also write the result as JSON here")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="nnc-cl-layers-") as tmp:
-        res = compare(args.model, args.threads, args.repeat, args.device, Path(tmp))
+        res = compare(args.model, args.threads, args.repeat, args.device, Path(tmp),
+                      args.rounds)
     print(report(res, args.top))
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

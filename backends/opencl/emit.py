@@ -12,7 +12,10 @@ offsets fixed at compile time, so no sub-buffer is created (and CL_DEVICE_MEM_BA
 which only constrains sub-buffer origins, does not apply). Arguments are set once at init.
 
 Kernels are `OpenCLEmitter` (a thin `CStyleEmitter` subclass) output; the outer independent
-loops become work-item dimensions (`nnc.backends.opencl.mapping`).
+loops become work-item dimensions (`nnc.backends.opencl.mapping`). A register tile's vectorized
+float32 loop of 2, 4, 8 or 16 iterations is OpenCL vector code (`vector_loop`: floatN values,
+vloadN/vstoreN on global buffers, the private tile accessed as aligned floatN), so the device
+compiler uses vector registers of the tile's width; any other loop stays scalar.
 """
 
 from __future__ import annotations
