@@ -44,9 +44,10 @@ from nnc.ir.loops import (
 from nnc.passes.manager import PassContext, register_pass
 
 HOST_CPU_KINDS = frozenset({"host", "tvm"})  # targets whose kernels run on the compiling CPU
-# targets scheduled with the host's register tiles: the host CPU's, and OpenCL at a portable
-# 128 bits (4 float lanes x up to 12 copies per work item; the tile's outer split loops stay
-# work items, backends/opencl/mapping.py)
+# targets scheduled with the host's register tiles: the host CPU's, and OpenCL at the
+# compiling CPU's vector width (`opencl_target`: PoCL's CPU device is that CPU; 16 float lanes
+# x up to 12 copies per work item on AVX-512, emitted as OpenCL vector code; the tile's outer
+# split loops stay work items, backends/opencl/mapping.py; GPUs spread the lanes)
 REGISTER_TILE_KINDS = HOST_CPU_KINDS | {"opencl"}
 
 

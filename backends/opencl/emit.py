@@ -12,7 +12,10 @@ offsets fixed at compile time, so no sub-buffer is created (and CL_DEVICE_MEM_BA
 which only constrains sub-buffer origins, does not apply). Arguments are set once at init.
 
 Kernels are `OpenCLEmitter` (a thin `CStyleEmitter` subclass) output; the outer independent
-loops become work-item dimensions (`nnc.backends.opencl.mapping`).
+loops become work-item dimensions (`nnc.backends.opencl.mapping`). A register tile's vectorized
+float32 loop of 2, 4, 8 or 16 iterations is OpenCL vector code (`vector_loop`: floatN values,
+vloadN/vstoreN on global buffers, the private tile accessed as aligned floatN), so the device
+compiler uses vector registers of the tile's width; any other loop stays scalar.
 """
 
 from __future__ import annotations
@@ -26,7 +29,10 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from nnc.backends.c.emit import (
+    ADD,
+    MUL,
     PRIMARY,
+    UNARY,
     WEIGHTS_ALIGN,
     CExpr,
     CStyleEmitter,
@@ -43,7 +49,25 @@ from nnc.backends.opencl.mapping import (
     shrink_locals,
     unite,
 )
-from nnc.ir.loops import Buffer, Expr, For, Kernel, Load, LoopModule, Store
+from nnc.ir.affine import flat_offset
+from nnc.ir.loops import (
+    Binary,
+    Buffer,
+    Const,
+    Expr,
+    For,
+    If,
+    Kernel,
+    Load,
+    LoopModule,
+    Stmt,
+    Store,
+    Var,
+    map_expr,
+    uses_var,
+    walk_expr,
+    walk_stmts,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -54,6 +78,14 @@ _ARG_NAMES = {ARENA: "nnc_arena", WEIGHTS: "nnc_weights", INPUT: "nnc_in", OUTPU
 
 # OpenCL C has the C99 math names as overloads (no f suffix); nearbyint is spelled rint
 _CL_MATH = {"round": "rint", "mod": "fmod"}
+
+# vectorized loops of these extents over float32 become OpenCL vector code (floatN, vloadN,
+# vstoreN): the device compiler then uses registers of that width (PoCL's LLVM keeps the
+# loops it vectorizes itself at 256 bits on AVX-512 and did not vectorize the tiles' 4-lane
+# loops at all beyond SSE); lane-wise IEEE arithmetic, so the results are the scalar loop's
+VECTOR_WIDTHS = (2, 4, 8, 16)
+LOCAL_ALIGN = 64  # bytes: private float arrays, so their lanes may be accessed as float16
+_VECTOR_OPS = {"add": ("+", ADD), "sub": ("-", ADD), "mul": ("*", MUL)}
 
 PREAMBLE = """\
 /* OpenCL C has no <stdint.h>: its fixed-width types under the C names the emitter uses */
@@ -77,7 +109,8 @@ typedef ulong uint64_t;
 #ifndef INT32_MAX
 #define INT32_MAX 2147483647
 #endif
-/* like the host build (ISO C: no contraction), so float results match the C backend */
+/* ISO C: no contraction, so float results match the loop interpreter bit for bit (with the
+ * vector code, contraction measured no faster on PoCL) */
 #pragma OPENCL FP_CONTRACT OFF
 """
 
@@ -133,7 +166,10 @@ class OpenCLEmitter(CStyleEmitter):
     def local_decl(self, buf: Buffer, cname: str) -> str:
         if buf.dtype == "float16":  # a private half array needs cl_khr_fp16: floats that
             buf = Buffer(buf.name, buf.shape, "float32", buf.scope)  # hold rounded halves
-        return super().local_decl(buf, cname)
+        decl = super().local_decl(buf, cname)
+        if buf.dtype == "float32" and buf.shape and buf.size > 1:  # vector lanes (float16)
+            decl = f"__attribute__((aligned({LOCAL_ALIGN}))) {decl}"
+        return decl
 
     def _global_half(self, name: str, indices: Sequence[Expr]) -> tuple[str, str] | None:
         """(pointer, index) of an element of a global float16 buffer, else None."""
@@ -175,7 +211,7 @@ class OpenCLEmitter(CStyleEmitter):
             return self.spread_for(s, spread.dim, spread.shift, depth)
         dim = self.work.dim_of(s.var)
         if dim is None:
-            return super().stmt_for(s, depth)
+            return self.vector_loop(s, depth) or super().stmt_for(s, depth)
         pad = self.indent_unit * depth
         var = self.names.unique(s.var)
         self.vars[s.var] = var
@@ -184,6 +220,152 @@ class OpenCLEmitter(CStyleEmitter):
         lines += self.block(s.body, depth)  # a mapped loop is alone in its parent: nothing follows
         del self.vars[s.var]
         return lines
+
+    # ---- vector code for vectorized loops
+
+    def _form(self, name: str, indices: Sequence[Expr]) -> dict[str, int] | None:
+        names = {x.name for i in indices for x in walk_expr(i) if isinstance(x, Var)}
+        return flat_offset(indices, self.buffer(name).shape, {n: 2 for n in names})
+
+    def _lane_kind(self, e: Expr, var: str, written: dict[str, dict[str, int]]) -> str | None:
+        """"s" (the same in every lane), "v" (lane l is iteration l) or None (no vector form)
+        of an expression inside vectorized loop `var`; `written` holds each buffer the loop
+        stores and the flat form of its stores."""
+        if not uses_var(e, var):
+            if any(isinstance(x, Load) and x.buffer in written for x in walk_expr(e)):
+                return None  # reads what the loop writes: leave it to the scalar loop
+            return "s"
+        if e.dtype != "float32":
+            return None
+        if isinstance(e, Load):
+            buf = self.buffer(e.buffer)
+            if buf.dtype != "float32" or not self._vector_buffer(buf):
+                return None
+            form = self._form(e.buffer, e.indices)
+            if form is None or form.get(var) != 1:
+                return None
+            if e.buffer in written and written[e.buffer] != form:
+                return None  # another element than the one stored: a loop-carried value
+            return "v"
+        if isinstance(e, Binary) and e.op in _VECTOR_OPS:
+            kinds = {self._lane_kind(x, var, written) for x in (e.a, e.b)}
+            return None if None in kinds else "v"
+        return None
+
+    def _vector_buffer(self, buf: Buffer) -> bool:
+        """A buffer vector code may touch: a private array, or a global that overlaps no other
+        param (restrict), so reordering its accesses across lanes cannot change a result."""
+        return buf.scope == "local" or buf.name in self._restrict
+
+    def _vector_stores(self, body: Sequence[Stmt], var: str) -> dict[str, dict[str, int]] | None:
+        """The buffers the loop body stores (each store contiguous along `var`, one form per
+        buffer), or None when the body is not only such stores and ifs that do not depend on
+        `var` (and read nothing the loop writes)."""
+        out: dict[str, dict[str, int]] = {}
+        for st in body:
+            if isinstance(st, If):
+                if st.orelse or uses_var(st.cond, var):
+                    return None
+                inner = self._vector_stores(st.then, var)
+                if inner is None:
+                    return None
+                for b, f in inner.items():
+                    if out.setdefault(b, f) != f:
+                        return None
+            elif isinstance(st, Store):
+                buf = self.buffer(st.buffer)
+                if buf.dtype != "float32" or st.value.dtype != "float32" or not buf.shape \
+                        or not self._vector_buffer(buf):
+                    return None
+                form = self._form(st.buffer, st.indices)
+                if form is None or form.get(var) != 1 or out.setdefault(st.buffer, form) != form:
+                    return None
+            else:
+                return None
+        return out
+
+    def _at_zero(self, indices: Sequence[Expr], var: str) -> tuple[Expr, ...]:
+        return tuple(map_expr(i, lambda x: Const(0, "int64")
+                              if isinstance(x, Var) and x.name == var else None)
+                     for i in indices)
+
+    def _lane_address(self, name: str, indices: Sequence[Expr], var: str) -> str:
+        """`pointer + offset` of lane 0 (iteration var = 0) of buffer[indices]."""
+        text = self.element(name, self._at_zero(indices, var))
+        at = text.index("[")
+        return f"{text[:at]} + ({text[at + 1:-1]})"
+
+    def _aligned_lanes(self, name: str, indices: Sequence[Expr], var: str, n: int) -> bool:
+        """Whether buffer[indices]'s lanes are a private array's n-aligned floatN (its arrays
+        are LOCAL_ALIGN-aligned): accessed as one, not through vloadN/vstoreN, which PoCL
+        links as library calls after its work-item loops kept every private array a call
+        touches in memory, one copy per work item."""
+        buf = self.buffer(name)
+        if buf.scope != "local" or buf.dtype != "float32" or 4 * n > LOCAL_ALIGN:
+            return False
+        form = self._form(name, self._at_zero(indices, var))
+        return form is not None and all(c % n == 0 for c in form.values())
+
+    def _vector_expr(self, e: Expr, var: str, n: int) -> CExpr:
+        if not uses_var(e, var):
+            return self.expr(e)
+        if isinstance(e, Load):
+            self.loaded.add(e.buffer)
+            address = self._lane_address(e.buffer, e.indices, var)
+            if self._aligned_lanes(e.buffer, e.indices, var, n):
+                return CExpr(f"*(float{n} *)({address})", UNARY)
+            return CExpr(f"vload{n}(0, {address})", PRIMARY)
+        assert isinstance(e, Binary) and e.op in _VECTOR_OPS
+        sym, prec = _VECTOR_OPS[e.op]
+        a, b = self._vector_expr(e.a, var, n), self._vector_expr(e.b, var, n)
+        return CExpr(f"{a.at(prec)} {sym} {b.at(prec - 1)}", prec)
+
+    def _vector_block(self, body: Sequence[Stmt], var: str, n: int, depth: int) -> list[str]:
+        pad = self.indent_unit * depth
+        lines: list[str] = []
+        for st in body:
+            if isinstance(st, If):
+                lines += [f"{pad}if ({self.text(st.cond)}) {{",
+                          *self._vector_block(st.then, var, n, depth + 1), pad + "}"]
+                continue
+            assert isinstance(st, Store)
+            value = self._vector_expr(st.value, var, n).text
+            if not uses_var(st.value, var):
+                value = f"(float{n})({value})"
+            address = self._lane_address(st.buffer, st.indices, var)
+            if self._aligned_lanes(st.buffer, st.indices, var, n):
+                lines.append(f"{pad}*(float{n} *)({address}) = {value};")
+            else:
+                lines.append(f"{pad}vstore{n}({value}, 0, {address});")
+        return lines
+
+    def vector_loop(self, s: For, depth: int) -> list[str]:
+        """A vectorized float32 loop as OpenCL vector code, one statement per vector (lane l
+        is iteration l), when every store is contiguous along the loop and every operand is
+        contiguous or the same in all lanes; [] when not (the scalar loop then)."""
+        if s.kind != "vectorized" or s.extent not in VECTOR_WIDTHS:
+            return []
+        written = self._vector_stores(s.body, s.var)
+        if not written:
+            return []
+        for st in walk_stmts(s.body):
+            if isinstance(st, Store):
+                if self._lane_kind(st.value, s.var, written) is None:
+                    return []
+                exprs: tuple[Expr, ...] = (*st.indices, st.value)
+            else:
+                exprs = (st.cond,) if isinstance(st, If) else ()
+            for x in (x for e in exprs for x in walk_expr(e)):
+                if isinstance(x, Load) and (not self._vector_buffer(self.buffer(x.buffer)) or (
+                        x.buffer in written and not isinstance(st, Store))):
+                    return []
+            if isinstance(st, Store) and any(
+                    isinstance(x, Load) and x.buffer in written
+                    for e in st.indices for x in walk_expr(e)):
+                return []
+        pad = self.indent_unit * depth
+        return [f"{pad}{{ /* {s.var}: {s.extent} lanes */",
+                *self._vector_block(s.body, s.var, s.extent, depth + 1), pad + "}"]
 
     def spread_for(self, s: For, dim: int, shift: int, depth: int) -> list[str]:
         """An inner loop spread over dimension `dim`: this item runs iteration id - shift."""

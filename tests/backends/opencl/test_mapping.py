@@ -260,19 +260,74 @@ def test_overlapping_pieces_are_not_units() -> None:
     assert device_mappings(parse_module(TWO_PASSES).kernels[0])["cpu"] == WorkMapping()
 
 
-def _tiled_modules() -> dict[str, object]:
-    """The OpenCL pipeline's register-tiled conv (a partitioned row: peeled columns and the
-    tile) and one-row gemm (the split `oc_o` loop and its remainder)."""
+def opencl_modules(models: dict[str, object], bits: int = 128) -> dict[str, object]:
+    """The OpenCL pipeline's loop modules of `models`, the register tiles `bits` wide (OpenCL's
+    are the compiling CPU's width: pinned here, so the tiles are known)."""
+    from dataclasses import replace
+
     from nnc.compiler.api import _target
     from nnc.compiler.onnx.importer import import_model
     from nnc.compiler.pipeline import default_pipeline
     from nnc.passes.manager import PassManager, parse_pipeline
+
+    target = replace(_target("opencl"), vector_bits=bits,
+                     vector_isa="avx512f" if bits == 512 else "sse2")
+    return {n: PassManager(parse_pipeline(default_pipeline("opencl")),
+                           target=target).run(import_model(m))  # type: ignore[arg-type]
+            for n, m in models.items()}
+
+
+def _tiled_modules(bits: int = 128) -> dict[str, object]:
+    """The OpenCL pipeline's register-tiled conv (a partitioned row: peeled columns and the
+    tile) and one-row gemm (the split `oc_o` loop and its remainder)."""
     from tests.backends.opencl.test_opencl import small_models
 
     models = small_models()
-    return {n: PassManager(parse_pipeline(default_pipeline("opencl")),
-                           target=_target("opencl")).run(import_model(models[n]))
-            for n in ("conv", "gemm")}
+    return opencl_modules({n: models[n] for n in ("conv", "gemm")}, bits)
+
+
+def _wide_models() -> dict[str, object]:
+    """Models whose 512-bit tiles have 16-lane loops: a conv with lanes along 32 output
+    channels, a depthwise conv with lanes along a 32-column row, a one-row gemm of 3 vectors."""
+    from onnx import helper
+
+    from tests.backends.opencl.test_opencl import _model, _vi, _w
+
+    return {
+        "conv32": _model([helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
+                          helper.make_node("Relu", ["c"], ["y"])],
+                         [_vi("x", [1, 5, 7, 9])], [_vi("y", [1, 32, 7, 9])],
+                         [_w("w", [32, 5, 3, 3], 1), _w("b", [32], 2)]),
+        "depthwise": _model([helper.make_node("Conv", ["x", "w", "b"], ["y"], group=4,
+                                              pads=[1, 1, 1, 1])],
+                            [_vi("x", [1, 4, 5, 32])], [_vi("y", [1, 4, 5, 32])],
+                            [_w("w", [4, 1, 3, 3], 3), _w("b", [4], 4)]),
+        "gemm48": _model([helper.make_node("Gemm", ["x", "w", "b"], ["y"], transB=1)],
+                         [_vi("x", [1, 64])], [_vi("y", [1, 48])],
+                         [_w("w", [48, 64], 5), _w("b", [48], 6)]),
+    }
+
+
+@pytest.mark.needs_opencl
+@pytest.mark.parametrize("mapping", [None, "gpu"])
+@pytest.mark.parametrize("name", ["conv32", "depthwise", "gemm48"])
+def test_vector_code_equals_the_interpreter(name: str, mapping: str | None,
+                                            tmp_path: Path) -> None:
+    """16-lane tile loops as OpenCL vector code (float16 lanes, vload16/vstore16 on globals,
+    the private tiles as aligned float16) compute what the loop interpreter does, bit for bit,
+    on both mappings."""
+    module = opencl_modules({name: _wide_models()[name]}, 512)[name]
+    cl = str(emit_opencl(module)["model.cl"])  # type: ignore[arg-type]
+    assert "16 lanes */" in cl and "vload16(0, " in cl
+    if name != "depthwise":  # its lanes are a row: the private tile is spread on GPUs
+        assert "*(float16 *)(acc" in cl
+    x = module.buffer_map()["x"]  # type: ignore[attr-defined]
+    feeds = {"x": np.random.default_rng(7).standard_normal(x.shape).astype(np.float32)}
+    want = run_loop_module(module, feeds)  # type: ignore[arg-type]
+    build(module, tmp_path, mapping=mapping)  # type: ignore[arg-type]
+    got = OpenCLModel(tmp_path).run(feeds)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v)
 
 
 def test_register_tiles_keep_their_pieces_as_items() -> None:
@@ -288,11 +343,15 @@ def test_register_tiles_keep_their_pieces_as_items() -> None:
 
 @pytest.mark.needs_opencl
 @pytest.mark.parametrize("mapping", [None, "gpu"])
-@pytest.mark.parametrize("name", ["split_tail", "two_passes", "conv", "gemm"])
+@pytest.mark.parametrize("name", ["split_tail", "two_passes", "conv", "gemm", "conv@512",
+                                  "gemm@512"])
 def test_unit_mapping_equals_the_interpreter(name: str, mapping: str | None,
                                              tmp_path: Path) -> None:
-    if name in ("conv", "gemm"):
-        module = _tiled_modules()[name]
+    """Both mappings of the tiled kernels as the loop interpreter runs them, bit for bit; at
+    512 bits the tiles' 16-lane loops are OpenCL vector code (float16, vload16)."""
+    if name.startswith(("conv", "gemm")):
+        kind, _, bits = name.partition("@")
+        module = _tiled_modules(int(bits or 128))[kind]
     else:
         module = parse_module({"split_tail": SPLIT_TAIL, "two_passes": TWO_PASSES}[name])
     x = module.buffer_map()["x"]  # type: ignore[attr-defined]

@@ -89,15 +89,10 @@ def test_small_model_matches_onnxruntime(name: str, tmp_path: Path) -> None:
 def test_outer_independent_loops_become_work_items() -> None:
     """Every kernel of the conv and the gemm gets work items (the conv at least its output
     channels); a loop that stores the same element every iteration is never mapped."""
-    from nnc.compiler.api import _target
-    from nnc.compiler.onnx.importer import import_model
-    from nnc.compiler.pipeline import default_pipeline
-    from nnc.passes.manager import PassManager, parse_pipeline
+    from tests.backends.opencl.test_mapping import opencl_modules
 
-    for name in ("conv", "gemm"):
-        graph = import_model(small_models()[name])
-        module = PassManager(parse_pipeline(default_pipeline("opencl")),
-                             target=_target("opencl")).run(graph)
+    # 128-bit tiles: at the compiling CPU's width the gemm's 10 outputs may be one tile
+    for name, module in opencl_modules({n: small_models()[n] for n in ("conv", "gemm")}).items():
         maps = kernel_mappings(module)
         assert maps and all(m.loops for m in maps), (name, maps)
         cl = str(emit_opencl(module)["model.cl"])
@@ -249,10 +244,13 @@ def test_prequantized_qdq_model_bit_identical_with_host_c(mlperf: dict, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_inspect_shows_kernels_and_mapping(tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_inspect_shows_kernels_and_mapping(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import nnc.backends.target as target
     from nnc.compiler.inspect import inspect_opencl
 
+    # 128-bit tiles (OpenCL's are the compiling CPU's width), so the pieces below are known
+    monkeypatch.setattr(target, "detect_vector_isa", lambda: ("sse2", 128, ()))
     path = tmp_path / "conv.onnx"
     onnx.save(small_models()["conv"], path)
     text = inspect_opencl(path)
