@@ -104,6 +104,10 @@ def nnc_layers(out_dir: Path, info: dict[str, Any], warmup: int,
         (t / "hooks.h").write_text(f"#define NNC_PROF_LAYERS {max(layers, 1)}\n{HOOKS}")
         (t / "driver.c").write_text(DRIVER)
         srcs = [str(out_dir / s) for s in ("model.c", "weights.c") if (out_dir / s).exists()]
+        if len(srcs) > 1 and not (out_dir / "weights.bin").exists():
+            # the folder keeps large weights in libmodel.so only: take weights.bin back out
+            subprocess.run(["make", "--no-print-directory", "weights.bin"], cwd=out_dir,
+                           check=True, capture_output=True, text=True)
         cmd = [cc["command"], *cc["cflags"], "-D_POSIX_C_SOURCE=199309L",
                f"-DNNC_PREFIX={prefix}", "-include", str(t / "hooks.h"), f"-I{out_dir}",
                *srcs, str(t / "driver.c"), "-o", str(t / "prof"), "-lm"]
