@@ -21,6 +21,7 @@ from benchmarks.models import (
     MODELS,
     load_light,
     model_stats,
+    randomize_light_weights,
     sample_input,
     save_all,
 )
@@ -128,3 +129,20 @@ def test_light_model_compiled_matches_onnxruntime(name: str, tmp_path: Path) -> 
     _assert_close(compiled.run(feeds), want)
     if os.environ.get("NNC_BENCH_PRINT"):
         print(name, compiled.compile_time_s)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet", "resnet50"])
+def test_light_model_with_random_weights_matches_onnxruntime(name: str, tmp_path: Path) -> None:
+    """The shipped light models have one value in every weight (flat softmax output, every
+    channel alike): with random weights a wrong tap, channel or group shows. The logits reach
+    1e4-1e6 through the residual adds, hence atol relative to the output's range."""
+    model, feeds, _ = load_light(name)
+    model = randomize_light_weights(model)
+    want = ort_run(model, feeds)
+    assert len(want) == 2 and np.std(list(want.values())[1]) > 0.1  # the logits, not flat
+    got = _compile(model, tmp_path).run(feeds)
+    assert set(got) == set(want)
+    for k, w in want.items():
+        np.testing.assert_allclose(got[k], w, rtol=RTOL, atol=ATOL * max(1.0, np.abs(w).max()),
+                                   err_msg=k)

@@ -380,3 +380,19 @@ def test_mlperf_tiny_gpu_mapping_matches_onnxruntime(name: str, mlperf: dict,
     (got,) = OpenCLModel(tmp_path).run(feeds).values()
     (want,) = ort_run(model, feeds)
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["squeezenet", "shufflenet", "resnet50"])
+def test_light_models_with_random_weights_match_onnxruntime(name: str, tmp_path: Path) -> None:
+    """Issue 12's bar on the light models, with random weights (the shipped ones are constant:
+    benchmarks.models.randomize_light_weights); atol relative to the logits' range."""
+    from benchmarks.models import load_light, randomize_light_weights
+
+    model, feeds, _ = load_light(name)
+    model = randomize_light_weights(model)
+    wants = ort_run(model, feeds)
+    gots = list(nnc.compile(model, target="opencl", output_dir=tmp_path / "cl").run(feeds).values())
+    assert len(gots) == len(wants) == 2
+    for got, want in zip(gots, wants, strict=True):
+        np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL * max(1.0, np.abs(want).max()))
