@@ -418,7 +418,9 @@ def host_pool_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
     chain per channel was latency-bound; 8 channels as scalar copies measured the same)."""
     names = [a.name for a in defn.axes]
     # a pool to one output per channel (KWS's 24x5 average pool on 25x5) is a global one
-    single = defn.kind in POOL_KINDS and not defn.windows \
+    # (measured on the host's C only: OpenCL and TVM keep the pool tile)
+    single = getattr(target, "kind", "") == "host" and defn.kind in POOL_KINDS \
+        and not defn.windows \
         and all(a.extent == 1 for a in defn.spatial if a.name not in ("n", "c"))
     if (defn.kind in GLOBAL_POOL_KINDS or single) and names[:2] == ["n", "c"] \
             and defn.acc_dtype in _LANE_BYTES:
