@@ -27,6 +27,10 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
   the interior, where no tap can fall outside, has no guard. A `Split` of the partitioned loop
   afterwards splits each region on its own (`<axis>_p` is the region's start), each with its
   peeled remainder: a guard-free vector or register tile along a padded row.
+- `OverlapTail(loop)`: the remainder of the split whose outer loop is `loop` (a spatial one) is
+  one whole tile ending at the axis's end instead of a peeled shorter copy; the outputs it
+  shares with the tile before are computed again and stored twice with the same values (so
+  the kernel's output must not be in place of an input it reads: plan-memory skips such pairs).
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
   of two int8 loads, each contiguous along `loop`. A peeled remainder stays scalar.
@@ -57,6 +61,7 @@ from nnc.ir.loops import (
     Intrinsic,
     Layout,
     Load,
+    OverlapTail,
     Parallel,
     Partition,
     Reorder,
@@ -202,6 +207,7 @@ class _Plan:
     # partition is split on its own (its own remainder), from the region's start `<axis>_p`
     part_splits: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     intrinsics: dict[str, str] = field(default_factory=dict)  # loop -> intrinsic name
+    overlaps: set[str] = field(default_factory=set)  # split outer loops with an overlapped tail
 
     def find(self, name: str) -> int:
         for i, lp in enumerate(self.loops):
@@ -303,6 +309,14 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
             raise ComputeError(f"{step.name} needs a reduce loop of extent {width} "
                                f"({lp.name!r} has {lp.extent})")
         p.intrinsics[lp.name] = step.name
+    elif isinstance(step, OverlapTail):
+        if step.loop not in p.tails:
+            raise ComputeError(f"loop {step.loop!r} is not the outer loop of a split with a "
+                               f"remainder")
+        lp = p.loops[p.find(step.loop)]
+        if lp.reduce or p.tails[step.loop][1] < 1:
+            raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
+        p.overlaps.add(step.loop)
     elif isinstance(step, Layout):
         pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
@@ -440,6 +454,19 @@ class _Gen:
                 out.append(For(lp.name, count, tuple(body), lp.kind))
         if tail is not None and lp.name not in ov:
             inner_name, full, n_rest = tail
+            factor = self.p.loops[self.p.find(inner_name)].extent
+            if lp.name in self.p.overlaps and full:
+                # one whole tile ending at the axis's end: the outputs it shares with the tile
+                # before are computed again (the same values, stored twice)
+                env = self.p.env
+                shift = const(factor - n_rest, "int64")
+                self.p.env = {a: _substitute(e, {inner_name: Var(inner_name) - shift})
+                              for a, e in env.items()}
+                try:
+                    out += inner({**sub, lp.name: const(full, "int64")}, ov, windows)
+                finally:
+                    self.p.env = env
+                return out
             out += inner({**sub, lp.name: const(full, "int64")}, {**ov, inner_name: n_rest},
                          windows)
         return out

@@ -411,6 +411,16 @@ class Partition:
 
 
 @dataclass(frozen=True, slots=True)
+class OverlapTail:
+    """The remainder of the split whose outer loop is `loop` runs as one whole inner tile that
+    ends at the axis's end (declarative definitions only): the outputs it shares with the tile
+    before are computed again and stored twice with the same values, so a vector tile needs
+    no scalar remainder."""
+
+    loop: str
+
+
+@dataclass(frozen=True, slots=True)
 class Intrinsic:
     """Map reduce loop `loop` onto the tensor intrinsic `name` (nnc.ir.intrinsics)."""
 
@@ -430,7 +440,7 @@ class Layout:
 
 
 ScheduleStep = (Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
-                | Layout)
+                | Layout | OverlapTail)
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules

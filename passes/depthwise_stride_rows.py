@@ -21,14 +21,21 @@ constants constant along the row (`pad-depthwise-rows`). Host only.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
-from nnc.ir.graph import Attrs, Graph, Op, Value, fresh_name
+from nnc.ir.graph import Attrs, Graph, Op
 from nnc.ir.ops.nn import spatial_attrs
 from nnc.ir.types import TensorType
+from nnc.passes._host_rows import (
+    Splice,
+    chain_end,
+    epilogue_chain,
+    rebuild_chain,
+    with_row_width,
+)
 from nnc.passes.manager import PassContext, register_pass
-from nnc.passes.pad_depthwise_rows import epilogue
 
 
 @dataclass(frozen=True)
@@ -60,37 +67,23 @@ def depthwise_stride_rows(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options if ctx.options is not None else DepthwiseStrideRowsOptions()
     types, consts = graph.value_types(), graph.constant_map()
     used = set(types)
-    replaced: dict[int, list[Op]] = {}
+    splice = Splice()
     for op in graph.ops:
-        if id(op) in replaced or not _strided(op, types, consts, opts):
+        if op in splice or not _strided(op, types, consts, opts):
             continue
-        chain = epilogue(op, graph, consts)
+        chain = epilogue_chain(op, graph, consts)
         x = types[op.inputs[0]]
         strides, pb, pe, _ = spatial_attrs(op.attrs, 2)
         kw = consts[op.inputs[1]].shape[3]
         full = x.shape[3] + pb[1] + pe[1] - kw + 1  # the stride-1 row
-        last = (chain or [op])[-1].outputs[0]
-        renames: dict[str, str] = {}
-        new_ops: list[Op] = []
-        for o in [op, *chain]:
-            out = o.outputs[0]
-            name = fresh_name(f"{out.name}_cols", used)
-            used.add(name)
-            renames[out.name] = name
-            inputs = tuple(renames.get(v, v) for v in o.inputs)
-            attrs = o.attrs.set(strides=(strides[0], 1)) if o is op else o.attrs
-            wide = TensorType((*out.type.shape[:3], full), out.type.dtype)
-            new_ops.append(o.with_(inputs=inputs, attrs=attrs, outputs=(Value(name, wide),)))
-        shape = (*last.type.shape[:3], full)
-        new_ops.append(Op("slice", (renames[last.name],), (last,),
-                          Attrs.of(starts=(0, 0, 0, 0), ends=shape, steps=(1, 1, 1, 2)),
-                          name=f"{op.name}_cols" if op.name else ""))
-        replaced[id(op)] = new_ops
-        for o in chain:
-            replaced[id(o)] = []
-    if not replaced:
-        return graph
-    ops: list[Op] = []
-    for op in graph.ops:
-        ops.extend(replaced.get(id(op), [op]))
-    return graph.replace(ops=tuple(ops))
+        copies = rebuild_chain(
+            op, chain, suffix="_cols", used=used,
+            out_type=partial(with_row_width, width=full),
+            first_attrs=op.attrs.set(strides=(strides[0], 1)))
+        last = chain_end(op, chain)
+        slice_ = Op("slice", (copies[-1].outputs[0].name,), (last,),
+                    Attrs.of(starts=(0, 0, 0, 0), ends=(*last.type.shape[:3], full),
+                             steps=(1, 1, 1, 2)),
+                    name=f"{op.name}_cols" if op.name else "")
+        splice.replace([op, *chain], [*copies, slice_])
+    return splice.apply(graph)

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from nnc.ir.graph import Attrs, Graph, Op, Value, fresh_name
 from nnc.ir.ops.nn import spatial_attrs
 from nnc.ir.types import TensorType
+from nnc.passes._host_rows import Splice, chain_end, epilogue_chain, rebuild_chain
 from nnc.passes.manager import PassContext, register_pass
-from nnc.passes.pad_depthwise_rows import epilogue
 
 
 @dataclass(frozen=True)
@@ -68,41 +68,24 @@ def flatten_pointwise(graph: Graph, ctx: PassContext) -> Graph:
     types, consts = graph.value_types(), graph.constant_map()
     outputs = set(graph.output_names())
     used = set(types)
-    replaced: dict[int, list[Op]] = {}
+    splice = Splice()
     for op in graph.ops:
-        if id(op) in replaced or not _pointwise(op, types, opts):
+        if op in splice or not _pointwise(op, types, opts):
             continue
         if op.outputs[0].name in outputs:
             continue  # a graph output keeps its own shape and buffer
-        chain = epilogue(op, graph, consts, _flat_constant)
+        chain = epilogue_chain(op, graph, consts, _flat_constant)
         while chain and chain[-1].outputs[0].name in outputs:
             chain.pop()
-        last = (chain or [op])[-1].outputs[0]
         x = types[op.inputs[0]]
         xf = fresh_name(f"{op.inputs[0]}_flat", used)
         used.add(xf)
-        new_ops: list[Op] = [Op("reshape", (op.inputs[0],), (Value(xf, _flat(x)),),
-                                Attrs.of(shape=_flat(x).shape),
-                                name=f"{op.name}_flat" if op.name else "")]
-        renames: dict[str, str] = {}
-        for o in [op, *chain]:
-            out = o.outputs[0]
-            name = fresh_name(f"{out.name}_flat", used)
-            used.add(name)
-            renames[out.name] = name
-            inputs = tuple(xf if (o is op and i == 0) else renames.get(v, v)
-                           for i, v in enumerate(o.inputs))
-            new_ops.append(o.with_(inputs=inputs, outputs=(Value(name, _flat(out.type)),)))
-        new_ops.append(Op("reshape", (renames[last.name],), (last,),
-                          Attrs.of(shape=last.type.shape),
-                          name=f"{op.name}_plane" if op.name else ""))
-        replaced[id(op)] = new_ops
-        for o in chain:
-            replaced[id(o)] = []
-    if not replaced:
-        return graph
-    ops: list[Op] = []
-    for op in graph.ops:
-        ops.extend(replaced.get(id(op), [op]))
-    return graph.replace(ops=tuple(ops))
-
+        flat_in = Op("reshape", (op.inputs[0],), (Value(xf, _flat(x)),),
+                     Attrs.of(shape=_flat(x).shape), name=f"{op.name}_flat" if op.name else "")
+        copies = rebuild_chain(op, chain, suffix="_flat", used=used, out_type=_flat,
+                               first_input=xf)
+        last = chain_end(op, chain)
+        plane = Op("reshape", (copies[-1].outputs[0].name,), (last,),
+                   Attrs.of(shape=last.type.shape), name=f"{op.name}_plane" if op.name else "")
+        splice.replace([op, *chain], [flat_in, *copies, plane])
+    return splice.apply(graph)

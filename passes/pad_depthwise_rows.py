@@ -23,15 +23,21 @@ Host only: the pipelines of the other targets do not run it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from nnc.ir.graph import Attrs, Graph, Op, Value, fresh_name
-from nnc.ir.ops import get_op
 from nnc.ir.ops.nn import spatial_attrs
 from nnc.ir.types import TensorType
+from nnc.passes._host_rows import (
+    Splice,
+    chain_end,
+    epilogue_chain,
+    rebuild_chain,
+    with_row_width,
+)
 from nnc.passes.manager import PassContext, register_pass
 
 ROW_MULTIPLE = 8  # output columns per row after padding: a multiple of AVX2's 8 lanes
@@ -89,38 +95,6 @@ def _wide_width(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarr
     return wide
 
 
-def _row_constant(shape: tuple[int, ...]) -> bool:
-    """Whether a constant operand of this shape broadcasts the same along a wider last axis."""
-    return len(shape) == 0 or shape[-1] == 1
-
-
-def epilogue(first: Op, graph: Graph, consts: dict[str, np.ndarray],
-             constant_ok: Callable[[tuple[int, ...]], bool] = _row_constant) -> list[Op]:
-    """The elementwise ops after `first` (each the sole user of the one before) that may run
-    on the wide rows: their only non-constant operand is the previous output, their other
-    operands constants whose shapes `constant_ok` accepts (default: constant along the row)."""
-    users, outputs = graph.consumers(), set(graph.output_names())
-    chain: list[Op] = []
-    value = first.outputs[0].name
-    while value not in outputs and len(users.get(value, [])) == 1:
-        op = users[value][0]
-        if len(op.outputs) != 1 or op.body is not None or get_op(op.kind).scalar is None:
-            break
-        others = [i for i in op.inputs if i and i != value]
-        if op.inputs.count(value) != 1 or not all(
-                i in consts and constant_ok(consts[i].shape) for i in others):
-            break
-        if op.outputs[0].type.shape != first.outputs[0].type.shape:
-            break
-        chain.append(op)
-        value = op.outputs[0].name
-    return chain
-
-
-def _widened(t: TensorType, width: int) -> TensorType:
-    return TensorType((*t.shape[:3], width), t.dtype)
-
-
 @register_pass("pad-depthwise-rows", options=PadDepthwiseRowsOptions)
 def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
     """Pad narrow depthwise convs' inputs to whole vector rows (see the module docstring)."""
@@ -129,9 +103,9 @@ def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
     opts = ctx.options if ctx.options is not None else PadDepthwiseRowsOptions()
     types, consts = graph.value_types(), graph.constant_map()
     used = set(types)
-    replaced: dict[int, list[Op]] = {}
+    splice = Splice()
     for op in graph.ops:
-        if id(op) in replaced:
+        if op in splice:
             continue
         wide = _wide_width(op, types, consts, opts)
         dense = wide is None and opts.max_dense_width > 0 and _dense(op, types, consts, opts)
@@ -145,13 +119,13 @@ def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
                                  x.shape[3] + pb[1] + pe[1]), x.dtype)
             xp = fresh_name(f"{op.inputs[0]}_pad", used)
             used.add(xp)
-            replaced[id(op)] = [
+            splice.replace([op], [
                 Op("pad", (op.inputs[0],), (Value(xp, padded),),
                    Attrs.of(pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], pe[1]), mode="constant",
                             value=0.0), name=f"{op.name}_pad" if op.name else ""),
-                op.with_(inputs=(xp, *op.inputs[1:]), attrs=op.attrs.set(pads=(0, 0, 0, 0)))]
+                op.with_(inputs=(xp, *op.inputs[1:]), attrs=op.attrs.set(pads=(0, 0, 0, 0)))])
             continue
-        chain = epilogue(op, graph, consts)
+        chain = epilogue_chain(op, graph, consts)
         kw = consts[op.inputs[1]].shape[3]
         right = wide + kw - 1 - x.shape[3] - pb[1]
         padded = TensorType((*x.shape[:2], x.shape[2] + pb[0] + pe[0], wide + kw - 1), x.dtype)
@@ -160,29 +134,12 @@ def pad_depthwise_rows(graph: Graph, ctx: PassContext) -> Graph:
         pad = Op("pad", (op.inputs[0],), (Value(xp, padded),),
                  Attrs.of(pads=(0, 0, pb[0], pb[1], 0, 0, pe[0], right), mode="constant",
                           value=0.0), name=f"{op.name}_pad" if op.name else "")
-        last = (chain or [op])[-1].outputs[0]
-        renames: dict[str, str] = {}
-        new_ops: list[Op] = [pad]
-        for o in [op, *chain]:
-            out = o.outputs[0]
-            name = fresh_name(f"{out.name}_wide", used)
-            used.add(name)
-            renames[out.name] = name
-            inputs = tuple(xp if (o is op and i == 0) else renames.get(v, v)
-                           for i, v in enumerate(o.inputs))
-            attrs = o.attrs.set(pads=(0, 0, 0, 0)) if o is op else o.attrs
-            new_ops.append(o.with_(inputs=inputs, attrs=attrs,
-                                   outputs=(Value(name, _widened(out.type, wide)),)))
-        shape = last.type.shape
-        new_ops.append(Op("slice", (renames[last.name],), (last,),
-                          Attrs.of(starts=(0, 0, 0, 0), ends=shape, steps=(1, 1, 1, 1)),
-                          name=f"{op.name}_rows" if op.name else ""))
-        replaced[id(op)] = new_ops
-        for o in chain:
-            replaced[id(o)] = []
-    if not replaced:
-        return graph
-    ops: list[Op] = []
-    for op in graph.ops:
-        ops.extend(replaced.get(id(op), [op]))
-    return graph.replace(ops=tuple(ops))
+        copies = rebuild_chain(op, chain, suffix="_wide", used=used,
+                               out_type=partial(with_row_width, width=wide), first_input=xp,
+                               first_attrs=op.attrs.set(pads=(0, 0, 0, 0)))
+        last = chain_end(op, chain)
+        slice_ = Op("slice", (copies[-1].outputs[0].name,), (last,),
+                    Attrs.of(starts=(0, 0, 0, 0), ends=last.type.shape, steps=(1, 1, 1, 1)),
+                    name=f"{op.name}_rows" if op.name else "")
+        splice.replace([op, *chain], [pad, *copies, slice_])
+    return splice.apply(graph)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nnc.ir.loops import Buffer, LoopModule
+from nnc.ir.loops import Buffer, LoopModule, OverlapTail
 from nnc.passes.manager import PassContext, register_pass
 
 
@@ -93,6 +93,8 @@ def _inplace_groups(
         return head.get(name, name)
 
     for t, k in enumerate(module.kernels):
+        if any(isinstance(step, OverlapTail) for step in k.schedule):
+            continue  # an overlapped tile reads again what its outputs may have overwritten
         for x, y in k.inplace:
             if x not in k.params or y not in k.params:
                 raise ValueError(f"kernel {k.name}: in-place pair (%{x}, %{y}) names a buffer "

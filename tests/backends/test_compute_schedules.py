@@ -15,7 +15,16 @@ from nnc.ir.graph import Attrs
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_parser import parse_module
 from nnc.ir.loop_printer import format_module
-from nnc.ir.loops import Intrinsic, Layout, Partition, Reorder, Split, Unroll, Vectorize
+from nnc.ir.loops import (
+    Intrinsic,
+    Layout,
+    OverlapTail,
+    Partition,
+    Reorder,
+    Split,
+    Unroll,
+    Vectorize,
+)
 from nnc.ir.ops import get_op
 from nnc.ir.ops.int8 import quantize_multiplier
 from nnc.passes.default_schedule import default_schedule
@@ -187,6 +196,8 @@ def test_schedule_is_idempotent_and_prints_and_parses_back():
      "innermost reduce loop"),
     ((Reorder(("nope", "oc")),), "no loop named 'nope'"),
     ((Split("oc", 4), Split("oc_i", 2)), "inner loop of a split with a remainder"),
+    ((Split("oc", 2), OverlapTail("oc_o")), "not the outer loop of a split with a remainder"),
+    ((Split("kh", 2), OverlapTail("kh_o")), "reduce loop"),
 ])
 def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
@@ -566,6 +577,53 @@ def test_host_pointwise_copies_take_four_channel_vectors(compile_module):
                                rtol=1e-5, atol=1e-5)
 
 
+def test_overlapped_tail_is_one_whole_tile_ending_at_the_row_end(compile_module):
+    """`OverlapTail`: a 13-wide row split by 4 runs 3 tiles and a 4th over columns 9..12 (no
+    3-wide remainder); columns 9..11 are computed twice, the result is the reference's."""
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 3, 4, 13)).astype(np.float32)
+    wt = rng.standard_normal((5, 3, 1, 1)).astype(np.float32)
+    module, feeds, ref = _lowered("conv", [x, wt, rng.standard_normal(5).astype(np.float32)], {})
+    steps = (Split("ow", 4), Vectorize("ow_i"), OverlapTail("ow_o"),
+             Reorder(("n", "oc", "oh", "ow_o", "ic", "kh", "kw", "ow_i")))
+    once = _with_steps(module, steps)
+    text = format_module(once)
+    assert "for %ow_i in 0..4 vectorized" in text and "0..1 vectorized" not in text
+    assert "for %ow_o in 0..3" in text
+    assert format_module(schedule(once, PassContext())) == text
+    got = run_loop_module(once, feeds)[module.outputs[0]]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+    got = compile_module(once).run(feeds)[module.outputs[0]]
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("w", [40, 64, 125])
+def test_host_pointwise_lanes_along_a_long_row(w, compile_module):
+    """A 1x1 conv whose row is at least 4 vectors (a plane `flatten-pointwise` made one row)
+    puts the lanes along the row (contiguous stores) and the copies along the channels; a
+    row that is no multiple of the lanes ends in an overlapped tile. Shorter rows keep the
+    channel lanes."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1, 40, 1, w)).astype(np.float32)  # 40 MACs: no short reduction
+    wt = rng.standard_normal((64, 40, 1, 1)).astype(np.float32)
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    module, feeds, ref = _lowered("conv", [x, wt, rng.standard_normal(64).astype(np.float32)],
+                                  {})
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    (k,) = scheduled.kernels
+    if w < 64:
+        assert k.schedule[:3] == (Split("oc", 16), Unroll("oc_o"), Vectorize("oc_i"))
+    else:
+        assert k.schedule[:2] == (Split("ow", 16), Vectorize("ow_i"))
+        assert (OverlapTail("ow_o") in k.schedule) == (w % 16 != 0)
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-5, atol=1e-5)
+
+
 # ---------------------------------------------------------------- matmul (batched)
 
 
@@ -709,6 +767,25 @@ def test_host_pool_default_unrolls_the_taps(compile_module):
         assert scheduled.kernels[0].schedule[:len(expected)] == expected
         np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
                                    rtol=1e-6, atol=1e-6)
+
+
+def test_host_pool_to_one_output_per_channel_is_a_global_pool(compile_module):
+    """KWS's 24x5 average pool on 25x5: one output per channel, scheduled as a global pool
+    (a vector of channels per pass over the window), the same sums as the reference."""
+    from nnc.backends.target import host_target
+
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((1, 40, 25, 5)).astype(np.float32)
+    ctx = PassContext(target=host_target(vector_isa="avx512f", vector_bits=512))
+    module, feeds, ref = _lowered("average_pool", [x],
+                                  dict(kernel_shape=[24, 5], strides=[24, 5]))
+    scheduled = schedule(default_schedule(module, ctx), ctx)
+    assert scheduled.kernels[0].schedule == (
+        Split("c", 16), Vectorize("c_i"), Reorder(("n", "c_o", "kh", "kw", "c_i")))
+    np.testing.assert_allclose(run_loop_module(scheduled, feeds)[module.outputs[0]], ref,
+                               rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(compile_module(scheduled).run(feeds)[module.outputs[0]], ref,
+                               rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", ["dense", "strided", "depthwise", "grouped"])

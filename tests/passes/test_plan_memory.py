@@ -12,7 +12,15 @@ from nnc.ir.graph import Attrs, Constant, Graph, Op, Value
 from nnc.ir.interp import run_graph
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_verify import verify_loop_module
-from nnc.ir.loops import Buffer, Kernel, KernelBuilder, LoopModule, maximum
+from nnc.ir.loops import (
+    Buffer,
+    Kernel,
+    KernelBuilder,
+    LoopModule,
+    OverlapTail,
+    Split,
+    maximum,
+)
 from nnc.ir.ops import get_op
 from nnc.ir.types import TensorType
 from nnc.passes.manager import PassContext, PassManager
@@ -286,6 +294,15 @@ def test_inplace_skipped_when_input_lives_on_or_option_off() -> None:
         assert facts["inplace"] == [] and facts["arena_bytes"] == 64
         bm = after.buffer_map()
         assert bm["t0"].offset != bm["t1"].offset
+
+
+def test_inplace_skipped_for_a_kernel_with_an_overlapped_tail() -> None:
+    # an overlapped tile computes some outputs again, reading inputs they may have overwritten
+    m = relu_chain()
+    relu = m.kernels[1].replace(schedule=(Split("i0", 4), OverlapTail("i0_o")))
+    after, facts = plan(m.replace(kernels=(m.kernels[0], relu, m.kernels[2])))
+    assert_valid_plan(after, facts)
+    assert facts["inplace"] == [] and facts["arena_bytes"] == 64
 
 
 def test_inplace_pair_must_name_params() -> None:
