@@ -1,6 +1,7 @@
 """Host latency per layer: each generated kernel of a model against onnxruntime's nodes.
 
     python -m benchmarks.bench_host_layers --models kws,vww,ic [--repeat 200] [--top 12]
+                                           [--drop PASS]
 
 nnc: the model's C built again with the `NNC_LAYER_BEGIN/END` hooks defined as clock reads
 around every kernel call (`CLOCK_MONOTONIC`), run `repeat` times after `warmup` runs in one
@@ -11,7 +12,7 @@ kernels by the ONNX node name: the first node along the kernel's chain of sole c
 onnxruntime timed (it names a fused node after its last node); where onnxruntime runs the
 chain as several nodes (AD's Gemm, BatchNormalization, Relu) only that first node's time is
 shown, so compare the sums. Prints one table per model, the kernels sorted by nnc's median,
-and the sums.
+and the sums. `--drop PASS` builds without that pass of the host's default pipeline.
 """
 
 from __future__ import annotations
@@ -169,12 +170,17 @@ def _ort_time(model: onnx.ModelProto, op: str, ort_ms: dict[str, float]) -> floa
     return None
 
 
-def profile(name: str, warmup: int, repeat: int, workdir: Path) -> dict[str, Any]:
+def profile(name: str, warmup: int, repeat: int, workdir: Path,
+            drop: str | None = None) -> dict[str, Any]:
     import nnc
+    from nnc.compiler.pipeline import PIPELINES
 
     model, feeds = BENCH_MODELS[name]()
     out = workdir / name
-    compiled = nnc.compile(model, target="host", output_dir=out)
+    kwargs: dict[str, Any] = {}
+    if drop is not None:
+        kwargs["pipeline"] = ",".join(p for p in PIPELINES["host"] if p != drop)
+    compiled = nnc.compile(model, target="host", output_dir=out, **kwargs)
     rows = nnc_layers(out, compiled.info, warmup, repeat)
     ort_ms = ort_nodes(model, feeds, warmup, repeat)
     for r in rows:
@@ -208,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=200)
     p.add_argument("--top", type=int, default=12, help="kernels shown per model")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--drop", default=None,
+                   help="build without this pass of the host's default pipeline")
     args = p.parse_args(argv)
     names = [n for n in args.models.split(",") if n]
     unknown = sorted(set(names) - set(BENCH_MODELS))
@@ -218,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     with tempfile.TemporaryDirectory(prefix="nnc-layers-") as tmp:
         for name in names:
-            results.append(profile(name, args.warmup, args.repeat, Path(tmp)))
+            results.append(profile(name, args.warmup, args.repeat, Path(tmp), args.drop))
             print(markdown(results[-1], args.top) + "\n", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1) + "\n")

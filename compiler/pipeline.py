@@ -21,9 +21,10 @@ LOOP_PASSES = (
 
 # stride-2 depthwise convs run on stride-1 rows (a step-2 slice after); narrow depthwise convs
 # get whole vector rows (explicit zero padding, a slice after), small dense convs explicit zero
-# padding; narrow 1x1 convs run over their plane as one row
+# padding; narrow 1x1 convs run over their plane as one row; elementwise ops after those
+# reshapes (a residual add) move before them, into the conv's epilogue
 HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("depthwise-stride-rows", "pad-depthwise-rows",
-                                         "flatten-pointwise") + GRAPH_PASSES[-1:]
+                                         "flatten-pointwise", "sink-reshapes") + GRAPH_PASSES[-1:]
 
 PIPELINES: dict[str, tuple[str, ...]] = {
     # parallelize: checks parallel loops; with threads > 1 makes the outer legal loops parallel

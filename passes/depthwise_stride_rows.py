@@ -41,6 +41,16 @@ from nnc.passes.manager import PassContext, register_pass
 @dataclass(frozen=True)
 class DepthwiseStrideRowsOptions:
     min_width: int = 4  # strided output rows at least this wide (3x3 planes: left alone)
+    min_padded_width: int = 48  # with a left pad, input rows at least this wide (`_pays`)
+
+
+def _pays(width: int, left_pad: int, opts: DepthwiseStrideRowsOptions) -> bool:
+    """Whether stride-1 rows measured faster here. Per layer (`bench_host_layers --drop
+    depthwise-stride-rows`, minimum, conv + slice against the strided conv): VWW's rows with
+    no left pad gained at 48 and 24 wide, shufflenet's (left pad 1) at 56 (112x56x56 0.384 ->
+    0.178 ms) but lost at 28 (136x28x28 0.109 -> 0.173 ms) and 14 (272x14x14 0.031 -> 0.070):
+    there the stride-1 conv ran at ~3 GMAC/s, no faster per MAC than the strided one."""
+    return left_pad == 0 or width >= opts.min_padded_width
 
 
 def _strided(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
@@ -55,8 +65,9 @@ def _strided(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray]
     if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
             or out.shape[1] != channels:
         return False
-    strides, _, _, dilations = spatial_attrs(op.attrs, 2)
-    return strides[1] == 2 and dilations == (1, 1) and out.shape[3] >= opts.min_width
+    strides, pb, _, dilations = spatial_attrs(op.attrs, 2)
+    return strides[1] == 2 and dilations == (1, 1) and out.shape[3] >= opts.min_width \
+        and _pays(x.shape[3], pb[1], opts)
 
 
 @register_pass("depthwise-stride-rows", options=DepthwiseStrideRowsOptions)
