@@ -67,12 +67,14 @@ from nnc.ir.loops import (
     Unroll,
     Var,
     Vectorize,
+    Widen,
     binary,
     const,
     logical_and,
     map_expr,
     maximum,
     minimum,
+    walk_expr,
 )
 
 ACC = "acc"  # the accumulator's placeholder variable in `Reduction.finish`
@@ -221,6 +223,7 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
          shapes: Mapping[str, tuple[int, ...]]) -> _Plan:
     """The loops (outermost first) that `steps` make of `defn`'s axes; `shapes` gives the
     buffers' shapes (for the contiguity check of intrinsics)."""
+    defn, shapes = _widened(defn, steps, shapes)
     p = _Plan([_Loop(a.name, a.extent, a.name, a.reduce) for a in defn.axes],
               {a.name: Var(a.name) for a in defn.axes})
     for step in steps:
@@ -238,6 +241,23 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
     for name, fn in p.intrinsics.items():
         _check_intrinsic(defn, p, name, fn, shapes)
     return p
+
+
+def _widened(defn: Reduction, steps: Sequence[ScheduleStep],
+             shapes: Mapping[str, tuple[int, ...]]
+             ) -> tuple[Reduction, Mapping[str, tuple[int, ...]]]:
+    """`defn` as its `Widen` steps make it read (the intrinsics check the operand types), and
+    the shapes with the widened copies'; a definition already widened stays."""
+    for step in steps:
+        if not isinstance(step, Widen):
+            continue
+        buf = dict(defn.operands).get(step.operand)
+        if buf is not None and all(ld.dtype == step.dtype for ld in _loads_of(defn, buf)):
+            continue
+        defn, old, new = relayout(defn, step, tuple(shapes.get(buf or "", ())))
+        if old in shapes:
+            shapes = {**shapes, new: shapes[old]}
+    return defn, shapes
 
 
 def _apply(p: _Plan, step: ScheduleStep) -> None:
@@ -303,7 +323,7 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
             raise ComputeError(f"{step.name} needs a reduce loop of extent {width} "
                                f"({lp.name!r} has {lp.extent})")
         p.intrinsics[lp.name] = step.name
-    elif isinstance(step, Layout):
+    elif isinstance(step, (Layout, Widen)):
         pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
         raise ComputeError("fuse is not supported on reductions")
@@ -312,13 +332,13 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
 
 
 def _dot_operands(term: Expr) -> tuple[Load, Load] | None:
-    """The two int8 loads of a term `int32(a) * int32(b)`, else None."""
+    """The two int8 / int16 loads of a term `int32(a) * int32(b)`, else None."""
     if not (isinstance(term, Binary) and term.op == "mul"):
         return None
     ops = []
     for side in (term.a, term.b):
         if not (isinstance(side, Cast) and isinstance(side.value, Load)
-                and side.value.dtype == "int8" and side.dtype == "int32"):
+                and side.value.dtype in ("int8", "int16") and side.dtype == "int32"):
             return None
         ops.append(side.value)
     return ops[0], ops[1]
@@ -327,8 +347,10 @@ def _dot_operands(term: Expr) -> tuple[Load, Load] | None:
 def _check_intrinsic(defn: Reduction, p: _Plan, loop: str, fn: str,
                      shapes: Mapping[str, tuple[int, ...]]) -> None:
     ops = _dot_operands(defn.term)
-    if ops is None or defn.combine != "add" or defn.acc_dtype != "int32":
-        raise ComputeError(f"{fn} needs a sum of int32(int8) * int32(int8) terms")
+    want = DOT_INTRINSICS[fn].operands
+    if ops is None or defn.combine != "add" or defn.acc_dtype != "int32" \
+            or tuple(ld.dtype for ld in ops) != want:
+        raise ComputeError(f"{fn} needs a sum of int32({want[0]}) * int32({want[1]}) terms")
     i = p.find(loop)
     for lp in p.loops[i + 1:]:
         if lp.reduce:
@@ -555,24 +577,41 @@ def layout_name(buffer: str, perm: Sequence[int]) -> str:
     return f"{buffer}_t{''.join(str(p) for p in perm)}"
 
 
-def relayout(defn: Reduction, step: Layout,
+def widen_name(buffer: str, dtype: str) -> str:
+    """The name of `buffer`'s copy stored as `dtype`."""
+    return f"{buffer}_{dtype}"
+
+
+WIDENINGS = {"int8": ("int16", "int32")}  # the integer types a constant may be widened to
+
+
+def relayout(defn: Reduction, step: Layout | Widen,
              shape: tuple[int, ...]) -> tuple[Reduction, str, str]:
-    """`defn` reading its operand `step.operand` from a copy with the dims permuted: the new
-    definition, the original buffer's name and the copy's (the same for equal permutations of
-    one constant, so kernels sharing weights share the copy)."""
+    """`defn` reading its operand `step.operand` from a copy with the dims permuted (`Layout`)
+    or stored in a wider type (`Widen`): the new definition, the original buffer's name and the
+    copy's (the same for equal steps on one constant, so kernels sharing weights share it)."""
     roles = dict(defn.operands)
     if step.operand not in roles:
         raise ComputeError(f"step {step} does not apply to {defn.kind}: no operand "
                            f"{step.operand!r} (operands: {', '.join(roles) or 'none'})")
-    if sorted(step.perm) != list(range(len(shape))):
-        raise ComputeError(f"step {step}: perm must order the {len(shape)} dims of "
-                           f"{step.operand!r}")
     old = roles[step.operand]
-    new = layout_name(old, step.perm)
+    if isinstance(step, Widen):
+        dtypes = {x.dtype for x in _loads_of(defn, old)}
+        if len(dtypes) != 1 or step.dtype not in WIDENINGS.get(dtypes.pop(), ()):
+            raise ComputeError(f"step {step} does not apply to {defn.kind}: "
+                               f"{step.operand!r} cannot be widened to {step.dtype}")
+        new = widen_name(old, step.dtype)
+        perm: tuple[int, ...] = tuple(range(len(shape)))
+        dtype: str | None = step.dtype
+    else:
+        if sorted(step.perm) != list(range(len(shape))):
+            raise ComputeError(f"step {step}: perm must order the {len(shape)} dims of "
+                               f"{step.operand!r}")
+        new, perm, dtype = layout_name(old, step.perm), step.perm, None
 
     def swap(e: Expr) -> Expr | None:
         if isinstance(e, Load) and e.buffer == old:
-            return Load(new, tuple(e.indices[p] for p in step.perm), e.dtype)
+            return Load(new, tuple(e.indices[p] for p in perm), dtype or e.dtype)
         return None
 
     ops = tuple((r, new if b == old else b) for r, b in defn.operands)
@@ -580,6 +619,11 @@ def relayout(defn: Reduction, step: Layout,
                   finish=map_expr(defn.finish, swap), operands=ops,
                   outside=None if defn.outside is None else map_expr(defn.outside, swap))
     return out, old, new
+
+
+def _loads_of(defn: Reduction, buffer: str) -> list[Load]:
+    exprs = [defn.init, defn.term, defn.finish] + ([defn.outside] if defn.outside else [])
+    return [x for e in exprs for x in walk_expr(e) if isinstance(x, Load) and x.buffer == buffer]
 
 
 COMBINES = ("add", "mul", "max", "min")  # the kinds `Reduction.combine` takes
