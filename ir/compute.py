@@ -29,7 +29,10 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
   peeled remainder: a guard-free vector or register tile along a padded row.
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
-  of two int8 loads, each contiguous along `loop`. A peeled remainder stays scalar.
+  of two loads of the intrinsic's operand types (int8, or int8 and int16 for `dot4_s8s16`),
+  each contiguous along `loop`. A peeled remainder stays scalar.
+- `Layout(operand, perm)` / `Widen(operand, dtype)`: a constant operand read from a copy with
+  its dims permuted / stored in a wider integer type (`relayout`; the schedule pass makes it).
 
 The padding guard goes where all the axes of a window are bound, as far out as it can; its else
 branch adds `outside` once per window tap (skipping the reduce axes outside the windows, which
@@ -223,7 +226,7 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
          shapes: Mapping[str, tuple[int, ...]]) -> _Plan:
     """The loops (outermost first) that `steps` make of `defn`'s axes; `shapes` gives the
     buffers' shapes (for the contiguity check of intrinsics)."""
-    defn, shapes = _widened(defn, steps, shapes)
+    defn, shapes = _relaid(defn, steps, shapes)
     p = _Plan([_Loop(a.name, a.extent, a.name, a.reduce) for a in defn.axes],
               {a.name: Var(a.name) for a in defn.axes})
     for step in steps:
@@ -243,20 +246,33 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
     return p
 
 
-def _widened(defn: Reduction, steps: Sequence[ScheduleStep],
-             shapes: Mapping[str, tuple[int, ...]]
-             ) -> tuple[Reduction, Mapping[str, tuple[int, ...]]]:
-    """`defn` as its `Widen` steps make it read (the intrinsics check the operand types), and
-    the shapes with the widened copies'; a definition already widened stays."""
+def _relaid(defn: Reduction, steps: Sequence[ScheduleStep],
+            shapes: Mapping[str, tuple[int, ...]]
+            ) -> tuple[Reduction, Mapping[str, tuple[int, ...]]]:
+    """`defn` as its `Layout` / `Widen` steps make it read (the intrinsics check the copies'
+    contiguity and types), and the shapes with the copies'; steps already applied (the
+    schedule pass materializes the re-laid-out definition) and operands of unknown shape
+    stay."""
     for step in steps:
-        if not isinstance(step, Widen):
+        if not isinstance(step, (Layout, Widen)):
             continue
         buf = dict(defn.operands).get(step.operand)
-        if buf is not None and all(ld.dtype == step.dtype for ld in _loads_of(defn, buf)):
+        if buf is None:
+            relayout(defn, step, ())  # raises: the error names the step and the operands
             continue
-        defn, old, new = relayout(defn, step, tuple(shapes.get(buf or "", ())))
-        if old in shapes:
-            shapes = {**shapes, new: shapes[old]}
+        shape = shapes.get(buf)
+        if isinstance(step, Widen):
+            if all(ld.dtype == step.dtype for ld in _loads_of(defn, buf)):
+                continue
+            new_shape = shape
+        elif shape is None:
+            continue
+        else:
+            new_shape = tuple(shape[p] for p in step.perm) \
+                if sorted(step.perm) == list(range(len(shape))) else shape
+        defn, _, new = relayout(defn, step, shape or ())
+        if new_shape is not None:
+            shapes = {**shapes, new: new_shape}
     return defn, shapes
 
 

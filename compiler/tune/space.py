@@ -12,8 +12,12 @@ writes it as steps on the definition's axis names, in the order the default sche
 Knobs: the output-channel tile (1, 2, 4, 8 or all of them; its loop unrolled into scalar
 accumulators, an accumulator array, or Helium lanes on MVE targets), a tile of the output row
 (1, 2, 4, unrolled), one reduce axis mapped onto a dot intrinsic, split and unrolled, or
-unrolled whole, padding windows partitioned, the tile inside or outside the reduction, the
-order of the other reduce loops, and the channel loop outside the pixels (weights stay put).
+unrolled whole, 1-8 copies of the intrinsic unrolled along its axis (fewer loop branches:
+an FC's or a 16-channel conv's depth in one iteration), padding windows partitioned, the tile
+inside or outside the reduction, the order of the other reduce loops, and the channel loop
+outside the pixels (weights stay put). On the M4/M7 the intrinsic may be `dot4_s8s16`: its
+steps store the weights as int16 (`Widen`), which spares the unpacking of every weight word
+for PKHBT/PKHTB once per input word, at twice the weights' flash.
 """
 
 from __future__ import annotations
