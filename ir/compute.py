@@ -33,7 +33,10 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
   the kernel's output must not be in place of an input it reads: plan-memory skips such pairs).
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
-  of two int8 loads, each contiguous along `loop`. A peeled remainder stays scalar.
+  of two loads of the intrinsic's operand types (int8, or int8 and int16 for `dot4_s8s16`),
+  each contiguous along `loop`. A peeled remainder stays scalar.
+- `Layout(operand, perm)` / `Widen(operand, dtype)`: a constant operand read from a copy with
+  its dims permuted / stored in a wider integer type (`relayout`; the schedule pass makes it).
 
 The padding guard goes where all the axes of a window are bound, as far out as it can; its else
 branch adds `outside` once per window tap (skipping the reduce axes outside the windows, which
@@ -72,12 +75,14 @@ from nnc.ir.loops import (
     Unroll,
     Var,
     Vectorize,
+    Widen,
     binary,
     const,
     logical_and,
     map_expr,
     maximum,
     minimum,
+    walk_expr,
 )
 
 ACC = "acc"  # the accumulator's placeholder variable in `Reduction.finish`
@@ -227,6 +232,7 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
          shapes: Mapping[str, tuple[int, ...]]) -> _Plan:
     """The loops (outermost first) that `steps` make of `defn`'s axes; `shapes` gives the
     buffers' shapes (for the contiguity check of intrinsics)."""
+    defn, shapes = _relaid(defn, steps, shapes)
     p = _Plan([_Loop(a.name, a.extent, a.name, a.reduce) for a in defn.axes],
               {a.name: Var(a.name) for a in defn.axes})
     for step in steps:
@@ -244,6 +250,36 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
     for name, fn in p.intrinsics.items():
         _check_intrinsic(defn, p, name, fn, shapes)
     return p
+
+
+def _relaid(defn: Reduction, steps: Sequence[ScheduleStep],
+            shapes: Mapping[str, tuple[int, ...]]
+            ) -> tuple[Reduction, Mapping[str, tuple[int, ...]]]:
+    """`defn` as its `Layout` / `Widen` steps make it read (the intrinsics check the copies'
+    contiguity and types), and the shapes with the copies'; steps already applied (the
+    schedule pass materializes the re-laid-out definition) and operands of unknown shape
+    stay."""
+    for step in steps:
+        if not isinstance(step, (Layout, Widen)):
+            continue
+        buf = dict(defn.operands).get(step.operand)
+        if buf is None:
+            relayout(defn, step, ())  # raises: the error names the step and the operands
+            continue
+        shape = shapes.get(buf)
+        if isinstance(step, Widen):
+            if all(ld.dtype == step.dtype for ld in _loads_of(defn, buf)):
+                continue
+            new_shape = shape
+        elif shape is None:
+            continue
+        else:
+            new_shape = tuple(shape[p] for p in step.perm) \
+                if sorted(step.perm) == list(range(len(shape))) else shape
+        defn, _, new = relayout(defn, step, shape or ())
+        if new_shape is not None:
+            shapes = {**shapes, new: new_shape}
+    return defn, shapes
 
 
 def _apply(p: _Plan, step: ScheduleStep) -> None:
@@ -317,7 +353,7 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
         if lp.reduce or p.tails[step.loop][1] < 1:
             raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
         p.overlaps.add(step.loop)
-    elif isinstance(step, Layout):
+    elif isinstance(step, (Layout, Widen)):
         pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
         raise ComputeError("fuse is not supported on reductions")
@@ -326,13 +362,13 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
 
 
 def _dot_operands(term: Expr) -> tuple[Load, Load] | None:
-    """The two int8 loads of a term `int32(a) * int32(b)`, else None."""
+    """The two int8 / int16 loads of a term `int32(a) * int32(b)`, else None."""
     if not (isinstance(term, Binary) and term.op == "mul"):
         return None
     ops = []
     for side in (term.a, term.b):
         if not (isinstance(side, Cast) and isinstance(side.value, Load)
-                and side.value.dtype == "int8" and side.dtype == "int32"):
+                and side.value.dtype in ("int8", "int16") and side.dtype == "int32"):
             return None
         ops.append(side.value)
     return ops[0], ops[1]
@@ -341,8 +377,10 @@ def _dot_operands(term: Expr) -> tuple[Load, Load] | None:
 def _check_intrinsic(defn: Reduction, p: _Plan, loop: str, fn: str,
                      shapes: Mapping[str, tuple[int, ...]]) -> None:
     ops = _dot_operands(defn.term)
-    if ops is None or defn.combine != "add" or defn.acc_dtype != "int32":
-        raise ComputeError(f"{fn} needs a sum of int32(int8) * int32(int8) terms")
+    want = DOT_INTRINSICS[fn].operands
+    if ops is None or defn.combine != "add" or defn.acc_dtype != "int32" \
+            or tuple(ld.dtype for ld in ops) != want:
+        raise ComputeError(f"{fn} needs a sum of int32({want[0]}) * int32({want[1]}) terms")
     i = p.find(loop)
     for lp in p.loops[i + 1:]:
         if lp.reduce:
@@ -582,24 +620,41 @@ def layout_name(buffer: str, perm: Sequence[int]) -> str:
     return f"{buffer}_t{''.join(str(p) for p in perm)}"
 
 
-def relayout(defn: Reduction, step: Layout,
+def widen_name(buffer: str, dtype: str) -> str:
+    """The name of `buffer`'s copy stored as `dtype`."""
+    return f"{buffer}_{dtype}"
+
+
+WIDENINGS = {"int8": ("int16", "int32")}  # the integer types a constant may be widened to
+
+
+def relayout(defn: Reduction, step: Layout | Widen,
              shape: tuple[int, ...]) -> tuple[Reduction, str, str]:
-    """`defn` reading its operand `step.operand` from a copy with the dims permuted: the new
-    definition, the original buffer's name and the copy's (the same for equal permutations of
-    one constant, so kernels sharing weights share the copy)."""
+    """`defn` reading its operand `step.operand` from a copy with the dims permuted (`Layout`)
+    or stored in a wider type (`Widen`): the new definition, the original buffer's name and the
+    copy's (the same for equal steps on one constant, so kernels sharing weights share it)."""
     roles = dict(defn.operands)
     if step.operand not in roles:
         raise ComputeError(f"step {step} does not apply to {defn.kind}: no operand "
                            f"{step.operand!r} (operands: {', '.join(roles) or 'none'})")
-    if sorted(step.perm) != list(range(len(shape))):
-        raise ComputeError(f"step {step}: perm must order the {len(shape)} dims of "
-                           f"{step.operand!r}")
     old = roles[step.operand]
-    new = layout_name(old, step.perm)
+    if isinstance(step, Widen):
+        dtypes = {x.dtype for x in _loads_of(defn, old)}
+        if len(dtypes) != 1 or step.dtype not in WIDENINGS.get(dtypes.pop(), ()):
+            raise ComputeError(f"step {step} does not apply to {defn.kind}: "
+                               f"{step.operand!r} cannot be widened to {step.dtype}")
+        new = widen_name(old, step.dtype)
+        perm: tuple[int, ...] = tuple(range(len(shape)))
+        dtype: str | None = step.dtype
+    else:
+        if sorted(step.perm) != list(range(len(shape))):
+            raise ComputeError(f"step {step}: perm must order the {len(shape)} dims of "
+                               f"{step.operand!r}")
+        new, perm, dtype = layout_name(old, step.perm), step.perm, None
 
     def swap(e: Expr) -> Expr | None:
         if isinstance(e, Load) and e.buffer == old:
-            return Load(new, tuple(e.indices[p] for p in step.perm), e.dtype)
+            return Load(new, tuple(e.indices[p] for p in perm), dtype or e.dtype)
         return None
 
     ops = tuple((r, new if b == old else b) for r, b in defn.operands)
@@ -607,6 +662,11 @@ def relayout(defn: Reduction, step: Layout,
                   finish=map_expr(defn.finish, swap), operands=ops,
                   outside=None if defn.outside is None else map_expr(defn.outside, swap))
     return out, old, new
+
+
+def _loads_of(defn: Reduction, buffer: str) -> list[Load]:
+    exprs = [defn.init, defn.term, defn.finish] + ([defn.outside] if defn.outside else [])
+    return [x for e in exprs for x in walk_expr(e) if isinstance(x, Load) and x.buffer == buffer]
 
 
 COMBINES = ("add", "mul", "max", "min")  # the kinds `Reduction.combine` takes

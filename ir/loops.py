@@ -439,8 +439,18 @@ class Layout:
     perm: tuple[int, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Widen:
+    """Store the constant operand `operand` of a declarative definition in the wider integer
+    type `dtype` (same values, same indices): int8 weights kept as int16 spare the dot
+    intrinsic's unpacking of every weight word (`dot4_s8s16`), for twice their flash."""
+
+    operand: str
+    dtype: str
+
+
 ScheduleStep = (Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
-                | Layout | OverlapTail)
+                | Layout | OverlapTail | Widen)
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules

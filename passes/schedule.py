@@ -18,7 +18,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from nnc.ir.compute import ComputeError, Reduction, layout_name, materialize, relayout
+from nnc.ir.compute import (
+    ComputeError,
+    Reduction,
+    layout_name,
+    materialize,
+    relayout,
+    widen_name,
+)
 from nnc.ir.loops import (
     Buffer,
     Expr,
@@ -37,6 +44,7 @@ from nnc.ir.loops import (
     Unroll,
     Var,
     Vectorize,
+    Widen,
     substitute_stmt,
 )
 from nnc.passes.manager import PassContext, register_pass
@@ -217,7 +225,7 @@ def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]],
         locals_.append(buf)
         return buf
 
-    steps = tuple(s for s in kernel.schedule if not isinstance(s, Layout))
+    steps = tuple(s for s in kernel.schedule if not isinstance(s, (Layout, Widen)))
     try:
         body = materialize(defn or kernel.compute, steps, new_local, shapes)
     except ComputeError as e:
@@ -227,21 +235,27 @@ def _materialize(kernel: Kernel, shapes: dict[str, tuple[int, ...]],
 
 def _relayout(kernel: Kernel, buffers: dict[str, Buffer], constants: dict[str, np.ndarray],
               sources: set[str]) -> tuple[Kernel, Reduction]:
-    """Apply a kernel's `Layout` steps: the re-laid-out constants (made once per permutation),
-    the kernel reading them, and its definition as it then reads."""
+    """Apply a kernel's `Layout` / `Widen` steps: the re-laid-out constants (made once per
+    step), the kernel reading them, and its definition as it then reads."""
     defn: Reduction = kernel.compute
     params = list(kernel.params)
     for step in kernel.schedule:
-        if not isinstance(step, Layout):
+        if not isinstance(step, (Layout, Widen)):
             continue
         roles = dict(defn.operands)
         old_name = roles.get(step.operand, "")
         old = buffers.get(old_name)
         shape: tuple[int, ...] = old.shape if old else ()
-        made = buffers.get(layout_name(old_name, step.perm))
-        if old is None and made is not None and len(made.shape) == len(step.perm):
-            # scheduled before: the copy exists, the original may be gone
-            shape = tuple(made.shape[list(step.perm).index(d)] for d in range(len(step.perm)))
+        if isinstance(step, Widen):
+            made = buffers.get(widen_name(old_name, step.dtype))
+            if old is None and made is not None:
+                shape = made.shape
+        else:
+            made = buffers.get(layout_name(old_name, step.perm))
+            if old is None and made is not None and len(made.shape) == len(step.perm):
+                # scheduled before: the copy exists, the original may be gone
+                shape = tuple(made.shape[list(step.perm).index(d)]
+                              for d in range(len(step.perm)))
         try:
             defn, old_name, new_name = relayout(defn, step, shape)
         except ComputeError as e:
@@ -250,9 +264,12 @@ def _relayout(kernel: Kernel, buffers: dict[str, Buffer], constants: dict[str, n
             if old is None or old.scope != "constant" or old_name not in constants:
                 raise ScheduleError(f"kernel @{kernel.name}: step {step}: operand "
                                     f"{step.operand!r} is not a constant")
-            data = np.ascontiguousarray(np.transpose(np.asarray(constants[old_name]).reshape(
-                old.shape), step.perm))
-            buffers[new_name] = Buffer(new_name, data.shape, old.dtype, "constant")
+            data = np.asarray(constants[old_name]).reshape(old.shape)
+            if isinstance(step, Widen):  # the same values: int8 -> int16 is exact
+                data, dtype = data.astype(step.dtype), step.dtype
+            else:
+                data, dtype = np.ascontiguousarray(np.transpose(data, step.perm)), old.dtype
+            buffers[new_name] = Buffer(new_name, data.shape, dtype, "constant")
             constants[new_name] = data
             sources.add(old_name)
         params = [new_name if p == old_name else p for p in params]
@@ -268,7 +285,7 @@ def schedule(module: LoopModule, ctx: PassContext) -> LoopModule:
     staged: list[tuple[Kernel, Reduction | None]] = []
     for k in module.kernels:
         defn = None
-        if k.compute is not None and any(isinstance(s, Layout) for s in k.schedule):
+        if k.compute is not None and any(isinstance(s, (Layout, Widen)) for s in k.schedule):
             k, defn = _relayout(k, buffers, constants, sources)
         staged.append((k, defn))
     shapes = {b.name: b.shape for b in buffers.values()}

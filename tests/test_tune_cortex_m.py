@@ -202,6 +202,41 @@ def test_a_wrong_result_on_the_board_is_recorded_and_never_applied(tmp_path, mon
 @needs_tools
 @pytest.mark.needs_arm
 @pytest.mark.needs_qemu
+def test_widened_weights_and_lane_copies_on_the_board_equal_the_untuned_build(tmp_path):
+    """The FC and the pointwise conv with int16 weights (`Widen`, dot4_s8s16: SMLAD on the
+    board) and two unrolled copies of the intrinsic, the other layers with dot4_s8 copies
+    where they fit: the firmware's outputs are the untuned firmware's, bit for bit."""
+    from nnc.compiler.tune.measure import CortexMMeasurer, prepare, same_outputs
+    from nnc.compiler.tune.space import Knobs, ScheduleSpace
+    from nnc.ir.loops import Widen
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = prepare(tiny_model(), "cortex-m7", quantize="int8", calibration="random")
+    measurer = CortexMMeasurer(prep, tmp_path)
+    untuned = measurer.measure({})
+    assert not untuned.error
+    assignment, widened = {}, set()
+    for w in prep.workloads:
+        space = ScheduleSpace(w.defn, w.shapes, prep.target)
+        for fn in ("dot4_s8s16", "dot4_s8"):
+            steps = next((s for axis in ("k", "ic") for s in [space.steps_of(Knobs(
+                oc_tile=4, lanes=(axis, fn, 4), lane_copies=2))] if s is not None), None)
+            if steps is not None:
+                assignment[w.key] = steps
+                if Widen("w", "int16") in steps:
+                    widened.add(w.kind)
+                break
+    assert widened == {"fully_connected_s8", "conv_s8"}
+    tuned = measurer.measure(assignment)
+    assert not tuned.error
+    assert same_outputs(untuned.outputs, tuned.outputs)
+    measurer.close()
+
+
+@needs_tools
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
 @pytest.mark.slow
 def test_workers_on_the_board_match_one_process(tmp_path):
     """--workers 2 on the emulated board (each worker its own build folder): the same trials,

@@ -12,11 +12,11 @@ import pytest
 from nnc.backends.target import cortex_m7, cortex_m55
 from nnc.compiler.tune.features import feature_names, features
 from nnc.compiler.tune.space import Knobs, ScheduleSpace, schedule_text
-from nnc.ir.compute import ComputeError
+from nnc.ir.compute import ComputeError, plan
 from nnc.ir.graph import Attrs
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_parser import parse_schedule
-from nnc.ir.loops import Intrinsic, Reorder, Split, Unroll
+from nnc.ir.loops import Intrinsic, Reorder, Split, Unroll, Widen
 from nnc.ir.ops import get_op
 from nnc.ir.ops.int8 import quantize_multiplier
 from nnc.passes.default_schedule import reduction_steps
@@ -119,3 +119,60 @@ def test_schedules_print_and_parse_back():
     _, k, shapes, _, _ = _lowered(*CASES["dense3x3"])
     for _, s in ScheduleSpace(k.compute, shapes, cortex_m7()).sample(random.Random(2), 10):
         assert parse_schedule(schedule_text(s)) == s
+
+
+def _widened(case, oc_tile=4, copies=1):
+    _, k, shapes, _, _ = _lowered(*CASES[case])
+    axis = "k" if case == "fc" else "ic"
+    return k, shapes, Knobs(oc_tile=oc_tile, lanes=(axis, "dot4_s8s16", 4), lane_copies=copies)
+
+
+@pytest.mark.parametrize("case,copies", [("fc", 1), ("fc", 2), ("fc", 4), ("pointwise", 2),
+                                         ("dense3x3", 1)])
+def test_widened_weights_and_lane_copies_compute_the_reference(case, copies):
+    """int16 weights (`Widen` + dot4_s8s16) and unrolled copies of the intrinsic along its
+    reduce axis: the interpreter's bits equal the reference's, and the schedule pass stores
+    the weights as int16 with the same values."""
+    module, k, shapes, feeds, ref = _lowered(*CASES[case])
+    space = ScheduleSpace(k.compute, shapes, cortex_m7())
+    knobs = _widened(case, copies=copies)[2]
+    steps = space.steps_of(knobs)
+    assert steps is not None and steps[0] == Widen("w", "int16")
+    (intr,) = [s for s in steps if isinstance(s, Intrinsic)]
+    assert intr.name == "dot4_s8s16"
+    if copies > 1:  # the copies' loop is unrolled around the intrinsic's
+        assert Unroll(intr.loop[:-1] + "o") in steps
+    kernels = tuple(x.replace(schedule=steps) if x is k else x for x in module.kernels)
+    scheduled = schedule(module.replace(kernels=kernels), PassContext())
+    got = run_loop_module(scheduled, feeds)
+    np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(steps))
+    w = dict(k.compute.operands)["w"]
+    wide = {b.name: b for b in scheduled.buffers}[f"{w}_int16"]
+    assert wide.dtype == "int16" and wide.scope == "constant"
+    np.testing.assert_array_equal(scheduled.constants[wide.name], module.constants[w])
+    assert w not in scheduled.constants  # no kernel reads the int8 copy any more
+    assert features(k.compute, steps, shapes)[feature_names().index("widened_operand")] == 1.0
+    assert parse_schedule(schedule_text(steps)) == steps
+
+
+def test_widening_and_lane_copies_are_checked():
+    k, shapes, knobs = _widened("fc")
+    space = ScheduleSpace(k.compute, shapes, cortex_m7())
+    # the int16 intrinsic on the int8 weights (no Widen step) is not legal
+    steps = space.steps_of(knobs)
+    assert steps is not None
+    with pytest.raises(ComputeError, match=r"int32\(int8\) \* int32\(int16\)"):
+        plan(k.compute, steps[1:], shapes)
+    with pytest.raises(ComputeError, match="cannot be widened"):
+        plan(k.compute, (Widen("w", "float32"),), shapes)
+    with pytest.raises(ComputeError, match="no operand 'x'"):
+        plan(k.compute, (Widen("x", "int16"),), shapes)
+    # copies must tile the axis (depth 32: 8 x 4 does, 16 x 4 does not)
+    assert space.steps_of(Knobs(lanes=("k", "dot4_s8", 4), lane_copies=8)) is not None
+    with pytest.raises(ComputeError, match="do not tile"):
+        Knobs(lanes=("k", "dot4_s8", 4), lane_copies=16).steps(k.compute, shapes)
+    # an FC's single row: the channel loop has no pixels to go outside of
+    assert space.knobs_ranges()["oc_outer"] == [False]
+    # Helium's dot16_s8 covers the dense reductions on the M55: no int16 weights there
+    assert "dot4_s8s16" not in ScheduleSpace(k.compute, shapes, cortex_m55()).intrinsics
+    assert "dot4_s8s16" in space.intrinsics

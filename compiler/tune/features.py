@@ -51,6 +51,9 @@ def features(defn: Reduction, steps: tuple[ScheduleStep, ...],
                            and lp.kind != "unrolled")
     vector_lanes = math.prod(lp.extent for lp in loops if lp.kind == "vectorized")
     width = max((DOT_INTRINSICS[fn].width for fn in p.intrinsics.values()), default=0)
+    # a widened operand (`Widen`: int16 weights) spares the intrinsic its unpacking
+    widened = float(any(DOT_INTRINSICS[fn].operands != ("int8", "int8")
+                        for fn in p.intrinsics.values()))
     # executions of the innermost body and of each loop's increment-and-branch
     trips = 1.0
     overhead = 0.0
@@ -82,7 +85,7 @@ def features(defn: Reduction, steps: tuple[ScheduleStep, ...],
         float(len(loops)), float(first), _log(unrolled_tile), _log(array_tile),
         _log(vector_lanes), float(width), _log(intr_calls), _log(trips), _log(overhead),
         _log(guard_evals), float(len(p.partitions)), float(len(p.tails)), _log(copies),
-        _log(trips / max(unrolled_tile, 1)),
+        _log(trips / max(unrolled_tile, 1)), widened,
     ]
     return workload + schedule + per_level
 
@@ -91,7 +94,8 @@ def feature_names() -> list[str]:
     names = ["log_macs", "windows", "depthwise", *(f"log_{a}" for a in AXES),
              "loops", "first_reduce", "log_acc_scalars", "log_acc_array", "log_vector_lanes",
              "intrinsic_width", "log_intrinsic_calls", "log_trips", "log_loop_overhead",
-             "log_guard_evals", "partitions", "tails", "log_code_copies", "log_trips_per_acc"]
+             "log_guard_evals", "partitions", "tails", "log_code_copies", "log_trips_per_acc",
+             "widened_operand"]
     for i in range(LEVELS):
         names += [f"l{i}_log_extent", f"l{i}_kind", f"l{i}_reduce", f"l{i}_tile"]
     return names

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from nnc.compiler.tune.features import features
+from nnc.compiler.tune.features import feature_names, features
 from nnc.compiler.tune.space import ScheduleSpace, schedule_text
 from nnc.ir.loops import ScheduleStep
 
@@ -42,7 +42,8 @@ class CostModel:
         self.rows: list[tuple[str, list[float], float]] = []  # (group, features, figure)
 
     def add(self, group: str, feats: Sequence[float], figure: float) -> None:
-        if feats:
+        # rows another nnc wrote with another feature set cannot train this one
+        if feats and len(feats) == len(feature_names()):
             self.rows.append((group, list(feats), float(figure)))
 
     def fit(self) -> bool:

@@ -12,8 +12,12 @@ writes it as steps on the definition's axis names, in the order the default sche
 Knobs: the output-channel tile (1, 2, 4, 8 or all of them; its loop unrolled into scalar
 accumulators, an accumulator array, or Helium lanes on MVE targets), a tile of the output row
 (1, 2, 4, unrolled), one reduce axis mapped onto a dot intrinsic, split and unrolled, or
-unrolled whole, padding windows partitioned, the tile inside or outside the reduction, the
-order of the other reduce loops, and the channel loop outside the pixels (weights stay put).
+unrolled whole, 1-8 copies of the intrinsic unrolled along its axis (fewer loop branches:
+an FC's or a 16-channel conv's depth in one iteration), padding windows partitioned, the tile
+inside or outside the reduction, the order of the other reduce loops, and the channel loop
+outside the pixels (weights stay put). On the M4/M7 the intrinsic may be `dot4_s8s16`: its
+steps store the weights as int16 (`Widen`), which spares the unpacking of every weight word
+for PKHBT/PKHTB once per input word, at twice the weights' flash.
 """
 
 from __future__ import annotations
@@ -35,12 +39,14 @@ from nnc.ir.loops import (
     Split,
     Unroll,
     Vectorize,
+    Widen,
 )
 
 TILE_KINDS = ("unrolled", "array", "vectorized")
 OC_TILES = (1, 2, 4, 8)
 ROW_TILES = (1, 2, 4)
 UNROLL_FACTORS = (2, 4, 8)
+LANE_COPIES = (1, 2, 4, 8)  # intrinsic calls per iteration of the lanes' reduce loop
 FULL_UNROLL_MAX = 8  # a reduce axis this short may be unrolled whole
 
 
@@ -62,6 +68,8 @@ class Knobs:
     oc_outer: bool = False
     # the weights stored output channel last (`Layout`; Helium's lanes over the channels)
     layout: bool = False
+    # copies of the lanes' intrinsic along their reduce axis, unrolled (fewer loop branches)
+    lane_copies: int = 1
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -76,6 +84,11 @@ class Knobs:
                 raise ComputeError("no weight operand to lay out")
             rank = len(shapes[w])
             steps.append(Layout("w", (*range(1, rank), 0)))
+        intr = DOT_INTRINSICS.get(self.lanes[1])
+        if intr is not None and intr.operands[1] != "int8":
+            if "w" not in dict(defn.operands):
+                raise ComputeError("no weight operand to widen")
+            steps.append(Widen("w", intr.operands[1]))  # e.g. int16 weights for dot4_s8s16
         outer = [n for n in spatial if n != "oc"]
         tile: list[str] = []
         row = _row_axis(defn)
@@ -131,6 +144,8 @@ class Knobs:
         extent = defn.axis(axis).extent
         at = reduce.index(axis)
         other = list(reduce)
+        if self.lane_copies > 1:
+            return self._copied_lanes(axis, mode, factor, extent, at, other)
         whole = factor == 0 or factor >= extent
         if whole:
             other[at:at + 1] = []
@@ -145,6 +160,24 @@ class Knobs:
             steps = [Intrinsic(mode, axis)] if whole else [Split(axis, factor),
                                                            Intrinsic(mode, lane)]
         return steps, other, [lane]
+
+    def _copied_lanes(self, axis: str, mode: str, factor: int, extent: int, at: int,
+                      other: list[str]) -> tuple[list[ScheduleStep], list[str], list[str]]:
+        """`lane_copies` intrinsic calls unrolled along the lanes' axis: Split by
+        copies x width (none where that is the whole axis), the copies unrolled, the calls on
+        the innermost loop."""
+        span = self.lane_copies * factor
+        if mode not in DOT_INTRINSICS or extent % span or extent < span:
+            raise ComputeError(f"{self.lane_copies} copies of {mode} x {factor} do not tile "
+                               f"{axis!r} ({extent})")
+        if extent == span:
+            other[at:at + 1] = []
+            return ([Split(axis, factor), Unroll(f"{axis}_o"), Intrinsic(mode, f"{axis}_i")],
+                    other, [f"{axis}_o", f"{axis}_i"])
+        other[at] = f"{axis}_o"
+        copies, lane = f"{axis}_i_o", f"{axis}_i_i"
+        return ([Split(axis, span), Split(f"{axis}_i", factor), Unroll(copies),
+                 Intrinsic(mode, lane)], other, [copies, lane])
 
     def other_reduce(self, defn: Reduction) -> list[str]:
         """The reduce loops outside the lanes, in the definition's order."""
@@ -179,8 +212,11 @@ class ScheduleSpace:
         self.shapes = dict(shapes)
         feats = set(getattr(target, "features", ()))
         cortex_m = getattr(target, "kind", "") == "cortex-m"
+        # dot4_s8s16 (int16 weights) only where Helium's dot16_s8 does not cover the reduction
         self.intrinsics = [n for n, need in (("dot4_s8", "dsp"), ("dot16_s8", "mve"))
                            if cortex_m and need in feats]
+        if cortex_m and "dsp" in feats and "mve" not in feats and "w" in dict(defn.operands):
+            self.intrinsics.insert(1, "dot4_s8s16")
         self.vector_lanes = cortex_m and "mve" in feats
         self._legal: dict[tuple[ScheduleStep, ...], bool] = {}
 
@@ -225,13 +261,20 @@ class ScheduleSpace:
         other = knobs.other_reduce(self.defn)
         return [()] + [p for p in itertools.permutations(other) if list(p) != other]
 
+    def _oc_outer(self) -> list[bool]:
+        """The channel loop outside the pixels, where there are pixels (an FC's rows of one
+        would only give the same code twice)."""
+        rows = [a for a in self.defn.spatial if a.name != "oc" and a.extent > 1]
+        return [False, True] if rows else [False]
+
     def knobs_ranges(self) -> dict[str, list[Any]]:
         return {"oc_tile": self._oc_tiles(), "tile": self._tiles(),
                 "row_tile": self._row_tiles(), "lanes": self._lanes(),
                 "partition": self._partitions(), "tile_inside": [True, False],
-                "lanes_inner": [True, False], "oc_outer": [False, True],
+                "lanes_inner": [True, False], "oc_outer": self._oc_outer(),
                 "layout": [False, True] if self.vector_lanes and "w" in dict(
-                    self.defn.operands) else [False]}
+                    self.defn.operands) else [False],
+                "lane_copies": list(LANE_COPIES) if self.intrinsics else [1]}
 
     # -- legality
 
