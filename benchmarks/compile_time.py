@@ -9,7 +9,8 @@ Each build is `nnc compile MODEL --target T -o OUT [--quantize int8 --calibratio
 start-up and imports included. The stages are those nnc.json records (`compile_time_s`: import,
 passes, calibration, accuracy, codegen, c_compiler = the backend's build step; for OpenCL the
 device program's build_ms, for TVM tvm.compile's build_s, inside c_compiler); "other" is the wall
-time none of them covers (interpreter start-up, imports, writing the output folder).
+time none of them covers (interpreter start-up, imports, writing the output folder). Every build
+is cold: a new output folder (no model.clbin) and an empty PoCL kernel cache (POCL_CACHE_DIR).
 
 Models: `--models-dir DIR` holding `<model>.onnx` (and `<model>_calibration.npz`, used for int8
 when present, else `--calibration random`: 20 samples either way), by default the MLPerf Tiny
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -71,7 +73,11 @@ def command(model: Path, target: str, dtype: str, out: Path) -> list[str]:
 def compile_once(model: Path, target: str, dtype: str, out: Path,
                  baseline: Path | None = None) -> dict[str, Any]:
     """One build in a fresh process: wall seconds and the stages of its nnc.json."""
-    env = dict(os.environ, NNC_HISTORY="off")
+    # a cold build: no earlier output folder (its model.clbin) and an empty PoCL kernel cache
+    shutil.rmtree(out, ignore_errors=True)
+    pocl = out.with_name(out.name + "-pocl-cache")
+    shutil.rmtree(pocl, ignore_errors=True)
+    env = dict(os.environ, NNC_HISTORY="off", POCL_CACHE_DIR=str(pocl))
     if baseline is not None:
         env["PYTHONPATH"] = str(baseline)
     argv = [sys.executable, "-c", CLI, *command(model, target, dtype, out)]
