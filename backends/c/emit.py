@@ -1008,10 +1008,7 @@ class CStyleEmitter:
         head += [f"{pad}(void){self.names[b.name]};" for b in local_bufs
                  if b.name not in self.loaded]
         signature = self.kernel_header(fname, params, decls)
-        attributes = self.kernel_attributes
-        if "NNC_KERNEL" in attributes and any(b.dtype in ("int8", "uint8") for b in params):
-            attributes = (*attributes, "NNC_KERNEL_NOINLINE")  # compile time (nnc_runtime.h)
-        return "\n".join([*self._outlined, *attributes, signature, "{"]
+        return "\n".join([*self._outlined, *self.kernel_attributes, signature, "{"]
                          + head + body + ["}"])
 
     def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:

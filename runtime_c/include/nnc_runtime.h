@@ -77,16 +77,6 @@ typedef struct nnc_layer_desc {
 #define NNC_KERNEL
 #endif
 
-/* An int8 kernel stays a function of its own under clang too: inlined into the run function it
- * ran no faster (IC int8, best of 4 x 1000 runs: 2.129 vs 2.130 ms) but made that one function
- * so big that clang -O3 spent ~45% more time on model.c (IC int8 4.7 vs 2.5 s). Float kernels
- * stay inlinable: VWW fp32 ran 5% slower out of line. GCC never inlines kernels (noipa). */
-#if defined(__clang__)
-#define NNC_KERNEL_NOINLINE __attribute__((noinline))
-#else
-#define NNC_KERNEL_NOINLINE
-#endif
-
 /* Loop hints. `vectorized` loops are free of loop-carried memory dependences (the scheduler
  * guarantees it), which `GCC ivdep` asserts; scalar reductions stay correct because ivdep only
  * concerns memory. Clang warns when a requested vectorization fails, so it gets no hint. */

@@ -21,7 +21,6 @@ static inline int8_t nnc_div_i8(int8_t a, int8_t b) {
 
 /* mixed */
 NNC_KERNEL
-NNC_KERNEL_NOINLINE
 static void k0_mixed(const int8_t *restrict a, const nnc_f16 *restrict h, int8_t *restrict y, nnc_f16 *restrict z)
 {
     for (ptrdiff_t i0 = 0; i0 < 4; ++i0) {
