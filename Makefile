@@ -54,11 +54,16 @@ demo: install $(DEMO_MODEL) $(DEMO_CAL)
 	$(NNC) run $(DEMO_OUT)_int8
 	$(NNC) bench $(DEMO_OUT)_int8
 
+# two workers (pytest-xdist), one per core; --dist loadfile keeps each test file's module
+# fixtures (built models, firmware) in one worker. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_XDIST)
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_XDIST) -m "not slow"
 
 bench: install
 	$(PY) -m benchmarks.bench_host

@@ -63,6 +63,7 @@ from nnc.ir.loops import (
     Stmt,
     Store,
     Var,
+    sub_exprs,
     walk_expr,
     walk_stmts,
 )
@@ -79,6 +80,13 @@ _LOOP_KINDS = {"serial": tirx.ForKind.SERIAL, "vectorized": tirx.ForKind.VECTORI
                # a parallel loop runs serially, as in the C backend (one thread)
                "parallel": tirx.ForKind.SERIAL}
 SHARE_LIMIT = 16  # expression nodes repeated rather than bound by a Let
+# ...unless the TIR they expand to is bigger than this: operands that an emitted node uses
+# more than once (float min/max as NaN-aware Selects, integer div/mod/shift guards, isnan,
+# requantize) multiply; a clamp of a clamp of a resize coordinate grew to 64 KB of one TIR
+# expression and tvm.compile took 206 s on the 8-kernel resize_linear model
+EXPAND_LIMIT = 64
+_DUP_BINARY = frozenset({"min", "max", "div", "mod", "pow", "shl", "shr"})
+_DUP_CALL = frozenset({"isnan", "isinf", "sign", "abs", "requantize"})
 UNROLL_LIMIT = 64  # longer unrolled loops stay loops (the C backend caps NNC_UNROLL at 64 too)
 # float intrinsics with a TIR op of the same meaning
 _MATH = {"exp": T.exp, "log": T.log, "sqrt": T.sqrt, "tanh": T.tanh, "erf": T.erf,
@@ -172,6 +180,11 @@ class KernelEmitter:
         self.hoisted: list[Any] = []  # Bind statements for the statement being emitted
         self.binds = 0  # Bind statements emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
+        self.sizes: dict[int, tuple[Expr, int]] = {}  # id -> (expression, expanded TIR size)
+        # expressions bound by a Bind for the statement being emitted: an equal copy elsewhere
+        # in the statement (a resize's clamped coordinate, used ~20 times) reuses the variable
+        self.bound: dict[Expr, PrimExpr] = {}
+        self.extents: dict[str, int] = {}  # loop variable -> trip count, while in its loop
 
     # ---- Let bindings
 
@@ -186,10 +199,34 @@ class KernelEmitter:
         computed once (nested min/max or requantize would grow exponentially): by a
         statement-level `Bind` before the statement where `e` is always evaluated, else (inside
         a Select's branch) by a `T.Let` around the use."""
+        if e in self.bound:
+            return self.bound[e], []
         value = self.expr(e)
-        if sum(1 for _ in walk_expr(e)) <= SHARE_LIMIT:
+        if not self.worth_sharing(e):
             return value, []
-        return self.share(value, compute(e.dtype))
+        var, lets = self.share(value, compute(e.dtype))
+        if not lets:
+            self.bound[e] = var
+        return var, lets
+
+    def worth_sharing(self, e: Expr) -> bool:
+        """Whether `e`, used more than once, is bound to a variable rather than repeated."""
+        return sum(1 for _ in walk_expr(e)) > SHARE_LIMIT or self.expanded(e) > EXPAND_LIMIT
+
+    def expanded(self, e: Expr) -> int:
+        """An estimate of the TIR nodes `e` emits to: the operands of a node that uses them
+        more than once count three times, unless they are shared (then once)."""
+        hit = self.sizes.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        dup = ((isinstance(e, Binary) and e.op in _DUP_BINARY)
+               or (isinstance(e, Call) and e.fn in _DUP_CALL)
+               or (isinstance(e, Cast) and e.value.dtype in _FLOATS and e.dtype in _INTS))
+        size = 1
+        for x in sub_exprs(e):
+            size += 1 if dup and self.worth_sharing(x) else (3 if dup else 1) * self.expanded(x)
+        self.sizes[id(e)] = (e, size)
+        return size
 
     def share(self, value: PrimExpr, dtype: str) -> tuple[PrimExpr, list[tuple[Any, PrimExpr]]]:
         """A variable for `value`, computed once (see `shared`), and the Lets to wrap the use
@@ -207,11 +244,14 @@ class KernelEmitter:
         out = self.hoisted + stmts
         self.binds += len(self.hoisted)
         self.hoisted = []
+        self.bound.clear()
         return out
 
     # ---- expressions
 
     def expr(self, e: Expr) -> PrimExpr:
+        if self.bound and isinstance(e, (Binary, Call, Cast, Select)) and e in self.bound:
+            return self.bound[e]  # computed once, before the statement
         method = getattr(self, "expr_" + type(e).__name__.lower(), None)
         if method is None:
             raise EmitError(f"cannot emit expression {e!r} for TVM")
@@ -273,6 +313,9 @@ class KernelEmitter:
             return self.expr(e.a) / self.expr(e.b)
         if op in ("div", "mod") and dt in _INTS:
             return self.int_divmod(op, e.a, e.b, dt)
+        if op in ("min", "max") and dt in _FLOATS and self.finite_range(e.a) is not None \
+                and self.finite_range(e.b) is not None:  # no NaN: TIR's own min/max
+            return getattr(T, op)(self.expr(e.a), self.expr(e.b))
         if op in ("min", "max") and dt in _FLOATS:
             a, la = self.shared(e.a)
             b, lb = self.shared(e.b)
@@ -292,6 +335,57 @@ class KernelEmitter:
         if op in ("shl", "shr") and dt in _INTS:
             return self.shift(op, e.a, e.b, dt)
         raise EmitError(f"binary {op!r} on {dt} is not supported by the TVM backend")
+
+    def int_range(self, e: Expr) -> tuple[float, float]:
+        """Bounds of an integer expression: a constant, a loop variable in its loop, else its
+        type's."""
+        if isinstance(e, Const):
+            return float(e.value), float(e.value)
+        if isinstance(e, Var) and e.name in self.extents:
+            return 0.0, float(max(self.extents[e.name] - 1, 0))
+        info = np.iinfo(np.dtype(e.dtype)) if e.dtype in _INTS else np.iinfo(np.int64)
+        return float(info.min), float(info.max)
+
+    def finite_range(self, e: Expr) -> tuple[float, float] | None:
+        """Bounds of a float expression proven neither NaN nor infinite (interval arithmetic
+        from constants and integer casts: a resize's clamped source coordinate), else None.
+        Where both operands of a float min/max have one, NaN propagation cannot matter and TIR's
+        min/max is the same function; TIR's simplifier takes exponential time on the nested
+        NaN-aware Selects of a clamp of a clamp (tvm.compile of resize_linear: 206 s)."""
+        big = 1e37  # well inside float32's range: rounding cannot reach inf
+        r: tuple[float, float] | None = None
+        if isinstance(e, Const) and e.dtype in _FLOATS:
+            v = float(e.value)
+            r = (v, v) if math.isfinite(v) else None
+        elif isinstance(e, Cast) and e.dtype in _FLOATS:
+            src = e.value.dtype
+            r = self.int_range(e.value) if src in _INTS or src == "bool" else (
+                self.finite_range(e.value) if src in _FLOATS else None)
+        elif isinstance(e, Binary) and e.dtype in _FLOATS and e.op in (
+                "add", "sub", "mul", "div", "min", "max"):
+            a, b = self.finite_range(e.a), self.finite_range(e.b)
+            if a is None or b is None:
+                return None
+            if e.op == "add":
+                r = (a[0] + b[0], a[1] + b[1])
+            elif e.op == "sub":
+                r = (a[0] - b[1], a[1] - b[0])
+            elif e.op in ("min", "max"):
+                f = min if e.op == "min" else max
+                r = (f(a[0], b[0]), f(a[1], b[1]))
+            elif e.op == "mul" or b[0] > 0 or b[1] < 0:
+                ys = [x * y for x in a for y in b] if e.op == "mul" else \
+                    [x / y for x in a for y in b]
+                r = (min(ys), max(ys))
+        elif isinstance(e, Call) and e.fn in ("floor", "ceil", "round") and e.dtype in _FLOATS:
+            x = self.finite_range(e.args[0])
+            r = None if x is None else (math.floor(x[0]), math.ceil(x[1]))
+        elif isinstance(e, Select) and e.dtype in _FLOATS:
+            a, b = self.finite_range(e.a), self.finite_range(e.b)
+            r = None if a is None or b is None else (min(a[0], b[0]), max(a[1], b[1]))
+        if r is None or not (-big < r[0] <= r[1] < big):
+            return None
+        return r
 
     def int_divmod(self, op: str, ea: Expr, eb: Expr, dt: str) -> PrimExpr:
         fn = T.truncdiv if op == "div" else T.truncmod
@@ -459,7 +553,7 @@ class KernelEmitter:
         if compute(src) == compute(dst):
             return v
         if src in _FLOATS and dst in _INTS:  # defined for every value (ir.float_to_int)
-            if sum(1 for _ in walk_expr(e.value)) <= SHARE_LIMIT:
+            if not self.worth_sharing(e.value):
                 x, lx = v, []
             else:
                 x, lx = self.share(v, compute(src))
@@ -497,7 +591,9 @@ class KernelEmitter:
         if isinstance(s, For):
             var = tirx.Var(self.names.fresh("v_", s.var), "int64")
             outer = self.vars.get(s.var)
+            outer_extent = self.extents.get(s.var)
             self.vars[s.var] = var
+            self.extents[s.var] = s.extent
             kind = _LOOP_KINDS[s.kind]
             if s.kind == "vectorized" and not vectorizable(s):
                 kind = tirx.ForKind.SERIAL
@@ -509,6 +605,10 @@ class KernelEmitter:
                 del self.vars[s.var]
             else:
                 self.vars[s.var] = outer
+            if outer_extent is None:
+                del self.extents[s.var]
+            else:
+                self.extents[s.var] = outer_extent
             if s.extent <= 0:
                 return []
             return [tirx.For(var, T.int64(0), T.int64(s.extent), kind, _seq(body))]
