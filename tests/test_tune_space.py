@@ -176,3 +176,24 @@ def test_widening_and_lane_copies_are_checked():
     # Helium's dot16_s8 covers the dense reductions on the M55: no int16 weights there
     assert "dot4_s8s16" not in ScheduleSpace(k.compute, shapes, cortex_m55()).intrinsics
     assert "dot4_s8s16" in space.intrinsics
+
+
+def test_sample_finds_the_last_points_of_a_nearly_used_up_space():
+    """A resumed tune asks for the few points left: random draws miss them, the walk does not
+    (test_kill_9_loses_only_trials_in_flight once stopped at 39 of 40 trials)."""
+    import warnings
+
+    from nnc.compiler.tune.measure import prepare
+    from nnc.compiler.tune.space import space_for
+    from tests.test_tune_cache import tiny_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prep = prepare(tiny_model(), "cortex-m7", quantize="int8", calibration="random")
+    w = next(w for w in prep.workloads if w.kind == "avg_pool_s8")
+    space = space_for(w.defn, w.shapes, prep.target)
+    texts = [schedule_text(s) for _, s in space.enumerate()]
+    left = set(texts[-2:])
+    got = space.sample(random.Random(0), 5, exclude=set(texts) - left, tries=1)
+    assert {schedule_text(s) for _, s in got} == left
+    assert space.sample(random.Random(0), 3, exclude=set(texts)) == []

@@ -23,6 +23,7 @@ for PKHBT/PKHTB once per input word, at twice the weights' flash.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ ROW_TILES = (1, 2, 4)
 UNROLL_FACTORS = (2, 4, 8)
 LANE_COPIES = (1, 2, 4, 8)  # intrinsic calls per iteration of the lanes' reduce loop
 FULL_UNROLL_MAX = 8  # a reduce axis this short may be unrolled whole
+ENUMERATE_LIMIT = 2048  # knob settings a sample walks once random draws stop finding new points
+# draws a sample makes before it gives up, however few points it asks for: where few knob
+# settings are legal (a 3x3 conv), 50 draws for the one trial a resumed tune had left missed
+# every legal point and the tune stopped at 39 of 40 ("space exhausted")
+MIN_DRAWS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,11 +328,13 @@ class ScheduleSpace:
     def sample(self, rng: random.Random, n: int, exclude: set[str] | None = None,
                tries: int = 50) -> list[tuple[Knobs, tuple[ScheduleStep, ...]]]:
         """Up to `n` distinct legal points drawn at random (none whose schedule text is in
-        `exclude`); gives up after `tries` draws per point."""
+        `exclude`). After `tries` misses per point (at least MIN_DRAWS in all) a space of at
+        most ENUMERATE_LIMIT knob settings is walked for the points left (a space nearly used
+        up: a resumed tune), so there fewer than `n` means the space holds no more."""
         out: list[tuple[Knobs, tuple[ScheduleStep, ...]]] = []
         seen = set(exclude or ())
         misses = 0
-        while len(out) < n and misses < tries * max(n, 1):
+        while len(out) < n and misses < max(tries * n, MIN_DRAWS):
             k = self.random_knobs(rng)
             steps = self.steps_of(k)
             text = schedule_text(steps) if steps is not None else None
@@ -336,6 +344,10 @@ class ScheduleSpace:
             assert text is not None
             seen.add(text)
             out.append((k, steps))
+        if len(out) < n and math.prod(len(v) for v in self.knobs_ranges().values()) \
+                <= ENUMERATE_LIMIT:
+            left = [(k, st) for k, st in self.enumerate() if schedule_text(st) not in seen]
+            out += rng.sample(left, min(n - len(out), len(left)))
         return out
 
 
