@@ -63,7 +63,6 @@ from nnc.ir.loops import (
     Stmt,
     Store,
     Var,
-    sub_exprs,
     walk_expr,
     walk_stmts,
 )
@@ -80,13 +79,6 @@ _LOOP_KINDS = {"serial": tirx.ForKind.SERIAL, "vectorized": tirx.ForKind.VECTORI
                # a parallel loop runs serially, as in the C backend (one thread)
                "parallel": tirx.ForKind.SERIAL}
 SHARE_LIMIT = 16  # expression nodes repeated rather than bound by a Let
-# ...unless the TIR they expand to is bigger than this: operands that an emitted node uses
-# more than once (float min/max as NaN-aware Selects, integer div/mod/shift guards, isnan,
-# requantize) multiply; a clamp of a clamp of a resize coordinate grew to 64 KB of one TIR
-# expression and tvm.compile took 206 s on the 8-kernel resize_linear model
-EXPAND_LIMIT = 64
-_DUP_BINARY = frozenset({"min", "max", "div", "mod", "pow", "shl", "shr"})
-_DUP_CALL = frozenset({"isnan", "isinf", "sign", "abs", "requantize"})
 UNROLL_LIMIT = 64  # longer unrolled loops stay loops (the C backend caps NNC_UNROLL at 64 too)
 # float intrinsics with a TIR op of the same meaning
 _MATH = {"exp": T.exp, "log": T.log, "sqrt": T.sqrt, "tanh": T.tanh, "erf": T.erf,
@@ -180,10 +172,6 @@ class KernelEmitter:
         self.hoisted: list[Any] = []  # Bind statements for the statement being emitted
         self.binds = 0  # Bind statements emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
-        self.sizes: dict[int, tuple[Expr, int]] = {}  # id -> (expression, expanded TIR size)
-        # expressions bound by a Bind for the statement being emitted: an equal copy elsewhere
-        # in the statement (a resize's clamped coordinate, used ~20 times) reuses the variable
-        self.bound: dict[Expr, PrimExpr] = {}
         self.extents: dict[str, int] = {}  # loop variable -> trip count, while in its loop
 
     # ---- Let bindings
@@ -199,34 +187,10 @@ class KernelEmitter:
         computed once (nested min/max or requantize would grow exponentially): by a
         statement-level `Bind` before the statement where `e` is always evaluated, else (inside
         a Select's branch) by a `T.Let` around the use."""
-        if e in self.bound:
-            return self.bound[e], []
         value = self.expr(e)
-        if not self.worth_sharing(e):
+        if sum(1 for _ in walk_expr(e)) <= SHARE_LIMIT:
             return value, []
-        var, lets = self.share(value, compute(e.dtype))
-        if not lets:
-            self.bound[e] = var
-        return var, lets
-
-    def worth_sharing(self, e: Expr) -> bool:
-        """Whether `e`, used more than once, is bound to a variable rather than repeated."""
-        return sum(1 for _ in walk_expr(e)) > SHARE_LIMIT or self.expanded(e) > EXPAND_LIMIT
-
-    def expanded(self, e: Expr) -> int:
-        """An estimate of the TIR nodes `e` emits to: the operands of a node that uses them
-        more than once count three times, unless they are shared (then once)."""
-        hit = self.sizes.get(id(e))
-        if hit is not None and hit[0] is e:
-            return hit[1]
-        dup = ((isinstance(e, Binary) and e.op in _DUP_BINARY)
-               or (isinstance(e, Call) and e.fn in _DUP_CALL)
-               or (isinstance(e, Cast) and e.value.dtype in _FLOATS and e.dtype in _INTS))
-        size = 1
-        for x in sub_exprs(e):
-            size += 1 if dup and self.worth_sharing(x) else (3 if dup else 1) * self.expanded(x)
-        self.sizes[id(e)] = (e, size)
-        return size
+        return self.share(value, compute(e.dtype))
 
     def share(self, value: PrimExpr, dtype: str) -> tuple[PrimExpr, list[tuple[Any, PrimExpr]]]:
         """A variable for `value`, computed once (see `shared`), and the Lets to wrap the use
@@ -244,14 +208,11 @@ class KernelEmitter:
         out = self.hoisted + stmts
         self.binds += len(self.hoisted)
         self.hoisted = []
-        self.bound.clear()
         return out
 
     # ---- expressions
 
     def expr(self, e: Expr) -> PrimExpr:
-        if self.bound and isinstance(e, (Binary, Call, Cast, Select)) and e in self.bound:
-            return self.bound[e]  # computed once, before the statement
         method = getattr(self, "expr_" + type(e).__name__.lower(), None)
         if method is None:
             raise EmitError(f"cannot emit expression {e!r} for TVM")
@@ -553,7 +514,7 @@ class KernelEmitter:
         if compute(src) == compute(dst):
             return v
         if src in _FLOATS and dst in _INTS:  # defined for every value (ir.float_to_int)
-            if not self.worth_sharing(e.value):
+            if sum(1 for _ in walk_expr(e.value)) <= SHARE_LIMIT:
                 x, lx = v, []
             else:
                 x, lx = self.share(v, compute(src))
