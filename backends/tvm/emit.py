@@ -45,7 +45,13 @@ from tvm.script.ir_builder import IRBuilder
 from tvm.script.ir_builder import ir as I
 from tvm.script.ir_builder import tirx as TB
 
-from nnc.backends.c.emit import WEIGHTS_ALIGN, EmitError, ModuleEmitter, flat_index
+from nnc.backends.c.emit import (
+    WEIGHTS_ALIGN,
+    EmitError,
+    ModuleEmitter,
+    _int_range,
+    flat_index,
+)
 from nnc.ir.loops import (
     Binary,
     Buffer,
@@ -304,8 +310,8 @@ class KernelEmitter:
             return float(e.value), float(e.value)
         if isinstance(e, Var) and e.name in self.extents:
             return 0.0, float(max(self.extents[e.name] - 1, 0))
-        info = np.iinfo(np.dtype(e.dtype)) if e.dtype in _INTS else np.iinfo(np.int64)
-        return float(info.min), float(info.max)
+        lo, hi = _int_range(e.dtype if e.dtype in _INTS or e.dtype == "bool" else "int64")
+        return float(lo), float(hi)
 
     def finite_range(self, e: Expr) -> tuple[float, float] | None:
         """Bounds of a float expression proven neither NaN nor infinite (interval arithmetic

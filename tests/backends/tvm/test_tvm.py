@@ -302,6 +302,14 @@ def test_float_min_max_without_nan_is_tirs_own_and_nan_operands_keep_the_test() 
     assert k.finite_range(Load("x", (Const(0, "int64"),), "float32")) is None
     assert k.finite_range(Binary("div", Const(1.0, "float32"), coord, "float32")) is None  # /0
     assert k.finite_range(Const(float("inf"), "float32")) is None
+    from tvm import tirx
+
+    k.vars["i"] = tirx.Var("i", "int64")
+    assert isinstance(k.expr(clamp), tirx.Min)  # emitted without a NaN test
+    k.buffers["x"] = k.bufvars["x"] = tirx.decl_buffer((4,), "float32", name="x")
+    loaded = Binary("max", Load("x", (Const(0, "int64"),), "float32"), Const(0.0, "float32"),
+                    "float32")
+    assert isinstance(k.expr(loaded), tirx.Select)  # may be NaN: the NaN-aware Select
     j = Cast(Var("j", "int64"), "float32")  # not a loop in scope: int64's range
     assert k.finite_range(j) is not None
     assert k.finite_range(Binary("mul", j, j, "float32")) is None  # ~8.5e37: near float32's max
