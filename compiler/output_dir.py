@@ -371,10 +371,13 @@ class OutputDir:
         if root.exists() and not root.is_dir():
             raise NncError(f"-o {root}: is a file, not a folder; give a folder name")
         try:
-            missing = [p for p in (root, *root.parents) if not p.exists()]
-            if missing:
-                root.mkdir(parents=True)  # mode 0777 & ~umask
-                self._created = missing[-1]
+            for p in reversed([p for p in (root, *root.parents) if not p.exists()]):
+                try:
+                    p.mkdir()  # mode 0777 & ~umask
+                except FileExistsError:
+                    continue  # a concurrent compile made it: not ours to remove
+                if self._created is None:
+                    self._created = p
             self._fd = _lock(root)
             recover(root)
             remove_legacy_staging(root)
@@ -445,14 +448,17 @@ class OutputDir:
         return self.staging
 
     def _release(self, failed: bool) -> None:
+        held = self._fd is not None
         if (failed and self.staging != self.root and self.staging.name.startswith(STAGING_PREFIX)
                 and not (self.root / JOURNAL).exists()):  # a journal: the next one rolls forward
             shutil.rmtree(self.staging, ignore_errors=True)
         if isinstance(self._fd, Path):  # the lock file goes before the folder it is in
             self._fd.unlink(missing_ok=True)
             self._fd = None
-        if failed and self._created is not None:
-            # a compile that created the folder and failed leaves nothing behind
+        if failed and held and self._created is not None:
+            # a compile that created the folder and failed leaves nothing behind (only while
+            # it holds the lock: one refused by it must not pull the folder from under the
+            # compile that took it)
             p = self.root
             while True:
                 try:

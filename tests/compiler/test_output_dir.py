@@ -147,13 +147,52 @@ def _nnc(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[s
 def test_concurrent_compiles(tmp_path: Path, models: dict[int, Path]) -> None:
     """Two compiles started together: each either succeeds or is refused with the lock's
     message, never anything else, and the folder holds one whole build."""
-    out = tmp_path / "out"
-    procs = [_nnc("compile", models[k], "-o", out) for k in (3, 5, 3)]
+    out = tmp_path / "new" / "out"  # made by whichever compile gets there first
+    procs = [_nnc("compile", models[k], "-o", out) for k in (3, 5, 3, 5)]
     results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
     for rc, err in results:
         assert rc == 0 or (rc == 2 and "another nnc compile" in err), err
     assert any(rc == 0 for rc, _ in results)
     assert _build_of(out) in (3, 5)
+
+
+def test_a_folder_made_meanwhile_by_another_compile(tmp_path: Path, monkeypatch) -> None:
+    """The race of two compiles into a folder that does not exist yet: both see it missing, the
+    other one makes it first. This compile's mkdir then finds it there, which is no error (it
+    was one: "cannot write the output folder ...: File exists")."""
+    out = tmp_path / "a" / "out"
+    real_mkdir = Path.mkdir
+
+    def raced(self, *args, **kwargs):
+        if self == out and not out.exists():
+            real_mkdir(out)  # the other compile, just before us
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", raced)
+    nnc.compile(_model(3), output_dir=out)
+    assert _build_of(out) == 3
+
+
+def test_a_refused_compile_leaves_the_folder_it_made_to_the_one_that_holds_it(
+        tmp_path: Path, monkeypatch) -> None:
+    """A compile that created the folder but lost the lock to another must not remove the
+    folder (the other is about to write its build there) when it gives up."""
+    out = tmp_path / "a" / "out"
+    real_lock = output_dir._lock
+
+    def taken(root):
+        fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)  # the other compile takes it first
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        taken.fd = fd
+        return real_lock(root)
+
+    monkeypatch.setattr(output_dir, "_lock", taken)
+    try:
+        with pytest.raises(NncError, match="another nnc compile"):
+            nnc.compile(_model(3), output_dir=out)
+        assert out.is_dir()
+    finally:
+        os.close(taken.fd)
 
 
 def test_interrupted_commit_rolls_forward(tmp_path: Path, monkeypatch) -> None:
