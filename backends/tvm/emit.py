@@ -275,6 +275,12 @@ class KernelEmitter:
             raise EmitError(f"binary {op!r} is not defined on bool")
         sym = {"add": "+", "sub": "-", "mul": "*"}
         if op in sym:
+            if compute(dt) in _WIDEN and self.exact_range(e) is not None:
+                # no wrap-around possible: the type's own arithmetic, without the int64 round
+                # trip (each Cast pair is more for TIR's simplifier to rewrite through)
+                fn = {"+": lambda x, y: x + y, "-": lambda x, y: x - y,
+                      "*": lambda x, y: x * y}[sym[op]]
+                return fn(self.expr(e.a), self.expr(e.b))
             return self.wrapped(sym[op], self.expr(e.a), self.expr(e.b), compute(dt))
         if op == "div" and dt in _FLOATS:
             return self.expr(e.a) / self.expr(e.b)
@@ -304,14 +310,72 @@ class KernelEmitter:
         raise EmitError(f"binary {op!r} on {dt} is not supported by the TVM backend")
 
     def int_range(self, e: Expr) -> tuple[float, float]:
-        """Bounds of an integer expression: a constant, a loop variable in its loop, else its
-        type's."""
+        """Bounds of an integer expression: `exact_range` where it has one (no wrap-around),
+        else its type's."""
+        r = self.exact_range(e)
+        if r is None:
+            r = _int_range(e.dtype if e.dtype in _INTS or e.dtype == "bool" else "int64")
+        return float(r[0]), float(r[1])
+
+    def exact_range(self, e: Expr) -> tuple[int, int] | None:
+        """Bounds (Python ints) of an integer expression by interval arithmetic: constants, loop
+        variables in their loop, loads and casts (their type's), + - * min max of bounded
+        operands, shifts right and masks by constants, Selects. None where no such bound is
+        known or the value may wrap around its type (then the type's bounds are all we know)."""
+        dt = e.dtype
+        if dt not in _INTS and dt != "bool":
+            return None
+        tlo, thi = _int_range(dt)
+        r: tuple[int, int] | None = None
         if isinstance(e, Const):
-            return float(e.value), float(e.value)
-        if isinstance(e, Var) and e.name in self.extents:
-            return 0.0, float(max(self.extents[e.name] - 1, 0))
-        lo, hi = _int_range(e.dtype if e.dtype in _INTS or e.dtype == "bool" else "int64")
-        return float(lo), float(hi)
+            r = (int(e.value), int(e.value))
+        elif isinstance(e, Var):
+            r = (0, max(self.extents[e.name] - 1, 0)) if e.name in self.extents else None
+        elif isinstance(e, Load):
+            r = (tlo, thi)
+        elif isinstance(e, Cast):
+            src = e.value.dtype
+            if src in _INTS or src == "bool":
+                r = self.exact_range(e.value) or _int_range(src)
+        elif isinstance(e, Select):
+            a, b = self.exact_range(e.a), self.exact_range(e.b)
+            r = (min(a[0], b[0]), max(a[1], b[1])) if a and b else None
+        elif isinstance(e, Binary) and e.op in ("add", "sub", "mul", "min", "max"):
+            a, b = self.exact_range(e.a), self.exact_range(e.b)
+            if a and b:
+                if e.op == "add":
+                    r = (a[0] + b[0], a[1] + b[1])
+                elif e.op == "sub":
+                    r = (a[0] - b[1], a[1] - b[0])
+                elif e.op == "mul":
+                    ps = [x * y for x in a for y in b]
+                    r = (min(ps), max(ps))
+                else:
+                    f = min if e.op == "min" else max
+                    r = (f(a[0], b[0]), f(a[1], b[1]))
+        elif isinstance(e, Binary) and e.op == "shr" and isinstance(e.b, Const) \
+                and 0 <= int(e.b.value) < 8 * itemsize(dt):
+            a = self.exact_range(e.a)
+            r = (a[0] >> int(e.b.value), a[1] >> int(e.b.value)) if a else None
+        elif isinstance(e, Binary) and e.op == "shl" and isinstance(e.b, Const) \
+                and 0 <= int(e.b.value) < 8 * itemsize(dt):
+            a = self.exact_range(e.a)
+            r = (a[0] << int(e.b.value), a[1] << int(e.b.value)) if a else None
+        elif isinstance(e, Binary) and e.op == "and" and isinstance(e.b, Const) \
+                and int(e.b.value) >= 0:
+            r = (0, int(e.b.value))
+        elif isinstance(e, Call) and e.fn == "requantize" and isinstance(e.args[2], Const):
+            # |x * 2^left| * |m| / 2^31, rounded, then >> right rounded: one more each time
+            x, m = self.exact_range(e.args[0]), self.exact_range(e.args[1])
+            sv = int(e.args[2].value)
+            if x and m:
+                big = max(abs(x[0]), abs(x[1])) << max(sv, 0)
+                if big < 2**31:
+                    bound = (((big * max(abs(m[0]), abs(m[1]))) >> 31) + 1 >> max(-sv, 0)) + 1
+                    r = (-bound, bound)
+        if r is None or r[0] < tlo or r[1] > thi:
+            return None
+        return r
 
     def finite_range(self, e: Expr) -> tuple[float, float] | None:
         """Bounds of a float expression proven neither NaN nor infinite (interval arithmetic
@@ -485,12 +549,30 @@ class KernelEmitter:
             rs = T.max(T.int32(0) - s, T.int32(0))
             mask = T.Cast("int32", T.shift_left(T.int64(1), i64(rs)) - T.int64(1))
             half = T.shift_right(mask, T.int32(1))
-        a = T.Cast("int32", T.shift_left(i64(x), left))  # x * 2^left, wrapping
+        xr = self.exact_range(ex) if isinstance(es, Const) and ex.dtype == "int32" else None
+        if isinstance(es, Const) and sv <= 0:
+            a = x  # no left shift
+        elif xr is not None and -(2**31) <= xr[0] << sv and xr[1] << sv < 2**31:
+            # x * 2^left cannot wrap: int32's own shift (fewer Casts for TIR's simplifier)
+            a = T.shift_left(x, T.int32(sv))
+        else:
+            a = T.Cast("int32", T.shift_left(i64(x), left))  # x * 2^left, wrapping
         high = T.Cast("int32", T.shift_right(i64(a) * i64(m) + T.int64(1073741824), T.int64(31)))
         if self.may_be(em, -(2**31)):  # saturate: a == m == INT32_MIN
             high = T.Select(T.And(tirx.EQ(a, T.int32(-2147483648)),
                                   tirx.EQ(m, T.int32(-2147483648))), T.int32(2147483647), high)
         h, lh = self.share(high, "int32")
+        if isinstance(es, Const):
+            # a constant right shift r: CMSIS's (h >> r) + ((h & mask) > (mask >> 1) + (h < 0))
+            # is (h + 2^(r-1) - (h < 0)) >> r in int64 (no overflow), which names h twice,
+            # not three times, and r == 0 is h itself. TIR's simplifier substitutes every
+            # bound variable back, so each extra use multiplies the tree it rewrites through
+            # nested requantizes (lstm_kws' add_s8 kernels: ~2 s of StmtSimplify each)
+            if right == 0:
+                return self.let(lx + lm + ls + lh, h)
+            rounded = T.shift_right(i64(h) + T.int64(1 << (right - 1))
+                                    - i64(tirx.LT(h, T.int32(0))), T.int64(right))
+            return self.let(lx + lm + ls + lh, T.Cast("int32", rounded))
         rounding = T.Cast("int32", tirx.GT(T.bitwise_and(h, mask),
                                            half + T.Cast("int32", tirx.LT(h, T.int32(0)))))
         return self.let(lx + lm + ls + lh, T.shift_right(h, rs) + rounding)
