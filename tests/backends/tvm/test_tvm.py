@@ -329,3 +329,53 @@ def test_bilinear_resize_matches_host_and_onnxruntime() -> None:
     ref = ort_run(model, feeds)["y"]
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
     assert np.isnan(out).any()
+
+
+def qdq_add_net(sa: float, sb: float, so: float) -> onnx.ModelProto:
+    """int8 a, b -> DequantizeLinear -> Add -> QuantizeLinear -> int8 (fuse-qdq: one add_s8,
+    CMSIS-NN's arithmetic: left shift 20, a requantize per input, one for the output)."""
+    i8 = TensorProto.INT8
+    return make([helper.make_node("DequantizeLinear", ["a", "sa", "za"], ["fa"]),
+                 helper.make_node("DequantizeLinear", ["b", "sb", "zb"], ["fb"]),
+                 helper.make_node("Add", ["fa", "fb"], ["s"]),
+                 helper.make_node("QuantizeLinear", ["s", "so", "zo"], ["y"])],
+                [vi("a", i8, [256]), vi("b", i8, [256])], [vi("y", i8, [256])],
+                [("sa", np.array(sa, np.float32)), ("za", np.array(3, np.int8)),
+                 ("sb", np.array(sb, np.float32)), ("zb", np.array(-10, np.int8)),
+                 ("so", np.array(so, np.float32)), ("zo", np.array(-7, np.int8))])
+
+
+@pytest.mark.parametrize("scales", [(0.02, 0.5, 0.03), (0.1, 0.1, 0.2), (1e-3, 0.9, 0.004),
+                                    (0.25, 0.0625, 0.5)])
+def test_int8_add_requantize_chain_bit_identical_with_host(scales) -> None:
+    """The add's requantize chain, emitted with constant shifts as (h + 2^(r-1) - (h < 0)) >> r
+    and wrap-free int32 arithmetic without the int64 round trip (exact_range): every pair of
+    int8 values that the full range and its reverse give, bit for bit with the host C."""
+    model = qdq_add_net(*scales)
+    a = np.arange(-128, 128, dtype=np.int8)
+    feeds = {"a": a, "b": a[::-1].copy()}
+    host = nnc.compile(model, target="host", bench=False).run(feeds)
+    tvm = nnc.compile(model, target="tvm")
+    assert [layer["op"] for layer in tvm.info["layers"]] == ["add_s8"]
+    np.testing.assert_array_equal(tvm.run(feeds)["y"], host["y"])
+    feeds = {"a": a, "b": np.roll(a, 77)}
+    np.testing.assert_array_equal(tvm.run(feeds)["y"],
+                                  nnc.compile(model, target="host", bench=False).run(feeds)["y"])
+
+
+def test_exact_range_bounds_and_refusals() -> None:
+    """exact_range: bounds only where no wrap-around is possible."""
+    from nnc.backends.tvm.emit import KernelEmitter, _Names
+    from nnc.ir.loops import Binary, Cast, Const, Load
+
+    ke = KernelEmitter(_Names(), {})
+    x8 = Cast(Load("x", (Const(0, "int64"),), "int8"), "int32")
+    assert ke.exact_range(x8) == (-128, 127)
+    sub = Binary("sub", x8, Const(-10, "int32"), "int32")
+    assert ke.exact_range(sub) == (-118, 137)
+    assert ke.exact_range(Binary("shl", sub, Const(20, "int32"), "int32")) == (-118 << 20,
+                                                                                137 << 20)
+    assert ke.exact_range(Binary("shl", sub, Const(24, "int32"), "int32")) is None  # may wrap
+    x32 = Load("y", (Const(0, "int64"),), "int32")
+    assert ke.exact_range(Binary("add", x32, x32, "int32")) is None  # int32 + int32 may wrap
+    assert ke.exact_range(Binary("and", x32, Const(255, "int32"), "int32")) == (0, 255)
