@@ -179,6 +179,9 @@ class KernelEmitter:
         self.binds = 0  # Bind statements emitted so far (a vectorized body must have none)
         self.in_branch = 0  # > 0 while emitting a Select's branches (evaluated lazily)
         self.extents: dict[str, int] = {}  # loop variable -> trip count, while in its loop
+        # exact_range's memo by node (id -> (node, bound)), emptied when a loop is entered or
+        # left: a chain of n nested adds asks for the bound of each sub-chain
+        self.ranges: dict[int, tuple[Expr, tuple[int, int] | None]] = {}
 
     # ---- Let bindings
 
@@ -322,6 +325,14 @@ class KernelEmitter:
         variables in their loop, loads and casts (their type's), + - * min max of bounded
         operands, shifts right and masks by constants, Selects. None where no such bound is
         known or the value may wrap around its type (then the type's bounds are all we know)."""
+        hit = self.ranges.get(id(e))
+        if hit is not None and hit[0] is e:
+            return hit[1]
+        r = self._exact_range(e)
+        self.ranges[id(e)] = (e, r)  # e kept alive: its id stays its own
+        return r
+
+    def _exact_range(self, e: Expr) -> tuple[int, int] | None:
         dt = e.dtype
         if dt not in _INTS and dt != "bool":
             return None
@@ -643,6 +654,7 @@ class KernelEmitter:
             outer_extent = self.extents.get(s.var)
             self.vars[s.var] = var
             self.extents[s.var] = s.extent
+            self.ranges.clear()  # bounds with s.var in them change
             kind = _LOOP_KINDS[s.kind]
             if s.kind == "vectorized" and not vectorizable(s):
                 kind = tirx.ForKind.SERIAL
@@ -658,6 +670,7 @@ class KernelEmitter:
                 del self.extents[s.var]
             else:
                 self.extents[s.var] = outer_extent
+            self.ranges.clear()
             if s.extent <= 0:
                 return []
             return [tirx.For(var, T.int64(0), T.int64(s.extent), kind, _seq(body))]
