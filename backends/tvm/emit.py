@@ -581,8 +581,16 @@ class KernelEmitter:
             # nested requantizes (lstm_kws' add_s8 kernels: ~2 s of StmtSimplify each)
             if right == 0:
                 return self.let(lx + lm + ls + lh, h)
-            rounded = T.shift_right(i64(h) + T.int64(1 << (right - 1))
-                                    - i64(tirx.LT(h, T.int32(0))), T.int64(right))
+            neg = tirx.LT(h, T.int32(0))
+            hr = self.exact_range(Call("requantize", (ex, em, Const(sv + right, "int32")),
+                                       "int32"))
+            if hr is not None and hr[1] + (1 << (right - 1)) < 2**31:
+                # h + 2^(r-1) stays in int32: its own lanes (an int64 add and shift would
+                # halve the vector width of an elementwise kernel: lstm_kws ran ~5% slower)
+                return self.let(lx + lm + ls + lh, T.shift_right(
+                    h + T.int32(1 << (right - 1)) - T.Cast("int32", neg), T.int32(right)))
+            rounded = T.shift_right(i64(h) + T.int64(1 << (right - 1)) - i64(neg),
+                                    T.int64(right))
             return self.let(lx + lm + ls + lh, T.Cast("int32", rounded))
         rounding = T.Cast("int32", tirx.GT(T.bitwise_and(h, mask),
                                            half + T.Cast("int32", tirx.LT(h, T.int32(0)))))
