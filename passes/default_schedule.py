@@ -198,6 +198,14 @@ def _helium_lanes(defn: Reduction, target: Any,
         rank = len(shapes[w])
         layout = [Layout("w", (*range(1, rank), 0))]
     oc = defn.axis("oc").extent
+    if ic is None:
+        steps = helium_depthwise_steps(defn)
+        if steps:
+            try:
+                plan(defn, steps, shapes)
+                return steps
+            except ComputeError:
+                pass
     width = next((w for w in (16, 8, 4) if oc % w == 0), 0)
     if not width:
         return ()
@@ -212,6 +220,59 @@ def _helium_lanes(defn: Reduction, target: Any,
     except ComputeError:
         return ()
     return steps
+
+
+HELIUM_DW_LANES = 4  # output channels per accumulator vector (one int32x4_t)
+HELIUM_DW_COPIES = 2  # output pixels per weight vector
+HELIUM_DW_UNROLL_TAPS = 16  # taps unrolled whole up to this many
+
+
+def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
+                           copies: int = HELIUM_DW_COPIES, axis: str | None = None,
+                           unroll_taps: int = HELIUM_DW_UNROLL_TAPS,
+                           partition: bool = True) -> tuple[ScheduleStep, ...]:
+    """Helium, a depthwise conv: `lanes` output channels (one int32x4_t accumulator, which the
+    C emitter keeps in a register: `_vector_rows`) by `copies` output pixels along `axis` (by
+    default the longest output axis), unrolled, so each weight vector loaded serves every
+    copy; the taps unrolled whole (up to `unroll_taps`) and the padded border partitioned
+    away (a guard-free interior). Order: the pixels, the channel groups, the taps, the copies,
+    the lanes. KWS's four 64-channel 3x3 depthwise convs on 25x5 (`nnc bench`, M55, untuned):
+    16 lanes x 1 pixel, tap loops, guards 240,170 instructions each; 4 x 2 along oh, taps
+    unrolled, partitioned 164,557 (4 x 1: 202,793; 4 x 3: 177,676; 4 x 4: 180,428; 8 x 2:
+    185,879; 4 x 2 along ow: 201,259; taps in loops 173,006; unpartitioned 191,001)."""
+    oc = defn.axis("oc").extent
+    if oc % lanes:
+        return ()
+    rows = [a for a in defn.spatial if a.name not in ("n", "oc")]
+    outer = [a.name for a in defn.spatial if a.name != "oc"]
+    parts = [w.out for w in defn.windows if w.low or w.high] if partition else []
+    if axis is None and rows:
+        axis = max(rows, key=lambda a: a.extent).name
+    # the steps in the order of the tuner's knobs (`nnc.compiler.tune.space.Knobs.steps`), so
+    # the default is a point of its space: a partition of the copies' axis before their split
+    steps: list[ScheduleStep] = []
+    tile: list[str] = []
+    if copies > 1 and axis is not None and defn.axis(axis).extent >= copies:
+        if axis in parts:
+            steps.append(Partition(axis))
+            parts.remove(axis)
+        steps += [Split(axis, copies), Unroll(f"{axis}_i")]
+        outer[outer.index(axis)] = f"{axis}_o"
+        tile.append(f"{axis}_i")
+    if oc > lanes:
+        steps += [Split("oc", lanes), Vectorize("oc_i")]
+        oc_loops, lane = ["oc_o"], "oc_i"
+    else:
+        steps.append(Vectorize("oc"))
+        oc_loops, lane = [], "oc"
+    steps += [Partition(p) for p in parts]
+    red = [a.name for a in defn.reduced]
+    taps = 1
+    for a in defn.reduced:
+        taps *= a.extent
+    if taps <= unroll_taps:
+        steps += [Unroll(r) for r in red if defn.axis(r).extent > 1]
+    return (*steps, Reorder((*outer, *oc_loops, *red, *tile, lane)))
 
 
 _LANE_BYTES = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
