@@ -198,6 +198,24 @@ def _helium_lanes(defn: Reduction, target: Any,
         rank = len(shapes[w])
         layout = [Layout("w", (*range(1, rank), 0))]
     oc = defn.axis("oc").extent
+    if ic is not None:
+        # a first layer: 4 lanes x 4 pixels along the row, the taps in loops, the border
+        # partitioned at stride 1. Untuned, with register rows: KWS's 1 -> 64 channel 10x4
+        # conv (stride 2) on 25x5: 16 lanes x 1 pixel 419,266 instructions, 4 x 4 along ow
+        # 339,126 (partitioned 338,186, +3.5 KB of flash; 8 x 2 349,894); IC's 3 -> 16
+        # channel 3x3 on 32x32: 583,812 -> 445,836 (unpartitioned 754,342; 4 x 2 523,533;
+        # 8 x 2 555,728); VWW's stride-2 3 -> 8 channel 3x3 on 96x96: 772,368 -> 627,593
+        # (partitioned 754,325)
+        row = next((a.name for a in reversed(defn.spatial) if a.name not in ("n", "oc")), None)
+        stride1 = all(w.stride == 1 for w in defn.windows)
+        steps = (*layout, *helium_depthwise_steps(defn, copies=4, axis=row, unroll_taps=0,
+                                                  partition=stride1))
+        if len(steps) > len(layout):
+            try:
+                plan(defn, steps, shapes)
+                return steps
+            except ComputeError:
+                pass
     if ic is None:
         steps = helium_depthwise_steps(defn)
         if steps:

@@ -1,8 +1,9 @@
 """Helium depthwise convs (Cortex-M55): accumulator rows the C emitter keeps as `int32x4_t`
 values (`CStyleEmitter._vector_rows`), and the default tile of 4 channel lanes x 2 output
 pixels with the taps unrolled and the padded border partitioned
-(`passes/default_schedule.py: helium_depthwise_steps`), give on the emulated board exactly what
-the loop-IR interpreter and the op's reference give."""
+(`passes/default_schedule.py: helium_depthwise_steps`), and the first layers' 4 lanes x 4
+pixels, give on the emulated board exactly what the loop-IR interpreter and the op's
+reference give."""
 
 from __future__ import annotations
 
@@ -148,6 +149,42 @@ def test_depthwise_default_tile_on_the_board(firmware, case):
     assert any(isinstance(s, Partition) for s in k.schedule)
     text = _c_text(module)
     assert REGISTER_ROW.search(text) and "vmulq_s32" in text
+    out = module.outputs[0]
+    np.testing.assert_array_equal(run_loop_module(module, feeds)[out], ref)
+    np.testing.assert_array_equal(firmware(module, "cortex-m55").run(feeds)[out], ref)
+
+
+def _first_layer(c: int, oc: int, hw: tuple[int, int], stride: int):
+    rng = np.random.default_rng(c + oc + stride)
+    x = rng.integers(-128, 128, (1, *hw, c)).astype(np.int8)
+    w = rng.integers(-127, 128, (oc, 3, 3, c)).astype(np.int8)
+    pairs = [quantize_multiplier(float(r)) for r in rng.uniform(2e-4, 4e-3, oc)]
+    mult = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    bias = rng.integers(-3000, 3000, oc).astype(np.int32)
+    attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[stride, stride], group=1,
+                 input_zero_point=5, output_zero_point=-5, act_min=-128, act_max=127)
+    inputs = [x, w, mult, shift, bias]
+    graph = single_op_graph("conv_s8", inputs, attrs, (1, 2, 3, 4))
+    ctx = PassContext(target=cortex_m55())
+    module = schedule(default_schedule(lower_to_loops(graph, ctx), ctx), ctx)
+    ref = np.asarray(get_op("conv_s8").reference(inputs, Attrs.of(attrs))[0])
+    return module, {module.inputs[0]: x}, ref
+
+
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.parametrize("c, oc, hw, stride", [(1, 8, (7, 9), 1), (3, 12, (9, 10), 2)])
+def test_first_layer_default_tile_on_the_board(firmware, c, oc, hw, stride):
+    """A first layer (few input channels): 4 channel lanes x 4 pixels along the row against
+    a broadcast input element, the border partitioned at stride 1 only."""
+    module, feeds, ref = _first_layer(c, oc, hw, stride)
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    assert Split("ow", 4) in k.schedule and Unroll("ow_i") in k.schedule
+    assert Split("oc", 4) in k.schedule
+    assert any(isinstance(s, Partition) for s in k.schedule) == (stride == 1)
+    text = _c_text(module)
+    assert REGISTER_ROW.search(text) and "vmlaq_n_s32" in text
     out = module.outputs[0]
     np.testing.assert_array_equal(run_loop_module(module, feeds)[out], ref)
     np.testing.assert_array_equal(firmware(module, "cortex-m55").run(feeds)[out], ref)
