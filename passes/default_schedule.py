@@ -209,7 +209,7 @@ def _helium_lanes(defn: Reduction, target: Any,
         row = next((a.name for a in reversed(defn.spatial) if a.name not in ("n", "oc")), None)
         stride1 = all(w.stride == 1 for w in defn.windows)
         steps = (*layout, *helium_depthwise_steps(defn, copies=4, axis=row, unroll_taps=0,
-                                                  partition=stride1))
+                                                  partition=stride1, channels_outer=False))
         if len(steps) > len(layout):
             try:
                 plan(defn, steps, shapes)
@@ -242,22 +242,29 @@ def _helium_lanes(defn: Reduction, target: Any,
 
 HELIUM_DW_LANES = 4  # output channels per accumulator vector (one int32x4_t)
 HELIUM_DW_COPIES = 2  # output pixels per weight vector
-HELIUM_DW_UNROLL_TAPS = 16  # taps unrolled whole up to this many
+HELIUM_DW_UNROLL_TAPS = 0  # taps unrolled whole up to this many (a knob; not by default)
 
 
 def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
                            copies: int = HELIUM_DW_COPIES, axis: str | None = None,
                            unroll_taps: int = HELIUM_DW_UNROLL_TAPS,
-                           partition: bool = True) -> tuple[ScheduleStep, ...]:
+                           partition: bool = True, channels_outer: bool = True
+                           ) -> tuple[ScheduleStep, ...]:
     """Helium, a depthwise conv: `lanes` output channels (one int32x4_t accumulator, which the
     C emitter keeps in a register: `_vector_rows`) by `copies` output pixels along `axis` (by
     default the longest output axis), unrolled, so each weight vector loaded serves every
-    copy; the taps unrolled whole (up to `unroll_taps`) and the padded border partitioned
-    away (a guard-free interior). Order: the pixels, the channel groups, the taps, the copies,
-    the lanes. KWS's four 64-channel 3x3 depthwise convs on 25x5 (`nnc bench`, M55, untuned):
-    16 lanes x 1 pixel, tap loops, guards 240,170 instructions each; 4 x 2 along oh, taps
-    unrolled, partitioned 164,557 (4 x 1: 202,793; 4 x 3: 177,676; 4 x 4: 180,428; 8 x 2:
-    185,879; 4 x 2 along ow: 201,259; taps in loops 173,006; unpartitioned 191,001)."""
+    copy; the padded border partitioned away (a guard-free interior), the taps unrolled whole
+    where there are at most `unroll_taps` (a knob, none by default). Order: the channel groups
+    (`channels_outer`, else after the pixels), the pixels, the taps, the copies, the lanes.
+    KWS's four 64-channel 3x3 depthwise convs on 25x5 (`nnc bench`, M55, untuned, register
+    rows): 16 lanes x 1 pixel, guards, pixels outermost 240,170 instructions each; 4 x 2 along
+    oh, partitioned, channel groups outermost 151,263 (pixels outermost 173,006; taps unrolled
+    161,998, with pixels outermost 164,557; 4 x 1: 165,740; 4 x 4: 183,311; only oh
+    partitioned 158,611 with the taps unrolled); pixels outermost, taps unrolled: 4 x 3
+    177,676, 8 x 2 185,879, 4 x 2 along ow 201,259, unpartitioned 191,001. VWW's 13 depthwise
+    convs, channel groups outermost against pixels outermost (taps unrolled): 1,750k -> 1,575k
+    in all, the stride-2 ones -1.5% to -33%, five 4x4 ones +0.9%, the last but one +15%
+    (23,220 -> 26,671)."""
     oc = defn.axis("oc").extent
     if oc % lanes:
         return ()
@@ -290,7 +297,8 @@ def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
         taps *= a.extent
     if taps <= unroll_taps:
         steps += [Unroll(r) for r in red if defn.axis(r).extent > 1]
-    return (*steps, Reorder((*outer, *oc_loops, *red, *tile, lane)))
+    head = [*oc_loops, *outer] if channels_outer else [*outer, *oc_loops]
+    return (*steps, Reorder((*head, *red, *tile, lane)))
 
 
 _LANE_BYTES = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}

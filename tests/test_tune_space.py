@@ -118,7 +118,7 @@ def test_helium_depthwise_knobs_compute_the_reference():
     module, k, shapes, feeds, ref = _lowered(*CASES["depthwise"])
     space = ScheduleSpace(k.compute, shapes, cortex_m55())
     knobs = Knobs(oc_tile=4, tile="vectorized", row_tile=2, row_axis="oh",
-                  partition=("oh", "ow"), unroll_taps=True)
+                  partition=("oh", "ow"), oc_outer=True)
     steps = space.steps_of(knobs)
     assert steps == reduction_steps(k.compute, cortex_m55(), shapes)
     assert space.steps_of(Knobs(unroll_taps=True, lanes=("kw", "unroll", 0))) is None

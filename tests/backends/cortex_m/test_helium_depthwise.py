@@ -1,6 +1,6 @@
 """Helium depthwise convs (Cortex-M55): accumulator rows the C emitter keeps as `int32x4_t`
 values (`CStyleEmitter._vector_rows`), and the default tile of 4 channel lanes x 2 output
-pixels with the taps unrolled and the padded border partitioned
+pixels with the padded border partitioned and the channel groups outermost
 (`passes/default_schedule.py: helium_depthwise_steps`), and the first layers' 4 lanes x 4
 pixels, give on the emulated board exactly what the loop-IR interpreter and the op's
 reference give."""
@@ -23,6 +23,7 @@ from nnc.ir.loops import (
     Load,
     LoopModule,
     Partition,
+    Reorder,
     Split,
     Store,
     Unroll,
@@ -144,8 +145,11 @@ DEPTHWISE = {  # channels, input plane, stride, pads, input zero point
 def test_depthwise_default_tile_on_the_board(firmware, case):
     module, feeds, ref = _depthwise(*DEPTHWISE[case])
     (k,) = [k for k in module.kernels if k.compute is not None]
-    assert Unroll("kh") in k.schedule and Unroll("kw") in k.schedule
-    assert any(isinstance(s, Split) and s.factor == 2 for s in k.schedule)
+    # 2 pixel copies along the longer output axis
+    assert any(Split(a, 2) in k.schedule and Unroll(f"{a}_i") in k.schedule for a in ("oh", "ow"))
+    (order,) = [s for s in k.schedule if isinstance(s, Reorder)]
+    if DEPTHWISE[case][0] > 4:  # 4 channel lanes, the channel groups outermost
+        assert Split("oc", 4) in k.schedule and order.loops[0] == "oc_o"
     assert any(isinstance(s, Partition) for s in k.schedule)
     text = _c_text(module)
     assert REGISTER_ROW.search(text) and "vmulq_s32" in text
