@@ -192,3 +192,35 @@ def test_first_layer_default_tile_on_the_board(firmware, c, oc, hw, stride):
     out = module.outputs[0]
     np.testing.assert_array_equal(run_loop_module(module, feeds)[out], ref)
     np.testing.assert_array_equal(firmware(module, "cortex-m55").run(feeds)[out], ref)
+
+
+@pytest.mark.needs_arm
+@pytest.mark.needs_qemu
+@pytest.mark.parametrize("k, pads", [(1, [0, 0, 0, 0]), (3, [1, 1, 1, 1])])
+def test_dense_helium_default_runs_channel_groups_outermost(firmware, k, pads):
+    """A dense conv on the dot16 intrinsic (16 input channels per VMLADAVA): the default's
+    channel-group loop is the outermost (the weights' addresses stay put across the pixels);
+    same bits as the reference on the board."""
+    rng = np.random.default_rng(k)
+    c, oc = 32, 8
+    x = rng.integers(-128, 128, (1, 5, 6, c)).astype(np.int8)
+    w = rng.integers(-127, 128, (oc, k, k, c)).astype(np.int8)
+    pairs = [quantize_multiplier(float(r)) for r in rng.uniform(2e-4, 4e-3, oc)]
+    mult = np.array([m for m, _ in pairs], np.int32)
+    shift = np.array([s for _, s in pairs], np.int32)
+    bias = rng.integers(-3000, 3000, oc).astype(np.int32)
+    attrs = dict(layout="NHWC", pads=pads, strides=[1, 1], group=1, input_zero_point=-128,
+                 output_zero_point=-5, act_min=-128, act_max=127)
+    inputs = [x, w, mult, shift, bias]
+    graph = single_op_graph("conv_s8", inputs, attrs, (1, 2, 3, 4))
+    ctx = PassContext(target=cortex_m55())
+    module = schedule(default_schedule(lower_to_loops(graph, ctx), ctx), ctx)
+    ref = np.asarray(get_op("conv_s8").reference(inputs, Attrs.of(attrs))[0])
+    (kern,) = [x for x in module.kernels if x.compute is not None]
+    (order,) = [s for s in kern.schedule if isinstance(s, Reorder)]
+    assert any(getattr(s, "name", "") == "dot16_s8" for s in kern.schedule)
+    assert order.loops[0] == "oc_o"
+    out = module.outputs[0]
+    feeds = {module.inputs[0]: x}
+    np.testing.assert_array_equal(run_loop_module(module, feeds)[out], ref)
+    np.testing.assert_array_equal(firmware(module, "cortex-m55").run(feeds)[out], ref)
