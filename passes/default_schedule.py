@@ -198,6 +198,32 @@ def _helium_lanes(defn: Reduction, target: Any,
         rank = len(shapes[w])
         layout = [Layout("w", (*range(1, rank), 0))]
     oc = defn.axis("oc").extent
+    if ic is not None:
+        # a first layer: 4 lanes x 4 pixels along the row, the taps in loops, the border
+        # partitioned at stride 1. Untuned, with register rows: KWS's 1 -> 64 channel 10x4
+        # conv (stride 2) on 25x5: 16 lanes x 1 pixel 419,266 instructions, 4 x 4 along ow
+        # 339,126 (partitioned 338,186, +3.5 KB of flash; 8 x 2 349,894); IC's 3 -> 16
+        # channel 3x3 on 32x32: 583,812 -> 445,836 (unpartitioned 754,342; 4 x 2 523,533;
+        # 8 x 2 555,728); VWW's stride-2 3 -> 8 channel 3x3 on 96x96: 772,368 -> 627,593
+        # (partitioned 754,325)
+        row = next((a.name for a in reversed(defn.spatial) if a.name not in ("n", "oc")), None)
+        stride1 = all(w.stride == 1 for w in defn.windows)
+        steps = (*layout, *helium_depthwise_steps(defn, copies=4, axis=row, unroll_taps=0,
+                                                  partition=stride1, channels_outer=False))
+        if len(steps) > len(layout):
+            try:
+                plan(defn, steps, shapes)
+                return steps
+            except ComputeError:
+                pass
+    if ic is None:
+        steps = helium_depthwise_steps(defn)
+        if steps:
+            try:
+                plan(defn, steps, shapes)
+                return steps
+            except ComputeError:
+                pass
     width = next((w for w in (16, 8, 4) if oc % w == 0), 0)
     if not width:
         return ()
@@ -212,6 +238,67 @@ def _helium_lanes(defn: Reduction, target: Any,
     except ComputeError:
         return ()
     return steps
+
+
+HELIUM_DW_LANES = 4  # output channels per accumulator vector (one int32x4_t)
+HELIUM_DW_COPIES = 2  # output pixels per weight vector
+HELIUM_DW_UNROLL_TAPS = 0  # taps unrolled whole up to this many (a knob; not by default)
+
+
+def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
+                           copies: int = HELIUM_DW_COPIES, axis: str | None = None,
+                           unroll_taps: int = HELIUM_DW_UNROLL_TAPS,
+                           partition: bool = True, channels_outer: bool = True
+                           ) -> tuple[ScheduleStep, ...]:
+    """Helium, a depthwise conv: `lanes` output channels (one int32x4_t accumulator, which the
+    C emitter keeps in a register: `_vector_rows`) by `copies` output pixels along `axis` (by
+    default the longest output axis), unrolled, so each weight vector loaded serves every
+    copy; the padded border partitioned away (a guard-free interior), the taps unrolled whole
+    where there are at most `unroll_taps` (a knob, none by default). Order: the channel groups
+    (`channels_outer`, else after the pixels), the pixels, the taps, the copies, the lanes.
+    KWS's four 64-channel 3x3 depthwise convs on 25x5 (`nnc bench`, M55, untuned, register
+    rows): 16 lanes x 1 pixel, guards, pixels outermost 240,170 instructions each; 4 x 2 along
+    oh, partitioned, channel groups outermost 151,263 (pixels outermost 173,006; taps unrolled
+    161,998, with pixels outermost 164,557; 4 x 1: 165,740; 4 x 4: 183,311; only oh
+    partitioned 158,611 with the taps unrolled); pixels outermost, taps unrolled: 4 x 3
+    177,676, 8 x 2 185,879, 4 x 2 along ow 201,259, unpartitioned 191,001. VWW's 13 depthwise
+    convs, channel groups outermost against pixels outermost (taps unrolled): 1,750k -> 1,575k
+    in all, the stride-2 ones -1.5% to -33%, five 4x4 ones +0.9%, the last but one +15%
+    (23,220 -> 26,671)."""
+    oc = defn.axis("oc").extent
+    if oc % lanes:
+        return ()
+    rows = [a for a in defn.spatial if a.name not in ("n", "oc")]
+    outer = [a.name for a in defn.spatial if a.name != "oc"]
+    parts = [w.out for w in defn.windows if w.low or w.high] if partition else []
+    if axis is None and rows:
+        axis = max(rows, key=lambda a: a.extent).name
+    # the steps in the order of the tuner's knobs (`nnc.compiler.tune.space.Knobs.steps`), so
+    # the default is a point of its space: a partition of the copies' axis before their split
+    steps: list[ScheduleStep] = []
+    tile: list[str] = []
+    if copies > 1 and axis is not None and defn.axis(axis).extent >= copies:
+        if axis in parts:
+            steps.append(Partition(axis))
+            parts.remove(axis)
+        steps += [Split(axis, copies), Unroll(f"{axis}_i")]
+        outer[outer.index(axis)] = f"{axis}_o"
+        tile.append(f"{axis}_i")
+    if oc > lanes:
+        steps += [Split("oc", lanes), Vectorize("oc_i")]
+        oc_loops, lane = ["oc_o"], "oc_i"
+    else:
+        steps.append(Vectorize("oc"))
+        oc_loops, lane = [], "oc"
+    steps += [Partition(p) for p in parts]
+    red = [a.name for a in defn.reduced]
+    taps = 1
+    for a in defn.reduced:
+        taps *= a.extent
+    if taps <= unroll_taps:
+        steps += [Unroll(r) for r in red if defn.axis(r).extent > 1]
+    head = [*oc_loops, *outer] if channels_outer else [*outer, *oc_loops]
+    return (*steps, Reorder((*head, *red, *tile, lane)))
 
 
 _LANE_BYTES = {"float32": 4, "float64": 8, "int32": 4, "int64": 8}
@@ -482,8 +569,16 @@ def _candidates(defn: Reduction, target: Any, intrs: list[tuple[str, int]], oc_t
         if fn == "dot16_s8":  # Helium: the tile's accumulators as a row, requantized in lanes
             tiled = [Vectorize(x.loop) if isinstance(x, Unroll) and x.loop == "oc_i" else x
                      for x in base]
+        head = outer
+        if fn == "dot16_s8" and "oc_o" in outer:
+            # Helium: the channel groups outermost (their weights' addresses fixed across the
+            # pixels). Untuned, M55: KWS's 64 -> 64 1x1 convs 218,124 -> 185,855 instructions;
+            # VWW's 1x1 convs -0.4% to -45% (7 of 12: -18% to -45%); IC's convs -3% to -8%,
+            # two +1.4% and +2.4%; the models: KWS 1,853,661 -> 1,724,585, VWW 8,053,434 ->
+            # 7,138,223, IC 6,171,810 -> 6,030,883
+            head = ["oc_o", *(x for x in outer if x != "oc_o")]
         candidates.append((*tiled, *split, Intrinsic(fn, lanes),
-                           Reorder((*outer, *order, *tile, lanes))))
+                           Reorder((*head, *order, *tile, lanes))))
     last = reduce[-1] if reduce else None
     fallback = list(base)
     order = [a.name for a in reduce]

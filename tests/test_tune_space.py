@@ -111,6 +111,26 @@ def test_illegal_knobs_are_not_points():
     assert not any(isinstance(st, Intrinsic) for _, s in host.enumerate() for st in s)
 
 
+def test_helium_depthwise_knobs_compute_the_reference():
+    """On the M55 a depthwise conv's space has pixel copies along any output axis (with that
+    axis partitioned before its split) and the taps unrolled whole: the default's point, and a
+    sample of the points that turn those knobs, give the reference's bits."""
+    module, k, shapes, feeds, ref = _lowered(*CASES["depthwise"])
+    space = ScheduleSpace(k.compute, shapes, cortex_m55())
+    knobs = Knobs(oc_tile=4, tile="vectorized", row_tile=2, row_axis="oh",
+                  partition=("oh", "ow"), oc_outer=True)
+    steps = space.steps_of(knobs)
+    assert steps == reduction_steps(k.compute, cortex_m55(), shapes)
+    assert space.steps_of(Knobs(unroll_taps=True, lanes=("kw", "unroll", 0))) is None
+    turned = [(kn, s) for kn, s in space.sample(random.Random(4), 60)
+              if kn.unroll_taps or kn.row_axis][:6]
+    assert len(turned) >= 4
+    for _, s in [(knobs, steps), *turned]:
+        kernels = tuple(x.replace(schedule=s) if x is k else x for x in module.kernels)
+        got = run_loop_module(schedule(module.replace(kernels=kernels), PassContext()), feeds)
+        np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(s))
+
+
 def test_schedules_print_and_parse_back():
     steps = (Split("oc", 4), Unroll("oc_i"), Split("ic", 4), Intrinsic("dot4_s8", "ic_i"),
              Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic_o", "oc_i", "ic_i")))

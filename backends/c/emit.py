@@ -357,6 +357,7 @@ class CStyleEmitter:
     # threads of a parallel loop (host: runtime_c/include/nnc_threads.h); 1 emits them serially
     threads = 1
     _in_parallel = False
+    vector_rows: frozenset[str] | set[str] = frozenset()  # Helium register rows (_vector_rows)
 
     def __init__(self) -> None:
         self.helpers: dict[str, str] = {}
@@ -791,7 +792,7 @@ class CStyleEmitter:
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        groups = self._mve_mac(st, s) or self._mve_requantize(st, s)
+        groups = self._mve_mac(st, s) or self._mve_requantize(st, s) or self._mve_init(st, s)
         if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "
@@ -819,14 +820,32 @@ class CStyleEmitter:
         buf = self.buffer(e.buffer)
         return buf if buf.scope == "local" and buf.dtype == "int32" else None
 
-    def _mve_mac(self, st: Store, s: For) -> list[str]:
+    def _acc_vec(self, acc: Buffer, g: int) -> str:
+        """The C value of lanes g..g+3 of an accumulator row: a register (`int32x4_t`) of a
+        register row, else a vector load."""
+        if acc.name in self.vector_rows:
+            self.touched.add(acc.name)
+            self.loaded.add(acc.name)
+            return f"{self.names[acc.name]}_v[{g // 4}]"
+        return f"vldrwq_s32(&{self.element(acc.name, (Const(g, 'int64'),))})"
+
+    def _set_acc_vec(self, acc: Buffer, g: int, value: str) -> str:
+        """The C statement storing `value` into lanes g..g+3 of an accumulator row."""
+        if acc.name in self.vector_rows:
+            self.touched.add(acc.name)
+            return f"{self.names[acc.name]}_v[{g // 4}] = {value};"
+        return f"vstrwq_s32(&{self.element(acc.name, (Const(g, 'int64'),))}, {value});"
+
+    def _match_mac(self, st: Store, s: For) -> tuple[Buffer, list[Any], Expr | None] | None:
+        """`acc[i] += A * B` over a local int32 row: (row, the int8 streams (load, offset),
+        the broadcast int32 scalar or None when both sides are streams), else None."""
         acc = self._acc_row(Load(st.buffer, st.indices, "int32"), s.var) \
             if self.buffer(st.buffer).dtype == "int32" else None
         v = st.value
         if acc is None or not (isinstance(v, Binary) and v.op == "add"
                                and v.a == Load(acc.name, (Var(s.var),), "int32")
                                and isinstance(v.b, Binary) and v.b.op == "mul"):
-            return []
+            return None
         streams = [self._int8_stream(side, s.var) for side in (v.b.a, v.b.b)]
         if streams[0] is None and streams[1] is not None:
             streams.reverse()
@@ -835,68 +854,111 @@ class CStyleEmitter:
             scalar = v.b.b
         if streams[0] is not None and streams[1] is None \
                 and not uses_var(scalar, s.var) and scalar.dtype == "int32":
-            # one stream against a broadcast element (a first layer's input): VMLA by scalar
-            ld, offset = streams[0]
-            x = self.text(scalar)
-            lines = []
-            for g in range(0, s.extent, 4):
-                vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
-                vec = f"vaddq_n_s32({vec}, {offset})" if offset else vec
-                a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
-                lines.append(f"vstrwq_s32({a}, vmlaq_n_s32(vldrwq_s32({a}), {vec}, {x}));")
-            return lines
+            return acc, streams[:1], scalar
         if any(x is None for x in streams):
+            return None
+        return acc, streams, None
+
+    def _mve_mac(self, st: Store, s: For) -> list[str]:
+        found = self._match_mac(st, s)
+        if found is None:
             return []
+        acc, streams, scalar = found
         lines = []
         for g in range(0, s.extent, 4):
             ops = []
-            for ld, offset in streams:  # type: ignore[misc]
+            for ld, offset in streams:
                 vec = f"vldrbq_s32({self._addr(ld.buffer, ld.indices, s.var, g)})"
                 ops.append(f"vaddq_n_s32({vec}, {offset})" if offset else vec)
-            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
-            lines.append(f"vstrwq_s32({a}, vaddq_s32(vldrwq_s32({a}), "
-                         f"vmulq_s32({ops[0]}, {ops[1]})));")
+            if scalar is not None:
+                # one stream against a broadcast element (a first layer's input): VMLA by scalar
+                mac = f"vmlaq_n_s32({self._acc_vec(acc, g)}, {ops[0]}, {self.text(scalar)})"
+            else:  # (MVE's VMLA takes a scalar only: VMUL + VADD, wrapping as the loop)
+                mac = f"vaddq_s32({self._acc_vec(acc, g)}, vmulq_s32({ops[0]}, {ops[1]}))"
+            lines.append(self._set_acc_vec(acc, g, mac))
         return lines
 
-    def _mve_requantize(self, st: Store, s: For) -> list[str]:
+    def _match_init(self, st: Store, s: For) -> tuple[Buffer, Expr] | None:
+        """`acc[i] = c` (an int32 constant) or `= b[.. + i]` (a contiguous int32 param, the
+        bias) into a register row (memory rows keep the plain loop, which gcc vectorizes)."""
+        acc = self._acc_row(Load(st.buffer, st.indices, "int32"), s.var) \
+            if self.buffer(st.buffer).dtype == "int32" else None
+        v = st.value
+        if isinstance(v, Cast) and v.dtype == "int32" and v.value.dtype == "int32":
+            v = v.value
+        if acc is None or v.dtype != "int32":
+            return None
+        if isinstance(v, Const):
+            return acc, v
+        if isinstance(v, Load) and self.buffer(v.buffer).scope != "local" \
+                and self._contiguous(v.indices, self.buffer(v.buffer), s.var) is not None:
+            return acc, v
+        return None
+
+    def _mve_init(self, st: Store, s: For) -> list[str]:
+        found = self._match_init(st, s)
+        if found is None or found[0].name not in self.vector_rows:
+            return []
+        acc, v = found
+        lines = []
+        for g in range(0, s.extent, 4):
+            value = f"vdupq_n_s32({self.text(v)})" if isinstance(v, Const) else \
+                f"vldrwq_s32({self._addr(v.buffer, v.indices, s.var, g)})"  # type: ignore[union-attr]
+            lines.append(self._set_acc_vec(acc, g, value))
+        return lines
+
+    def _match_requantize(self, st: Store, s: For
+                          ) -> tuple[Buffer, Load, Load, int, int, int] | None:
+        """`y[.. + i] = int8(clamp(requantize(acc[i], m, s), lo, hi) + zp)`: (row, m, s, lo, hi,
+        zp), else None."""
         out = self.buffer(st.buffer)
         v = st.value
         if out.dtype != "int8" or not isinstance(v, Cast) or v.dtype != "int8":
-            return []
+            return None
         if self._contiguous(st.indices, out, s.var) is None:
-            return []
+            return None
         e, zp = v.value, 0
         if isinstance(e, Binary) and e.op == "add" and isinstance(e.b, Const):
             e, zp = e.a, int(e.b.value)
         if not (isinstance(e, Binary) and e.op == "min" and isinstance(e.b, Const)
                 and isinstance(e.a, Binary) and e.a.op == "max" and isinstance(e.a.b, Const)):
-            return []
+            return None
         hi, lo, rq = int(e.b.value), int(e.a.b.value), e.a.a
         if not (isinstance(rq, Call) and rq.fn == "requantize"
                 and self._requantize_kind(rq) == "requantize_right"):
-            return []
+            return None
         acc = self._acc_row(rq.args[0], s.var)
         m, sh = rq.args[1], rq.args[2]
         if acc is None or not all(isinstance(x, Load) and self._contiguous(
                 x.indices, self.buffer(x.buffer), s.var) is not None for x in (m, sh)):
-            return []
-        lines = []
+            return None
         assert isinstance(m, Load) and isinstance(sh, Load)
+        return acc, m, sh, lo, hi, zp
+
+    def _mve_requantize(self, st: Store, s: For) -> list[str]:
+        found = self._match_requantize(st, s)
+        if found is None:
+            return []
+        acc, m, sh, lo, hi, zp = found
+        lines = []
         for g in range(0, s.extent, 4):
-            a = f"&{self.element(acc.name, (Const(g, 'int64'),))}"
             y = self._addr(st.buffer, st.indices, s.var, g)
+            # nnc_ names: a temporary must not shadow a loop variable the addresses use
             lines += [
                 "{",
-                f"    int32x4_t h = vqrdmulhq_s32(vldrwq_s32({a}), "
+                f"    int32x4_t nnc_h = vqrdmulhq_s32({self._acc_vec(acc, g)}, "
                 f"vldrwq_s32({self._addr(m.buffer, m.indices, s.var, g)}));",
-                f"    int32x4_t sh = vldrwq_s32({self._addr(sh.buffer, sh.indices, s.var, g)});",
-                "    int32x4_t mask = vsubq_n_s32(vshlq_s32(vdupq_n_s32(1), vnegq_s32(sh)), 1);",
-                "    int32x4_t thr = vaddq_s32(vshrq_n_s32(mask, 1), "
-                "vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(h), 31)));",
-                "    int32x4_t r = vshlq_s32(h, sh);",
-                "    r = vaddq_m_n_s32(r, r, 1, vcmpgtq_s32(vandq_s32(h, mask), thr));",
-                f"    r = vminq_s32(vmaxq_s32(r, vdupq_n_s32({lo})), vdupq_n_s32({hi}));",
-                f"    vstrbq_s32({y}, {'vaddq_n_s32(r, ' + str(zp) + ')' if zp else 'r'});",
+                f"    int32x4_t nnc_sh = "
+                f"vldrwq_s32({self._addr(sh.buffer, sh.indices, s.var, g)});",
+                "    int32x4_t nnc_mask = "
+                "vsubq_n_s32(vshlq_s32(vdupq_n_s32(1), vnegq_s32(nnc_sh)), 1);",
+                "    int32x4_t nnc_thr = vaddq_s32(vshrq_n_s32(nnc_mask, 1), "
+                "vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(nnc_h), 31)));",
+                "    int32x4_t nnc_r = vshlq_s32(nnc_h, nnc_sh);",
+                "    nnc_r = vaddq_m_n_s32(nnc_r, nnc_r, 1, "
+                "vcmpgtq_s32(vandq_s32(nnc_h, nnc_mask), nnc_thr));",
+                f"    nnc_r = vminq_s32(vmaxq_s32(nnc_r, vdupq_n_s32({lo})), vdupq_n_s32({hi}));",
+                f"    vstrbq_s32({y}, {'vaddq_n_s32(nnc_r, ' + str(zp) + ')' if zp else 'nnc_r'});",
                 "}",
             ]
         return lines
@@ -994,6 +1056,7 @@ class CStyleEmitter:
                 raise EmitError(f"kernel {k.name}: local {b.name!r} shadows a param")
             self.buffers[b.name] = b
             self.names.add(b.name)
+        self.vector_rows = self._vector_rows(k)
         decls = [self.param_decl(b, self.names[b.name], b.name in written, b.name in restrict)
                  for b in params]
         body = self.block(k.body, 1)
@@ -1001,15 +1064,66 @@ class CStyleEmitter:
         head = [pad + line for line in self.kernel_prologue(params, decls)]
         local_bufs = [b for b in k.locals
                       if b.name not in self._private or b.name in self.touched]
-        head += [pad + self.local_decl(b, self.names[b.name]) for b in local_bufs]
+        for b in local_bufs:
+            head += [line if line.startswith("#") else pad + line for line in self.row_decl(b)] \
+                if b.name in self.vector_rows else [pad + self.local_decl(b, self.names[b.name])]
         # what the C text does not mention (e.g. folded away) would warn as unused
         head += [f"{pad}(void){self.names[b.name]};" for b in params
                  if b.name not in self.touched]
         head += [f"{pad}(void){self.names[b.name]};" for b in local_bufs
-                 if b.name not in self.loaded]
+                 if b.name not in self.loaded and b.name not in self.vector_rows]
         signature = self.kernel_header(fname, params, decls)
         return "\n".join([*self._outlined, *self.kernel_attributes, signature, "{"]
                          + head + body + ["}"])
+
+    def row_decl(self, buf: Buffer) -> list[str]:
+        """A register row: `int32x4_t` values with Helium (`_vector_rows`), the array in the
+        portable fallback."""
+        cname = self.names[buf.name]
+        return ["#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)",
+                f"int32x4_t {cname}_v[{buf.size // 4}];", "#else",
+                self.local_decl(buf, cname), "#endif"]
+
+    def _vector_rows(self, k: Kernel) -> set[str]:
+        """The local int32 accumulator rows (at most 16 lanes) that every statement touching
+        them reads and writes whole, in a vectorized lane loop of a Helium form (init, MAC,
+        requantize): in the MVE code they are `int32x4_t` values, which gcc keeps in
+        registers across the reduction (a row in memory costs a vector load and store per
+        MAC)."""
+        if not self.helium or self.threads > 1:
+            return set()
+        rows = {b.name for b in k.locals if b.dtype == "int32" and len(b.shape) == 1
+                and b.shape[0] % 4 == 0 and 4 <= b.shape[0] <= 16}
+        if not rows:
+            return set()
+
+        def visit(body: Sequence[Stmt]) -> None:
+            nonlocal rows
+            for st in body:
+                if isinstance(st, For) and st.kind == "vectorized" and len(st.body) == 1 \
+                        and isinstance(st.body[0], Store) and st.extent % 4 == 0:
+                    store = st.body[0]
+                    found: Any = self._match_mac(store, st) \
+                        or self._match_requantize(store, st) or self._match_init(store, st)
+                    if found and found[0].shape == (st.extent,):
+                        # a lane form: its row is whole; another row it reads stays in memory
+                        rows -= {x.buffer for e in _stmt_exprs(store) for x in walk_expr(e)
+                                 if isinstance(x, Load) and x.buffer != found[0].name}
+                        continue
+                if isinstance(st, Store):
+                    rows.discard(st.buffer)
+                if isinstance(st, CallExtern):
+                    rows -= {a for a in st.args if isinstance(a, str)}
+                rows -= {x.buffer for e in _stmt_exprs(st) for x in walk_expr(e)
+                         if isinstance(x, Load)}
+                if isinstance(st, For):
+                    visit(st.body)
+                elif isinstance(st, If):
+                    visit(st.then)
+                    visit(st.orelse)
+
+        visit(k.body)
+        return rows
 
     def kernel_header(self, fname: str, params: Sequence[Buffer], decls: Sequence[str]) -> str:
         """The kernel's function header; `decls` are the params' declarations (param_decl)."""

@@ -76,6 +76,12 @@ class Knobs:
     layout: bool = False
     # copies of the lanes' intrinsic along their reduce axis, unrolled (fewer loop branches)
     lane_copies: int = 1
+    # the output axis `row_tile` tiles ("": the innermost one, `_row_axis`); Helium's
+    # depthwise lanes take their pixel copies along any (one weight vector for all of them)
+    row_axis: str = ""
+    # every reduce loop unrolled whole (a depthwise conv's taps: straight-line MACs), with no
+    # lanes on a reduce axis
+    unroll_taps: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -97,10 +103,16 @@ class Knobs:
             steps.append(Widen("w", intr.operands[1]))  # e.g. int16 weights for dot4_s8s16
         outer = [n for n in spatial if n != "oc"]
         tile: list[str] = []
-        row = _row_axis(defn)
+        row = self.row_axis or _row_axis(defn)
+        if self.row_axis and (self.row_axis not in outer or defn.axis(row).extent < 2):
+            raise ComputeError(f"no output axis {self.row_axis!r} to tile")
+        partition = list(self.partition)
         if self.row_tile > 1:
             if row is None:
                 raise ComputeError("no output row to tile")
+            if row in partition:  # partitioned before the split: each region tiled on its own
+                steps.append(Partition(row))
+                partition.remove(row)
             steps += [Split(row, self.row_tile), Unroll(f"{row}_i")]
             outer[outer.index(row)] = f"{row}_o"
             tile.append(f"{row}_i")
@@ -120,9 +132,13 @@ class Knobs:
                 tile.append("oc_i")
             else:
                 oc_loops.append("oc")
-        steps += [Partition(p) for p in self.partition]
+        steps += [Partition(p) for p in partition]
         lane_steps, other, lanes = self._lane_steps(defn)
         steps += lane_steps
+        if self.unroll_taps:
+            if lanes:
+                raise ComputeError("taps unrolled whole with lanes on a reduce axis")
+            steps += [Unroll(r) for r in other if defn.axis(r).extent > 1]
         if self.order:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
@@ -237,11 +253,25 @@ class ScheduleSpace:
     def _tiles(self) -> list[str]:
         return [t for t in TILE_KINDS if t != "vectorized" or self.vector_lanes]
 
+    def _depthwise_lanes(self) -> bool:
+        """Helium lanes over the channels of a depthwise conv (no input-channel axis): the
+        knobs of `helium_depthwise_steps` (pixel copies along any output axis, taps unrolled)."""
+        names = {a.name for a in self.defn.axes}
+        return self.vector_lanes and "oc" in names and "ic" not in names \
+            and bool(self.defn.reduced)
+
+    def _row_axes(self) -> list[str]:
+        if not self._depthwise_lanes():
+            return [""]
+        rows = [a.name for a in self.defn.spatial if a.name not in ("n", "oc") and a.extent >= 2]
+        return [""] + [r for r in rows if r != _row_axis(self.defn)]
+
     def _row_tiles(self) -> list[int]:
-        row = _row_axis(self.defn)
-        if row is None:
+        rows = [self.defn.axis(r).extent for r in self._row_axes() if r] + \
+            ([self.defn.axis(r).extent] if (r := _row_axis(self.defn)) else [])
+        if not rows:
             return [1]
-        return [t for t in ROW_TILES if t <= self.defn.axis(row).extent]
+        return [t for t in ROW_TILES if t <= max(rows)]
 
     def _lanes(self) -> list[tuple[str, str, int]]:
         out: list[tuple[str, str, int]] = [("", "none", 0)]
@@ -280,7 +310,9 @@ class ScheduleSpace:
                 "lanes_inner": [True, False], "oc_outer": self._oc_outer(),
                 "layout": [False, True] if self.vector_lanes and "w" in dict(
                     self.defn.operands) else [False],
-                "lane_copies": list(LANE_COPIES) if self.intrinsics else [1]}
+                "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
+                "row_axis": self._row_axes(),
+                "unroll_taps": [False, True] if self._depthwise_lanes() else [False]}
 
     # -- legality
 
