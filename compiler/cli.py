@@ -430,11 +430,12 @@ def _record(path: str | None, runs: object) -> None:
 
 
 def _cmd_history(args: argparse.Namespace) -> int:
-    from nnc.compiler.history import History, default_path, regressions, table
+    from nnc.compiler.history import OFF, History, default_path, regressions, table
 
-    path = Path(args.history) if args.history else default_path()
+    path = default_path() if args.history is None else (
+        None if args.history.strip().lower() in OFF else Path(args.history))
     if path is None:
-        raise NncError("the history is off (NNC_HISTORY=off); give --history FILE")
+        raise NncError("the history is off (--history off or NNC_HISTORY=off); give --history FILE")
     if not path.exists():  # listing creates nothing
         raise NncError(f"no history at {path} yet: `nnc bench` and `nnc eval` write it")
     with History(path) as history:
@@ -502,8 +503,8 @@ def _add_eval_parser(sub: argparse._SubParsersAction) -> None:
     rp.set_defaults(fn=_cmd_report)
 
 
-HISTORY_HELP = ("the history file (default: $NNC_HISTORY, 'off' turns it off, else "
-                "$XDG_DATA_HOME/nnc/history.sqlite)")
+HISTORY_HELP = ("the history file ('off' records nothing; default: $NNC_HISTORY, where 'off' "
+                "turns it off too, else $XDG_DATA_HOME/nnc/history.sqlite)")
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:

@@ -79,11 +79,14 @@ assert len(MIGRATIONS) == SCHEMA_VERSION
 TOLERANCE = {"instructions": 0.001, "latency_ms": 0.10, "metric": 0.005}
 
 
+OFF = ("off", "0", "none", "")  # a --history or $NNC_HISTORY value that turns recording off
+
+
 def default_path() -> Path | None:
     """The history file: $NNC_HISTORY (None when 'off'), else the user's data directory."""
     env = os.environ.get(ENV)
     if env is not None:
-        return None if env.strip().lower() in ("off", "0", "none", "") else Path(env)
+        return None if env.strip().lower() in OFF else Path(env)
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "nnc" / "history.sqlite"
 
@@ -245,7 +248,10 @@ class History:
 
     @staticmethod
     def open(path: str | os.PathLike[str] | None = None) -> History | None:
-        """`path`, else the default (None when recording is off)."""
+        """`path`, else the default (None when recording is off: `--history off` as well as
+        NNC_HISTORY=off; `./off` names a file called off)."""
+        if isinstance(path, str) and path.strip().lower() in OFF:
+            return None
         p = Path(path) if path is not None else default_path()
         return None if p is None else History(p)
 

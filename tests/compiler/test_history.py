@@ -182,3 +182,19 @@ def test_json_listing_stays_json_with_a_regression(tmp_path: Path,
     assert [r["regression"] is not None for r in runs] == [False, False, True]
     assert main(["history", "--history", str(hist)]) == 0
     assert "instructions 1,000 -> 1,500 (+50.0% worse)" in capsys.readouterr().out
+
+
+def test_history_off_on_the_command_line_writes_no_file_called_off(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`--history off` records nothing (it wrote a database named `off` in the working folder
+    before), as NNC_HISTORY=off does; `nnc history --history off` says the history is off."""
+    monkeypatch.chdir(tmp_path)
+    assert History.open("off") is None and History.open("OFF") is None
+    assert main(["history", "--history", "off"]) == 2
+    assert "the history is off" in capsys.readouterr().err
+    assert not (tmp_path / "off").exists()
+    h = History.open("./off")  # a file called off, asked for by its path
+    assert h is not None
+    h.close()
+    assert (tmp_path / "off").exists()
