@@ -150,6 +150,8 @@ def reduction_steps(defn: Reduction, target: Any,
       the M55) where its extent allows, else unrolled by 4 on Cortex-M (gcc does not unroll
       reductions there);
     Order: outer spatial axes, the reduce axes, the tile, the intrinsic's lanes."""
+    if not defn.reduced and not defn.windows:
+        return elementwise_steps(defn, target)
     # the TVM target runs on this CPU too (TVM's LLVM for the host's vector ISA): same tiles
     if getattr(target, "kind", "") in REGISTER_TILE_KINDS and defn.acc_dtype in _LANE_BYTES:
         steps = host_pool_steps(defn, target) or host_vector_steps(defn, target, shapes)
@@ -176,6 +178,19 @@ def reduction_steps(defn: Reduction, target: Any,
                 continue
             return steps
     return ()
+
+
+def elementwise_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
+    """An elementwise definition (no reduce axis: add_s8, mul_s8): the innermost axis (the
+    contiguous one) as vector lanes, as `default_steps` vectorizes any independent innermost
+    loop of at least 4 iterations. On Helium the C emitter writes the lanes as MVE code
+    (`nnc.backends.c.mve`: 4 int32 lanes per instruction, a predicated group for a remainder),
+    so there 2 or 3 iterations are lanes too."""
+    if not defn.axes:
+        return ()
+    inner = defn.axes[-1]
+    helium = "mve" in getattr(target, "features", ())
+    return (Vectorize(inner.name),) if inner.extent >= (2 if helium else 4) else ()
 
 
 def _helium_lanes(defn: Reduction, target: Any,

@@ -197,3 +197,38 @@ def test_sample_finds_the_last_points_of_a_nearly_used_up_space():
     got = space.sample(random.Random(0), 5, exclude=set(texts) - left, tries=1)
     assert {schedule_text(s) for _, s in got} == left
     assert space.sample(random.Random(0), 3, exclude=set(texts)) == []
+
+
+def _add_s8(shape=(1, 4, 8, 24)):
+    rng = np.random.default_rng(8)
+    attrs = dict(a_zero_point=-128, b_zero_point=17, output_zero_point=-9,
+                 a_multiplier=1412189663, a_shift=-1, b_multiplier=1073741824, b_shift=0,
+                 output_multiplier=1306468280, output_shift=-18, act_min=-100, act_max=120)
+    return "add_s8", [_s8(rng, shape), _s8(rng, shape)], attrs
+
+
+@pytest.mark.parametrize("target", [cortex_m7(), cortex_m55()], ids=["m7", "m55"])
+def test_elementwise_space_holds_the_default_and_computes_the_reference(target):
+    """add_s8's space (`ElementwiseSpace`): the default schedule is a point, every point is
+    legal, distinct, and computes the reference's bits in the loop-IR interpreter."""
+    from nnc.compiler.tune.space import ElementwiseKnobs, ElementwiseSpace, space_for
+
+    kind, inputs, attrs = _add_s8()
+    graph = single_op_graph(kind, inputs, attrs, (1, 2, 3, 4))
+    module = lower_to_loops(graph, PassContext())
+    ref = get_op(kind).reference(list(inputs), Attrs.of(attrs))[0]
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    shapes = {b.name: b.shape for b in module.buffers}
+    space = space_for(k.compute, shapes, target)
+    assert isinstance(space, ElementwiseSpace)
+    points = [steps for _, steps in space.enumerate()]
+    default = reduction_steps(k.compute, target, shapes)
+    assert default == ElementwiseKnobs().steps(k.compute) and default in points
+    # lanes whole or split by 4, 8, 16, or no lanes; 1, 2 or 4 copies of the next axis
+    assert len(points) == len(set(points)) == (4 + 1) * 3
+    feeds = {module.inputs[0]: inputs[0]}  # b is a constant of the graph
+    for _, steps in space.sample(random.Random(2), 6):
+        kernels = tuple(x.replace(schedule=steps) if x is k else x for x in module.kernels)
+        got = run_loop_module(schedule(module.replace(kernels=kernels), PassContext()), feeds)
+        np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(steps))
+        assert len(features(k.compute, steps, shapes)) == len(feature_names())

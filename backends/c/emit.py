@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from nnc.backends.c.mve import elementwise_lanes
 from nnc.ir.affine import flat_offset
 from nnc.ir.graph import fresh_name
 from nnc.ir.intrinsics import DOT_INTRINSICS
@@ -775,7 +776,7 @@ class CStyleEmitter:
         return lines + [pad + "}"]
 
     def mve_lanes(self, s: For, depth: int) -> list[str]:
-        """A vectorized loop of one of two forms as Helium code, 4 lanes per instruction, with
+        """A vectorized loop of one of three forms as Helium code, 4 lanes per instruction, with
         the scalar loop as the portable fallback ([] when the loop is of neither form; gcc 12
         does not vectorize the int8 <-> int32 widening and narrowing for MVE itself):
         - `acc[i] += (x[.. + i] + zx) * (w[.. + i] + zw)` over a local int32 accumulator row and
@@ -784,14 +785,20 @@ class CStyleEmitter:
         - `y[.. + i] = int8(clamp(requantize(acc[i], m[.. + i], s[.. + i]), lo, hi) + zp)` with
           constant multipliers >= 0 and shifts <= 0 (the finish of such a row): VQRDMULH (the
           saturating rounding doubling high multiply, exactly), the rounding divide by 2^-s
-          with ties away from zero, VMAX/VMIN, a narrowing byte store."""
-        if not getattr(self, "helium", False) or s.kind != "vectorized" or s.extent % 4 \
-                or len(s.body) != 1:
+          with ties away from zero, VMAX/VMIN, a narrowing byte store;
+        - a store into memory of int32 lane arithmetic over contiguous loads (an elementwise
+          op: add_s8's rescaled inputs, sum and requantization), any extent
+          (`nnc.backends.c.mve`)."""
+        if not getattr(self, "helium", False) or s.kind != "vectorized" or len(s.body) != 1:
             return []
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        groups = self._mve_mac(st, s) or self._mve_requantize(st, s)
+        groups = (self._mve_mac(st, s) or self._mve_requantize(st, s)) if s.extent % 4 == 0 \
+            else []
+        if not groups and self.buffer(st.buffer).scope != "local":
+            # an elementwise row into memory (add_s8, mul_s8: backends/c/mve.py)
+            groups = elementwise_lanes(self, s) or []
         if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "
@@ -900,6 +907,14 @@ class CStyleEmitter:
                 "}",
             ]
         return lines
+
+    def lane_contiguous(self, access: Load | Store, var: str) -> bool:
+        """Whether `access` steps by one element with loop variable `var`."""
+        return self._contiguous(access.indices, self.buffer(access.buffer), var) is not None
+
+    def value_range(self, e: Expr) -> tuple[int, int] | None:
+        """(min, max) of a constant or of a load of an integer constant, else None."""
+        return self._range(e)
 
     def _addr(self, buffer: str, indices: Sequence[Expr], var: str, value: int) -> str:
         """C address of buffer[indices] with loop variable `var` at `value`."""

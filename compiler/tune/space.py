@@ -18,6 +18,10 @@ inside or outside the reduction, the order of the other reduce loops, and the ch
 outside the pixels (weights stay put). On the M4/M7 the intrinsic may be `dot4_s8s16`: its
 steps store the weights as int16 (`Widen`), which spares the unpacking of every weight word
 for PKHBT/PKHTB once per input word, at twice the weights' flash.
+
+An elementwise definition (no reduce axis: add_s8, mul_s8) has a space of its own
+(`ElementwiseKnobs`): its innermost axis as vector lanes or not, in one vector loop or split
+into loops of 4-16 lanes, and 1, 2 or 4 iterations of the next axis out unrolled around them.
 """
 
 from __future__ import annotations
@@ -544,9 +548,82 @@ def _host_fields(k: HostKnobs) -> dict[str, Any]:
     return {f: getattr(k, f) for f in HostKnobs.__slots__}
 
 
+# ---------------------------------------------------------------- elementwise definitions
+
+ELEMENTWISE_LANES = (4, 8, 16)  # lanes per vector loop of a split innermost axis
+ELEMENTWISE_COPIES = (2, 4)  # iterations of the next axis out unrolled around the vector loop
+
+
+@dataclass(frozen=True, slots=True)
+class ElementwiseKnobs:
+    """One point of the space of an elementwise definition (no reduce axis: add_s8, mul_s8):
+    the innermost (contiguous) axis as vector lanes or not (`vector`), in one vector loop
+    (`lanes` 0) or split into loops of `lanes`, and `copies` iterations of the next axis out
+    unrolled around it. The default schedule (`elementwise_steps`) is `ElementwiseKnobs()`."""
+
+    vector: bool = True
+    lanes: int = 0
+    copies: int = 1
+
+    def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
+        if defn.reduced or not defn.axes:
+            raise ComputeError(f"{defn.kind} is not an elementwise definition")
+        inner = defn.axes[-1]
+        steps: list[ScheduleStep] = []
+        if self.copies > 1:
+            if len(defn.axes) < 2 or defn.axes[-2].extent < 2 * self.copies:
+                raise ComputeError(f"no axis of {2 * self.copies} or more outside the lanes")
+            outer = defn.axes[-2].name
+            steps += [Split(outer, self.copies), Unroll(f"{outer}_i")]
+        if self.lanes:
+            if not self.vector or inner.extent <= self.lanes:
+                raise ComputeError(f"no split of {inner.name!r} into vector loops of "
+                                   f"{self.lanes}")
+            steps += [Split(inner.name, self.lanes), Vectorize(f"{inner.name}_i")]
+        elif self.vector:
+            steps.append(Vectorize(inner.name))
+        return tuple(steps)
+
+
+class ElementwiseSpace(ScheduleSpace):
+    """The legal schedules of an elementwise definition (`ElementwiseKnobs`)."""
+
+    def knobs_ranges(self) -> dict[str, list[Any]]:
+        axes = self.defn.axes
+        inner = axes[-1].extent if axes else 0
+        outer = axes[-2].extent if len(axes) > 1 else 0
+        return {"vector": [True, False],
+                "lanes": [0] + [n for n in ELEMENTWISE_LANES if n < inner],
+                "copies": [1] + [c for c in ELEMENTWISE_COPIES if outer >= 2 * c]}
+
+    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
+        try:
+            steps = knobs.steps(self.defn)
+        except ComputeError:
+            return None
+        return steps if self.legal(steps) else None
+
+    def enumerate(self) -> Iterator[tuple[Any, tuple[ScheduleStep, ...]]]:
+        seen: set[tuple[ScheduleStep, ...]] = set()
+        r = self.knobs_ranges()
+        keys = list(r)
+        for values in itertools.product(*(r[k] for k in keys)):
+            k = ElementwiseKnobs(**dict(zip(keys, values, strict=True)))
+            steps = self.steps_of(k)
+            if steps is not None and steps not in seen:
+                seen.add(steps)
+                yield k, steps
+
+    def random_knobs(self, rng: random.Random) -> Any:
+        return ElementwiseKnobs(**{k: rng.choice(v) for k, v in self.knobs_ranges().items()})
+
+
 def space_for(defn: Reduction, shapes: Mapping[str, tuple[int, ...]],
               target: Any) -> ScheduleSpace:
-    """The schedule space of a definition on a target: the host's for fp32 on the host."""
+    """The schedule space of a definition on a target: the host's for fp32 on the host, the
+    elementwise one for a definition with no reduce axis."""
+    if not defn.reduced and not defn.windows:
+        return ElementwiseSpace(defn, shapes, target)
     if getattr(target, "kind", "") == "host" and defn.acc_dtype == "float32":
         return HostScheduleSpace(defn, shapes, target)
     return ScheduleSpace(defn, shapes, target)
