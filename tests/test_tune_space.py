@@ -55,6 +55,8 @@ def _fc(depth=32, oc=6):
 
 CASES = {
     "dense3x3": _conv(8, 8, 3, [1, 1, 1, 1]),
+    # Helium: 2 dot16 calls along the channels, unrolled outside the channel tile (the default)
+    "dense3x3-32": _conv(32, 8, 3, [1, 1, 1, 1]),
     "depthwise": _conv(8, 8, 3, [1, 1, 1, 1], group=8),
     "pointwise": _conv(16, 8, 1, [0, 0, 0, 0]),
     "first-layer": _conv(1, 8, 3, [1, 1, 1, 1], hw=(7, 6), stride=2, zp=1),
@@ -232,3 +234,20 @@ def test_elementwise_space_holds_the_default_and_computes_the_reference(target):
         got = run_loop_module(schedule(module.replace(kernels=kernels), PassContext()), feeds)
         np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(steps))
         assert len(features(k.compute, steps, shapes)) == len(feature_names())
+
+
+def test_helium_3x3_convs_unroll_their_dot_calls_along_the_channels():
+    """Helium's default for a 3x3 conv of 32 input channels: the two dot16 calls per tap
+    unrolled (straight-line VMLADAVAs), their loop outside the channel tile; a 1x1 conv keeps
+    the loop (unrolled it measured worse)."""
+    from nnc.ir.loops import Unroll
+
+    _, k, shapes, _, _ = _lowered(*CASES["dense3x3-32"])
+    steps = reduction_steps(k.compute, cortex_m55(), shapes)
+    assert Unroll("ic_o") in steps and Intrinsic("dot16_s8", "ic_i") in steps
+    assert steps[-1] == Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic_o", "oc_i", "ic_i"))
+    assert Knobs(oc_tile=4, tile="vectorized", lanes=("ic", "dot16_s8", 16),
+                 partition=("oh", "ow"), lane_copies=2, copies_outer=True).steps(
+        k.compute, shapes) == steps
+    _, k1, shapes1, _, _ = _lowered(*_conv(32, 8, 1, [0, 0, 0, 0]))
+    assert Unroll("ic_o") not in reduction_steps(k1.compute, cortex_m55(), shapes1)

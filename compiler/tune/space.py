@@ -13,7 +13,8 @@ Knobs: the output-channel tile (1, 2, 4, 8 or all of them; its loop unrolled int
 accumulators, an accumulator array, or Helium lanes on MVE targets), a tile of the output row
 (1, 2, 4, unrolled), one reduce axis mapped onto a dot intrinsic, split and unrolled, or
 unrolled whole, 1-8 copies of the intrinsic unrolled along its axis (fewer loop branches:
-an FC's or a 16-channel conv's depth in one iteration), padding windows partitioned, the tile
+an FC's or a 16-channel conv's depth in one iteration; their loop inside or outside the
+tile), padding windows partitioned, the tile
 inside or outside the reduction, the order of the other reduce loops, and the channel loop
 outside the pixels (weights stay put). On the M4/M7 the intrinsic may be `dot4_s8s16`: its
 steps store the weights as int16 (`Widen`), which spares the unpacking of every weight word
@@ -80,6 +81,9 @@ class Knobs:
     layout: bool = False
     # copies of the lanes' intrinsic along their reduce axis, unrolled (fewer loop branches)
     lane_copies: int = 1
+    # those copies' loop outside the tile (each copy's calls over the tile's channels in a
+    # row: Helium's default for 3x3 convs), not between the tile and the lanes
+    copies_outer: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -131,6 +135,10 @@ class Knobs:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
             other = list(self.order)
+        if self.copies_outer:
+            if len(lanes) != 2:
+                raise ComputeError("no copies of the lanes to move outside the tile")
+            other, lanes = [*other, lanes[0]], lanes[1:]
         head = (oc_loops + outer) if self.oc_outer else (outer + oc_loops)
         if self.tile_inside:
             inner = [*tile, *lanes] if self.lanes_inner else [*lanes, *tile]
@@ -284,7 +292,8 @@ class ScheduleSpace:
                 "lanes_inner": [True, False], "oc_outer": self._oc_outer(),
                 "layout": [False, True] if self.vector_lanes and "w" in dict(
                     self.defn.operands) else [False],
-                "lane_copies": list(LANE_COPIES) if self.intrinsics else [1]}
+                "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
+                "copies_outer": [False, True] if self.intrinsics else [False]}
 
     # -- legality
 
