@@ -807,11 +807,19 @@ class CStyleEmitter:
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        groups = (self._mve_mac(st, s) or self._mve_requantize(st, s)) if s.extent % 4 == 0 \
-            else []
-        if not groups and self.buffer(st.buffer).scope != "local":
-            # an elementwise row into memory (add_s8, mul_s8: backends/c/mve.py)
+        groups: list[str] = []
+        # a row into memory: an elementwise op (add_s8, mul_s8) or the finish (requantize,
+        # clamp, offset) of a dense conv's 4-channel accumulator tile (backends/c/mve.py:
+        # IC on the M55 -238k); wider accumulator rows (depthwise and first-layer channel
+        # lanes, kept in Q registers across the taps) keep `_mve_requantize`: there gcc
+        # hoisted the per-channel multipliers and shifts of this form and spilled the rows
+        # (IC's first conv +104k)
+        row = any(isinstance(x, Load) and self.buffer(x.buffer).scope == "local"
+                  for x in walk_expr(st.value))
+        if self.buffer(st.buffer).scope != "local" and (not row or s.extent <= 4):
             groups = elementwise_lanes(self, s) or []
+        if not groups and s.extent % 4 == 0:
+            groups = self._mve_mac(st, s) or self._mve_requantize(st, s)
         if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "

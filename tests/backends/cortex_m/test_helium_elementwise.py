@@ -1,8 +1,8 @@
 """Helium code for elementwise lane loops (`nnc.backends.c.mve`) on the emulated Cortex-M55:
-the lanes give exactly what the scalar loop gives (the loop-IR interpreter), and add_s8 /
-mul_s8 compiled for the M55 (their elementwise definitions, vectorized by the default schedule)
-give exactly what the graph interpreter gives, broadcasts and a channel count that is not a
-multiple of 4 (a predicated tail) included."""
+the lanes (elementwise ops, a dense conv tile's finish) give exactly what the scalar loop gives
+(the loop-IR interpreter), and add_s8 / mul_s8 compiled for the M55 (their elementwise
+definitions, vectorized by the default schedule) give exactly what the graph interpreter gives,
+broadcasts and a channel count that is not a multiple of 4 (a predicated tail) included."""
 
 from __future__ import annotations
 
@@ -57,7 +57,9 @@ def _lanes_module(mult: np.ndarray, shift: np.ndarray) -> LoopModule:
     s = Buffer("shift", (N,), "int32", "constant")
     outs = [Buffer(f"rq{k}", (N,), "int32", "output") for k in range(len(CONST_RQ))]
     outs += [Buffer("rqv", (N,), "int32", "output"), Buffer("mix", (N,), "int16", "output"),
-             Buffer("add", (N,), "int8", "output"), Buffer("short", (SHORT,), "int8", "output")]
+             Buffer("add", (N,), "int8", "output"), Buffer("short", (SHORT,), "int8", "output"),
+             Buffer("tile", (4,), "int8", "output")]
+    acc = Buffer("acc", (4,), "int32", "local")
     i = Var("i")
     body = [For("i", N, (Store(f"rq{k}", (i,), call("requantize", x[i], _i32(mm), _i32(ss))),),
                 "vectorized") for k, (mm, ss) in enumerate(CONST_RQ)]
@@ -80,8 +82,14 @@ def _lanes_module(mult: np.ndarray, shift: np.ndarray) -> LoopModule:
                                _i32(-128 + 5)), _i32(127 + 5)) - _i32(5), "int8")
     body.append(For("i", N, (Store("add", (i,), out),), "vectorized"))
     body.append(For("i", SHORT, (Store("short", (i,), out),), "vectorized"))
+    # a dense conv's finish: its 4-channel accumulator tile (a local row) requantized per
+    # channel, clamped, offset
+    body.append(For("i", 4, (Store("acc", (i,), x[i] - x[i + 4]),)))
+    tile = call("requantize", acc[i], m[i], s[i])
+    body.append(For("i", 4, (Store("tile", (i,), cast(
+        minimum(maximum(tile, _i32(-120)), _i32(125)) + _i32(3), "int8")),), "vectorized"))
     params = ("a", "u", "h", "x", "mult", "shift", *(b.name for b in outs))
-    k = Kernel("lanes", params, (), tuple(body), workload=WORKLOAD)
+    k = Kernel("lanes", params, (acc,), tuple(body), workload=WORKLOAD)
     return LoopModule("lanes", (a, u, h, x, m, s, *outs), (k,), ("a", "u", "h", "x"),
                       tuple(b.name for b in outs), {"mult": mult, "shift": shift})
 
@@ -95,7 +103,8 @@ def test_elementwise_lanes_equal_the_scalar_loop(firmware):
     module = _lanes_module(mult, shift)
     text = "".join(v for v in emit_c(module).values() if isinstance(v, str))
     # every loop took the lanes (none fell back to the scalar loop alone)
-    assert text.count("#if defined(__ARM_FEATURE_MVE)") >= len(CONST_RQ) + 4
+    assert text.count("#if defined(__ARM_FEATURE_MVE)") >= len(CONST_RQ) + 5
+    assert "vldrwq_s32(&acc[0])" in text  # the tile's finish took the lanes too
     for fn in ("vqrdmulhq_n_s32", "vqrdmulhq_s32", "vrshlq_s32", "vrshrq_n_s32", "vctp32q",
                "vldrbq_u32", "vldrhq_s32", "vstrhq_s32", "vstrbq_p_s32", "veorq_s32"):
         assert fn in text, fn
