@@ -37,6 +37,7 @@ from typing import Any
 from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
+    Binary,
     Intrinsic,
     Layout,
     Partition,
@@ -286,14 +287,21 @@ class ScheduleSpace:
         return [False, True] if rows else [False]
 
     def knobs_ranges(self) -> dict[str, list[Any]]:
+        lanes = self._lanes()
+        # copies' loop outside the tile only where a dot intrinsic can take the lanes (a
+        # product term; the knob doubles the space: kept out of spaces small enough to be
+        # walked, e.g. pools)
+        dot = isinstance(self.defn.term, Binary) and self.defn.term.op == "mul"
+        copies_outer = [False, True] if dot and any(m in DOT_INTRINSICS for _, m, _ in lanes) \
+            else [False]
         return {"oc_tile": self._oc_tiles(), "tile": self._tiles(),
-                "row_tile": self._row_tiles(), "lanes": self._lanes(),
+                "row_tile": self._row_tiles(), "lanes": lanes,
                 "partition": self._partitions(), "tile_inside": [True, False],
                 "lanes_inner": [True, False], "oc_outer": self._oc_outer(),
                 "layout": [False, True] if self.vector_lanes and "w" in dict(
                     self.defn.operands) else [False],
                 "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
-                "copies_outer": [False, True] if self.intrinsics else [False]}
+                "copies_outer": copies_outer}
 
     # -- legality
 
