@@ -38,6 +38,10 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
 - `Layout(operand, perm)` / `Widen(operand, dtype)`: a constant operand read from a copy with
   its dims permuted / stored in a wider integer type (`relayout`; the schedule pass makes it).
 
+An elementwise op is a definition with no reduce axis: its one "reduce point" combines `init`
+with `term` once (add_s8: the two rescaled inputs added), materialized as a single store
+`out[...] = finish(combine(init, term))` with no accumulator local.
+
 The padding guard goes where all the axes of a window are bound, as far out as it can; its else
 branch adds `outside` once per window tap (skipping the reduce axes outside the windows, which
 `outside` is already summed over). `schedule` materializes the definition again from scratch, so
@@ -537,6 +541,11 @@ class _Gen:
             out_index = tuple(self.at(x, s) for x in d.out_index)
             return [Store(d.out, out_index, self.at(value, s))]
 
+        if not d.reduced and not d.windows:
+            # elementwise (no reduce axis: exactly one term): one store, no accumulator
+            value = _substitute(d.finish, {ACC: _combine(d.combine, d.init, d.term)})
+            return [Store(d.out, tuple(self.at(x, sub) for x in d.out_index),
+                          self.at(value, sub))]
         return (self.tile_nest(0, sub, ov, init)
                 + self.reduce(self.first, sub, ov, windows, None)
                 + self.tile_nest(0, sub, ov, fin))

@@ -55,6 +55,8 @@ def _fc(depth=32, oc=6):
 
 CASES = {
     "dense3x3": _conv(8, 8, 3, [1, 1, 1, 1]),
+    # Helium: 2 dot16 calls along the channels, unrolled outside the channel tile (the default)
+    "dense3x3-32": _conv(32, 8, 3, [1, 1, 1, 1]),
     "depthwise": _conv(8, 8, 3, [1, 1, 1, 1], group=8),
     "pointwise": _conv(16, 8, 1, [0, 0, 0, 0]),
     "first-layer": _conv(1, 8, 3, [1, 1, 1, 1], hw=(7, 6), stride=2, zp=1),
@@ -217,3 +219,55 @@ def test_sample_finds_the_last_points_of_a_nearly_used_up_space():
     got = space.sample(random.Random(0), 5, exclude=set(texts) - left, tries=1)
     assert {schedule_text(s) for _, s in got} == left
     assert space.sample(random.Random(0), 3, exclude=set(texts)) == []
+
+
+def _add_s8(shape=(1, 4, 8, 24)):
+    rng = np.random.default_rng(8)
+    attrs = dict(a_zero_point=-128, b_zero_point=17, output_zero_point=-9,
+                 a_multiplier=1412189663, a_shift=-1, b_multiplier=1073741824, b_shift=0,
+                 output_multiplier=1306468280, output_shift=-18, act_min=-100, act_max=120)
+    return "add_s8", [_s8(rng, shape), _s8(rng, shape)], attrs
+
+
+@pytest.mark.parametrize("target", [cortex_m7(), cortex_m55()], ids=["m7", "m55"])
+def test_elementwise_space_holds_the_default_and_computes_the_reference(target):
+    """add_s8's space (`ElementwiseSpace`): the default schedule is a point, every point is
+    legal, distinct, and computes the reference's bits in the loop-IR interpreter."""
+    from nnc.compiler.tune.space import ElementwiseKnobs, ElementwiseSpace, space_for
+
+    kind, inputs, attrs = _add_s8()
+    graph = single_op_graph(kind, inputs, attrs, (1, 2, 3, 4))
+    module = lower_to_loops(graph, PassContext())
+    ref = get_op(kind).reference(list(inputs), Attrs.of(attrs))[0]
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    shapes = {b.name: b.shape for b in module.buffers}
+    space = space_for(k.compute, shapes, target)
+    assert isinstance(space, ElementwiseSpace)
+    points = [steps for _, steps in space.enumerate()]
+    default = reduction_steps(k.compute, target, shapes)
+    assert default == ElementwiseKnobs().steps(k.compute) and default in points
+    # lanes whole or split by 4, 8, 16, or no lanes; 1, 2 or 4 copies of the next axis
+    assert len(points) == len(set(points)) == (4 + 1) * 3
+    feeds = {module.inputs[0]: inputs[0]}  # b is a constant of the graph
+    for _, steps in space.sample(random.Random(2), 6):
+        kernels = tuple(x.replace(schedule=steps) if x is k else x for x in module.kernels)
+        got = run_loop_module(schedule(module.replace(kernels=kernels), PassContext()), feeds)
+        np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(steps))
+        assert len(features(k.compute, steps, shapes)) == len(feature_names())
+
+
+def test_helium_3x3_convs_unroll_their_dot_calls_along_the_channels():
+    """Helium's default for a 3x3 conv of 32 input channels: the two dot16 calls per tap
+    unrolled (straight-line VMLADAVAs), their loop outside the channel tile; a 1x1 conv keeps
+    the loop (unrolled it measured worse)."""
+    from nnc.ir.loops import Unroll
+
+    _, k, shapes, _, _ = _lowered(*CASES["dense3x3-32"])
+    steps = reduction_steps(k.compute, cortex_m55(), shapes)
+    assert Unroll("ic_o") in steps and Intrinsic("dot16_s8", "ic_i") in steps
+    assert steps[-1] == Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic_o", "oc_i", "ic_i"))
+    assert Knobs(oc_tile=4, tile="vectorized", lanes=("ic", "dot16_s8", 16),
+                 partition=("oh", "ow"), lane_copies=2, copies_outer=True).steps(
+        k.compute, shapes) == steps
+    _, k1, shapes1, _, _ = _lowered(*_conv(32, 8, 1, [0, 0, 0, 0]))
+    assert Unroll("ic_o") not in reduction_steps(k1.compute, cortex_m55(), shapes1)

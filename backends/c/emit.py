@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from nnc.backends.c.mve import elementwise_lanes
 from nnc.ir.affine import flat_offset
 from nnc.ir.graph import fresh_name
 from nnc.ir.intrinsics import DOT_INTRINSICS
@@ -658,12 +659,25 @@ class CStyleEmitter:
     def loop_pragma(self, s: For) -> str | None:
         """The hint line before a loop of kind `s.kind` (None: no hint)."""
         if s.kind == "vectorized":
+            if self._dot_row(s):
+                return f"NNC_UNROLL({s.extent})"
             return "NNC_VECTORIZE" if self._vector_safe(s) else None
         if s.kind == "unrolled":
             return f"NNC_UNROLL({min(max(s.extent, 1), 64)})"
         if s.kind == "parallel":
             return "/* parallel loop, run serially for now */"
         return None
+
+    def _dot_row(self, s: For) -> bool:
+        """A short lane loop of dot intrinsic calls (Helium's row of accumulators, one VMLADAVA
+        per output channel against one input vector): no compiler vectorizes across the calls'
+        horizontal sums, and unrolled, gcc keeps the row in registers between the calls (IC's
+        3x3 convs on the M55: -111k of 5.70M instructions)."""
+        if s.extent > 16 or not s.body:
+            return False
+        return all(isinstance(st, Store) and any(
+            isinstance(x, Call) and x.fn in DOT_INTRINSICS for x in walk_expr(st.value))
+            for st in s.body)
 
     def parallel_for(self, s: For, depth: int) -> list[str]:
         """A parallel loop on `threads` threads: its body is outlined into a function over an
@@ -776,7 +790,7 @@ class CStyleEmitter:
         return lines + [pad + "}"]
 
     def mve_lanes(self, s: For, depth: int) -> list[str]:
-        """A vectorized loop of one of two forms as Helium code, 4 lanes per instruction, with
+        """A vectorized loop of one of three forms as Helium code, 4 lanes per instruction, with
         the scalar loop as the portable fallback ([] when the loop is of neither form; gcc 12
         does not vectorize the int8 <-> int32 widening and narrowing for MVE itself):
         - `acc[i] += (x[.. + i] + zx) * (w[.. + i] + zw)` over a local int32 accumulator row and
@@ -785,14 +799,32 @@ class CStyleEmitter:
         - `y[.. + i] = int8(clamp(requantize(acc[i], m[.. + i], s[.. + i]), lo, hi) + zp)` with
           constant multipliers >= 0 and shifts <= 0 (the finish of such a row): VQRDMULH (the
           saturating rounding doubling high multiply, exactly), the rounding divide by 2^-s
-          with ties away from zero, VMAX/VMIN, a narrowing byte store."""
-        if not getattr(self, "helium", False) or s.kind != "vectorized" or s.extent % 4 \
-                or len(s.body) != 1:
+          with ties away from zero, VMAX/VMIN, a narrowing byte store;
+        - a store into memory of int32 lane arithmetic over contiguous loads (an elementwise
+          op: add_s8's rescaled inputs, sum and requantization), any extent
+          (`nnc.backends.c.mve`)."""
+        if not getattr(self, "helium", False) or s.kind != "vectorized" or len(s.body) != 1:
             return []
         st = s.body[0]
         if not isinstance(st, Store):
             return []
-        groups = self._mve_mac(st, s) or self._mve_requantize(st, s) or self._mve_init(st, s)
+        groups: list[str] = []
+        # a row into memory: an elementwise op (add_s8, mul_s8) or the finish (requantize,
+        # clamp, offset) of a dense conv's 4-channel accumulator tile (backends/c/mve.py:
+        # IC on the M55 -238k); wider accumulator rows (depthwise and first-layer channel
+        # lanes, kept in Q registers across the taps) keep `_mve_requantize`: there gcc
+        # hoisted the per-channel multipliers and shifts of this form and spilled the rows
+        # (IC's first conv +104k)
+        row = any(isinstance(x, Load) and self.buffer(x.buffer).scope == "local"
+                  for x in walk_expr(st.value))
+        # a register row (`_vector_rows`: int32x4_t values) is read by the lane forms below
+        in_regs = st.buffer in self.vector_rows or any(
+            isinstance(x, Load) and x.buffer in self.vector_rows for x in walk_expr(st.value))
+        if not in_regs and self.buffer(st.buffer).scope != "local" \
+                and (not row or s.extent <= 4):
+            groups = elementwise_lanes(self, s) or []
+        if not groups and s.extent % 4 == 0:
+            groups = self._mve_mac(st, s) or self._mve_requantize(st, s) or self._mve_init(st, s)
         if not groups:
             return []
         self.helpers.setdefault("nnc_mve_include", "#if defined(__ARM_FEATURE_MVE) && "
@@ -962,6 +994,14 @@ class CStyleEmitter:
                 "}",
             ]
         return lines
+
+    def lane_contiguous(self, access: Load | Store, var: str) -> bool:
+        """Whether `access` steps by one element with loop variable `var`."""
+        return self._contiguous(access.indices, self.buffer(access.buffer), var) is not None
+
+    def value_range(self, e: Expr) -> tuple[int, int] | None:
+        """(min, max) of a constant or of a load of an integer constant, else None."""
+        return self._range(e)
 
     def _addr(self, buffer: str, indices: Sequence[Expr], var: str, value: int) -> str:
         """C address of buffer[indices] with loop variable `var` at `value`."""

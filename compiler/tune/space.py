@@ -13,11 +13,16 @@ Knobs: the output-channel tile (1, 2, 4, 8 or all of them; its loop unrolled int
 accumulators, an accumulator array, or Helium lanes on MVE targets), a tile of the output row
 (1, 2, 4, unrolled), one reduce axis mapped onto a dot intrinsic, split and unrolled, or
 unrolled whole, 1-8 copies of the intrinsic unrolled along its axis (fewer loop branches:
-an FC's or a 16-channel conv's depth in one iteration), padding windows partitioned, the tile
+an FC's or a 16-channel conv's depth in one iteration; their loop inside or outside the
+tile), padding windows partitioned, the tile
 inside or outside the reduction, the order of the other reduce loops, and the channel loop
 outside the pixels (weights stay put). On the M4/M7 the intrinsic may be `dot4_s8s16`: its
 steps store the weights as int16 (`Widen`), which spares the unpacking of every weight word
 for PKHBT/PKHTB once per input word, at twice the weights' flash.
+
+An elementwise definition (no reduce axis: add_s8, mul_s8) has a space of its own
+(`ElementwiseKnobs`): its innermost axis as vector lanes or not, in one vector loop or split
+into loops of 4-16 lanes, and 1, 2 or 4 iterations of the next axis out unrolled around them.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from typing import Any
 from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
+    Binary,
     Intrinsic,
     Layout,
     Partition,
@@ -82,6 +88,9 @@ class Knobs:
     # every reduce loop unrolled whole (a depthwise conv's taps: straight-line MACs), with no
     # lanes on a reduce axis
     unroll_taps: bool = False
+    # those copies' loop outside the tile (each copy's calls over the tile's channels in a
+    # row: Helium's default for 3x3 convs), not between the tile and the lanes
+    copies_outer: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -143,6 +152,10 @@ class Knobs:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
             other = list(self.order)
+        if self.copies_outer:
+            if len(lanes) != 2:
+                raise ComputeError("no copies of the lanes to move outside the tile")
+            other, lanes = [*other, lanes[0]], lanes[1:]
         head = (oc_loops + outer) if self.oc_outer else (outer + oc_loops)
         if self.tile_inside:
             inner = [*tile, *lanes] if self.lanes_inner else [*lanes, *tile]
@@ -304,15 +317,23 @@ class ScheduleSpace:
         return [False, True] if rows else [False]
 
     def knobs_ranges(self) -> dict[str, list[Any]]:
+        lanes = self._lanes()
+        # copies' loop outside the tile only where a dot intrinsic can take the lanes (a
+        # product term; the knob doubles the space: kept out of spaces small enough to be
+        # walked, e.g. pools)
+        dot = isinstance(self.defn.term, Binary) and self.defn.term.op == "mul"
+        copies_outer = [False, True] if dot and any(m in DOT_INTRINSICS for _, m, _ in lanes) \
+            else [False]
         return {"oc_tile": self._oc_tiles(), "tile": self._tiles(),
-                "row_tile": self._row_tiles(), "lanes": self._lanes(),
+                "row_tile": self._row_tiles(), "lanes": lanes,
                 "partition": self._partitions(), "tile_inside": [True, False],
                 "lanes_inner": [True, False], "oc_outer": self._oc_outer(),
                 "layout": [False, True] if self.vector_lanes and "w" in dict(
                     self.defn.operands) else [False],
                 "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
                 "row_axis": self._row_axes(),
-                "unroll_taps": [False, True] if self._depthwise_lanes() else [False]}
+                "unroll_taps": [False, True] if self._depthwise_lanes() else [False],
+                "copies_outer": copies_outer}
 
     # -- legality
 
@@ -576,9 +597,82 @@ def _host_fields(k: HostKnobs) -> dict[str, Any]:
     return {f: getattr(k, f) for f in HostKnobs.__slots__}
 
 
+# ---------------------------------------------------------------- elementwise definitions
+
+ELEMENTWISE_LANES = (4, 8, 16)  # lanes per vector loop of a split innermost axis
+ELEMENTWISE_COPIES = (2, 4)  # iterations of the next axis out unrolled around the vector loop
+
+
+@dataclass(frozen=True, slots=True)
+class ElementwiseKnobs:
+    """One point of the space of an elementwise definition (no reduce axis: add_s8, mul_s8):
+    the innermost (contiguous) axis as vector lanes or not (`vector`), in one vector loop
+    (`lanes` 0) or split into loops of `lanes`, and `copies` iterations of the next axis out
+    unrolled around it. The default schedule (`elementwise_steps`) is `ElementwiseKnobs()`."""
+
+    vector: bool = True
+    lanes: int = 0
+    copies: int = 1
+
+    def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
+        if defn.reduced or not defn.axes:
+            raise ComputeError(f"{defn.kind} is not an elementwise definition")
+        inner = defn.axes[-1]
+        steps: list[ScheduleStep] = []
+        if self.copies > 1:
+            if len(defn.axes) < 2 or defn.axes[-2].extent < 2 * self.copies:
+                raise ComputeError(f"no axis of {2 * self.copies} or more outside the lanes")
+            outer = defn.axes[-2].name
+            steps += [Split(outer, self.copies), Unroll(f"{outer}_i")]
+        if self.lanes:
+            if not self.vector or inner.extent <= self.lanes:
+                raise ComputeError(f"no split of {inner.name!r} into vector loops of "
+                                   f"{self.lanes}")
+            steps += [Split(inner.name, self.lanes), Vectorize(f"{inner.name}_i")]
+        elif self.vector:
+            steps.append(Vectorize(inner.name))
+        return tuple(steps)
+
+
+class ElementwiseSpace(ScheduleSpace):
+    """The legal schedules of an elementwise definition (`ElementwiseKnobs`)."""
+
+    def knobs_ranges(self) -> dict[str, list[Any]]:
+        axes = self.defn.axes
+        inner = axes[-1].extent if axes else 0
+        outer = axes[-2].extent if len(axes) > 1 else 0
+        return {"vector": [True, False],
+                "lanes": [0] + [n for n in ELEMENTWISE_LANES if n < inner],
+                "copies": [1] + [c for c in ELEMENTWISE_COPIES if outer >= 2 * c]}
+
+    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
+        try:
+            steps = knobs.steps(self.defn)
+        except ComputeError:
+            return None
+        return steps if self.legal(steps) else None
+
+    def enumerate(self) -> Iterator[tuple[Any, tuple[ScheduleStep, ...]]]:
+        seen: set[tuple[ScheduleStep, ...]] = set()
+        r = self.knobs_ranges()
+        keys = list(r)
+        for values in itertools.product(*(r[k] for k in keys)):
+            k = ElementwiseKnobs(**dict(zip(keys, values, strict=True)))
+            steps = self.steps_of(k)
+            if steps is not None and steps not in seen:
+                seen.add(steps)
+                yield k, steps
+
+    def random_knobs(self, rng: random.Random) -> Any:
+        return ElementwiseKnobs(**{k: rng.choice(v) for k, v in self.knobs_ranges().items()})
+
+
 def space_for(defn: Reduction, shapes: Mapping[str, tuple[int, ...]],
               target: Any) -> ScheduleSpace:
-    """The schedule space of a definition on a target: the host's for fp32 on the host."""
+    """The schedule space of a definition on a target: the host's for fp32 on the host, the
+    elementwise one for a definition with no reduce axis."""
+    if not defn.reduced and not defn.windows:
+        return ElementwiseSpace(defn, shapes, target)
     if getattr(target, "kind", "") == "host" and defn.acc_dtype == "float32":
         return HostScheduleSpace(defn, shapes, target)
     return ScheduleSpace(defn, shapes, target)

@@ -736,22 +736,36 @@ def _i32(v: int) -> Expr:
     return const(v, "int32")
 
 
+def _elementwise_axes(ctx: ComputeContext) -> tuple[tuple[Axis, ...], tuple[Expr, ...]]:
+    """The axes of an elementwise definition (one per output dim, `i0`, `i1`, ...) and the
+    output index in them."""
+    axes = tuple(Axis(f"i{d}", e) for d, e in enumerate(ctx.outputs[0].shape))
+    return axes, tuple(Var(a.name) for a in axes)
+
+
 def _add_compute(ctx: ComputeContext) -> None:
-    b = ctx.b
+    """add_s8 as an elementwise definition (`nnc.ir.compute`, no reduce axis): init and term
+    are the two inputs rescaled to the common scale ((x - zp) << left_shift, requantized by
+    their own multiplier and shift), combined by an int32 add (wrapping like TFLite's sum),
+    finished by the output requantization, offset and clamp (CMSIS-NN's
+    arm_elementwise_add_s8)."""
     a, bb = ctx.inputs[0], ctx.inputs[1]
     assert a is not None and bb is not None
     attrs = ctx.attrs
     left = attrs.get_int("left_shift", 20)
-    with b.loops(ctx.outputs[0].shape) as idx:
-        terms = []
-        for buf, p in ((a, "a"), (bb, "b")):
-            v = cast(load_broadcast(buf, idx), "int32") - attrs.get_int(f"{p}_zero_point", 0)
-            shifted = binary("shl", v, _i32(left)) if left else v  # |v| < 2^8, left <= 22
-            m, s = _mult(attrs, p)
-            terms.append(requantize(b, shifted, _i32(m), _i32(s)))
-        total = terms[0] + terms[1]  # int32, wraps like TFLite's int32 sum
-        m, s = _mult(attrs, "output")
-        ctx.store(0, idx, _finish(b, total, _i32(m), _i32(s), attrs))
+    axes, idx = _elementwise_axes(ctx)
+
+    def rescaled(buf: Buffer, p: str) -> Expr:
+        v = _centered(load_broadcast(buf, idx), attrs.get_int(f"{p}_zero_point", 0))
+        shifted = binary("shl", v, _i32(left)) if left else v  # |v| < 2^8, left <= 22
+        m, s = _mult(attrs, p)
+        return requantize(ctx.b, shifted, _i32(m), _i32(s))
+
+    m, s = _mult(attrs, "output")
+    value = _finish(ctx.b, Var(ACC, "int32"), _i32(m), _i32(s), attrs)
+    target, value = ctx.output(0, idx, value)
+    ctx.b.define(Reduction("add_s8", axes, "int32", rescaled(a, "a"), rescaled(bb, "b"),
+                           target.name, idx, value), _shapes(ctx, target))
 
 
 def _mul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.ndarray]:
@@ -763,15 +777,19 @@ def _mul_reference(xs: Sequence[np.ndarray | None], attrs: Attrs) -> list[np.nda
 
 
 def _mul_compute(ctx: ComputeContext) -> None:
-    b = ctx.b
+    """mul_s8 as an elementwise definition: the two centered inputs combined by an int32
+    multiply (|va * vb| < 2^16), finished by the output requantization, offset and clamp."""
     a, bb = ctx.inputs[0], ctx.inputs[1]
     assert a is not None and bb is not None
     attrs = ctx.attrs
+    axes, idx = _elementwise_axes(ctx)
+    va = _centered(load_broadcast(a, idx), attrs.get_int("a_zero_point", 0))
+    vb = _centered(load_broadcast(bb, idx), attrs.get_int("b_zero_point", 0))
     m, s = _mult(attrs, "output")
-    with b.loops(ctx.outputs[0].shape) as idx:
-        va = cast(load_broadcast(a, idx), "int32") - attrs.get_int("a_zero_point", 0)
-        vb = cast(load_broadcast(bb, idx), "int32") - attrs.get_int("b_zero_point", 0)
-        ctx.store(0, idx, _finish(b, va * vb, _i32(m), _i32(s), attrs))  # |va * vb| < 2^16
+    value = _finish(ctx.b, Var(ACC, "int32"), _i32(m), _i32(s), attrs)
+    target, value = ctx.output(0, idx, value)
+    ctx.b.define(Reduction("mul_s8", axes, "int32", va, vb, target.name, idx, value,
+                           combine="mul"), _shapes(ctx, target))
 
 
 register(OpDef(

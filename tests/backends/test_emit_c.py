@@ -242,3 +242,25 @@ def test_ill_formed_modules_raise_clear_errors(case):
 def test_both_constant_int64_operands_do_not_overflow_int():
     big = Binary("mul", Const(1 << 20, "int64"), Const(1 << 20, "int64"), "int64")
     assert _expr_text(big) == "(int64_t)1048576 * 1048576"
+
+
+def test_a_row_of_dot_intrinsic_calls_is_unrolled_not_vectorized():
+    """A vectorized lane loop of dot intrinsic calls (Helium's accumulator row of a dense
+    conv) gets NNC_UNROLL: no compiler vectorizes across the calls' horizontal sums; other lane
+    loops keep NNC_VECTORIZE."""
+    from nnc.ir.loops import Call, Kernel, Load
+
+    x = Buffer("x", (16,), "int8", "input")
+    w = Buffer("w", (4, 16), "int8", "input")
+    y = Buffer("y", (4,), "int32", "output")
+    acc = Buffer("acc", (4,), "int32", "local")
+    i = Var("i")
+    row = Load("acc", (i,), "int32")
+    body = (For("i", 4, (Store("acc", (i,), cast(x[i], "int32")),), "vectorized"),
+            For("i", 4, (Store("acc", (i,), Call("dot16_s8", (
+                x[Const(0, "int64")], w[i, Const(0, "int64")], row), "int32")),), "vectorized"),
+            For("i", 4, (Store("y", (i,), row),), "vectorized"))
+    k = Kernel("dots", ("x", "w", "y"), (acc,), body)
+    text = "".join(v for v in emit_c(LoopModule("m", (x, w, y), (k,), ("x", "w"), ("y",))).values()
+                   if isinstance(v, str))
+    assert text.count("NNC_UNROLL(4)") == 1 and text.count("NNC_VECTORIZE\n") == 2

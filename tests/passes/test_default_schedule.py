@@ -112,3 +112,46 @@ def test_each_nest_gets_its_own_step_and_schedule_applies_them() -> None:
     assert kinds == ["vectorized", "vectorized"]
     xs = np.arange(32, dtype=np.float32).reshape(4, 8)
     np.testing.assert_array_equal(run_loop_module(after, {"x": xs})["y"], xs * 2)
+
+
+# ---------------------------------------------------------------- elementwise definitions
+
+
+def _int8_elementwise(kind: str, target: object, channels: int) -> Kernel:
+    """The kernel of one add_s8 / mul_s8 (b broadcast per channel) after default-schedule."""
+    from nnc.ir.graph import Attrs, Graph, Op, Value
+    from nnc.ir.types import TensorType
+
+    shape = (1, 2, 3, channels)
+    ins = (Value("a", TensorType(shape, "int8")),
+           Value("b", TensorType((1, 1, 1, channels), "int8")))
+    out = Value("y", TensorType(shape, "int8"))
+    attrs = dict(a_zero_point=-3, b_zero_point=5, output_zero_point=1, output_multiplier=1 << 30,
+                 output_shift=-4)
+    if kind == "add_s8":
+        attrs |= dict(a_multiplier=1 << 30, a_shift=-1, b_multiplier=1 << 30, b_shift=0)
+    graph = Graph("g", ins, (out,), (), (Op(kind, ("a", "b"), (out,), Attrs.of(attrs), kind),))
+    m = PassManager("lower-to-loops,default-schedule", target=target).run(graph)
+    assert isinstance(m, LoopModule)
+    (k,) = [k for k in m.kernels if k.op_kind == kind]
+    return k
+
+
+def test_int8_elementwise_ops_have_definitions_vectorized_along_the_channels() -> None:
+    """add_s8 / mul_s8 are definitions with no reduce axis (one store, no accumulator); their
+    innermost (contiguous) axis is the vector lanes: from 4 lanes everywhere, from 2 on Helium,
+    whose emitter predicates a partial group of 4."""
+    from nnc.backends.target import cortex_m7, cortex_m55, host_target
+    from nnc.ir.loops import Store, walk_stmts
+
+    for kind, combine in (("add_s8", "add"), ("mul_s8", "mul")):
+        k = _int8_elementwise(kind, cortex_m55(), 6)
+        assert k.compute is not None and not k.compute.reduced
+        assert k.compute.combine == combine and [a.name for a in k.compute.axes] == [
+            "i0", "i1", "i2", "i3"]
+        assert k.schedule == (Vectorize("i3"),)
+        assert not k.locals and sum(isinstance(s, Store) for s in walk_stmts(k.body)) == 1
+    assert _int8_elementwise("add_s8", cortex_m7(), 6).schedule == (Vectorize("i3"),)
+    assert _int8_elementwise("add_s8", host_target(), 6).schedule == (Vectorize("i3"),)
+    assert _int8_elementwise("add_s8", cortex_m55(), 3).schedule == (Vectorize("i3"),)
+    assert _int8_elementwise("add_s8", cortex_m7(), 3).schedule == ()
