@@ -365,6 +365,7 @@ class OutputDir:
         self.staging = self.root  # set by __enter__
         self._fd: int | Path | None = None  # the lock: a flock's fd, or the lock file
         self._created: Path | None = None  # the topmost folder this compile created
+        self._refused = False  # another compile holds the folder's lock
 
     def __enter__(self) -> OutputDir:
         root = self.root
@@ -378,7 +379,11 @@ class OutputDir:
                     continue  # a concurrent compile made it: not ours to remove
                 if self._created is None:
                     self._created = p
-            self._fd = _lock(root)
+            try:
+                self._fd = _lock(root)
+            except OutputBusy:
+                self._refused = True
+                raise
             recover(root)
             remove_legacy_staging(root)
             self.staging = root / f"{STAGING_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
@@ -448,17 +453,15 @@ class OutputDir:
         return self.staging
 
     def _release(self, failed: bool) -> None:
-        held = self._fd is not None
         if (failed and self.staging != self.root and self.staging.name.startswith(STAGING_PREFIX)
                 and not (self.root / JOURNAL).exists()):  # a journal: the next one rolls forward
             shutil.rmtree(self.staging, ignore_errors=True)
         if isinstance(self._fd, Path):  # the lock file goes before the folder it is in
             self._fd.unlink(missing_ok=True)
             self._fd = None
-        if failed and held and self._created is not None:
-            # a compile that created the folder and failed leaves nothing behind (only while
-            # it holds the lock: one refused by it must not pull the folder from under the
-            # compile that took it)
+        if failed and not self._refused and self._created is not None:
+            # a compile that created the folder and failed leaves nothing behind (but one
+            # refused by the lock must not pull the folder from under the compile that took it)
             p = self.root
             while True:
                 try:
