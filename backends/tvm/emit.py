@@ -575,10 +575,10 @@ class KernelEmitter:
         h, lh = self.share(high, "int32")
         if isinstance(es, Const):
             # a constant right shift r: CMSIS's (h >> r) + ((h & mask) > (mask >> 1) + (h < 0))
-            # is (h + 2^(r-1) - (h < 0)) >> r in int64 (no overflow), which names h twice,
-            # not three times, and r == 0 is h itself. TIR's simplifier substitutes every
-            # bound variable back, so each extra use multiplies the tree it rewrites through
-            # nested requantizes (lstm_kws' add_s8 kernels: ~2 s of StmtSimplify each)
+            # is (h + 2^(r-1) - (h < 0)) >> r (int32 where h's bound leaves room, else int64),
+            # which names h twice, not three times, and r == 0 is h itself. TIR's simplifier
+            # substitutes every bound variable back, so each extra use multiplies the tree it
+            # rewrites through nested requantizes (lstm_kws' add_s8: ~2 s of StmtSimplify each)
             if right == 0:
                 return self.let(lx + lm + ls + lh, h)
             neg = tirx.LT(h, T.int32(0))
