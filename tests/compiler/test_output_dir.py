@@ -51,8 +51,9 @@ def models(tmp_path_factory) -> dict[int, Path]:
 
 def _build_of(out: Path, staging: bool = False) -> int:
     """Which model the folder holds (y's columns), after checking that every file of the manifest
-    is the one nnc wrote and that nothing else of nnc's lies there (but a staging folder, with
-    `staging`: a SIGKILLed compile's, which the next compile removes)."""
+    is the one nnc wrote and that nothing else of nnc's lies there (but, with `staging`, what a
+    SIGKILLed compile can leave and the next compile removes: a staging folder, a journal or
+    manifest temporary killed before its rename)."""
     manifest = read_manifest(out)
     assert manifest is not None
     for rel, entry in manifest["files"].items():
@@ -61,7 +62,9 @@ def _build_of(out: Path, staging: bool = False) -> int:
         rel = p.relative_to(out).as_posix()
         assert (rel in manifest["files"] or rel in manifest["dirs"] or rel == MANIFEST
                 or rel.startswith("user")
-                or staging and rel.startswith(STAGING_PREFIX)), f"{rel}: not in the manifest"
+                or staging and (rel.startswith(STAGING_PREFIX)
+                                or rel in (JOURNAL + ".tmp", MANIFEST + ".tmp"))), \
+            f"{rel}: not in the manifest"
     return int(json.loads((out / "nnc.json").read_text())["outputs"][0]["shape"][1])
 
 
@@ -407,6 +410,7 @@ def test_killed_compiles(tmp_path: Path, models: dict[int, Path], sig: int) -> N
     assert seen_staging >= 5  # the kills did land inside builds
     assert _nnc("compile", models[3], "-o", out).wait(60) == 0
     assert _build_of(out) == 3 and not list(out.glob(".nnc-*staging*"))
+    assert not list(out.glob("*.tmp"))
     _check_user_files(out)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tools"]
 
