@@ -348,13 +348,17 @@ class ScheduleSpace:
             self._legal[steps] = ok
         return ok
 
-    def steps_of(self, knobs: Knobs) -> tuple[ScheduleStep, ...] | None:
+    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
         """The steps of `knobs`, or None where they are not legal here."""
         try:
-            steps = knobs.steps(self.defn, self.shapes)
+            steps = self.knob_steps(knobs)
         except ComputeError:
             return None
         return steps if self.legal(steps) else None
+
+    def knob_steps(self, knobs: Any) -> tuple[ScheduleStep, ...]:
+        """`knobs` as schedule steps (raises ComputeError where they do not fit)."""
+        return knobs.steps(self.defn, self.shapes)
 
     # -- walking the space
 
@@ -566,12 +570,8 @@ class HostScheduleSpace(ScheduleSpace):
                 "copies": copy_axes, "copy_factor": factors, "partition": parts,
                 "reduce": reduce_orders}
 
-    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
-        try:
-            steps = knobs.steps(self.defn)
-        except ComputeError:
-            return None
-        return steps if self.legal(steps) else None
+    def knob_steps(self, knobs: Any) -> tuple[ScheduleStep, ...]:
+        return knobs.steps(self.defn)  # these knobs need no shapes
 
     def enumerate(self) -> Iterator[tuple[Any, tuple[ScheduleStep, ...]]]:
         seen: set[tuple[ScheduleStep, ...]] = set()
@@ -645,12 +645,8 @@ class ElementwiseSpace(ScheduleSpace):
                 "lanes": [0] + [n for n in ELEMENTWISE_LANES if n < inner],
                 "copies": [1] + [c for c in ELEMENTWISE_COPIES if outer >= 2 * c]}
 
-    def steps_of(self, knobs: Any) -> tuple[ScheduleStep, ...] | None:
-        try:
-            steps = knobs.steps(self.defn)
-        except ComputeError:
-            return None
-        return steps if self.legal(steps) else None
+    def knob_steps(self, knobs: Any) -> tuple[ScheduleStep, ...]:
+        return knobs.steps(self.defn)  # these knobs need no shapes
 
     def enumerate(self) -> Iterator[tuple[Any, tuple[ScheduleStep, ...]]]:
         seen: set[tuple[ScheduleStep, ...]] = set()
