@@ -19,11 +19,13 @@ LOOP_PASSES = (
     "plan-memory",
 )
 
-# stride-2 depthwise convs run on stride-1 rows (a step-2 slice after); narrow depthwise convs
-# get whole vector rows (explicit zero padding, a slice after), small dense convs explicit zero
+# stride-2 depthwise convs run on stride-1 rows (a step-2 slice after); depthwise convs with rows
+# narrower than a vector run along their plane as one zero-padded row; other narrow ones get
+# whole vector rows (explicit zero padding, a slice after), small dense convs explicit zero
 # padding; narrow 1x1 convs run over their plane as one row; elementwise ops after those
 # reshapes (a residual add) move before them, into the conv's epilogue
-HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("depthwise-stride-rows", "pad-depthwise-rows",
+HOST_GRAPH_PASSES = GRAPH_PASSES[:-1] + ("depthwise-stride-rows", "flat-depthwise",
+                                         "pad-depthwise-rows",
                                          "flatten-pointwise", "sink-reshapes") + GRAPH_PASSES[-1:]
 
 PIPELINES: dict[str, tuple[str, ...]] = {

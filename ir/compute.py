@@ -322,7 +322,9 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
         picked = [p.loops[p.find(n)] for n in step.loops]
         for slot, lp in zip(slots, picked, strict=True):
             p.loops[slot] = lp
-        pairs = [(o, t[0]) for o, t in p.tails.items()]
+        # an overlapped tail is a whole tile (its inner loop keeps its extent), so the inner
+        # loop may go outside it; a guarded or peeled remainder shortens the inner loop
+        pairs = [(o, t[0]) for o, t in p.tails.items() if o not in p.overlaps]
         pairs += [(o, t[1]) for o, t in p.part_splits.items()]
         for o, inner in pairs:
             if p.find(inner) < p.find(o):

@@ -154,7 +154,8 @@ def reduction_steps(defn: Reduction, target: Any,
         return elementwise_steps(defn, target)
     # the TVM target runs on this CPU too (TVM's LLVM for the host's vector ISA): same tiles
     if getattr(target, "kind", "") in REGISTER_TILE_KINDS and defn.acc_dtype in _LANE_BYTES:
-        steps = host_pool_steps(defn, target) or host_vector_steps(defn, target, shapes)
+        steps = host_pool_steps(defn, target) or host_flat_steps(defn, target) \
+            or host_vector_steps(defn, target, shapes)
         try:
             plan(defn, steps, shapes)
             return steps
@@ -452,6 +453,31 @@ def host_vector_steps(defn: Reduction, target: Any,
     return tuple(steps)
 
 
+def host_flat_vectors(target: Any) -> int:
+    """The most vectors of a `depthwise_flat` row the host keeps in registers at once: 12 of
+    AVX-512's 32 registers, 6 of AVX2's 16 (the rest: the tap's input, mask and weight)."""
+    return 12 if host_registers(target)[0] > 16 else 6
+
+
+def host_flat_steps(defn: Reduction, target: Any) -> tuple[ScheduleStep, ...]:
+    """`depthwise_flat` (a depthwise conv along its plane as one row, `flat-depthwise`): the
+    row as vectors of lanes, all of them unrolled copies inside the taps (their accumulators in
+    registers; each tap's weight one broadcast for all), the last vector overlapping the one
+    before (no scalar remainder). Channels outermost. The pass makes such rows of at most
+    `host_flat_vectors` vectors."""
+    if defn.kind != "depthwise_flat":
+        return ()
+    bits = host_registers(target)[1]
+    lanes = max(1, bits // (8 * _LANE_BYTES[defn.acc_dtype]))
+    extent = defn.axis("ow").extent
+    if not lanes <= extent <= lanes * host_flat_vectors(target):
+        return ()
+    steps: list[ScheduleStep] = [Split("ow", lanes), Vectorize("ow_i")]
+    if extent % lanes:
+        steps.append(OverlapTail("ow_o"))
+    return (*steps, Unroll("ow_o"), Reorder(("n", "oc", "oh", "kh", "kw", "ow_i", "ow_o")))
+
+
 def _channel_vectors(defn: Reduction, vec: str, lanes: int, regs: int) -> int:
     """Vectors of output channels per copy: 4 for a 1x1 conv (no taps) with channel lanes and
     a multiple of 4 vectors of channels on AVX-512's 32 registers (4 x 6 copies = 24
@@ -459,10 +485,13 @@ def _channel_vectors(defn: Reduction, vec: str, lanes: int, regs: int) -> int:
     Measured (`bench_layer`, same run): 64 -> 64 channels on a 12x12 plane 0.0093 -> 0.0071
     ms, 128 -> 256 on 6x6 0.0149 -> 0.0115 ms, 128 -> 128 on 6x6 0.0075 -> 0.0063 ms; KWS's
     64 -> 64 on 25x5 and 256 -> 256 on 3x3 the same; 2 vectors per copy, and 3x3 convs, gained
-    nothing measurable."""
+    nothing measurable. A conv of one input channel with taps (KWS's first layer, 10x4 taps on
+    one channel, 5 columns: 5 accumulators were 5 chains of dependent adds) takes 4 vectors
+    too: 0.0065 -> 0.0051 ms (2 vectors: 0.0055; `bench_host_layers`, same run)."""
     if vec != "oc" or defn.kind != "conv" or regs < 32:
         return 1
-    if any(a.extent != 1 for a in defn.reduced if a.name != "ic"):
+    one_channel = not any(a.name == "ic" for a in defn.reduced)
+    if not one_channel and any(a.extent != 1 for a in defn.reduced if a.name != "ic"):
         return 1
     oc = defn.axis("oc").extent
     return 4 if oc % (4 * lanes) == 0 else 1

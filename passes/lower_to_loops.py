@@ -148,7 +148,8 @@ def inplace_pairs(stmts: Sequence[object], ins: Sequence[Buffer | None],
 # input (requantization multipliers and shifts, zero points, scales, clip bounds, exponents)
 # changes the arithmetic and enters the key by value.
 DATA_INPUTS: dict[str, tuple[int, ...]] = {
-    "conv": (1, 2), "conv_transpose": (1, 2), "gemm": (0, 1, 2), "matmul": (0, 1),
+    "conv": (1, 2), "depthwise_flat": (1, 3), "conv_transpose": (1, 2), "gemm": (0, 1, 2),
+    "matmul": (0, 1),
     "conv_s8": (1, 4), "fully_connected_s8": (1, 4), "conv_integer": (1,),
     "matmul_integer": (0, 1), "qlinear_conv": (3, 8), "qlinear_matmul": (0, 3), "lut_s8": (1,),
     "batch_normalization": (1, 2, 3, 4), "instance_normalization": (1, 2),

@@ -63,7 +63,7 @@ def registered_passes() -> dict[str, PassInfo]:
 
 _BUILTIN = (
     "fold_constants", "eliminate_dead_code", "fold_batchnorm", "quantize", "layout_nhwc",
-    "fuse_qdq", "fuse_ops", "pad_depthwise_rows", "flatten_pointwise",
+    "fuse_qdq", "fuse_ops", "flat_depthwise", "pad_depthwise_rows", "flatten_pointwise",
     "depthwise_stride_rows", "sink_reshapes",
     "order_ops",
     "lower_to_loops", "apply_tuning", "default_schedule", "schedule", "plan_memory",

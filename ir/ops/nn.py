@@ -322,6 +322,102 @@ register(OpDef(
 ))
 
 
+# ---------------------------------------------------------------- depthwise_flat
+
+
+def flat_plane_masks(height: int, width: int, kw: int, pad_left: int) -> np.ndarray:
+    """depthwise_flat's column masks: m[j, p] = 1 where output p = h * width + w reads a column
+    inside the row at tap column j (0 <= w + j - pad_left < width), else 0; float32 [kw, H*W]."""
+    cols = np.arange(height * width) % width
+    taps = np.arange(kw)[:, None]
+    inside = (cols[None, :] + taps - pad_left >= 0) & (cols[None, :] + taps - pad_left < width)
+    return inside.astype(np.float32)
+
+
+def _flat_geometry(w_shape: Sequence[int], attrs: Attrs) -> tuple[int, int, int, int]:
+    """(row width, plane, kernel rows, kernel columns) of a depthwise_flat op."""
+    return (attrs.get_int("width"), attrs.get_int("plane"), int(w_shape[2]), int(w_shape[3]))
+
+
+def _depthwise_flat_infer(types: Sequence[TensorType | None], attrs: Attrs) -> list[TensorType]:
+    x, w, m = types[0], types[1], types[2]
+    bias = types[3] if len(types) > 3 else None
+    assert x is not None and w is not None and m is not None
+    _check_dtype("depthwise_flat", x, FLOATS)
+    width, plane, kh, kw = _flat_geometry(w.shape, attrs)
+    c = x.shape[1]
+    if x.rank != 4 or x.shape[2] != 1 or w.shape[:2] != (c, 1) or w.dtype != x.dtype:
+        raise OpError(f"depthwise_flat: input {x} and weight {w} must be [N, C, 1, L] and "
+                      f"[C, 1, KH, KW] of one dtype")
+    if m.shape != (kw, plane) or m.dtype != x.dtype:
+        raise OpError(f"depthwise_flat: mask {m} must be [{kw}, {plane}] {x.dtype}")
+    if width < 1 or plane % width or x.shape[3] < plane + (kh - 1) * width + kw - 1:
+        raise OpError(f"depthwise_flat: input {x} too short for a {plane // max(width, 1)}x"
+                      f"{width} plane and a {kh}x{kw} kernel")
+    if bias is not None and bias.shape != (c,):
+        raise OpError(f"depthwise_flat: bias shape {bias.shape} must be ({c},)")
+    return [TensorType((x.shape[0], c, 1, plane), x.dtype)]
+
+
+def _depthwise_flat_reference(xs: Sequence[np.ndarray | None], attrs: Attrs
+                              ) -> list[np.ndarray]:
+    x, w, m = xs[0], xs[1], xs[2]
+    bias = xs[3] if len(xs) > 3 else None
+    assert x is not None and w is not None and m is not None
+    width, plane, kh, kw = _flat_geometry(w.shape, attrs)
+    acc = _np_acc(x.dtype)
+    out = np.zeros((x.shape[0], x.shape[1], 1, plane), acc)
+    if bias is not None:
+        out += bias.astype(acc).reshape(-1, 1, 1)
+    for i in range(kh):
+        for j in range(kw):
+            off = i * width + j
+            tap = np.where(m[j] != 0, x[..., off:off + plane].astype(acc), 0)
+            out += tap * w[:, 0, i, j].astype(acc).reshape(-1, 1, 1)
+    return [out.astype(x.dtype)]
+
+
+def _depthwise_flat_compute(ctx: ComputeContext) -> None:
+    """A depthwise conv over a plane stored as one zero-padded row (`flat-depthwise`, host):
+    output p = h * W + w is the sum over taps (i, j) of x[p + i * W + j] * w[i, j], where the
+    input row starts with the conv's top rows and left columns of zeros, so a tap above or below
+    the plane reads a zero and one left or right of the row reads the neighbouring row's
+    element, which the column mask m[j, p] (0 or 1, `flat_plane_masks`) drops. Every index is
+    affine: the lanes run along the whole plane (KWS's 25x5: 8 vectors of 16, not 25 rows of 5)."""
+    x, w, m = ctx.inputs[0], ctx.inputs[1], ctx.inputs[2]
+    bias = ctx.inputs[3] if len(ctx.inputs) > 3 else None
+    out = ctx.outputs[0]
+    assert x is not None and w is not None and m is not None
+    width, plane, kh, kw = _flat_geometry(w.shape, ctx.attrs)
+    ad = acc_dtype(out.dtype)
+    n, c, p, i, j = Var("n"), Var("oc"), Var("ow"), Var("kh"), Var("kw")
+    axes = (Axis("n", x.shape[0]), Axis("oc", x.shape[1]), Axis("oh", 1), Axis("ow", plane),
+            Axis("kh", kh, True), Axis("kw", kw, True))
+    zero = const(0, "int64")
+    tap = _load(x, (n, c, zero, p + i * width + j), ad)
+    inside = binary("ne", m[j, p], const(0, m.dtype))
+    term = select(inside, tap, const(0, ad)) * _load(w, (c, zero, i, j), ad)
+    init = _load(bias, (c,), ad) if bias is not None else const(0, ad)
+    idx = (n, c, Var("oh"), p)
+    target, value = ctx.output(0, idx, cast(Var(ACC, ad), out.dtype))
+    ctx.b.define(Reduction("depthwise_flat", axes, ad, init, term, target.name, idx, value,
+                           reassociate=is_float(ad)),
+                 {b.name: b.shape for b in (x, w, m, bias, target) if b is not None})
+
+
+def _depthwise_flat_macs(ins: Sequence[TensorType | None], outs: Sequence[TensorType],
+                         a: Attrs) -> int:
+    w = ins[1]
+    assert w is not None
+    return outs[0].size * int(np.prod(w.shape[2:]))
+
+
+register(OpDef(
+    "depthwise_flat", infer=_depthwise_flat_infer, reference=_depthwise_flat_reference,
+    compute=_depthwise_flat_compute, macs=_depthwise_flat_macs, static_inputs=(2,),
+))
+
+
 # ---------------------------------------------------------------- conv_transpose
 
 

@@ -350,7 +350,8 @@ def _kws() -> onnx.ModelProto:
 
 
 def _depthwise(m: LoopModule) -> list[Kernel]:
-    return [k for k in m.kernels if k.op_kind.startswith("conv") and "group=64" in k.workload]
+    return [k for k in m.kernels if (k.op_kind.startswith("conv") and "group=64" in k.workload)
+            or k.op_kind.startswith("depthwise_flat")]
 
 
 def test_kws_depthwise_layers_share_one_key_in_fp32() -> None:
@@ -360,13 +361,22 @@ def test_kws_depthwise_layers_share_one_key_in_fp32() -> None:
     assert len({k.workload_hash for k in dw}) == 1 and re.fullmatch(r"[0-9a-f]{12}",
                                                                      dw[0].workload_hash)
     key = dw[0].workload
-    # pad-depthwise-rows: the host's depthwise convs run unpadded on 8-column rows
-    assert key.startswith("conv+relu(f32[1,64,27,10], f32[64,1,3,3] const, f32[64] const) -> "
-                          "(f32[1,64,25,8]) conv{dilations=[1,1],group=64,pads=[0,0,0,0],"
-                          "strides=[1,1]} relu{} target=host ")
-    # the first conv's explicit padding (pad-depthwise-rows on a dense conv) and the conv,
-    # 4 x (pad, depthwise, slice), 4 pointwise (one key), pool, gemm, softmax
-    assert len(m.kernels) == 21 and len({k.workload for k in m.kernels}) == 9
+    if dw[0].op_kind.startswith("depthwise_flat"):
+        # flat-depthwise (AVX-512: 8 vectors of the 25x5 plane): one zero-padded row each
+        assert key.startswith("depthwise_flat+relu(f32[1,64,1,137], f32[64,1,3,3] const, "
+                              "f32[3,125] const=#01be950d, f32[64] const) -> (f32[1,64,1,125]) "
+                              "depthwise_flat{plane=125,width=5} relu{} target=host ")
+        # the first conv's explicit padding and the conv, 4 x (pad, flat depthwise: one key
+        # each), 4 pointwise (one key), pool, gemm, softmax
+        assert len(m.kernels) == 17 and len({k.workload for k in m.kernels}) == 8
+    else:
+        # pad-depthwise-rows: the host's depthwise convs run unpadded on 8-column rows
+        assert key.startswith("conv+relu(f32[1,64,27,10], f32[64,1,3,3] const, f32[64] const) "
+                              "-> (f32[1,64,25,8]) conv{dilations=[1,1],group=64,"
+                              "pads=[0,0,0,0],strides=[1,1]} relu{} target=host ")
+        # the first conv's explicit padding (pad-depthwise-rows on a dense conv) and the conv,
+        # 4 x (pad, depthwise, slice), 4 pointwise (one key), pool, gemm, softmax
+        assert len(m.kernels) == 21 and len({k.workload for k in m.kernels}) == 9
     # no loop, buffer or op names
     names = {b.name for b in m.buffers} | {k.op_name for k in m.kernels}
     for k in m.kernels:
