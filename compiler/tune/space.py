@@ -38,6 +38,7 @@ from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Binary,
+    GuardTail,
     Intrinsic,
     Layout,
     Partition,
@@ -91,6 +92,9 @@ class Knobs:
     # those copies' loop outside the tile (each copy's calls over the tile's channels in a
     # row: Helium's default for 3x3 convs), not between the tile and the lanes
     copies_outer: bool = False
+    # the row split's remainder as one more whole tile whose stores past the row's end are
+    # guarded (`GuardTail`: no peeled copy of the nest; Helium's depthwise default)
+    guard_tail: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -123,8 +127,14 @@ class Knobs:
                 steps.append(Partition(row))
                 partition.remove(row)
             steps += [Split(row, self.row_tile), Unroll(f"{row}_i")]
+            if self.guard_tail:
+                if defn.axis(row).extent % self.row_tile == 0:
+                    raise ComputeError(f"no remainder along {row!r} to guard")
+                steps.append(GuardTail(f"{row}_o"))
             outer[outer.index(row)] = f"{row}_o"
             tile.append(f"{row}_i")
+        elif self.guard_tail:
+            raise ComputeError("no row split to guard")
         oc_loops: list[str] = []
         if "oc" in names:
             oc = defn.axis("oc").extent
@@ -333,6 +343,8 @@ class ScheduleSpace:
                 "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
                 "row_axis": self._row_axes(),
                 "unroll_taps": [False, True] if self._depthwise_lanes() else [False],
+                "guard_tail": [False, True] if self._depthwise_lanes() and any(
+                    w.high for w in self.defn.windows) else [False],
                 "copies_outer": copies_outer}
 
     # -- legality
