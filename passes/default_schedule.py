@@ -260,8 +260,6 @@ def _helium_lanes(defn: Reduction, target: Any,
 HELIUM_DW_LANES = 4  # output channels per accumulator vector (one int32x4_t)
 HELIUM_DW_COPIES = 2  # output pixels per weight vector
 HELIUM_DW_UNROLL_TAPS = 0  # taps unrolled whole up to this many (a knob; not by default)
-# ... with a guarded tail along the copies' axis (gcc leaves the taps rolled under its guards)
-HELIUM_DW_GUARDED_UNROLL_TAPS = 9
 
 
 def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
@@ -277,13 +275,14 @@ def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
     axis too with `partition_copies`: each partition region is a copy of the loop body), the
     taps unrolled whole where there are at most `unroll_taps` (a knob, none by default). A
     remainder along the copies' axis (of at least 4 tiles, whose window checks its upper end)
-    runs as one more guarded whole tile (`GuardTail`, with `guard_tail`), the 3x3 taps then
-    unrolled (under the store guard gcc keeps them rolled: 191,846 instructions on KWS).
+    runs as one more guarded whole tile (`GuardTail`, with `guard_tail`), that axis's taps
+    unrolled (in a loop gcc keeps them rolled under the guards: 191,846 instructions on KWS;
+    every tap unrolled 156,732).
     Order: the channel groups (`channels_outer`, else after the pixels), the pixels, the
     taps, the copies, the lanes.
     Flash (issue 9), KWS as below, per conv: every padded axis partitioned 151,263
     instructions and 5,498 B of code; the copies' axis (oh) left guarded 150,137 / 2,994 B,
-    with the guarded tail 156,732 / 2,172 B (only oh partitioned 164,210 / 2,482; none
+    with the guarded tail 154,136 / 2,090 B (only oh partitioned 164,210 / 2,482; none
     169,468 / 1,500); VWW's 13 depthwise convs with the copies' axis guarded: 1,833,595 ->
     1,707,869 instructions, 45,264 -> 26,250 B (conv_66 97,160 -> 100,487 the one slower).
     KWS's four 64-channel 3x3 depthwise convs on 25x5 (`nnc bench`, M55, untuned, register
@@ -315,10 +314,12 @@ def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
             steps.append(Partition(axis))
         steps += [Split(axis, copies), Unroll(f"{axis}_i")]
         extent = defn.axis(axis).extent
-        if guard_tail and not partitioned and extent % copies and extent >= 4 * copies and any(
-                w.out == axis and w.high for w in defn.windows):
+        window = next((w for w in defn.windows if w.out == axis and w.high), None)
+        if guard_tail and not partitioned and extent % copies and extent >= 4 * copies \
+                and window is not None:
             steps.append(GuardTail(f"{axis}_o"))
-            unroll_taps = max(unroll_taps, HELIUM_DW_GUARDED_UNROLL_TAPS)
+            if defn.axis(window.tap).extent > 1:
+                steps.append(Unroll(window.tap))
         outer[outer.index(axis)] = f"{axis}_o"
         tile.append(f"{axis}_i")
     if oc > lanes:
@@ -333,7 +334,7 @@ def helium_depthwise_steps(defn: Reduction, lanes: int = HELIUM_DW_LANES,
     for a in defn.reduced:
         taps *= a.extent
     if taps <= unroll_taps:
-        steps += [Unroll(r) for r in red if defn.axis(r).extent > 1]
+        steps += [Unroll(r) for r in red if defn.axis(r).extent > 1 and Unroll(r) not in steps]
     head = [*oc_loops, *outer] if channels_outer else [*outer, *oc_loops]
     return (*steps, Reorder((*head, *red, *tile, lane)))
 

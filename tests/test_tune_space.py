@@ -59,7 +59,7 @@ CASES = {
     # Helium: 2 dot16 calls along the channels, unrolled outside the channel tile (the default)
     "dense3x3-32": _conv(32, 8, 3, [1, 1, 1, 1]),
     "depthwise": _conv(8, 8, 3, [1, 1, 1, 1], group=8),
-    # Helium: 9 rows of 2 pixel copies, the last row a guarded whole tile, the taps unrolled
+    # Helium: 9 rows of 2 pixel copies, the last row a guarded whole tile, the row taps unrolled
     "depthwise-odd": _conv(8, 8, 3, [1, 1, 1, 1], group=8, hw=(9, 5)),
     "pointwise": _conv(16, 8, 1, [0, 0, 0, 0]),
     "first-layer": _conv(1, 8, 3, [1, 1, 1, 1], hw=(7, 6), stride=2, zp=1),
@@ -143,7 +143,7 @@ def test_helium_guarded_tail_is_a_knob():
     module, k, shapes, feeds, ref = _lowered(*CASES["depthwise-odd"])
     space = ScheduleSpace(k.compute, shapes, cortex_m55())
     knobs = Knobs(oc_tile=4, tile="vectorized", row_tile=2, row_axis="oh",
-                  partition=("ow",), oc_outer=True, unroll_taps=True, guard_tail=True)
+                  partition=("ow",), oc_outer=True, guard_tail=True)
     steps = space.steps_of(knobs)
     assert steps == reduction_steps(k.compute, cortex_m55(), shapes)
     assert GuardTail("oh_o") in steps

@@ -93,7 +93,8 @@ class Knobs:
     # row: Helium's default for 3x3 convs), not between the tile and the lanes
     copies_outer: bool = False
     # the row split's remainder as one more whole tile whose stores past the row's end are
-    # guarded (`GuardTail`: no peeled copy of the nest; Helium's depthwise default)
+    # guarded (`GuardTail`: no peeled copy of the nest; Helium's depthwise default), the
+    # row's taps unrolled
     guard_tail: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
@@ -131,6 +132,9 @@ class Knobs:
                 if defn.axis(row).extent % self.row_tile == 0:
                     raise ComputeError(f"no remainder along {row!r} to guard")
                 steps.append(GuardTail(f"{row}_o"))
+                # the row's taps unrolled: in a loop gcc keeps them rolled under the guards
+                taps = [w.tap for w in defn.windows if w.out == row and w.high]
+                steps += [Unroll(t) for t in taps[:1] if defn.axis(t).extent > 1]
             outer[outer.index(row)] = f"{row}_o"
             tile.append(f"{row}_i")
         elif self.guard_tail:
@@ -157,7 +161,8 @@ class Knobs:
         if self.unroll_taps:
             if lanes:
                 raise ComputeError("taps unrolled whole with lanes on a reduce axis")
-            steps += [Unroll(r) for r in other if defn.axis(r).extent > 1]
+            steps += [Unroll(r) for r in other
+                      if defn.axis(r).extent > 1 and Unroll(r) not in steps]
         if self.order:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
