@@ -161,6 +161,8 @@ def test_schedules_print_and_parse_back():
     steps = (Split("oc", 4), Unroll("oc_i"), Split("ic", 4), Intrinsic("dot4_s8", "ic_i"),
              Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic_o", "oc_i", "ic_i")))
     assert parse_schedule(schedule_text(steps)) == steps
+    guarded = (Split("oh", 2), Unroll("oh_i"), GuardTail("oh_o"), Unroll("kh"))
+    assert parse_schedule(schedule_text(guarded)) == guarded
     assert parse_schedule("[]") == ()
     _, k, shapes, _, _ = _lowered(*CASES["dense3x3"])
     for _, s in ScheduleSpace(k.compute, shapes, cortex_m7()).sample(random.Random(2), 10):
