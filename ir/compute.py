@@ -31,6 +31,10 @@ names derive from them: `Split("oc", 4)` makes loops `oc_o` and `oc_i`):
   one whole tile ending at the axis's end instead of a peeled shorter copy; the outputs it
   shares with the tile before are computed again and stored twice with the same values (so
   the kernel's output must not be in place of an input it reads: plan-memory skips such pairs).
+- `GuardTail(loop)`: the remainder of the split whose outer loop is `loop` is one more whole
+  tile inside that loop, its outputs past the axis's end not stored (an `If` around the tile's
+  stores): no copy of the nest at all. The axis must be the output axis of a padding window
+  that checks the upper end (`Window.high`), so the extra tile's reads stay inside the input.
 - `Intrinsic(name, loop)`: the reduce loop `loop` (of the intrinsic's width, e.g. 4 for
   `dot4_s8`) becomes one call of the intrinsic (`nnc.ir.intrinsics`); the term must be a product
   of two loads of the intrinsic's operand types (int8, or int8 and int16 for `dot4_s8s16`),
@@ -64,6 +68,7 @@ from nnc.ir.loops import (
     Expr,
     For,
     Fuse,
+    GuardTail,
     If,
     Intrinsic,
     Layout,
@@ -86,6 +91,7 @@ from nnc.ir.loops import (
     map_expr,
     maximum,
     minimum,
+    uses_var,
     walk_expr,
 )
 
@@ -217,6 +223,7 @@ class _Plan:
     part_splits: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     intrinsics: dict[str, str] = field(default_factory=dict)  # loop -> intrinsic name
     overlaps: set[str] = field(default_factory=set)  # split outer loops with an overlapped tail
+    guard_tails: set[str] = field(default_factory=set)  # ... with a guarded whole tile
 
     def find(self, name: str) -> int:
         for i, lp in enumerate(self.loops):
@@ -253,6 +260,15 @@ def plan(defn: Reduction, steps: Sequence[ScheduleStep],
             raise ComputeError(f"partitioned loop {name!r} must be outside the reduction")
     for name, fn in p.intrinsics.items():
         _check_intrinsic(defn, p, name, fn, shapes)
+    for name in p.guard_tails:
+        axis = p.loops[p.find(name)].axis
+        if not any(w.out == axis and w.high for w in defn.windows):
+            raise ComputeError(f"guarded tail of {name!r}: no padding window along {axis!r} "
+                               f"checks its upper end")
+        if any(uses_var(e, axis) for e in (defn.init, defn.finish, defn.outside)
+               if e is not None):
+            raise ComputeError(f"guarded tail of {name!r}: {axis!r} indexes more than the "
+                               f"window's input")
     return p
 
 
@@ -359,6 +375,14 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
         if lp.reduce or p.tails[step.loop][1] < 1:
             raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
         p.overlaps.add(step.loop)
+    elif isinstance(step, GuardTail):
+        if step.loop not in p.tails or step.loop in p.overlaps:
+            raise ComputeError(f"loop {step.loop!r} is not the outer loop of a split with a "
+                               f"remainder")
+        lp = p.loops[p.find(step.loop)]
+        if lp.reduce or p.tails[step.loop][1] < 1:
+            raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
+        p.guard_tails.add(step.loop)
     elif isinstance(step, (Layout, Widen)):
         pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
@@ -482,6 +506,8 @@ class _Gen:
         tail = self.p.tails.get(lp.name)
         if tail is not None and lp.name not in ov:
             regions = [(0, tail[1], windows)]
+            if lp.name in self.p.guard_tails:  # one more whole tile, its stores guarded
+                regions, tail = [(0, tail[1] + 1, windows)], None
         if lp.name in self.p.partitions:
             regions = self.regions(lp.axis, extent, windows)
         out: list[Stmt] = []
@@ -523,11 +549,28 @@ class _Gen:
                          lambda s, o, w: self.outer(i + 1, s, o, w))
 
     def tile_nest(self, j: int, sub: dict[str, Expr], ov: dict[str, int],
-                  leaf: Callable[[dict[str, Expr]], list[Stmt]]) -> list[Stmt]:
+                  leaf: Callable[[dict[str, Expr]], list[Stmt]],
+                  guard: frozenset[str] = frozenset()) -> list[Stmt]:
+        """The tile's loops around `leaf`; `guard`: split outer loops with a guarded tail,
+        whose outputs past the axis's end are skipped once the axis is bound."""
+        for name in sorted(guard):
+            axis = self.p.loops[self.p.find(name)].axis
+            if not self.bound(axis, sub):
+                continue
+            rest = self.tile_nest(j, sub, ov, leaf, guard - {name})
+            extent = self.d.axis(axis).extent
+            cond = _simplify(self.at(Var(axis), sub).lt(extent))
+            last = {**sub, name: const(self.p.tails[name][1], "int64")}
+            if isinstance(cond, Const):
+                return rest if cond.value else []
+            at_last = _simplify(self.at(Var(axis), last).lt(extent))
+            if not rest or (isinstance(at_last, Const) and at_last.value):
+                return rest  # a copy that stays inside the axis in the extra tile too
+            return [If(cond, tuple(rest))]
         if j == len(self.tile):
             return leaf(sub)
         return self.loop(self.tile[j], sub, ov, (),
-                         lambda s, o, w: self.tile_nest(j + 1, s, o, leaf))
+                         lambda s, o, w: self.tile_nest(j + 1, s, o, leaf, guard))
 
     def block(self, sub: dict[str, Expr], ov: dict[str, int],
               windows: tuple[Window, ...]) -> list[Stmt]:
@@ -550,7 +593,7 @@ class _Gen:
                           self.at(value, sub))]
         return (self.tile_nest(0, sub, ov, init)
                 + self.reduce(self.first, sub, ov, windows, None)
-                + self.tile_nest(0, sub, ov, fin))
+                + self.tile_nest(0, sub, ov, fin, frozenset(self.p.guard_tails)))
 
     def bound(self, axis: str, sub: Mapping[str, Expr]) -> bool:
         return all(n in sub for n in self.derived.get(axis, ()))

@@ -421,6 +421,16 @@ class OverlapTail:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardTail:
+    """The remainder of the split whose outer loop is `loop` runs as one more whole tile in
+    that loop (declarative definitions only), its outputs past the axis's end not stored: no
+    peeled copy of the nest. The tile's reads past the end stay inside the padding guard of a
+    window along the axis, which must check the upper end."""
+
+    loop: str
+
+
+@dataclass(frozen=True, slots=True)
 class Intrinsic:
     """Map reduce loop `loop` onto the tensor intrinsic `name` (nnc.ir.intrinsics)."""
 
@@ -450,7 +460,7 @@ class Widen:
 
 
 ScheduleStep = (Split | Reorder | Fuse | Vectorize | Unroll | Parallel | Partition | Intrinsic
-                | Layout | OverlapTail | Widen)
+                | Layout | OverlapTail | GuardTail | Widen)
 
 
 # ---------------------------------------------------------------- buffers, kernels, modules

@@ -31,6 +31,7 @@ from nnc.ir.loops import (
     Expr,
     For,
     Fuse,
+    GuardTail,
     If,
     Kernel,
     Layout,
@@ -178,8 +179,8 @@ def apply_step(body: tuple[Stmt, ...], step: ScheduleStep) -> tuple[Stmt, ...]:
     elif isinstance(step, (Vectorize, Unroll, Parallel)):
         kind = _KINDS[type(step)]
         target, fn = step.loop, lambda f: replace(f, kind=kind)
-    elif isinstance(step, OverlapTail):
-        raise ValueError("an overlapped tail applies to declarative definitions only")
+    elif isinstance(step, (OverlapTail, GuardTail)):
+        raise ValueError(f"{type(step).__name__} applies to declarative definitions only")
     else:
         raise ValueError(f"unknown schedule step {step!r}")
     new_body, found = _rewrite_loop(body, target, fn)

@@ -5,6 +5,7 @@ length; schedules print and parse back (nnc.ir.loop_parser.parse_schedule)."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from nnc.ir.compute import ComputeError, plan
 from nnc.ir.graph import Attrs
 from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_parser import parse_schedule
-from nnc.ir.loops import Intrinsic, Reorder, Split, Unroll, Widen
+from nnc.ir.loops import GuardTail, Intrinsic, Reorder, Split, Unroll, Widen
 from nnc.ir.ops import get_op
 from nnc.ir.ops.int8 import quantize_multiplier
 from nnc.passes.default_schedule import reduction_steps
@@ -58,6 +59,8 @@ CASES = {
     # Helium: 2 dot16 calls along the channels, unrolled outside the channel tile (the default)
     "dense3x3-32": _conv(32, 8, 3, [1, 1, 1, 1]),
     "depthwise": _conv(8, 8, 3, [1, 1, 1, 1], group=8),
+    # Helium: 9 rows of 2 pixel copies, the last row a guarded whole tile, the row taps unrolled
+    "depthwise-odd": _conv(8, 8, 3, [1, 1, 1, 1], group=8, hw=(9, 5)),
     "pointwise": _conv(16, 8, 1, [0, 0, 0, 0]),
     "first-layer": _conv(1, 8, 3, [1, 1, 1, 1], hw=(7, 6), stride=2, zp=1),
     "fc": _fc(),
@@ -120,7 +123,7 @@ def test_helium_depthwise_knobs_compute_the_reference():
     module, k, shapes, feeds, ref = _lowered(*CASES["depthwise"])
     space = ScheduleSpace(k.compute, shapes, cortex_m55())
     knobs = Knobs(oc_tile=4, tile="vectorized", row_tile=2, row_axis="oh",
-                  partition=("oh", "ow"), oc_outer=True)
+                  partition=("ow",), oc_outer=True)
     steps = space.steps_of(knobs)
     assert steps == reduction_steps(k.compute, cortex_m55(), shapes)
     assert space.steps_of(Knobs(unroll_taps=True, lanes=("kw", "unroll", 0))) is None
@@ -133,10 +136,33 @@ def test_helium_depthwise_knobs_compute_the_reference():
         np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(s))
 
 
+def test_helium_guarded_tail_is_a_knob():
+    """A depthwise conv with an odd number of rows: the M55 default runs the rows' remainder
+    as a guarded whole tile (`GuardTail`), a point of the space; points with and without it
+    give the reference's bits; where the rows divide, the knob is no point."""
+    module, k, shapes, feeds, ref = _lowered(*CASES["depthwise-odd"])
+    space = ScheduleSpace(k.compute, shapes, cortex_m55())
+    knobs = Knobs(oc_tile=4, tile="vectorized", row_tile=2, row_axis="oh",
+                  partition=("ow",), oc_outer=True, guard_tail=True)
+    steps = space.steps_of(knobs)
+    assert steps == reduction_steps(k.compute, cortex_m55(), shapes)
+    assert GuardTail("oh_o") in steps
+    assert space.steps_of(Knobs(row_tile=3, row_axis="oh", guard_tail=True)) is None
+    assert space.steps_of(Knobs(guard_tail=True)) is None
+    peeled = space.steps_of(replace(knobs, guard_tail=False))
+    assert peeled is not None and GuardTail("oh_o") not in peeled
+    for s in (steps, peeled):
+        kernels = tuple(x.replace(schedule=s) if x is k else x for x in module.kernels)
+        got = run_loop_module(schedule(module.replace(kernels=kernels), PassContext()), feeds)
+        np.testing.assert_array_equal(got[module.outputs[0]], ref, err_msg=str(s))
+
+
 def test_schedules_print_and_parse_back():
     steps = (Split("oc", 4), Unroll("oc_i"), Split("ic", 4), Intrinsic("dot4_s8", "ic_i"),
              Reorder(("n", "oh", "ow", "oc_o", "kh", "kw", "ic_o", "oc_i", "ic_i")))
     assert parse_schedule(schedule_text(steps)) == steps
+    guarded = (Split("oh", 2), Unroll("oh_i"), GuardTail("oh_o"), Unroll("kh"))
+    assert parse_schedule(schedule_text(guarded)) == guarded
     assert parse_schedule("[]") == ()
     _, k, shapes, _, _ = _lowered(*CASES["dense3x3"])
     for _, s in ScheduleSpace(k.compute, shapes, cortex_m7()).sample(random.Random(2), 10):

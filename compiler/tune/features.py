@@ -11,7 +11,7 @@ schedule — the loops `materialize` emits, outermost first, before the statemen
 - guard counts: for each padding window, how many times its check runs (the product of the
   extents of the loops down to where it is placed: where all its axes are bound), partitions;
 - dynamic counts: innermost body executions, loop-overhead iterations (loops not unrolled),
-  peeled remainders, code copies (unrolled extents x partition regions x tails);
+  peeled remainders, code copies (unrolled extents x partition regions x peeled tails);
 - the workload: log2 MACs, the axes' extents, windows, depthwise (no channel reduce).
 """
 
@@ -75,7 +75,7 @@ def features(defn: Reduction, steps: tuple[ScheduleStep, ...],
             evals *= 0.3  # the interior has no check
         guard_evals += evals
     copies = float(math.prod(lp.extent for lp in loops if lp.kind == "unrolled"))
-    copies *= 3.0 ** len(p.partitions) * 2.0 ** len(p.tails)
+    copies *= 3.0 ** len(p.partitions) * 2.0 ** len(set(p.tails) - p.guard_tails)
     extents = {a.name: a.extent for a in defn.axes}
     macs = math.prod(a.extent for a in defn.axes)
     workload = [_log(macs), float(len(defn.windows)), float("ic" not in extents and

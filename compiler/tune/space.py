@@ -38,6 +38,7 @@ from nnc.ir.compute import ComputeError, Reduction, plan
 from nnc.ir.intrinsics import DOT_INTRINSICS
 from nnc.ir.loops import (
     Binary,
+    GuardTail,
     Intrinsic,
     Layout,
     Partition,
@@ -91,6 +92,10 @@ class Knobs:
     # those copies' loop outside the tile (each copy's calls over the tile's channels in a
     # row: Helium's default for 3x3 convs), not between the tile and the lanes
     copies_outer: bool = False
+    # the row split's remainder as one more whole tile whose stores past the row's end are
+    # guarded (`GuardTail`: no peeled copy of the nest; Helium's depthwise default), the
+    # row's taps unrolled
+    guard_tail: bool = False
 
     def steps(self, defn: Reduction, shapes: Mapping[str, tuple[int, ...]] | None = None
               ) -> tuple[ScheduleStep, ...]:
@@ -123,8 +128,17 @@ class Knobs:
                 steps.append(Partition(row))
                 partition.remove(row)
             steps += [Split(row, self.row_tile), Unroll(f"{row}_i")]
+            if self.guard_tail:
+                if defn.axis(row).extent % self.row_tile == 0:
+                    raise ComputeError(f"no remainder along {row!r} to guard")
+                steps.append(GuardTail(f"{row}_o"))
+                # the row's taps unrolled: in a loop gcc keeps them rolled under the guards
+                taps = [w.tap for w in defn.windows if w.out == row and w.high]
+                steps += [Unroll(t) for t in taps[:1] if defn.axis(t).extent > 1]
             outer[outer.index(row)] = f"{row}_o"
             tile.append(f"{row}_i")
+        elif self.guard_tail:
+            raise ComputeError("no row split to guard")
         oc_loops: list[str] = []
         if "oc" in names:
             oc = defn.axis("oc").extent
@@ -147,7 +161,8 @@ class Knobs:
         if self.unroll_taps:
             if lanes:
                 raise ComputeError("taps unrolled whole with lanes on a reduce axis")
-            steps += [Unroll(r) for r in other if defn.axis(r).extent > 1]
+            steps += [Unroll(r) for r in other
+                      if defn.axis(r).extent > 1 and Unroll(r) not in steps]
         if self.order:
             if sorted(self.order) != sorted(other):
                 raise ComputeError(f"order {self.order} is not a permutation of {other}")
@@ -333,6 +348,8 @@ class ScheduleSpace:
                 "lane_copies": list(LANE_COPIES) if self.intrinsics else [1],
                 "row_axis": self._row_axes(),
                 "unroll_taps": [False, True] if self._depthwise_lanes() else [False],
+                "guard_tail": [False, True] if self._depthwise_lanes() and any(
+                    w.high for w in self.defn.windows) else [False],
                 "copies_outer": copies_outer}
 
     # -- legality

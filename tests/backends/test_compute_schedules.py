@@ -16,6 +16,7 @@ from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loop_parser import parse_module
 from nnc.ir.loop_printer import format_module
 from nnc.ir.loops import (
+    GuardTail,
     Intrinsic,
     Layout,
     OverlapTail,
@@ -198,6 +199,9 @@ def test_schedule_is_idempotent_and_prints_and_parses_back():
     ((Split("oc", 4), Split("oc_i", 2)), "inner loop of a split with a remainder"),
     ((Split("oc", 2), OverlapTail("oc_o")), "not the outer loop of a split with a remainder"),
     ((Split("kh", 2), OverlapTail("kh_o")), "reduce loop"),
+    ((Split("oc", 2), GuardTail("oc_o")), "not the outer loop of a split with a remainder"),
+    ((Split("kh", 2), GuardTail("kh_o")), "reduce loop"),
+    ((Split("oc", 4), GuardTail("oc_o")), "no padding window along 'oc' checks its upper end"),
 ])
 def test_steps_that_do_not_apply_say_why(steps, message):
     module, _, _ = _lowered(*_conv_case(False, 1, 0))
@@ -595,6 +599,28 @@ def test_overlapped_tail_is_one_whole_tile_ending_at_the_row_end(compile_module)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
     got = compile_module(once).run(feeds)[module.outputs[0]]
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+@pytest.mark.parametrize("axis, factor", [("ow", 2), ("oh", 4)])
+def test_guarded_tail_is_one_more_tile_with_its_stores_guarded(depthwise, axis, factor):
+    """`GuardTail`: a padded row of 5 split by 2 (or 6 rows by 4) runs 3 (2) whole tiles in
+    one loop and no peeled copy; the last tile's outputs past the end are not stored and its
+    reads stay inside the padding guard, so the result is the reference's."""
+    module, feeds, ref = _lowered(*_conv_case(depthwise, 1, -128))
+    (other,) = [a for a in ("oh", "ow") if a != axis]
+    steps = [Split(axis, factor), Unroll(f"{axis}_i"), GuardTail(f"{axis}_o")]
+    if depthwise:  # Helium's form: 4 channel lanes, the copies inside the taps
+        steps += [Split("oc", 4), Vectorize("oc_i"),
+                  Reorder(("n", "oc_o", other, f"{axis}_o", "kh", "kw", f"{axis}_i", "oc_i"))]
+    else:
+        steps.append(Reorder(("n", "oc", other, f"{axis}_o", "kh", "kw", "ic", f"{axis}_i")))
+    guarded = _with_steps(module, steps)
+    text = format_module(guarded)
+    extent = 5 if axis == "ow" else 6
+    assert f"for %{axis}_o in 0..{-(-extent // factor)}" in text
+    assert text.count(f"for %{axis}_o") == 1  # no peeled copy of the nest
+    np.testing.assert_array_equal(run_loop_module(guarded, feeds)[module.outputs[0]], ref)
 
 
 @pytest.mark.parametrize("w", [40, 64, 125])

@@ -228,7 +228,7 @@ def test_the_error_fixture_parses() -> None:
      "5:12: workload hash #000000000000 does not match its key (#"),
     ("// relu 'r' macs=0 {", "// relu 'r' macs=0 {\n  schedule [Tile(loop='i0')]",
      "5:13: unknown schedule step 'Tile' (known: Split, Reorder, Fuse, Vectorize, Unroll, "
-     "Parallel, Partition, Intrinsic, Layout, OverlapTail, Widen)"),
+     "Parallel, Partition, Intrinsic, Layout, OverlapTail, GuardTail, Widen)"),
     ("// relu 'r' macs=0 {", "// relu 'r' macs=0 {\n  schedule [Split(loop='i0', size=2)]",
      "5:30: Split has no field 'size' (fields: factor, loop)"),
     ("// relu 'r' macs=0 {", "// relu 'r' macs=0 {\n  schedule [Split(loop='i0')]",

@@ -1,6 +1,7 @@
 """Helium depthwise convs (Cortex-M55): accumulator rows the C emitter keeps as `int32x4_t`
 values (`CStyleEmitter._vector_rows`), and the default tile of 4 channel lanes x 2 output
-pixels with the padded border partitioned and the channel groups outermost
+pixels with the padded border of the other axis partitioned, a remainder of the pixels as a
+guarded whole tile, and the channel groups outermost
 (`passes/default_schedule.py: helium_depthwise_steps`), and the first layers' 4 lanes x 4
 pixels, give on the emulated board exactly what the loop-IR interpreter and the op's
 reference give."""
@@ -19,6 +20,7 @@ from nnc.ir.loop_interp import run_loop_module
 from nnc.ir.loops import (
     Buffer,
     For,
+    GuardTail,
     Kernel,
     Load,
     LoopModule,
@@ -132,7 +134,8 @@ def _depthwise(c: int, hw: tuple[int, int], stride: int, pads: list[int], zp: in
 
 
 DEPTHWISE = {  # channels, input plane, stride, pads, input zero point
-    "kws-like": (8, (9, 5), 1, [1, 1, 1, 1], -128),
+    "kws-like": (8, (9, 5), 1, [1, 1, 1, 1], -128),  # 9 rows of 2 copies: a guarded tail
+    "no-bottom-pad": (8, (10, 5), 1, [1, 1, 0, 1], -128),  # 9 rows, the tail peeled
     "stride2": (12, (9, 8), 2, [1, 1, 1, 1], 3),
     "one-group": (4, (7, 6), 1, [1, 1, 1, 1], -128),
     "asymmetric-pads": (16, (6, 7), 1, [0, 1, 1, 0], 0),
@@ -156,6 +159,20 @@ def test_depthwise_default_tile_on_the_board(firmware, case):
     out = module.outputs[0]
     np.testing.assert_array_equal(run_loop_module(module, feeds)[out], ref)
     np.testing.assert_array_equal(firmware(module, "cortex-m55").run(feeds)[out], ref)
+
+
+@pytest.mark.parametrize("rows, requantizes", [(25, 6), (9, 6), (8, 6), (5, 9)])
+def test_depthwise_default_code_copies(rows, requantizes):
+    """Flash (issue 9): KWS's depthwise shape (64 channels, 3x3, pad 1, rows x 5) makes one
+    copy of the loop body per region of the partitioned columns (left border, interior, right
+    border) with 2 pixel copies each: 6 requantized rows in the C, not the 15 of every padded
+    axis partitioned (5,498 -> 2,172 B of code per KWS conv); an odd row count runs its last
+    row in a guarded whole tile, except in a short axis (5 rows: the row peeled)."""
+    module, _, _ = _depthwise(64, (rows, 5), 1, [1, 1, 1, 1], -128)
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    assert [s.loop for s in k.schedule if isinstance(s, Partition)] == ["ow"]
+    assert (GuardTail("oh_o") in k.schedule) == (rows in (9, 25))
+    assert _c_text(module).count("vqrdmulhq_s32(") == requantizes
 
 
 def _first_layer(c: int, oc: int, hw: tuple[int, int], stride: int):
