@@ -834,3 +834,60 @@ def test_every_integer_conv_schedule_is_bit_exact(kind, compile_module):
     for steps in space[1::16]:
         got = compile_module(_with_steps(module, steps)).run(feeds)[module.outputs[0]]
         np.testing.assert_array_equal(got, ref, err_msg=str(steps))
+
+
+def _flat_case():
+    """A depthwise_flat op (flat-depthwise's form of a 3x3 depthwise conv on a 7x5 plane, pads
+    1): the input row zero-padded by one row and one column at each end."""
+    from nnc.ir.ops.nn import flat_plane_masks
+
+    rng = np.random.default_rng(5)
+    c, h, w = 3, 7, 5
+    x = np.pad(rng.standard_normal((1, c, 1, h * w)).astype(np.float32),
+               [(0, 0), (0, 0), (0, 0), (w + 1, w + 1)])
+    wt = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(c).astype(np.float32)
+    return "depthwise_flat", [x, wt, flat_plane_masks(h, w, 3, 1), bias], dict(width=w,
+                                                                                 plane=h * w)
+
+
+def _flat_space():
+    """Lanes of 4 / 8 / 16 along the flat row (peeled, guarded or overlapped remainder), the
+    row's vectors as unrolled copies inside or outside the taps, channel copies."""
+    for lanes, tail, copies, taps_in, oc_split in itertools.product(
+            (4, 8, 16), ("peel", "overlap"), (True, False), (True, False), (None, 3)):
+        steps = [Split("ow", lanes), Vectorize("ow_i")]
+        if tail == "overlap":
+            steps.append(OverlapTail("ow_o"))
+        if copies:
+            steps.append(Unroll("ow_o"))
+        outer, tile = ["n"], []
+        if oc_split:
+            steps += [Split("oc", oc_split), Unroll("oc_i")]
+            outer.append("oc_o")
+            tile.append("oc_i")
+        else:
+            outer.append("oc")
+        outer.append("oh")
+        if taps_in and tail == "overlap":  # a peeled remainder keeps its inner loop inside
+            order = (*outer, "kh", "kw", "ow_i", "ow_o", *tile)
+        else:
+            order = (*outer, "ow_o", "kh", "kw", "ow_i", *tile)
+        if taps_in and tail != "overlap":
+            continue
+        yield (*steps, Reorder(order))
+
+
+def test_every_flat_depthwise_schedule_matches_the_reference(compile_module):
+    """float: within 1e-5 of the numpy reference, through the interpreter for every schedule
+    of the space and the compiled C for a sample."""
+    module, feeds, ref = _lowered(*_flat_case())
+    space = list(_flat_space())
+    assert len(space) == 36
+    for i, steps in enumerate(space):
+        scheduled = _with_steps(module, steps)
+        got = run_loop_module(scheduled, feeds)[module.outputs[0]]
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
+        if i % 6 == 0:
+            got = compile_module(scheduled).run(feeds)[module.outputs[0]]
+            np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5, err_msg=str(steps))
