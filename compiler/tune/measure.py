@@ -47,7 +47,7 @@ from nnc.passes.manager import PassError, PassManager, PipelineStep
 
 OBJECTIVE = "qemu-instructions"
 HOST_OBJECTIVE = HOST_NS  # `nnc compile --target host` looks records up under it (apply.py)
-HOST_KINDS = frozenset({"conv", "gemm"})  # the host's tuned definitions (fp32)
+HOST_KINDS = frozenset({"conv", "gemm", "depthwise_flat"})  # the host's tuned definitions (fp32)
 # fp32 candidates against the untuned build: the tolerances of the model tests vs onnxruntime
 FP32_RTOL, FP32_ATOL = 1e-3, 1e-4
 

@@ -41,6 +41,7 @@ from nnc.ir.loops import (
     GuardTail,
     Intrinsic,
     Layout,
+    OverlapTail,
     Partition,
     Reorder,
     ScheduleStep,
@@ -468,7 +469,10 @@ class HostKnobs:
     unrolled copies (`copies`, "" = none) and how many (`copy_factor`; the whole axis where it
     is that short), the padded axes partitioned (a guard-free interior), and the order of the
     loops outside the reduction (`outer`, () = the definition's) and of the reduce loops
-    (`reduce`, () = the definition's). The tile (lanes, then copies) is innermost."""
+    (`reduce`, () = the definition's); `overlap`: a lane axis that is not a multiple of the
+    lanes ends in one whole vector overlapping the one before (`OverlapTail`), and with
+    `vectors` > 1 the whole axis is that many vectors (`depthwise_flat`'s row: the default).
+    The tile (lanes, then copies) is innermost."""
 
     vec: str = ""
     lanes: int = 16
@@ -478,6 +482,7 @@ class HostKnobs:
     partition: tuple[str, ...] = ()
     outer: tuple[str, ...] = ()
     reduce: tuple[str, ...] = ()
+    overlap: bool = False
 
     def steps(self, defn: Reduction) -> tuple[ScheduleStep, ...]:
         names = {a.name for a in defn.axes}
@@ -508,7 +513,18 @@ class HostKnobs:
             tile.append(f"{axis}_i")
 
         steps += [Partition(a) for a in self.partition if a not in (self.vec, self.copies)]
-        if self.vec and self.vectors > 1:
+        vec_extent = defn.axis(self.vec).extent if self.vec else 0
+        if self.overlap and (not self.vec or self.vec in part or vec_extent <= self.lanes
+                             or not vec_extent % self.lanes):
+            raise ComputeError("an overlapped tail needs a lane axis with a remainder")
+        if self.overlap and self.vectors > 1:
+            if -(-vec_extent // self.lanes) != self.vectors:
+                raise ComputeError("overlapped vectors cover the whole lane axis")
+            steps += [Split(self.vec, self.lanes), Vectorize(f"{self.vec}_i"),
+                      OverlapTail(f"{self.vec}_o"), Unroll(f"{self.vec}_o")]
+            outer.remove(self.vec)
+            tile += [f"{self.vec}_i", f"{self.vec}_o"]
+        elif self.vec and self.vectors > 1:
             extent = defn.axis(self.vec).extent
             width = self.lanes * self.vectors
             if self.vec in part or extent % self.lanes or extent < width:
@@ -524,6 +540,8 @@ class HostKnobs:
             tile += [f"{name}_i", f"{name}_o"]
         elif self.vec:
             tiled(self.vec, self.lanes, Vectorize)
+            if self.overlap:
+                steps.append(OverlapTail(f"{self.vec}_o"))
         if self.copies:
             tiled(self.copies, self.copy_factor, Unroll)
         if self.outer:
@@ -585,7 +603,7 @@ class HostScheduleSpace(ScheduleSpace):
         reduce_orders = [()] + [p for p in itertools.permutations(reduce) if list(p) != reduce]
         return {"vec": [""] + vec, "lanes": lanes, "vectors": list(HOST_VECTORS),
                 "copies": copy_axes, "copy_factor": factors, "partition": parts,
-                "reduce": reduce_orders}
+                "reduce": reduce_orders, "overlap": [False, True]}
 
     def knob_steps(self, knobs: Any) -> tuple[ScheduleStep, ...]:
         return knobs.steps(self.defn)  # these knobs need no shapes

@@ -224,3 +224,35 @@ def test_the_schedule_keeps_the_row_in_registers(bits: int, h: int, steps: list[
     x = RNG.standard_normal((1, 4, h, 5)).astype(np.float32)
     np.testing.assert_allclose(run_loop_module(m, {"x": x})["out"], run_graph(g, {"x": x})["out"],
                                rtol=1e-5, atol=1e-5)
+
+
+def test_the_host_tuner_searches_it_and_its_default_is_a_point() -> None:
+    """`nnc tune --target host` tunes depthwise_flat kernels: the host space (HostKnobs with an
+    overlapped tail) holds the default; a sample of it computes the reference (interpreter)."""
+    import random
+
+    from nnc.compiler.tune.measure import HOST_KINDS
+    from nnc.compiler.tune.space import HostScheduleSpace, space_for
+    from nnc.ir.loop_interp import run_loop_module
+    from nnc.ir.loops import LoopModule
+    from nnc.passes.default_schedule import reduction_steps
+    from nnc.passes.manager import PassManager
+    from nnc.passes.schedule import schedule
+
+    assert "depthwise_flat" in HOST_KINDS
+    g = run_pass(dw_graph(c=4), _AVX512)
+    m = PassManager("fuse-ops,lower-to-loops", target=_AVX512).run(g)
+    assert isinstance(m, LoopModule)
+    (k,) = [k for k in m.kernels if k.op_kind.startswith("depthwise_flat")]
+    shapes = {b.name: b.shape for b in m.buffers}
+    space = space_for(k.compute, shapes, _AVX512)
+    assert isinstance(space, HostScheduleSpace)
+    points = [steps for _, steps in space.enumerate()]
+    assert reduction_steps(k.compute, _AVX512, shapes) in points and len(points) >= 100
+    x = RNG.standard_normal((1, 4, 25, 5)).astype(np.float32)
+    want = run_graph(g, {"x": x})["out"]
+    for steps in random.Random(0).sample(points, 6):
+        kernels = tuple(q.replace(schedule=steps) if q is k else q for q in m.kernels)
+        scheduled = schedule(m.replace(kernels=kernels), PassContext())
+        np.testing.assert_allclose(run_loop_module(scheduled, {"x": x})["out"], want,
+                                   rtol=1e-5, atol=1e-5, err_msg=str(steps))
