@@ -23,6 +23,23 @@ from nnc.ir.ops import get_op
 from nnc.ir.types import TensorType
 
 
+def float_depthwise(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
+                    finite: bool = True) -> tuple[TensorType, np.ndarray] | None:
+    """(input type, weights) of `op` when it is a float32 2-D depthwise conv (group = input =
+    output channels) with constant weights, finite ones where `finite` (a tap on explicit
+    zeros then adds exactly 0 * w); else None."""
+    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+        return None
+    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
+    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
+        return None
+    channels = x.shape[1]
+    if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
+            or op.outputs[0].type.shape[1] != channels or (finite and not np.isfinite(w).all()):
+        return None
+    return x, w
+
+
 def row_constant(shape: tuple[int, ...]) -> bool:
     """Whether a constant operand of this shape broadcasts the same along a wider last axis."""
     return len(shape) == 0 or shape[-1] == 1

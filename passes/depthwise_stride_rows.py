@@ -32,6 +32,7 @@ from nnc.passes._host_rows import (
     Splice,
     chain_end,
     epilogue_chain,
+    float_depthwise,
     rebuild_chain,
     with_row_width,
 )
@@ -55,16 +56,10 @@ def _pays(width: int, left_pad: int, opts: DepthwiseStrideRowsOptions) -> bool:
 
 def _strided(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
              opts: DepthwiseStrideRowsOptions) -> bool:
-    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+    found = float_depthwise(op, types, consts, finite=False)
+    if found is None:
         return False
-    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
-    out = op.outputs[0].type
-    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
-        return False
-    channels = x.shape[1]
-    if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
-            or out.shape[1] != channels:
-        return False
+    x, out = found[0], op.outputs[0].type
     strides, pb, _, dilations = spatial_attrs(op.attrs, 2)
     return strides[1] == 2 and dilations == (1, 1) and out.shape[3] >= opts.min_width \
         and _pays(x.shape[3], pb[1], opts)

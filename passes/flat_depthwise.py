@@ -31,7 +31,13 @@ import numpy as np
 from nnc.ir.graph import Attrs, Constant, Graph, Op, Value, fresh_name
 from nnc.ir.ops.nn import flat_plane_masks, spatial_attrs
 from nnc.ir.types import TensorType
-from nnc.passes._host_rows import Splice, chain_end, epilogue_chain, rebuild_chain
+from nnc.passes._host_rows import (
+    Splice,
+    chain_end,
+    epilogue_chain,
+    float_depthwise,
+    rebuild_chain,
+)
 from nnc.passes.default_schedule import host_flat_vectors, host_registers
 from nnc.passes.flatten_pointwise import _flat, _flat_constant
 from nnc.passes.manager import PassContext, register_pass
@@ -54,16 +60,11 @@ def _lanes(target: object) -> int:
 def _qualifies(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
                opts: FlatDepthwiseOptions, ctx_target: object) -> bool:
     lanes = _lanes(ctx_target)
-    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+    found = float_depthwise(op, types, consts)
+    if found is None:
         return False
-    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
+    x, w = found
     out = op.outputs[0].type
-    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
-        return False
-    channels = x.shape[1]
-    if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
-            or out.shape[1] != channels or not np.isfinite(w).all():
-        return False
     strides, pb, pe, dilations = spatial_attrs(op.attrs, 2)
     if strides != (1, 1) or dilations != (1, 1) or pb[1] + pe[1] != w.shape[3] - 1:
         return False

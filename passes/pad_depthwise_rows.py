@@ -35,6 +35,7 @@ from nnc.passes._host_rows import (
     Splice,
     chain_end,
     epilogue_chain,
+    float_depthwise,
     rebuild_chain,
     with_row_width,
 )
@@ -73,16 +74,9 @@ def _dense(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
 def _wide_width(op: Op, types: dict[str, TensorType], consts: dict[str, np.ndarray],
                 opts: PadDepthwiseRowsOptions) -> int | None:
     """The padded output row width for `op`, None when it does not qualify."""
-    if op.kind != "conv" or len(op.outputs) != 1 or len(op.inputs) < 2:
+    if float_depthwise(op, types, consts) is None:
         return None
-    x, w = types.get(op.inputs[0]), consts.get(op.inputs[1])
     out = op.outputs[0].type
-    if x is None or w is None or x.dtype != "float32" or x.rank != 4 or w.ndim != 4:
-        return None
-    channels = x.shape[1]
-    if op.attrs.get_int("group", 1) != channels or w.shape[:2] != (channels, 1) \
-            or out.shape[1] != channels or not np.isfinite(w).all():
-        return None
     strides, pb, pe, dilations = spatial_attrs(op.attrs, 2)
     if strides != (1, 1) or dilations != (1, 1):
         return None
