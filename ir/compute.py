@@ -367,22 +367,16 @@ def _apply(p: _Plan, step: ScheduleStep) -> None:
             raise ComputeError(f"{step.name} needs a reduce loop of extent {width} "
                                f"({lp.name!r} has {lp.extent})")
         p.intrinsics[lp.name] = step.name
-    elif isinstance(step, OverlapTail):
-        if step.loop not in p.tails:
+    elif isinstance(step, (OverlapTail, GuardTail)):
+        # one whole tile for the remainder: overlapping the one before, or with its stores
+        # past the end guarded (one of the two per split)
+        if step.loop not in p.tails or step.loop in p.overlaps | p.guard_tails:
             raise ComputeError(f"loop {step.loop!r} is not the outer loop of a split with a "
                                f"remainder")
         lp = p.loops[p.find(step.loop)]
         if lp.reduce or p.tails[step.loop][1] < 1:
             raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
-        p.overlaps.add(step.loop)
-    elif isinstance(step, GuardTail):
-        if step.loop not in p.tails or step.loop in p.overlaps:
-            raise ComputeError(f"loop {step.loop!r} is not the outer loop of a split with a "
-                               f"remainder")
-        lp = p.loops[p.find(step.loop)]
-        if lp.reduce or p.tails[step.loop][1] < 1:
-            raise ComputeError(f"loop {step.loop!r} is a reduce loop or has no whole tile")
-        p.guard_tails.add(step.loop)
+        (p.overlaps if isinstance(step, OverlapTail) else p.guard_tails).add(step.loop)
     elif isinstance(step, (Layout, Widen)):
         pass  # applied to the definition by `relayout` (the schedule pass owns the constants)
     elif isinstance(step, Fuse):
