@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -81,16 +82,20 @@ def compile_once(model: Path, target: str, dtype: str, out: Path,
     if baseline is not None:
         env["PYTHONPATH"] = str(baseline)
     argv = [sys.executable, "-c", CLI, *command(model, target, dtype, out)]
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, cwd=out.parent, env=env,
                           capture_output=True, text=True)
     wall = time.perf_counter() - start
+    done = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # user + sys of the build and its children (compilers): steadier than wall on a busy machine
+    cpu = done.ru_utime + done.ru_stime - used.ru_utime - used.ru_stime
     if proc.returncode != 0:
         lines = (proc.stderr.strip() or proc.stdout.strip() or "?").splitlines()
         return {"wall_s": round(wall, 3), "error": lines[-1][:200]}
     info = json.loads((out / "nnc.json").read_text())
     stages = dict(info.get("compile_time_s", {}))
-    row: dict[str, Any] = {"wall_s": round(wall, 3), "stages_s": stages,
+    row: dict[str, Any] = {"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "stages_s": stages,
                            "other_s": round(wall - sum(stages.values()), 3)}
     if "opencl" in info and info["opencl"].get("build_ms") is not None:
         row["opencl_program_s"] = round(info["opencl"]["build_ms"] / 1000, 3)
@@ -120,6 +125,7 @@ def measure(models: list[str], targets: list[str], dtypes: list[str], repeat: in
                         run = compile_once(model, target, dtype, out, tree)
                         row[label].append(run)
                         print(f"{name} {target} {dtype} {label} #{i + 1}: {run['wall_s']:.2f} s"
+                              + (f" (cpu {run['cpu_s']:.2f} s)" if "cpu_s" in run else "")
                               + (f" ({run['error']})" if "error" in run else ""),
                               file=log, flush=True)
                 rows.append(row)
@@ -144,11 +150,12 @@ def _cell(runs: list[dict[str, Any]]) -> str:
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """A table: the median wall seconds (and before/after ratio with a baseline) and the median
-    stages of this tree."""
+    """A table: the median wall seconds (and before/after ratio with a baseline), the median
+    user + sys CPU seconds and the median stages of this tree."""
     labels = [k for k in ("baseline", "now") if rows and k in rows[0]]
     head = ["model", "target", "dtype"]
     head += ["before s", "after s", "after / before"] if len(labels) == 2 else ["wall s"]
+    head += ["cpu before -> after s"] if len(labels) == 2 else ["cpu s"]
     head += ["import", "passes", "calib + accuracy", "codegen", "build (cc / cl / tvm)", "other"]
     out = ["| " + " | ".join(head) + " |", "|---|---|---|" + "---:|" * (len(head) - 3)]
     for r in rows:
@@ -157,6 +164,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         if len(labels) == 2:
             a, b = _median(r["baseline"], "wall_s"), _median(now, "wall_s")
             cells.append(f"{b / a:.2f}" if a and b else "-")
+        cpus = [_median(r[lab], "cpu_s") for lab in labels]
+        cells.append(" -> ".join(f"{c:.2f}" if c is not None else "-" for c in cpus))
         if _median(now, "wall_s") is None:
             cells += ["-"] * 6
         else:

@@ -51,6 +51,14 @@ HOST_CPU_KINDS = frozenset({"host", "tvm"})  # targets whose kernels run on the 
 # x up to 12 copies per work item on AVX-512, emitted as OpenCL vector code; the tile's outer
 # split loops stay work items, backends/opencl/mapping.py; GPUs spread the lanes)
 REGISTER_TILE_KINDS = HOST_CPU_KINDS | {"opencl"}
+# OpenCL, integer kernels (their lanes are scalar loops there: the emitter's vector code is
+# float32) of at most this many MACs: the lanes alone, no unrolled copies and no partitioned
+# borders. PoCL's build costs each kernel about the same whatever its MACs, and the copies x
+# regions of the tile cost VWW int8's depthwise convs 0.25-1.0 s each to build for 1-4 us of
+# run time: program CPU 10.2 -> 8.4 s, those 11 kernels 27 -> 37 us of the model's 1.2 ms.
+# Float kernels keep the tile: on VWW fp32 the same rule cost +48% latency (README "Compile
+# time")
+OPENCL_SMALL_MACS = 50_000
 
 
 @dataclass(frozen=True)
@@ -155,8 +163,11 @@ def reduction_steps(defn: Reduction, target: Any,
         return elementwise_steps(defn, target)
     # the TVM target runs on this CPU too (TVM's LLVM for the host's vector ISA): same tiles
     if getattr(target, "kind", "") in REGISTER_TILE_KINDS and defn.acc_dtype in _LANE_BYTES:
+        small = getattr(target, "kind", "") == "opencl" and defn.acc_dtype != "float32" \
+            and macs(defn) <= OPENCL_SMALL_MACS
         steps = host_pool_steps(defn, target) or host_flat_steps(defn, target) \
-            or host_vector_steps(defn, target, shapes)
+            or host_vector_steps(defn, target, shapes, copies_cap=1 if small else None,
+                                 partition=not small)
         try:
             plan(defn, steps, shapes)
             return steps
@@ -363,8 +374,17 @@ def _strides(defn: Reduction, shapes: dict[str, tuple[int, ...]], axis: str) -> 
     return found
 
 
-def host_vector_steps(defn: Reduction, target: Any,
-                      shapes: dict[str, tuple[int, ...]]) -> tuple[ScheduleStep, ...]:
+def macs(defn: Reduction) -> int:
+    """Multiply-accumulates (iterations of the term) of a definition: every axis's extent."""
+    n = 1
+    for a in defn.axes:
+        n *= a.extent
+    return n
+
+
+def host_vector_steps(defn: Reduction, target: Any, shapes: dict[str, tuple[int, ...]],
+                      copies_cap: int | None = None,
+                      partition: bool = True) -> tuple[ScheduleStep, ...]:
     """The host's register tile for a reduction: one spatial axis as vector lanes, another as
     unrolled copies, both inside the reduction, so each vector loaded serves every copy (the
     other operand a broadcast) and the accumulators (copies x one vector) stay in registers:
@@ -376,6 +396,8 @@ def host_vector_steps(defn: Reduction, target: Any,
     guard-free interior) and then split, each region with its own peeled remainder. One
     vector per copy measured best: with 2-3 (a
     48-float array per copy) gcc no longer keeps the tile in registers.
+    `copies_cap` bounds the unrolled copies (1: none), `partition=False` keeps every padded
+    axis guarded (OPENCL_SMALL_MACS).
     Order: outer spatial axes, the reduce axes (the definition's order), the tile."""
     regs, bits = host_registers(target)
     lanes = max(1, bits // (8 * _LANE_BYTES[defn.acc_dtype]))
@@ -409,9 +431,9 @@ def host_vector_steps(defn: Reduction, target: Any,
     # and partitioning them too would triple the code for < 2% of the time
 
     def tiled(axis: str, factor: int, kind: type[Vectorize] | type[Unroll],
-              partition: bool = True) -> None:
+              split_borders: bool = True) -> None:
         extent = defn.axis(axis).extent
-        if axis in windowed and partition:
+        if axis in windowed and split_borders and partition:
             steps.append(Partition(axis))
         elif extent <= factor:
             steps.append(kind(axis))
@@ -466,11 +488,13 @@ def host_vector_steps(defn: Reduction, target: Any,
                 # the row's last vector overlaps the one before instead of a scalar remainder
                 # (KWS's 1x1 convs on the 125-column flat row: 0.0150 -> 0.0092 ms)
                 steps.append(OverlapTail(f"{vec}_o"))
-    if copies is not None:
+    most = (regs - 8) // nv if nv > 1 else min(regs - 4, 12 if regs > 16 else 8)
+    if copies_cap is not None:
+        most = min(most, copies_cap)
+    if copies is not None and most > 1:
         # rows as the copies keep their guard (outside the tap row loop): partitioned too, the
         # regions x copies x peeled tails doubled KWS's C compile time for no measured gain
-        most = (regs - 8) // nv if nv > 1 else min(regs - 4, 12 if regs > 16 else 8)
-        tiled(copies, min(most, defn.axis(copies).extent), Unroll, partition=copies == row)
+        tiled(copies, min(most, defn.axis(copies).extent), Unroll, split_borders=copies == row)
     reduce = [a.name for a in defn.reduced]
     steps.append(Reorder((*outer, *reduce, *tile)))
     return tuple(steps)

@@ -15,6 +15,7 @@ def test_one_build_reports_wall_time_and_stages(tmp_path: Path) -> None:
     assert "error" not in run, run
     assert {"import", "passes", "calibration", "codegen", "c_compiler"} <= set(run["stages_s"])
     assert run["wall_s"] >= sum(run["stages_s"].values()) > 0
+    assert run["cpu_s"] > 0  # the child's user + sys, not this process's
     table = markdown(rows)
     assert table.count("\n") == 2 and "| ad | host | int8 |" in table
 

@@ -1,5 +1,5 @@
 /* nnc OpenCL host runtime (see nnc_opencl.h). */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200112L /* clock_gettime, setenv */
 #include "nnc_opencl.h"
 
 #include <ctype.h>
@@ -306,6 +306,11 @@ int nnc_cl_init(nnc_cl_state *s, const nnc_cl_model *m)
         const char *cache = getenv("NNC_OPENCL_CACHE"), *dev = getenv("NNC_OPENCL_DEVICE");
         nnc_cl_configure(s, cache, dev);
     }
+    /* PoCL (3.1) otherwise compiles every kernel again at its first enqueue, specialized to
+     * that enqueue's sizes (VWW int8: a 15 s first run after a 0.03 s init from model.clbin),
+     * although the binary built once holds generic work-group functions that ran as fast
+     * (README "Compile time"). Other drivers ignore it; a value the user set is kept. */
+    setenv("POCL_WORK_GROUP_SPECIALIZATION", "0", 0);
     int rc = select_device(s);
     if (rc) return rc;
     rc = check_extensions(s, m->extensions);

@@ -155,3 +155,55 @@ def test_int8_elementwise_ops_have_definitions_vectorized_along_the_channels() -
     assert _int8_elementwise("add_s8", host_target(), 6).schedule == (Vectorize("i3"),)
     assert _int8_elementwise("add_s8", cortex_m55(), 3).schedule == (Vectorize("i3"),)
     assert _int8_elementwise("add_s8", cortex_m7(), 3).schedule == ()
+
+
+def _int8_depthwise(hw: int, channels: int):
+    """An int8 NHWC 3x3 depthwise conv, padded, lowered: (module, kernel, shapes, inputs, ref)."""
+    from nnc.ir.graph import Attrs
+    from nnc.ir.ops import get_op
+    from nnc.ir.ops.int8 import quantize_multiplier
+    from nnc.passes.lower_to_loops import lower_to_loops
+    from nnc.testing import single_op_graph
+
+    rng = np.random.default_rng(hw * 7 + channels)
+    x = rng.integers(-128, 128, (1, hw, hw, channels)).astype(np.int8)
+    w = rng.integers(-127, 128, (1, 3, 3, channels)).astype(np.int8)
+    pairs = [quantize_multiplier(float(r)) for r in rng.uniform(2e-4, 4e-3, channels)]
+    inputs = [x, w, np.array([m for m, _ in pairs], np.int32),
+              np.array([s for _, s in pairs], np.int32),
+              rng.integers(-3000, 3000, channels).astype(np.int32)]
+    attrs = dict(layout="NHWC", pads=[1, 1, 1, 1], strides=[1, 1], group=channels,
+                 input_zero_point=-128, output_zero_point=-5, act_min=-128, act_max=127)
+    graph = single_op_graph("conv_s8", inputs, attrs, (1, 2, 3, 4))
+    module = lower_to_loops(graph, PassContext())
+    ref = get_op("conv_s8").reference(list(inputs), Attrs.of(attrs))
+    (k,) = [k for k in module.kernels if k.compute is not None]
+    return module, k, {b.name: b.shape for b in module.buffers}, {module.inputs[0]: x}, ref[0]
+
+
+def test_small_integer_kernels_on_opencl_get_the_lanes_alone() -> None:
+    """OpenCL: an int8 kernel of at most OPENCL_SMALL_MACS MACs gets no unrolled copies and no
+    partitioned borders (PoCL builds each kernel at about the same cost whatever its MACs);
+    the host keeps its tile, and so does a bigger kernel; the small schedule computes the
+    reference's bits."""
+    from nnc.backends.target import host_target, opencl_target
+    from nnc.ir.loops import Partition, Unroll
+    from nnc.passes.default_schedule import OPENCL_SMALL_MACS, macs, reduction_steps
+    from nnc.passes.schedule import schedule
+
+    module, k, shapes, inputs, ref = _int8_depthwise(6, 16)
+    assert macs(k.compute) == 6 * 6 * 16 * 9 <= OPENCL_SMALL_MACS
+
+    def tiled(steps) -> bool:
+        return any(isinstance(s, (Unroll, Partition)) for s in steps)
+
+    small = reduction_steps(k.compute, opencl_target(), shapes)
+    assert small and not tiled(small)
+    assert tiled(reduction_steps(k.compute, host_target(), shapes))
+    _, big, big_shapes, _, _ = _int8_depthwise(24, 128)
+    assert macs(big.compute) > OPENCL_SMALL_MACS
+    assert tiled(reduction_steps(big.compute, opencl_target(), big_shapes))
+    scheduled = schedule(module.replace(kernels=tuple(
+        x.replace(schedule=small) if x is k else x for x in module.kernels)), PassContext())
+    out = run_loop_module(scheduled, inputs)
+    np.testing.assert_array_equal(out[scheduled.outputs[0]], ref)

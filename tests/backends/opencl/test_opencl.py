@@ -116,6 +116,30 @@ def test_binary_cache_is_reused_by_the_next_compile(tmp_path: Path) -> None:
     assert bench["latency_ms"]["median"] > 0
 
 
+_READ_SPECIALIZATION = """
+import ctypes, sys
+from nnc.backends.opencl.run import OpenCLModel
+OpenCLModel(sys.argv[1]).close()
+libc = ctypes.CDLL(None)
+libc.getenv.restype = ctypes.c_char_p
+print(libc.getenv(b"POCL_WORK_GROUP_SPECIALIZATION"))
+"""
+
+
+@pytest.mark.parametrize(("user", "seen"), [(None, "b'0'"), ("1", "b'1'")])
+def test_runtime_keeps_pocl_on_the_built_binary(user: str | None, seen: str,
+                                               tmp_path: Path) -> None:
+    """Init turns off PoCL's per-enqueue work-group specialization (the first run would compile
+    every kernel again) unless the user set it; read in a fresh process, before PoCL starts."""
+    nnc.compile(small_models()["conv"], target="opencl", output_dir=tmp_path / "m")
+    env = {k: v for k, v in os.environ.items() if k != "POCL_WORK_GROUP_SPECIALIZATION"}
+    if user is not None:
+        env["POCL_WORK_GROUP_SPECIALIZATION"] = user
+    out = subprocess.run([sys.executable, "-c", _READ_SPECIALIZATION, str(tmp_path / "m")],
+                         env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == seen
+
+
 def test_cli_compile_run_bench(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "softmax.onnx"
     onnx.save(small_models()["softmax"], path)
