@@ -68,6 +68,17 @@ def epilogue_chain(first: Op, graph: Graph, consts: dict[str, np.ndarray],
     return chain
 
 
+def flat_constant(shape: tuple[int, ...]) -> bool:
+    """Whether a constant of this shape broadcasts the same over [.., 1, H*W] as over
+    [.., H, W]: its last two dims (where present) are 1."""
+    return all(d == 1 for d in shape[-2:])
+
+
+def flat_type(t: TensorType) -> TensorType:
+    """`t` (rank 4, [N, C, H, W]) with its plane as one row: [N, C, 1, H*W]."""
+    return TensorType((*t.shape[:2], 1, t.shape[2] * t.shape[3]), t.dtype)
+
+
 def with_row_width(t: TensorType, width: int) -> TensorType:
     """`t` (rank 4) with rows `width` wide."""
     return TensorType((*t.shape[:3], width), t.dtype)

@@ -36,11 +36,12 @@ from nnc.passes._host_rows import (
     Splice,
     chain_end,
     epilogue_chain,
+    flat_constant,
+    flat_type,
     float_depthwise,
     rebuild_chain,
 )
 from nnc.passes.default_schedule import host_flat_vectors, host_registers
-from nnc.passes.flatten_pointwise import _flat, _flat_constant
 from nnc.passes.manager import PassContext, register_pass
 
 
@@ -91,7 +92,7 @@ def flat_depthwise(graph: Graph, ctx: PassContext) -> Graph:
         if op in splice or op.outputs[0].name in outputs \
                 or not _qualifies(op, types, consts, opts, ctx.target):
             continue
-        chain = epilogue_chain(op, graph, consts, _flat_constant)
+        chain = epilogue_chain(op, graph, consts, flat_constant)
         while chain and chain[-1].outputs[0].name in outputs:
             chain.pop()
         x, w = types[op.inputs[0]], consts[op.inputs[1]]
@@ -100,7 +101,7 @@ def flat_depthwise(graph: Graph, ctx: PassContext) -> Graph:
         plane = height * width
         before = pb[0] * width + pb[1]
         after = pe[0] * width + pe[1]
-        flat = _flat(x)
+        flat = flat_type(x)
         padded = TensorType((*flat.shape[:3], flat.shape[3] + before + after), x.dtype)
 
         def fresh(base: str) -> str:
@@ -120,7 +121,7 @@ def flat_depthwise(graph: Graph, ctx: PassContext) -> Graph:
         bias = op.inputs[2] if len(op.inputs) > 2 else ""
         conv = Op("depthwise_flat", (xp, op.inputs[1], m, *((bias,) if bias else ())),
                   op.outputs, Attrs.of(width=width, plane=plane), name=op.name)
-        copies = rebuild_chain(conv, chain, suffix="_flat", used=used, out_type=_flat)
+        copies = rebuild_chain(conv, chain, suffix="_flat", used=used, out_type=flat_type)
         last = chain_end(op, chain)
         ops += [*copies, Op("reshape", (copies[-1].outputs[0].name,), (last,),
                             Attrs.of(shape=last.type.shape), name=f"{label}_plane")]

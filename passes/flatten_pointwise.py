@@ -25,19 +25,20 @@ from dataclasses import dataclass
 from nnc.ir.graph import Attrs, Graph, Op, Value, fresh_name
 from nnc.ir.ops.nn import spatial_attrs
 from nnc.ir.types import TensorType
-from nnc.passes._host_rows import Splice, chain_end, epilogue_chain, rebuild_chain
+from nnc.passes._host_rows import (
+    Splice,
+    chain_end,
+    epilogue_chain,
+    flat_constant,
+    flat_type,
+    rebuild_chain,
+)
 from nnc.passes.manager import PassContext, register_pass
 
 
 @dataclass(frozen=True)
 class FlattenPointwiseOptions:
     max_width: int = 32  # rows at most this wide are flattened (12 copies fit a wider row)
-
-
-def _flat_constant(shape: tuple[int, ...]) -> bool:
-    """Whether a constant of this shape broadcasts the same over [.., 1, H*W] as over
-    [.., H, W]: its last two dims (where present) are 1."""
-    return all(d == 1 for d in shape[-2:])
 
 
 def _pointwise(op: Op, types: dict[str, TensorType], opts: FlattenPointwiseOptions) -> bool:
@@ -55,10 +56,6 @@ def _pointwise(op: Op, types: dict[str, TensorType], opts: FlattenPointwiseOptio
     return out.shape[2] > 1 and out.shape[3] <= opts.max_width
 
 
-def _flat(t: TensorType) -> TensorType:
-    return TensorType((*t.shape[:2], 1, t.shape[2] * t.shape[3]), t.dtype)
-
-
 @register_pass("flatten-pointwise", options=FlattenPointwiseOptions)
 def flatten_pointwise(graph: Graph, ctx: PassContext) -> Graph:
     """View narrow 1x1 convs' planes as one row (see the module docstring)."""
@@ -74,15 +71,15 @@ def flatten_pointwise(graph: Graph, ctx: PassContext) -> Graph:
             continue
         if op.outputs[0].name in outputs:
             continue  # a graph output keeps its own shape and buffer
-        chain = epilogue_chain(op, graph, consts, _flat_constant)
+        chain = epilogue_chain(op, graph, consts, flat_constant)
         while chain and chain[-1].outputs[0].name in outputs:
             chain.pop()
         x = types[op.inputs[0]]
         xf = fresh_name(f"{op.inputs[0]}_flat", used)
         used.add(xf)
-        flat_in = Op("reshape", (op.inputs[0],), (Value(xf, _flat(x)),),
-                     Attrs.of(shape=_flat(x).shape), name=f"{op.name}_flat" if op.name else "")
-        copies = rebuild_chain(op, chain, suffix="_flat", used=used, out_type=_flat,
+        flat_in = Op("reshape", (op.inputs[0],), (Value(xf, flat_type(x)),),
+                     Attrs.of(shape=flat_type(x).shape), name=f"{op.name}_flat" if op.name else "")
+        copies = rebuild_chain(op, chain, suffix="_flat", used=used, out_type=flat_type,
                                first_input=xf)
         last = chain_end(op, chain)
         plane = Op("reshape", (copies[-1].outputs[0].name,), (last,),
